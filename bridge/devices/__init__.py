@@ -1,0 +1,1 @@
+"""Device drivers: one per kind of GSM hardware, all speaking the protocol in base.py."""
