@@ -1,0 +1,1212 @@
+"""Configuration: a frozen attrs model, and a YAML loader that names the key and line of every problem.
+
+The model is plain data (frozen attrs classes, no validators): code inside the bridge trusts
+it. All checking happens at the edge, in the loader, which
+
+* composes the YAML into a node tree (``yaml.compose``) so every value keeps its line number;
+* walks the tree section by section, collecting *every* problem into one `ConfigError`
+  (``FILE:LINE: key.path: message`` per line) instead of stopping at the first;
+* rejects unknown keys at every level, suggesting the nearest known key (difflib);
+* resolves secrets from the file, the environment (``*_env``) or a file (``*_file``), wraps them
+  in `Secret` at once, and never echoes a secret in a message;
+* refuses a config file that holds a secret inline, or a secret file, when group or others
+  can read it.
+
+Adding a section (``devices:``, ``routes:`` ...) takes three steps: an attrs class with defaults,
+a loader ``_load_<name>(ctx, node, path) -> Class`` built on `_Map` (look at `_load_limits`,
+the smallest), and one line in `_SECTIONS` plus the matching field on `Config`.
+
+YAML notes for users, enforced here with specific messages: quote values that YAML would
+otherwise turn into something else (``"::1"``, ``"0123"``, ``"on"``, numeric passwords); a key
+present with no value is an error, except for a section (a mapping), where it means "all
+defaults" so a section whose lines are all commented out still works.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hmac
+import ipaddress
+import math
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import attrs
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from bridge import passwords
+
+__all__ = [
+    "AdminConfig",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "EsmeConfig",
+    "IPNetwork",
+    "Limits",
+    "Listener",
+    "LOOPBACK_NETWORKS",
+    "LoggingConfig",
+    "Secret",
+    "SmppConfig",
+    "StoreConfig",
+    "Timers",
+    "TlsConfig",
+    "default_demo_config",
+    "load_config",
+    "load_config_text",
+]
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+SYSTEM_ID_MAX = 15  # SMPP 3.4: system_id is a C-Octet String of at most 16 octets with the NUL
+ADMIN_TOKEN_MIN = 16
+LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.1/32"),
+    ipaddress.ip_network("::1/128"),
+)
+SYNCHRONOUS_MODES = ("full", "normal")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets
+
+
+class Secret:
+    """A secret string that does not leak: ``repr()``, ``str()`` and f-strings all give ``***``.
+
+    Call `reveal()` at the one place that needs the value. Equality is constant-time.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
+        object.__setattr__(self, "_value", value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(_utf8(self._value), _utf8(other._value))
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy.copy / deepcopy
+        return (Secret, (self._value,))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _hidden(value: object) -> str:
+    return "None" if value is None else "***"
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+@attrs.frozen
+class TlsConfig:
+    cert: Path
+    key: Path
+
+
+@attrs.frozen
+class Listener:
+    host: str = "0.0.0.0"
+    port: int = 2775
+    tls: TlsConfig | None = None
+
+
+@attrs.frozen
+class Timers:
+    """SMPP session timers, in seconds."""
+
+    session_init: float = 10.0
+    enquire_link: float = 30.0
+    inactivity: float = 120.0
+    response: float = 10.0
+    unbind_grace: float = 2.0
+
+
+@attrs.frozen
+class SmppConfig:
+    system_id: str = "smpp-bridge"
+    listeners: tuple[Listener, ...] = attrs.field(default=(Listener(),), converter=tuple)
+    timers: Timers = attrs.Factory(Timers)
+    window: int = 10
+    max_connections: int = 1000
+
+
+@attrs.frozen
+class EsmeConfig:
+    """One application allowed to bind. `password` or `password_hash` is set, never both.
+
+    The server checks, for a bind: the ESME exists, `enabled`, `allows(peer_ip)`, then
+    `check_password(...)`, then `max_binds`.
+    """
+
+    system_id: str
+    password: Secret | None = None
+    password_hash: str | None = attrs.field(default=None, repr=_hidden)
+    allowed_ips: tuple[IPNetwork, ...] = attrs.field(default=LOOPBACK_NETWORKS, converter=tuple)
+    max_binds: int = 4
+    throughput: float = 0.0  # submit_sm segments per second; 0 = unlimited
+    enabled: bool = True
+
+    def allows(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """True if a peer at `ip` may bind. IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a
+        dual-stack ``::`` listener reports for IPv4 peers) is checked as the IPv4 address too.
+        Anything that is not an IP address is refused."""
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
+        return any(a in net for a in candidates for net in self.allowed_ips)
+
+    def check_password(self, candidate: str) -> bool:
+        """Constant-time password check (hmac.compare_digest; PBKDF2 for a hash)."""
+        if self.password is not None:
+            return hmac.compare_digest(_utf8(candidate), _utf8(self.password.reveal()))
+        if self.password_hash is not None:
+            try:
+                return passwords.verify_password(self.password_hash, candidate)
+            except ValueError:
+                return False
+        return False
+
+
+@attrs.frozen
+class StoreConfig:
+    path: Path = Path("data/bridge.sqlite3")
+    synchronous: str = "full"  # "full" survives power cuts; "normal" may lose the last commits
+    partial_timeout: float = 600.0  # seconds to wait for the missing parts of a long message
+
+
+@attrs.frozen
+class Limits:
+    queue_depth: int = 10_000  # accepted-but-not-final messages before ESME_RMSGQFUL
+
+
+@attrs.frozen
+class AdminConfig:
+    host: str = "127.0.0.1"
+    port: int = 8025  # 0 disables the admin HTTP server
+    token: Secret | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
+
+
+@attrs.frozen
+class LoggingConfig:
+    level: str = "info"
+    format: str = "text"
+
+
+@attrs.frozen
+class Config:
+    smpp: SmppConfig = attrs.Factory(SmppConfig)
+    esmes: tuple[EsmeConfig, ...] = attrs.field(default=(), converter=tuple)
+    store: StoreConfig = attrs.Factory(StoreConfig)
+    limits: Limits = attrs.Factory(Limits)
+    admin: AdminConfig = attrs.Factory(AdminConfig)
+    logging: LoggingConfig = attrs.Factory(LoggingConfig)
+    _by_id: dict[str, EsmeConfig] = attrs.field(init=False, repr=False, eq=False)
+
+    @_by_id.default
+    def _index_esmes(self) -> dict[str, EsmeConfig]:
+        return {esme.system_id: esme for esme in self.esmes}
+
+    def esme(self, system_id: str) -> EsmeConfig | None:
+        return self._by_id.get(system_id)
+
+
+def default_demo_config(data_dir: Path, smpp_port: int = 2775) -> Config:
+    """A ready config for the demo and for tests: everything on loopback, one ESME demo/demo."""
+    return Config(
+        smpp=SmppConfig(listeners=(Listener(host="127.0.0.1", port=smpp_port),)),
+        esmes=(
+            EsmeConfig(
+                system_id="demo",
+                password=Secret("demo"),
+                allowed_ips=LOOPBACK_NETWORKS,
+                max_binds=10,
+                throughput=0.0,
+            ),
+        ),
+        store=StoreConfig(path=Path(data_dir).absolute() / "bridge.sqlite3", synchronous="full"),
+        limits=Limits(queue_depth=200_000),
+        admin=AdminConfig(host="127.0.0.1", port=8025, token=None),
+        logging=LoggingConfig(),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+@attrs.frozen
+class ConfigIssue:
+    path: str  # like "esmes[1].throughput"; "" for the file as a whole
+    line: int | None  # 1-based line in the file
+    message: str  # what was expected and what was found
+
+    def format(self, source: str) -> str:
+        where = source if self.line is None else f"{source}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem found in a config; `str()` gives one ``FILE:LINE: key.path: message`` per line."""
+
+    def __init__(self, issues: Iterable[ConfigIssue], source: str = "<string>") -> None:
+        self.issues: list[ConfigIssue] = list(issues)
+        self.source = source
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(issue.format(self.source) for issue in self.issues)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: entry points
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load and check a config file. Raises `ConfigError` listing every problem.
+
+    Relative paths inside the file are resolved against the file's directory. Secrets may be
+    written inline only if nobody but the owner can read the file.
+    """
+    source = os.fspath(path)
+    file_path = Path(source)
+    try:
+        with open(file_path, "rb") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            data = f.read()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ConfigError([ConfigIssue("", None, f"cannot read the config file: {reason}")], source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        issue = ConfigIssue("", line, f"expected UTF-8 text, found byte 0x{data[e.start]:02x}")
+        raise ConfigError([issue], source) from None
+    return _load(
+        text,
+        source=source,
+        env=os.environ,
+        base_dir=file_path.absolute().parent,
+        file_mode=mode if os.name == "posix" else None,
+    )
+
+
+def load_config_text(
+    text: str,
+    *,
+    source: str = "<string>",
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    """Load and check config text. `env` replaces os.environ for ``*_env`` keys; relative paths
+    resolve against `base_dir` (default: the current directory). No file-permission check on
+    the text itself (there is no file); ``*_file`` secrets are still checked."""
+    return _load(
+        text,
+        source=source,
+        env=os.environ if env is None else env,
+        base_dir=Path.cwd() if base_dir is None else Path(base_dir).absolute(),
+        file_mode=None,
+    )
+
+
+def _load(
+    text: str, *, source: str, env: Mapping[str, str], base_dir: Path, file_mode: int | None
+) -> Config:
+    ctx = _Ctx(env=env, base_dir=base_dir)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError([_syntax_issue(e, text)], source) from None
+    config = _load_root(ctx, root)
+    if file_mode is not None and file_mode & 0o044 and ctx.inline_secrets:
+        who = {0o040: "its group", 0o004: "other users"}.get(file_mode & 0o044, "its group and other users")
+        for key_path, line, alternatives in ctx.inline_secrets:
+            ctx.issues.append(
+                ConfigIssue(
+                    key_path,
+                    line,
+                    f"a secret is written inline, but {source} can be read by {who} "
+                    f"(mode {file_mode:04o}): run `chmod 600 {source}`, or use {alternatives} instead",
+                )
+            )
+    if ctx.issues or config is None:
+        raise ConfigError(_sorted_unique(ctx.issues), source)
+    return config
+
+
+def _sorted_unique(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    unique = list(dict.fromkeys(issues))
+    return sorted(unique, key=lambda i: -1 if i.line is None else i.line)
+
+
+def _syntax_issue(e: yaml.YAMLError, text: str) -> ConfigIssue:
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = e.problem or "cannot parse"
+        message = f"YAML syntax error: {problem}"
+        if e.context:
+            context = e.context
+            if e.context_mark is not None and e.context_mark.line + 1 != line:
+                context += f", line {e.context_mark.line + 1}"
+            message += f" ({context})"
+        if "'\\t'" in problem:
+            message += "; indent with spaces, not tabs"
+        elif "found ':'" in problem or "mapping values are not allowed" in problem:
+            message += "; a value that contains ': ' or starts with ':' (like \"::1\") must be quoted"
+        return ConfigIssue("", line, message)
+    position = getattr(e, "position", None)  # yaml.reader.ReaderError: a bad character
+    line = text[:position].count("\n") + 1 if isinstance(position, int) else None
+    reason = getattr(e, "reason", None) or "cannot read the text"
+    return ConfigIssue("", line, f"YAML error: {reason}")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: machinery
+
+
+class _Ctx:
+    """State of one load: where problems go, the environment, the directory for relative paths."""
+
+    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+        self.env = env
+        self.base_dir = base_dir
+        self.issues: list[ConfigIssue] = []
+        # (key path, line, what to use instead) for every secret written in the file itself
+        self.inline_secrets: list[tuple[str, int | None, str]] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def error(self, path: str, where: Node | int | None, message: str) -> None:
+        line = where.start_mark.line + 1 if isinstance(where, Node) else where
+        self.issues.append(ConfigIssue(path, line, message))
+
+    def construct(self, node: ScalarNode) -> Any:
+        """The Python value of a scalar (int, float, bool, None, str, date ...)."""
+        return self._constructor.construct_object(node, deep=True)
+
+    def resolve_path(self, text: str) -> Path:
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+_ABSENT = object()  # the key is not in the file
+_BAD = object()  # the value is wrong, and that was already reported
+
+
+class _Shape:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_A_LIST = _Shape("a list")
+_A_MAPPING = _Shape("a mapping")
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_OCTAL_LOOKING = re.compile(r"^[-+]?0[0-9_]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def _scalar_or_bad(ctx: _Ctx, node: ScalarNode) -> Any:
+    try:
+        return ctx.construct(node)
+    except yaml.YAMLError:
+        return _Shape(f"a value tagged {node.tag}")
+
+
+def _describe(value: Any, *, secret: bool = False) -> str:
+    """How a found value reads in a message: "'fast'", "12", "true", "a list", "an empty value"."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, _Shape):
+        return value.text
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if secret:
+        if isinstance(value, str):
+            return "a string"
+        if isinstance(value, int):
+            return "an integer"
+        if isinstance(value, float):
+            return "a number"
+        return f"a {type(value).__name__}"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value)
+    return f"a {type(value).__name__} ({value})"
+
+
+def _quote_hint(value: Any) -> str:
+    """Advice when YAML turned the user's text into a non-string."""
+    if isinstance(value, bool):
+        return " (YAML reads unquoted yes/no/on/off/true/false as booleans; put the value in quotes)"
+    if value is not None and not isinstance(value, (str, _Shape)):
+        return " (put the value in quotes)"
+    return ""
+
+
+class _Map:
+    """One YAML mapping being read against a fixed set of known keys.
+
+    Readers (`get_int`, `get_str` ...) mark a key used and return the default when the key is
+    absent or its value is wrong (after recording the problem). `finish()` reports every key
+    nobody asked for, with a did-you-mean suggestion.
+    """
+
+    def __init__(
+        self, ctx: _Ctx, node: Node | None, path: str, keys: Sequence[str], *, what: str = "a mapping"
+    ) -> None:
+        self.ctx = ctx
+        self.path = path
+        self.keys = tuple(keys)
+        self.line: int | None = node.start_mark.line + 1 if node is not None else None
+        self.entries: dict[str, tuple[ScalarNode, Node]] = {}
+        self.used: set[str] = set()
+        self.bad: set[str] = set()
+        self.ok = True
+        if node is None or (isinstance(node, ScalarNode) and _scalar_or_bad(ctx, node) is None):
+            return  # absent, or a key with no value: all defaults
+        if not isinstance(node, MappingNode):
+            found = _A_LIST if isinstance(node, SequenceNode) else _scalar_or_bad(ctx, node)
+            ctx.error(path, node, f"expected {what}, got {_describe(found)}")
+            self.ok = False
+            return
+        self.entries = self._entries(node, depth=0)
+
+    def _entries(self, node: MappingNode, depth: int) -> dict[str, tuple[ScalarNode, Node]]:
+        merged: dict[str, tuple[ScalarNode, Node]] = {}
+        explicit: dict[str, tuple[ScalarNode, Node]] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.tag == _MERGE_TAG:
+                # YAML merge key: `<<: *defaults` or `<<: [*a, *b]`; earlier sources win
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, MappingNode) or depth > 20:
+                        message = "'<<' (merge) expects a mapping or a list of mappings"
+                        self.ctx.error(self.path, source, message)
+                        continue
+                    for name, entry in self._entries(source, depth + 1).items():
+                        merged.setdefault(name, entry)
+                continue
+            if not isinstance(key_node, ScalarNode):
+                self.ctx.error(self.path, key_node, "expected a key name, got a list or mapping as a key")
+                continue
+            name = key_node.value  # the text as written, so `on:` is the key 'on', not true
+            if name in explicit:
+                first = explicit[name][0].start_mark.line + 1
+                message = f"duplicate key {name!r} (first given at line {first})"
+                self.ctx.error(self._sub(name), key_node, message)
+                continue
+            explicit[name] = (key_node, value_node)
+        return {**merged, **explicit}
+
+    # -- plumbing
+
+    def _sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def path_of(self, key: str) -> str:
+        return self._sub(key)
+
+    def has(self, key: str) -> bool:
+        return key in self.entries
+
+    def node(self, key: str) -> Node | None:
+        """The value node of `key` (None if absent), marking the key used."""
+        if key not in self.keys:
+            raise AssertionError(f"{key!r} is not declared for {self.path or 'the top level'}")
+        self.used.add(key)
+        entry = self.entries.get(key)
+        return entry[1] if entry is not None else None
+
+    def key_line(self, key: str) -> int | None:
+        entry = self.entries.get(key)
+        return entry[0].start_mark.line + 1 if entry is not None else self.line
+
+    def fail(self, key: str, where: Node | int | None, message: str) -> Any:
+        self.bad.add(key)
+        self.ctx.error(self._sub(key), where, message)
+        return _BAD
+
+    def missing(self, key: str, what: str) -> Any:
+        self.bad.add(key)
+        self.ctx.error(self._sub(key), self.line, f"missing: expected {what}")
+        return _BAD
+
+    def value(self, key: str) -> tuple[Any, Node | None]:
+        """(Python value, node): _ABSENT, _BAD, _A_LIST, _A_MAPPING or the scalar's value."""
+        node = self.node(key)
+        if node is None:
+            return _ABSENT, None
+        if isinstance(node, SequenceNode):
+            return _A_LIST, node
+        if isinstance(node, MappingNode):
+            return _A_MAPPING, node
+        try:
+            return self.ctx.construct(node), node
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or "cannot read this value"
+            return self.fail(key, node, problem), node
+
+    def finish(self) -> None:
+        for name, (key_node, _value) in self.entries.items():
+            if name in self.used:
+                continue
+            close = difflib.get_close_matches(name, self.keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(self.keys)})"
+            self.ctx.error(self._sub(name), key_node, f"unknown key {name!r}{hint}")
+
+    # -- typed readers
+
+    def get_int(self, key: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
+        value, node = self.value(key)
+        if value is _ABSENT or value is _BAD:
+            return default
+        expected = _int_range(lo, hi)
+        if isinstance(value, bool) or not isinstance(value, int):
+            hint = ""
+            quoted = isinstance(node, ScalarNode) and node.style in ("'", '"')
+            if quoted and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                hint = " (remove the quotes)"
+            elif isinstance(value, bool):
+                hint = _quote_hint(value)
+            self.fail(key, node, f"expected {expected}, got {_describe(value)}{hint}")
+            return default
+        assert isinstance(node, ScalarNode)
+        if node.style is None and _OCTAL_LOOKING.match(node.value) and node.value.lstrip("+-") != "0":
+            self.fail(
+                key, node,
+                f"expected {expected}, got {node.value} which YAML reads as octal {value}; "
+                "drop the leading zero",
+            )
+            return default
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.fail(key, node, f"expected {expected}, got {value}")
+            return default
+        return value
+
+    def get_number(
+        self,
+        key: str,
+        default: float,
+        *,
+        minimum: float = 0.0,
+        exclusive: bool = False,
+        what: str = "a number",
+        expected: str | None = None,
+    ) -> float:
+        """A finite int or float >= minimum (> minimum if exclusive), returned as float.
+
+        Messages say "expected <what> greater than 0" unless `expected` replaces the phrase."""
+        value, node = self.value(key)
+        if value is _ABSENT or value is _BAD:
+            return default
+        if expected is None:
+            bound = f"greater than {minimum:g}" if exclusive else f"of at least {minimum:g}"
+            expected = f"{what} {bound}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    float(value)
+                    hint = " (write a plain number without quotes, e.g. 1000 or 0.5; YAML reads 1e3 as text)"
+                except ValueError:
+                    pass
+            self.fail(key, node, f"expected {expected}, got {_describe(value)}{hint}")
+            return default
+        try:
+            number = float(value)
+        except OverflowError:
+            self.fail(key, node, f"expected {expected}, got a number too large to use")
+            return default
+        if not math.isfinite(number) or number < minimum or (exclusive and number == minimum):
+            self.fail(key, node, f"expected {expected}, got {_describe(value)}")
+            return default
+        return number
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value, node = self.value(key)
+        if value is _ABSENT or value is _BAD:
+            return default
+        if not isinstance(value, bool):
+            self.fail(key, node, f"expected true or false, got {_describe(value)}")
+            return default
+        return value
+
+    def get_str(
+        self,
+        key: str,
+        default: Any,
+        *,
+        what: str = "a string",
+        secret: bool = False,
+        required: bool = False,
+        check: Callable[[str], str | None] | None = None,
+    ) -> Any:
+        """A non-empty string; `check(value)` returns a problem (a message) or None.
+
+        With `secret`, messages describe the value's type but never its content.
+        """
+        value, node = self.value(key)
+        if value is _ABSENT:
+            return self.missing(key, what) if required else default
+        if value is _BAD:
+            return _BAD if required else default
+        if not isinstance(value, str):
+            found = _describe(value, secret=secret)
+            self.fail(key, node, f"expected {what}, got {found}{_quote_hint(value)}")
+            return _BAD if required else default
+        if value == "":
+            self.fail(key, node, f"expected {what}, got an empty string")
+            return _BAD if required else default
+        if check is not None:
+            problem = check(value)
+            if problem is not None:
+                self.fail(key, node, problem)
+                return _BAD if required else default
+        return value
+
+    def get_choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        value, node = self.value(key)
+        if value is _ABSENT or value is _BAD:
+            return default
+        expected = "one of " + ", ".join(repr(c) for c in choices)
+        if isinstance(value, str) and value.lower() in choices:
+            return value.lower()
+        self.fail(key, node, f"expected {expected}, got {_describe(value)}{_quote_hint(value)}")
+        return default
+
+    def get_path(
+        self, key: str, default: Path | None, *, what: str = "a file path", required: bool = False
+    ) -> Any:
+        """A path resolved against the config's directory; `default` if absent, _BAD if wrong."""
+        text = self.get_str(key, _ABSENT, what=what, required=required)
+        if text is _BAD:
+            return _BAD
+        if text is _ABSENT:
+            return default
+        return self.ctx.resolve_path(text)
+
+    def get_list(self, key: str, what: str) -> tuple[list[Node], Node] | None:
+        """The item nodes of a list value, or None if absent or wrong (reported)."""
+        value, node = self.value(key)
+        if value is _ABSENT or value is _BAD:
+            return None
+        if value is not _A_LIST:
+            self.fail(key, node, f"expected {what}, got {_describe(value)}")
+            return None
+        assert isinstance(node, SequenceNode)
+        return list(node.value), node
+
+
+def _int_range(lo: int | None, hi: int | None) -> str:
+    if lo is not None and hi is not None:
+        return f"an integer from {lo} to {hi}"
+    if lo is not None:
+        return f"an integer of at least {lo}"
+    if hi is not None:
+        return f"an integer of at most {hi}"
+    return "an integer"
+
+
+# --------------------------------------------------------------------------------------------
+# Checks shared by sections
+
+
+def _system_id_problem(value: str) -> str | None:
+    if len(value) > SYSTEM_ID_MAX:
+        return (
+            f"expected at most {SYSTEM_ID_MAX} characters (SMPP system_id is 16 octets with the NUL), "
+            f"got {len(value)}: {value!r}"
+        )
+    if any(not (0x21 <= ord(c) <= 0x7E) for c in value):
+        return f"expected printable ASCII without spaces, got {value!r}"
+    return None
+
+
+def _host_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if _HOSTNAME.match(value):
+        return None
+    hint = " (write IPv6 addresses without brackets)" if value.startswith("[") else ""
+    return f"expected an IP address or host name, got {value!r}{hint}"
+
+
+def _env_name_problem(value: str) -> str | None:
+    if _ENV_NAME.match(value):
+        return None
+    return f"expected an environment variable name (letters, digits, _), got {value!r}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_file(m: _Map, key: str, path: Path, node: Node | None) -> bool:
+    """An existing, readable regular file; else report and return False."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        m.fail(key, node, f"file not found: {path}")
+        return False
+    except OSError as e:
+        m.fail(key, node, f"cannot read {path}: {e.strerror or e}")
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        m.fail(key, node, f"expected a regular file, got something else at {path}")
+        return False
+    if not os.access(path, os.R_OK):
+        m.fail(key, node, f"cannot read {path}: permission denied for this user")
+        return False
+    return True
+
+
+def _read_secret_file(m: _Map, key: str) -> tuple[str, Path] | None:
+    """(content with trailing newlines stripped, path) of the file named by `key`, or None
+    (reported). Refuses a file that group or others can read."""
+    path = m.get_path(key, None)
+    if path is None or path is _BAD:
+        return None
+    node = m.node(key)
+    if not _check_file(m, key, path, node):
+        return None
+    try:
+        with open(path, "rb") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            data = f.read(64 * 1024 + 1)
+    except OSError as e:
+        m.fail(key, node, f"cannot read {path}: {e.strerror or e}")
+        return None
+    if os.name == "posix" and mode & 0o044:
+        m.fail(
+            key, node,
+            f"{path} holds a secret but can be read by group or others (mode {mode:04o}): "
+            f"run `chmod 600 {path}`",
+        )
+        return None
+    if len(data) > 64 * 1024:
+        m.fail(key, node, f"expected a small secret file, got more than 64 KiB in {path}")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        m.fail(key, node, f"expected UTF-8 text in {path}")
+        return None
+    return text.rstrip("\r\n"), path
+
+
+def _read_secret(
+    m: _Map, keys: tuple[str, str, str], *, check: Callable[[str], str | None], alternatives: str
+) -> tuple[Secret | None, str | None]:
+    """Read one of (inline key, *_env key, *_file key). Returns (secret, source key used).
+
+    Does not decide whether one is required or whether several are given; callers do."""
+    inline, env_key, file_key = keys
+    ctx = m.ctx
+    if m.has(inline):
+        value = m.get_str(inline, None, what="a string", secret=True)
+        ctx.inline_secrets.append((m.path_of(inline), m.key_line(inline), alternatives))
+        if value is None:
+            return None, inline
+        problem = check(value)
+        if problem is not None:
+            m.fail(inline, m.node(inline), f"{inline} {problem}")
+            return None, inline
+        return Secret(value), inline
+    if m.has(env_key):
+        name = m.get_str(env_key, None, what="an environment variable name", check=_env_name_problem)
+        if name is None:
+            return None, env_key
+        node = m.node(env_key)
+        value = ctx.env.get(name)
+        if value is None:
+            m.fail(env_key, node, f"environment variable {name} is not set")
+            return None, env_key
+        problem = check(value)
+        if problem is not None:
+            m.fail(env_key, node, f"the value of environment variable {name} {problem}")
+            return None, env_key
+        return Secret(value), env_key
+    if m.has(file_key):
+        got = _read_secret_file(m, file_key)
+        if got is None:
+            return None, file_key
+        value, path = got
+        problem = check(value)
+        if problem is not None:
+            m.fail(file_key, m.node(file_key), f"the content of {path} {problem}")
+            return None, file_key
+        return Secret(value), file_key
+    return None, None
+
+
+def _sources_given(m: _Map, keys: Sequence[str]) -> list[str]:
+    """Which of these alternative keys are present; marks them all as known."""
+    for key in keys:
+        m.node(key)
+    return [k for k in keys if m.has(k)]
+
+
+# --------------------------------------------------------------------------------------------
+# Sections: one loader per section, each `(ctx, node or None, path) -> model`
+
+
+def _load_tls(ctx: _Ctx, node: Node, path: str) -> TlsConfig | None:
+    m = _Map(ctx, node, path, ("cert", "key"), what="a mapping with cert and key")
+    cert = m.get_path("cert", None, what="the path of the certificate file (PEM)", required=True)
+    key = m.get_path("key", None, what="the path of the private key file (PEM)", required=True)
+    m.finish()
+    if not m.ok or cert is _BAD or key is _BAD:
+        return None
+    ok = _check_file(m, "cert", cert, m.node("cert"))
+    ok = _check_file(m, "key", key, m.node("key")) and ok
+    return TlsConfig(cert=cert, key=key) if ok else None
+
+
+def _load_listeners(ctx: _Ctx, parent: _Map) -> tuple[Listener, ...]:
+    default = (Listener(),)
+    got = parent.get_list("listeners", "a list of listeners (host, port, optional tls)")
+    if got is None:
+        return default
+    items, list_node = got
+    if not items:
+        parent.fail("listeners", list_node, "expected at least one listener, got an empty list")
+        return default
+    listeners: list[Listener] = []
+    seen: dict[tuple[str, int], int | None] = {}
+    for i, item in enumerate(items):
+        path = f"{parent.path_of('listeners')}[{i}]"
+        m = _Map(ctx, item, path, ("host", "port", "tls"), what="a listener (a mapping with host, port, tls)")
+        host = m.get_str("host", "0.0.0.0", what="an IP address or host name", check=_host_problem)
+        if m.has("port"):
+            port = m.get_int("port", 2775, lo=0, hi=65535)
+        elif m.ok:
+            port = m.missing("port", "a TCP port number (0..65535), e.g. 2775, or 3550 for TLS")
+        else:
+            port = _BAD  # not a mapping: already reported
+        tls_node = m.node("tls")
+        tls = _load_tls(ctx, tls_node, m.path_of("tls")) if tls_node is not None else None
+        m.finish()
+        if not m.ok or port is _BAD:
+            continue
+        if port != 0 and not {"host", "port"} & m.bad:
+            if (host, port) in seen:
+                message = f"duplicate listener {host}:{port} (also at line {seen[(host, port)]})"
+                m.fail("port", m.node("port"), message)
+            seen[(host, port)] = m.key_line("port")
+        listeners.append(Listener(host=host, port=port, tls=tls))
+    return tuple(listeners) or default
+
+
+def _load_timers(ctx: _Ctx, node: Node | None, path: str) -> Timers:
+    defaults = Timers()
+    names = [f.name for f in attrs.fields(Timers)]
+    m = _Map(ctx, node, path, names)
+    values = {
+        name: m.get_number(name, getattr(defaults, name), exclusive=True, what="a number of seconds")
+        for name in names
+    }
+    if (
+        m.has("inactivity") or m.has("enquire_link")
+    ) and not {"inactivity", "enquire_link"} & m.bad and values["inactivity"] <= values["enquire_link"]:
+        culprit = "inactivity" if m.has("inactivity") else "enquire_link"
+        m.fail(
+            culprit,
+            m.key_line(culprit),
+            f"expected inactivity greater than enquire_link, got inactivity {values['inactivity']:g} "
+            f"and enquire_link {values['enquire_link']:g} "
+            "(idle sessions would be dropped before they are probed)",
+        )
+    m.finish()
+    return Timers(**values)
+
+
+def _load_smpp(ctx: _Ctx, node: Node | None, path: str) -> SmppConfig:
+    m = _Map(ctx, node, path, ("system_id", "listeners", "timers", "window", "max_connections"))
+    config = SmppConfig(
+        system_id=m.get_str(
+            "system_id", "smpp-bridge", what="a system_id (1..15 characters)", check=_system_id_problem
+        ),
+        listeners=_load_listeners(ctx, m),
+        timers=_load_timers(ctx, m.node("timers"), m.path_of("timers")),
+        window=m.get_int("window", 10, lo=1, hi=1000),
+        max_connections=m.get_int("max_connections", 1000, lo=1),
+    )
+    m.finish()
+    return config
+
+
+_PASSWORD_KEYS = ("password", "password_hash", "password_env", "password_file")
+
+
+def _hash_problem(value: str) -> str | None:
+    try:
+        passwords.parse_hash(value)
+    except ValueError as e:
+        return f"expected a hash made by `smpp-bridge hash-password`: {e}"
+    return None
+
+
+def _password_problem(value: str) -> str | None:
+    return passwords.smpp_password_problem(value)
+
+
+def _load_allowed_ips(m: _Map) -> tuple[IPNetwork, ...]:
+    got = m.get_list("allowed_ips", "a list of IP addresses or networks (CIDR), e.g. [127.0.0.1, 10.0.0.0/8]")
+    if got is None:
+        return LOOPBACK_NETWORKS
+    items, list_node = got
+    if not items:
+        m.fail(
+            "allowed_ips", list_node,
+            "expected at least one address or network, got an empty list "
+            "(to stop this ESME binding, set enabled: false)",
+        )
+        return LOOPBACK_NETWORKS
+    networks: list[IPNetwork] = []
+    for i, item in enumerate(items):
+        item_path = f"{m.path_of('allowed_ips')}[{i}]"
+        value: Any = _A_LIST if isinstance(item, SequenceNode) else _A_MAPPING
+        if isinstance(item, ScalarNode):
+            value = _scalar_or_bad(m.ctx, item)
+        if not isinstance(value, str):
+            found = f"{_describe(value)}{_quote_hint(value)}"
+            m.ctx.error(item_path, item, f"expected an IP address or network, got {found}")
+            m.bad.add("allowed_ips")
+            continue
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=True))
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(value.strip(), strict=False)
+                message = f"{value!r} has host bits set (did you mean '{loose}'?)"
+            except ValueError:
+                message = f"expected an IP address or network like 10.0.0.0/8 or \"::1\", got {value!r}"
+            m.ctx.error(item_path, item, message)
+            m.bad.add("allowed_ips")
+    return tuple(networks) if networks else LOOPBACK_NETWORKS
+
+
+def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int | None]:
+    """One ESME, and the line of its system_id (for duplicate reports)."""
+    m = _Map(
+        ctx,
+        node,
+        path,
+        ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled"),
+        what="an ESME (a mapping with system_id, password ...)",
+    )
+    if not m.ok:
+        return None, None
+    system_id = m.get_str(
+        "system_id", None, what="a system_id (1..15 characters)", required=True, check=_system_id_problem
+    )
+    given = _sources_given(m, _PASSWORD_KEYS)
+    secret, _ = _read_secret(
+        m,
+        ("password", "password_env", "password_file"),
+        check=_password_problem,
+        alternatives="password_env or password_file",
+    )
+    password_hash = None
+    if m.has("password_hash"):
+        password_hash = m.get_str(
+            "password_hash", None, what="a password hash", secret=True, check=_hash_problem
+        )
+    if not given:
+        m.ctx.error(
+            path, m.line,
+            "missing password: expected exactly one of password, password_hash, password_env, password_file",
+        )
+    elif len(given) > 1:
+        for extra in given[1:]:
+            m.fail(
+                extra, m.key_line(extra),
+                f"expected exactly one password source, got {len(given)}: {', '.join(given)}",
+            )
+    allowed_ips = _load_allowed_ips(m)
+    max_binds = m.get_int("max_binds", 4, lo=1, hi=1000)
+    throughput = m.get_number(
+        "throughput", 0.0, expected="a number of segments per second, 0 or more (0 = unlimited)"
+    )
+    enabled = m.get_bool("enabled", True)
+    m.finish()
+    if system_id is _BAD or system_id is None:
+        return None, None
+    esme = EsmeConfig(
+        system_id=system_id,
+        password=secret if password_hash is None else None,
+        password_hash=password_hash,
+        allowed_ips=allowed_ips,
+        max_binds=max_binds,
+        throughput=throughput,
+        enabled=enabled,
+    )
+    return esme, m.key_line("system_id")
+
+
+def _load_esmes(ctx: _Ctx, node: Node | None, path: str) -> tuple[EsmeConfig, ...]:
+    what = "a list of ESMEs (the applications allowed to bind), at least one"
+    if node is None:
+        ctx.error(path, None, f"missing: expected {what}")
+        return ()
+    if not isinstance(node, SequenceNode):
+        found = _A_MAPPING if isinstance(node, MappingNode) else _scalar_or_bad(ctx, node)
+        hint = " (start each ESME with '- system_id: ...')" if found is _A_MAPPING else ""
+        ctx.error(path, node, f"expected {what}, got {_describe(found)}{hint}")
+        return ()
+    if not node.value:
+        ctx.error(path, node, f"expected {what}, got an empty list")
+        return ()
+    esmes: list[EsmeConfig] = []
+    first_line: dict[str, int | None] = {}
+    for i, item in enumerate(node.value):
+        esme, line = _load_esme(ctx, item, f"{path}[{i}]")
+        if esme is None:
+            continue
+        if esme.system_id in first_line:
+            ctx.error(
+                f"{path}[{i}].system_id", line,
+                f"duplicate system_id {esme.system_id!r} (first used at line {first_line[esme.system_id]})",
+            )
+            continue
+        first_line[esme.system_id] = line
+        esmes.append(esme)
+    return tuple(esmes)
+
+
+def _load_store(ctx: _Ctx, node: Node | None, path: str) -> StoreConfig:
+    m = _Map(ctx, node, path, ("path", "synchronous", "partial_timeout"))
+    config = StoreConfig(
+        path=m.get_path("path", ctx.resolve_path("data/bridge.sqlite3"), what="a database file path"),
+        synchronous=m.get_choice("synchronous", "full", SYNCHRONOUS_MODES),
+        partial_timeout=m.get_number("partial_timeout", 600.0, exclusive=True, what="a number of seconds"),
+    )
+    m.finish()
+    return config
+
+
+def _load_limits(ctx: _Ctx, node: Node | None, path: str) -> Limits:
+    m = _Map(ctx, node, path, ("queue_depth",))
+    config = Limits(queue_depth=m.get_int("queue_depth", 10_000, lo=1))
+    m.finish()
+    return config
+
+
+def _token_problem(value: str) -> str | None:
+    if any(not (0x21 <= ord(c) <= 0x7E) for c in value):
+        return "must be printable ASCII without spaces (it is sent in an HTTP header)"
+    if len(value) < ADMIN_TOKEN_MIN:
+        return (
+            f"is {len(value)} characters; expected at least {ADMIN_TOKEN_MIN} "
+            "(e.g. `openssl rand -hex 16`)"
+        )
+    return None
+
+
+def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
+    token_keys = ("token", "token_env", "token_file")
+    m = _Map(ctx, node, path, ("host", "port", *token_keys))
+    host = m.get_str("host", "127.0.0.1", what="an IP address or host name", check=_host_problem)
+    port = m.get_int("port", 8025, lo=0, hi=65535)
+    given = _sources_given(m, token_keys)
+    token, _ = _read_secret(m, token_keys, check=_token_problem, alternatives="token_env or token_file")
+    for extra in given[1:]:
+        message = f"expected at most one token source, got {len(given)}: {', '.join(given)}"
+        m.fail(extra, m.key_line(extra), message)
+    if port != 0 and not given and not {"host", "port"} & m.bad and not _is_loopback(host):
+        m.fail(
+            "host", m.key_line("host"),
+            f"admin HTTP on {host!r} is reachable from the network, so a token is required: "
+            "set token_env or token_file (or use host 127.0.0.1)",
+        )
+    m.finish()
+    return AdminConfig(host=host, port=port, token=token)
+
+
+def _load_logging(ctx: _Ctx, node: Node | None, path: str) -> LoggingConfig:
+    m = _Map(ctx, node, path, ("level", "format"))
+    config = LoggingConfig(
+        level=m.get_choice("level", "info", LOG_LEVELS),
+        format=m.get_choice("format", "text", LOG_FORMATS),
+    )
+    m.finish()
+    return config
+
+
+# Top-level sections, in file order of the documented example. Key = YAML key = Config field.
+_SECTIONS: dict[str, Callable[[_Ctx, Node | None, str], Any]] = {
+    "smpp": _load_smpp,
+    "esmes": _load_esmes,
+    "store": _load_store,
+    "limits": _load_limits,
+    "admin": _load_admin,
+    "logging": _load_logging,
+}
+
+
+def _load_root(ctx: _Ctx, root: Node | None) -> Config | None:
+    m = _Map(ctx, root, "", tuple(_SECTIONS), what=f"a mapping of sections ({', '.join(_SECTIONS)})")
+    if not m.ok:
+        return None
+    values = {name: loader(ctx, m.node(name), name) for name, loader in _SECTIONS.items()}
+    m.finish()
+    return Config(**values)
