@@ -1,0 +1,919 @@
+"""The durable store: SQLite in WAL mode, written through group commits.
+
+Rules
+-----
+* Durable before acknowledged: ``accept()`` returns a message id only after the transaction that
+  holds the message has been committed (and, with ``synchronous=full``, fsynced).
+* Group commit: one writer task owns the write connection. Every write is an *operation* (a
+  function run inside a transaction on the writer thread). Everything that arrives while one
+  commit runs goes into the next one, so a busy bridge pays one fsync for many messages.
+* If one operation in a batch fails with a bug-type error, the batch is rolled back and its
+  operations are retried one transaction each, so a bad operation harms no other. If the commit
+  itself fails (disk full, read-only file system), every operation of the batch fails with
+  ``StoreError`` and nothing of it is acknowledged.
+* Every state change goes through ``lifecycle.check`` and leaves a row in ``events``.
+* Message ids are decimal strings of a counter that never goes back, also across restarts and
+  purges (``meta.last_id``), zero-padded to 10 digits: unique, ASCII, at most 64 characters.
+* A long message sent as several submit_sm is stored part by part in ``partials`` (each part gets
+  its own id and ESME_ROK once stored); when the last part arrives, the same transaction builds ONE
+  logical message whose id is the id of part 1; the other parts' ids become aliases, so query_sm,
+  cancel_sm and receipts work with any of them. Parts whose siblings never come expire after
+  ``partial_timeout`` into one EXPIRED message holding what arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from . import lifecycle
+from .lifecycle import State
+from .smpp.text import decode_short_message
+
+log = logging.getLogger(__name__)
+
+ID_WIDTH = 10
+
+
+def format_id(n: int) -> str:
+    return f"{n:0{ID_WIDTH}d}"
+
+
+def parse_id(message_id: str) -> int | None:
+    """The numeric id behind a message_id string, or None if it cannot be one of ours."""
+    if not message_id or len(message_id) > 20 or not message_id.isdigit():
+        return None
+    return int(message_id)
+
+
+class StoreError(Exception):
+    """The store could not commit (disk full, read-only, I/O error). Nothing was acknowledged."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema and migrations. Each entry moves the schema from version i to i+1 (PRAGMA user_version).
+# Never edit a migration that has shipped: add a new one.
+
+MIGRATIONS: list[str] = [
+    # 1: messages, aliases, partial parts, events, meta
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        esme TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        service_type TEXT NOT NULL DEFAULT '',
+        source_addr_ton INTEGER NOT NULL DEFAULT 0,
+        source_addr_npi INTEGER NOT NULL DEFAULT 0,
+        source_addr TEXT NOT NULL DEFAULT '',
+        dest_addr_ton INTEGER NOT NULL DEFAULT 0,
+        dest_addr_npi INTEGER NOT NULL DEFAULT 0,
+        destination_addr TEXT NOT NULL,
+        esm_class INTEGER NOT NULL DEFAULT 0,
+        protocol_id INTEGER NOT NULL DEFAULT 0,
+        priority INTEGER NOT NULL DEFAULT 0,
+        data_coding INTEGER NOT NULL DEFAULT 0,
+        registered_delivery INTEGER NOT NULL DEFAULT 0,
+        receipt_id INTEGER,
+        schedule_at REAL,
+        expire_at REAL,
+        body BLOB NOT NULL,
+        text TEXT,
+        esme_parts INTEGER NOT NULL DEFAULT 1,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        route TEXT,
+        channel TEXT,
+        error TEXT,
+        final_at REAL
+    );
+    CREATE INDEX messages_active ON messages(state, priority, id)
+        WHERE state NOT IN ('delivered','acknowledged','undeliverable','expired','rejected',
+                            'unknown','deleted');
+    CREATE INDEX messages_dest ON messages(destination_addr);
+    CREATE TABLE aliases (alias INTEGER PRIMARY KEY, message INTEGER NOT NULL);
+    CREATE TABLE partials (
+        id INTEGER PRIMARY KEY,
+        esme TEXT NOT NULL,
+        concat_key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        fields TEXT NOT NULL,
+        body BLOB NOT NULL,
+        UNIQUE (esme, concat_key, seq)
+    );
+    CREATE INDEX partials_age ON partials(received_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        message INTEGER NOT NULL,
+        at REAL NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_message ON events(message);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Columns of a message row that a submit fills in, in insert order.
+SUBMIT_FIELDS = (
+    "service_type",
+    "source_addr_ton",
+    "source_addr_npi",
+    "source_addr",
+    "dest_addr_ton",
+    "dest_addr_npi",
+    "destination_addr",
+    "esm_class",
+    "protocol_id",
+    "priority",
+    "data_coding",
+    "registered_delivery",
+    "schedule_at",
+    "expire_at",
+)
+
+
+@attrs.define(slots=True)
+class NewMessage:
+    """One submit_sm (or one part of a long message) as the front end hands it to the store."""
+
+    esme: str
+    destination_addr: str
+    body: bytes
+    service_type: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    dest_addr_ton: int = 0
+    dest_addr_npi: int = 0
+    esm_class: int = 0
+    protocol_id: int = 0
+    priority: int = 0
+    data_coding: int = 0
+    registered_delivery: int = 0
+    schedule_at: float | None = None
+    expire_at: float | None = None
+    # Long-message part: (reference, total, seq, reference bits); None for a whole message.
+    concat: tuple[int, int, int, int] | None = None
+
+    def concat_key(self) -> str:
+        assert self.concat is not None
+        ref, total, _seq, bits = self.concat
+        return f"{self.source_addr}|{self.destination_addr}|{bits}:{ref}|{total}"
+
+    def field_values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f) for f in SUBMIT_FIELDS)
+
+
+@attrs.frozen
+class Accepted:
+    message_id: str
+    # True when this submit completed a logical message (always True for a single-part one).
+    complete: bool
+
+
+@attrs.frozen
+class MessageRecord:
+    id: int
+    message_id: str
+    esme: str
+    state: State
+    created_at: float
+    updated_at: float
+    source_addr: str
+    destination_addr: str
+    service_type: str
+    data_coding: int
+    registered_delivery: int
+    priority: int
+    schedule_at: float | None
+    expire_at: float | None
+    text: str | None
+    body: bytes
+    esme_parts: int
+    error: str | None
+    final_at: float | None
+    receipt_id: int | None
+
+    @property
+    def receipt_message_id(self) -> str:
+        return format_id(self.receipt_id if self.receipt_id is not None else self.id)
+
+
+@attrs.frozen
+class Event:
+    at: float
+    state: str
+    detail: str
+
+
+_RECORD_COLUMNS = (
+    "id, esme, state, created_at, updated_at, source_addr, destination_addr, service_type, "
+    "data_coding, registered_delivery, priority, schedule_at, expire_at, text, body, esme_parts, "
+    "error, final_at, receipt_id"
+)
+
+
+def _record(row: tuple[Any, ...]) -> MessageRecord:
+    return MessageRecord(
+        id=row[0],
+        message_id=format_id(row[0]),
+        esme=row[1],
+        state=State(row[2]),
+        created_at=row[3],
+        updated_at=row[4],
+        source_addr=row[5],
+        destination_addr=row[6],
+        service_type=row[7],
+        data_coding=row[8],
+        registered_delivery=row[9],
+        priority=row[10],
+        schedule_at=row[11],
+        expire_at=row[12],
+        text=row[13],
+        body=row[14],
+        esme_parts=row[15],
+        error=row[16],
+        final_at=row[17],
+        receipt_id=row[18],
+    )
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found before."""
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database has schema version {found}, newer than this bridge knows "
+            f"({SCHEMA_VERSION}); upgrade smpp-bridge or restore a matching backup"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _split_sql(MIGRATIONS[version]):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={version + 1}")
+        conn.execute("COMMIT")
+        log.info("store schema migrated to version %d", version + 1)
+    return found
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+Op = Callable[[sqlite3.Connection], Any]
+
+
+Done = Callable[[Any, "BaseException | None"], None]
+
+
+class _Waiter:
+    """One pending write: either awaited (``event``) or answered through a callback."""
+
+    __slots__ = ("op", "event", "done", "result", "error")
+
+    def __init__(self, op: Op, done: Done | None = None) -> None:
+        self.op = op
+        self.done = done
+        self.event = trio.Event() if done is None else None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        if self.done is not None:
+            self.done(self.result, self.error)
+        else:
+            assert self.event is not None
+            self.event.set()
+
+
+class Store:
+    """The bridge's SQLite store. Create, then ``async with store.running():`` inside a nursery."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "full",
+        partial_timeout: float = 600.0,
+        clock: Callable[[], float] = time.time,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.partial_timeout = partial_timeout
+        self.clock = clock
+        self._on_commit = on_commit
+        self._pending: list[_Waiter] = []
+        self._wakeup = trio.Event()
+        self._closed = False
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._rlock = threading.Lock()
+        self._last_id = 0
+        # Messages that are not final, plus stored parts still waiting for siblings. The front
+        # end compares this with limits.queue_depth (ESME_RMSGQFUL).
+        self.active_count = 0
+        self.commits = 0
+
+    # -- life -----------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating if needed) and migrate. Synchronous: call before starting tasks."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._wconn = _connect(self.path, self.synchronous)
+        migrate(self._wconn)
+        self._rconn = _connect(self.path, self.synchronous)
+        self._rconn.execute("PRAGMA query_only=ON")
+        c = self._wconn
+        max_msg = c.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        max_part = c.execute("SELECT coalesce(max(id), 0) FROM partials").fetchone()[0]
+        row = c.execute("SELECT value FROM meta WHERE key='last_id'").fetchone()
+        self._last_id = max(max_msg, max_part, int(row[0]) if row else 0)
+        self.active_count = self._count_active(c)
+
+    @staticmethod
+    def _count_active(c: sqlite3.Connection) -> int:
+        finals = tuple(s.value for s in lifecycle.FINAL)
+        marks = ",".join("?" * len(finals))
+        (n,) = c.execute(
+            f"SELECT count(*) FROM messages WHERE state NOT IN ({marks})", finals
+        ).fetchone()
+        (p,) = c.execute("SELECT count(*) FROM partials").fetchone()
+        return n + p
+
+    def close(self) -> None:
+        self._closed = True
+        for conn in (self._wconn, self._rconn):
+            if conn is not None:
+                conn.close()
+        self._wconn = self._rconn = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task: runs group commits until cancelled."""
+        task_status.started()
+        while True:
+            if not self._pending:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+            batch, self._pending = self._pending, []
+            started = time.perf_counter()
+            await trio.to_thread.run_sync(self._commit_batch, batch, abandon_on_cancel=False)
+            self.commits += 1
+            if self._on_commit is not None:
+                self._on_commit(len(batch), time.perf_counter() - started)
+            for w in batch:
+                try:
+                    w.finish()
+                except Exception:  # a callback's bug must not stop the writer
+                    log.exception("store completion callback failed")
+
+    def write_nowait(self, op: Op, done: Done) -> None:
+        """Queue ``op`` for the next group commit; ``done(result, error)`` is called (in the
+        writer task, after the commit) instead of making the caller wait. The SMPP front end
+        uses this so that one connection can have many submits in one commit."""
+        if self._closed or self._wconn is None:
+            raise StoreError("the store is closed")
+        self._pending.append(_Waiter(op, done))
+        self._wakeup.set()
+
+    async def write(self, op: Op) -> Any:
+        """Run ``op(conn)`` inside the next group commit; return its result once committed."""
+        if self._closed or self._wconn is None:
+            raise StoreError("the store is closed")
+        w = _Waiter(op)
+        self._pending.append(w)
+        self._wakeup.set()
+        assert w.event is not None
+        await w.event.wait()
+        if w.error is not None:
+            raise w.error
+        return w.result
+
+    def _commit_batch(self, batch: list[_Waiter]) -> None:
+        conn = self._wconn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail_all(batch, exc)
+            return
+        last_id, active = self._last_id, self.active_count
+        try:
+            for w in batch:
+                w.result = w.op(conn)
+            if self._last_id != last_id:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES('last_id', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (str(self._last_id),),
+                )
+            conn.execute("COMMIT")
+            return
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self._last_id, self.active_count = last_id, active
+            if _is_fatal(exc):
+                self._fail_all(batch, exc)
+                return
+            first_error: BaseException = exc
+        except Exception as exc:  # a bug in one operation: isolate it below
+            self._rollback(conn)
+            self._last_id, self.active_count = last_id, active
+            first_error = exc
+        log.debug("group commit failed (%s); retrying %d operations one by one", first_error, len(batch))
+        for w in batch:
+            w.result = None
+            self._commit_one(conn, w)
+
+    def _commit_one(self, conn: sqlite3.Connection, w: _Waiter) -> None:
+        last_id, active = self._last_id, self.active_count
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            w.result = w.op(conn)
+            if self._last_id != last_id:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES('last_id', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (str(self._last_id),),
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self._last_id, self.active_count = last_id, active
+            w.error = StoreError(f"could not write to {self.path}: {exc}")
+        except Exception as exc:
+            self._rollback(conn)
+            self._last_id, self.active_count = last_id, active
+            w.error = exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def _fail_all(self, batch: list[_Waiter], exc: BaseException) -> None:
+        log.error(
+            "store commit failed: %s. Free disk space or fix permissions on %s; "
+            "submits are answered with an error meanwhile",
+            exc,
+            self.path,
+        )
+        for w in batch:
+            w.error = StoreError(f"could not commit to {self.path}: {exc}")
+
+    def _next_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+    # -- reads (separate connection; WAL lets them run beside the writer) ------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        def run() -> Any:
+            with self._rlock:
+                assert self._rconn is not None
+                return fn(self._rconn)
+
+        return await trio.to_thread.run_sync(run)
+
+    # -- accepting messages ---------------------------------------------------------------------
+
+    def _accept_op(self, msg: NewMessage) -> Op:
+        if msg.concat is None:
+            return lambda conn: self._insert_whole(conn, msg)
+        return lambda conn: self._insert_part(conn, msg)
+
+    async def accept(self, msg: NewMessage) -> Accepted:
+        """Store one submit (or one part of a long message). Returns after the commit."""
+        return await self.write(self._accept_op(msg))
+
+    def accept_nowait(self, msg: NewMessage, done: Done) -> None:
+        """Like accept(), answering through ``done(Accepted | None, error)`` after the commit."""
+        self.write_nowait(self._accept_op(msg), done)
+
+    def _insert_message(
+        self,
+        conn: sqlite3.Connection,
+        mid: int,
+        msg: NewMessage,
+        body: bytes,
+        esme_parts: int,
+        receipt_id: int | None,
+        registered_delivery: int,
+        state: State = State.ACCEPTED,
+        error: str | None = None,
+    ) -> None:
+        now = self.clock()
+        text = decode_short_message(msg.data_coding, body)
+        values = list(msg.field_values())
+        values[SUBMIT_FIELDS.index("registered_delivery")] = registered_delivery
+        final_at = now if lifecycle.is_final(state) else None
+        conn.execute(
+            "INSERT INTO messages (id, esme, state, created_at, updated_at, "
+            + ", ".join(SUBMIT_FIELDS)
+            + ", body, text, esme_parts, receipt_id, error, final_at) VALUES (?,?,?,?,?,"
+            + ",".join("?" * len(SUBMIT_FIELDS))
+            + ",?,?,?,?,?,?)",
+            (mid, msg.esme, state.value, now, now, *values, body, text, esme_parts, receipt_id,
+             error, final_at),
+        )
+        if not lifecycle.is_final(state):
+            self.active_count += 1
+        else:
+            conn.execute(
+                "INSERT INTO events (message, at, state, detail) VALUES (?,?,?,?)",
+                (mid, now, state.value, error or ""),
+            )
+
+    def accept_multi_nowait(
+        self, msgs: list[NewMessage], unsuccess: list[dict[str, Any]], done: Done
+    ) -> None:
+        """submit_multi: one message per destination, all answering to the id of the first
+        (the one message_id the ESME is given, and so the id of every receipt)."""
+
+        def op(conn: sqlite3.Connection) -> tuple[str, list[dict[str, Any]]]:
+            first = self._next_id()
+            self._insert_message(conn, first, msgs[0], msgs[0].body, 1, first, msgs[0].registered_delivery)
+            for m in msgs[1:]:
+                self._insert_message(conn, self._next_id(), m, m.body, 1, first, m.registered_delivery)
+            return format_id(first), unsuccess
+
+        self.write_nowait(op, done)
+
+    def _insert_whole(self, conn: sqlite3.Connection, msg: NewMessage) -> Accepted:
+        mid = self._next_id()
+        self._insert_message(conn, mid, msg, msg.body, 1, None, msg.registered_delivery)
+        return Accepted(format_id(mid), True)
+
+    def _insert_part(self, conn: sqlite3.Connection, msg: NewMessage) -> Accepted:
+        assert msg.concat is not None
+        _ref, total, seq, _bits = msg.concat
+        key = msg.concat_key()
+        dup = conn.execute(
+            "SELECT id FROM partials WHERE esme=? AND concat_key=? AND seq=?",
+            (msg.esme, key, seq),
+        ).fetchone()
+        if dup is not None:
+            # The same part again (a client retry after a lost resp): same id, stored once.
+            return Accepted(format_id(dup[0]), False)
+        pid = self._next_id()
+        conn.execute(
+            "INSERT INTO partials (id, esme, concat_key, seq, total, received_at, fields, body) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (pid, msg.esme, key, seq, total, self.clock(), _fields_json(msg), msg.body),
+        )
+        self.active_count += 1
+        rows = conn.execute(
+            "SELECT id, seq, fields, body FROM partials WHERE esme=? AND concat_key=? ORDER BY seq",
+            (msg.esme, key),
+        ).fetchall()
+        if len(rows) < total:
+            return Accepted(format_id(pid), False)
+        self._assemble(conn, msg.esme, key, rows, total, complete=True)
+        return Accepted(format_id(pid), True)
+
+    def _assemble(
+        self,
+        conn: sqlite3.Connection,
+        esme: str,
+        key: str,
+        rows: list[tuple[Any, ...]],
+        total: int,
+        *,
+        complete: bool,
+    ) -> int:
+        """Turn stored parts into one logical message (in the caller's transaction)."""
+        first = _fields_from_json(rows[0][2])
+        base = NewMessage(esme=esme, body=b"", **first)
+        body = b"".join(r[3] for r in rows)
+        # The logical id is the id of the lowest part present (part 1 when complete).
+        mid = rows[0][0]
+        reg = 0
+        receipt_id = None
+        for r in rows:
+            f = _fields_from_json(r[2])
+            if f["registered_delivery"] and receipt_id is None:
+                receipt_id = r[0]
+            reg |= f["registered_delivery"]
+        state = State.ACCEPTED if complete else State.EXPIRED
+        error = None if complete else f"incomplete: {len(rows)} of {total} parts arrived"
+        self._insert_message(conn, mid, base, body, total, receipt_id, reg, state, error)
+        conn.executemany(
+            "INSERT INTO aliases (alias, message) VALUES (?, ?)",
+            [(r[0], mid) for r in rows[1:]],
+        )
+        conn.execute("DELETE FROM partials WHERE esme=? AND concat_key=?", (esme, key))
+        self.active_count -= len(rows)
+        return mid
+
+    async def expire_partials(self) -> int:
+        """Parts whose siblings did not arrive within partial_timeout become EXPIRED messages."""
+        cutoff = self.clock() - self.partial_timeout
+
+        def op(conn: sqlite3.Connection) -> int:
+            groups = conn.execute(
+                "SELECT DISTINCT esme, concat_key FROM partials WHERE received_at < ?", (cutoff,)
+            ).fetchall()
+            for esme, key in groups:
+                rows = conn.execute(
+                    "SELECT id, seq, fields, body, total FROM partials "
+                    "WHERE esme=? AND concat_key=? ORDER BY seq",
+                    (esme, key),
+                ).fetchall()
+                self._assemble(conn, esme, key, [r[:4] for r in rows], rows[0][4], complete=False)
+            return len(groups)
+
+        n = await self.write(op)
+        if n:
+            log.warning("%d long messages expired waiting for missing parts", n)
+        return n
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve(conn: sqlite3.Connection, n: int) -> int:
+        row = conn.execute("SELECT message FROM aliases WHERE alias=?", (n,)).fetchone()
+        return row[0] if row else n
+
+    async def get(self, message_id: str, esme: str | None = None) -> MessageRecord | None:
+        """The logical message behind a message id (any part's id works); None if unknown or
+        owned by another ESME."""
+        n = parse_id(message_id)
+        if n is None:
+            return None
+
+        def fn(conn: sqlite3.Connection) -> MessageRecord | None:
+            mid = self._resolve(conn, n)
+            row = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE id=?", (mid,)
+            ).fetchone()
+            if row is None:
+                # A part still waiting for its siblings: report it as accepted.
+                part = conn.execute(
+                    "SELECT id, esme, received_at, fields, body FROM partials WHERE id=?", (n,)
+                ).fetchone()
+                if part is None:
+                    return None
+                f = _fields_from_json(part[3])
+                return MessageRecord(
+                    id=part[0], message_id=format_id(part[0]), esme=part[1],
+                    state=State.ACCEPTED, created_at=part[2], updated_at=part[2],
+                    source_addr=f["source_addr"], destination_addr=f["destination_addr"],
+                    service_type=f["service_type"], data_coding=f["data_coding"],
+                    registered_delivery=f["registered_delivery"], priority=f["priority"],
+                    schedule_at=f["schedule_at"], expire_at=f["expire_at"], text=None,
+                    body=part[4], esme_parts=1, error="waiting for the other parts",
+                    final_at=None, receipt_id=None,
+                )  # fmt: skip
+            return _record(row)
+
+        rec = await self.read(fn)
+        if rec is None or (esme is not None and rec.esme != esme):
+            return None
+        return rec
+
+    async def events(self, message_id: str) -> list[Event]:
+        n = parse_id(message_id)
+        if n is None:
+            return []
+
+        def fn(conn: sqlite3.Connection) -> list[Event]:
+            mid = self._resolve(conn, n)
+            rows = conn.execute(
+                "SELECT at, state, detail FROM events WHERE message=? ORDER BY id", (mid,)
+            ).fetchall()
+            return [Event(*r) for r in rows]
+
+        return await self.read(fn)
+
+    # -- state changes --------------------------------------------------------------------------
+
+    def _set_state(
+        self,
+        conn: sqlite3.Connection,
+        mid: int,
+        current: State,
+        new: State,
+        detail: str = "",
+        **columns: Any,
+    ) -> None:
+        lifecycle.check(current, new)
+        now = self.clock()
+        sets = ["state=?", "updated_at=?"]
+        values: list[Any] = [new.value, now]
+        if lifecycle.is_final(new):
+            sets.append("final_at=?")
+            values.append(now)
+        for k, v in columns.items():
+            sets.append(f"{k}=?")
+            values.append(v)
+        values.append(mid)
+        conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=?", values)
+        conn.execute(
+            "INSERT INTO events (message, at, state, detail) VALUES (?,?,?,?)",
+            (mid, now, new.value, detail),
+        )
+        if lifecycle.is_final(new) and not lifecycle.is_final(current):
+            self.active_count -= 1
+
+    async def transition(
+        self, message_id: str, new: State, detail: str = "", **columns: Any
+    ) -> MessageRecord:
+        """Move a message to a new state (checked against the lifecycle table) and commit."""
+        n = parse_id(message_id)
+        if n is None:
+            raise KeyError(message_id)
+
+        def op(conn: sqlite3.Connection) -> MessageRecord:
+            mid = self._resolve(conn, n)
+            row = conn.execute("SELECT state FROM messages WHERE id=?", (mid,)).fetchone()
+            if row is None:
+                raise KeyError(message_id)
+            self._set_state(conn, mid, State(row[0]), new, detail, **columns)
+            full = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE id=?", (mid,)
+            ).fetchone()
+            return _record(full)
+
+        return await self.write(op)
+
+    async def cancel(
+        self,
+        esme: str,
+        *,
+        message_id: str = "",
+        source_addr: str = "",
+        destination_addr: str = "",
+        service_type: str = "",
+    ) -> int:
+        """cancel_sm: returns how many messages were cancelled (0 -> the caller answers
+        ESME_RCANCELFAIL). Raises KeyError for an unknown message id."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            if message_id:
+                n = parse_id(message_id)
+                if n is None:
+                    raise KeyError(message_id)
+                mid = self._resolve(conn, n)
+                row = conn.execute(
+                    "SELECT id, state, source_addr, esme FROM messages WHERE id=?", (mid,)
+                ).fetchone()
+                if row is None:
+                    if conn.execute("SELECT 1 FROM partials WHERE id=? AND esme=?", (n, esme)).fetchone():
+                        return 0  # a part of an incomplete long message cannot be cancelled alone
+                    raise KeyError(message_id)
+                if row[3] != esme:
+                    raise KeyError(message_id)
+                if source_addr and row[2] != source_addr:
+                    return 0
+                candidates = [(row[0], row[1])]
+            else:
+                q = "SELECT id, state FROM messages WHERE esme=? AND destination_addr=?"
+                args: list[Any] = [esme, destination_addr]
+                if source_addr:
+                    q += " AND source_addr=?"
+                    args.append(source_addr)
+                if service_type:
+                    q += " AND service_type=?"
+                    args.append(service_type)
+                candidates = conn.execute(q, args).fetchall()
+            done = 0
+            for mid, state in candidates:
+                if State(state) in lifecycle.CANCELLABLE:
+                    self._set_state(conn, mid, State(state), State.DELETED, "cancel_sm")
+                    done += 1
+            return done
+
+        return await self.write(op)
+
+    async def replace(
+        self,
+        esme: str,
+        message_id: str,
+        *,
+        source_addr: str,
+        body: bytes,
+        schedule_at: float | None,
+        expire_at: float | None,
+        registered_delivery: int,
+    ) -> bool:
+        """replace_sm: True if replaced; False if the message can no longer be replaced.
+        Raises KeyError for an unknown id."""
+        n = parse_id(message_id)
+        if n is None:
+            raise KeyError(message_id)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            mid = self._resolve(conn, n)
+            row = conn.execute(
+                "SELECT state, esme, source_addr, data_coding, esme_parts, schedule_at, expire_at "
+                "FROM messages WHERE id=?",
+                (mid,),
+            ).fetchone()
+            if row is None or row[1] != esme:
+                raise KeyError(message_id)
+            state = State(row[0])
+            if state not in lifecycle.REPLACEABLE or row[4] != 1:
+                return False
+            if source_addr and row[2] != source_addr:
+                return False
+            now = self.clock()
+            conn.execute(
+                "UPDATE messages SET body=?, text=?, schedule_at=?, expire_at=?, "
+                "registered_delivery=?, updated_at=? WHERE id=?",
+                (
+                    body,
+                    decode_short_message(row[3], body),
+                    schedule_at if schedule_at is not None else row[5],
+                    expire_at if expire_at is not None else row[6],
+                    registered_delivery,
+                    now,
+                    mid,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO events (message, at, state, detail) VALUES (?,?,?,?)",
+                (mid, now, state.value, "replace_sm"),
+            )
+            return True
+
+        return await self.write(op)
+
+    async def ids_in_state(self, state: State, limit: int = 1000) -> list[str]:
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT id FROM messages WHERE state=? ORDER BY id LIMIT ?", (state.value, limit)
+            ).fetchall()
+            return [format_id(r[0]) for r in rows]
+
+        return await self.read(fn)
+
+    async def count_by_state(self) -> dict[str, int]:
+        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+            return dict(conn.execute("SELECT state, count(*) FROM messages GROUP BY state"))
+
+        return await self.read(fn)
+
+    def database_size(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.stat(str(self.path) + suffix).st_size
+            except OSError:
+                pass
+        return total
+
+
+def _is_fatal(exc: sqlite3.Error) -> bool:
+    """Errors that no retry of the same batch can fix (the disk, not an operation)."""
+    msg = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        s in msg for s in ("disk", "full", "readonly", "read-only", "i/o", "locked", "corrupt")
+    )
+
+
+def _fields_json(msg: NewMessage) -> str:
+    return json.dumps(dict(zip(SUBMIT_FIELDS, msg.field_values())))
+
+
+def _fields_from_json(s: str) -> dict[str, Any]:
+    return json.loads(s)
+
+
+__all__ = [
+    "Accepted",
+    "Event",
+    "MessageRecord",
+    "NewMessage",
+    "Store",
+    "StoreError",
+    "format_id",
+    "parse_id",
+]
