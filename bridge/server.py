@@ -1,0 +1,877 @@
+"""The SMPP listener: trio around the sans-IO session in ``bridge/smpp/``.
+
+Rules
+-----
+* One task tree per TCP connection (reader, writer, timers); an error in one connection closes
+  that connection only.
+* submit_sm is answered ESME_ROK only from the store's commit callback: durable before
+  acknowledged. Responses go out in commit order and are matched by sequence_number.
+* The reader never waits for the store: a connection can have many submits in one group commit.
+  It stops reading when the peer does not read our answers (bounded output buffer).
+* Refusals are immediate and specific: ESME_RTHROTTLED when an ESME is over its throughput (per
+  segment), ESME_RMSGQFUL when the queue is at its depth limit, ESME_RSYSERR when the store
+  cannot commit.
+* Binds: system_id, then the source IP against the ESME's allow-list (so a brute force from a
+  disallowed address learns nothing about passwords), then the password (constant time), then
+  the bind limit. A failed bind gets its resp with the reason's status, and the connection is
+  closed. Repeated failures from one IP are slowed down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .config import Config, EsmeConfig, Listener
+from .lifecycle import smpp_state
+from .metrics import Metrics, command_name, status_name
+from .smpp import concat as concat_mod
+from .smpp.constants import (
+    IF_VERSION_34,
+    CommandId,
+    Status,
+    Tag,
+)
+from .smpp.pdu import Pdu, make_response
+from .smpp.session import NEED_DATA, Closed, LocalProtocolError, Rejected, ServerSession, SessionState
+from .smpp.timefmt import format_smpp_time, parse_smpp_time
+from .store import Accepted, NewMessage, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+C = CommandId
+BIND_TYPES = {
+    C.BIND_TRANSMITTER: "transmitter",
+    C.BIND_RECEIVER: "receiver",
+    C.BIND_TRANSCEIVER: "transceiver",
+}
+SUBMIT_LIKE = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI})
+ASYNC_REQUESTS = frozenset({C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
+OUTBUF_LIMIT = 1 << 20  # stop reading while this much of our output is unsent
+DEST_RE = re.compile(r"^\+?[0-9]{1,20}$")
+# Bind brute-force slowdown: after this many failures from one IP within the window, each
+# further attempt waits FAIL_DELAY seconds before it is answered.
+FAIL_LIMIT = 5
+FAIL_WINDOW = 60.0
+FAIL_DELAY = 2.0
+
+
+class TokenBucket:
+    """Throughput limit in segments per second, shared by all binds of one ESME."""
+
+    __slots__ = ("rate", "capacity", "tokens", "stamp")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self, n: int, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+
+def segment_count(data_coding: int, body: bytes) -> int:
+    """SMS parts this message will need on the air (what throughput limits count)."""
+    if data_coding == 8:
+        units = len(body) // 2
+        return 1 if units <= 70 else math.ceil(units / 67)
+    n = len(body)  # unpacked GSM: one octet per septet (escapes included)
+    return 1 if n <= 160 else math.ceil(n / 153)
+
+
+class SmppServer:
+    """Accepts ESME connections on every configured listener."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.connections: set[Connection] = set()
+        self.binds: dict[str, list[Connection]] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.pending_accepts = 0
+        self.ports: list[int] = []
+        self._fails: dict[str, deque[float]] = {}
+        self._cancel: trio.CancelScope | None = None
+        self._conn_nursery: trio.Nursery | None = None
+        self._rr: dict[str, int] = {}
+
+    # -- config --------------------------------------------------------------------------------
+
+    def update_config(self, config: Config) -> None:
+        """Apply a reloaded config: new ESME settings take effect for new requests; binds of
+        ESMEs that were removed or disabled are unbound."""
+        self.config = config
+        for esme_id, conns in list(self.binds.items()):
+            esme = config.esme(esme_id)
+            if esme is None or not esme.enabled:
+                for c in conns:
+                    c.request_close("ESME removed or disabled by a config reload")
+        self.buckets.clear()
+
+    def bucket(self, esme: EsmeConfig) -> TokenBucket:
+        b = self.buckets.get(esme.system_id)
+        if b is None:
+            b = self.buckets[esme.system_id] = TokenBucket(esme.throughput)
+        return b
+
+    # -- serving -------------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on every configured listener until cancelled. ``task_status.started`` gets the
+        bound ports (useful with port 0)."""
+        listeners: list[tuple[Listener, trio.SocketListener]] = []
+        for spec in self.config.smpp.listeners:
+            for sock in await trio.open_tcp_listeners(spec.port, host=spec.host):
+                listeners.append((spec, sock))
+        self.ports = [sock.socket.getsockname()[1] for _spec, sock in listeners]
+        for spec, sock in listeners:
+            log.info(
+                "SMPP listening on %s:%d%s",
+                spec.host,
+                sock.socket.getsockname()[1],
+                " (TLS)" if spec.tls else "",
+            )
+        async with trio.open_nursery() as nursery:
+            self._conn_nursery = nursery
+            for spec, sock in listeners:
+                nursery.start_soon(self._accept_loop, spec, sock)
+            task_status.started(self.ports)
+
+    async def _accept_loop(self, spec: Listener, sock: trio.SocketListener) -> None:
+        ssl_context = None
+        if spec.tls is not None:
+            import ssl
+
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(str(spec.tls.cert), str(spec.tls.key))
+        name = f"{spec.host}:{spec.port}{'/tls' if spec.tls else ''}"
+        assert self._conn_nursery is not None
+        async with sock:
+            while True:
+                try:
+                    stream = await sock.accept()
+                except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                    log.error("accept failed on %s: %s; retrying in 1 s", name, exc)
+                    await trio.sleep(1)
+                    continue
+                if len(self.connections) >= self.config.smpp.max_connections:
+                    self.metrics.connections_refused.labels(name).inc()
+                    await stream.aclose()
+                    continue
+                self._conn_nursery.start_soon(self._handle, stream, name, ssl_context)
+
+    async def _handle(self, tcp: trio.SocketStream, name: str, ssl_context: Any) -> None:
+        try:
+            peer = tcp.socket.getpeername()[0]
+        except OSError:
+            await tcp.aclose()
+            return
+        stream: trio.abc.Stream = tcp
+        if ssl_context is not None:
+            stream = trio.SSLStream(tcp, ssl_context, server_side=True)
+        conn = Connection(self, stream, peer, name)
+        self.connections.add(conn)
+        gauge = self.metrics.connections.labels(name)
+        gauge.inc()
+        try:
+            await conn.run()
+        except Exception:
+            log.exception("connection from %s ended by an internal error", peer)
+        finally:
+            self.connections.discard(conn)
+            gauge.dec()
+
+    async def shutdown(self) -> None:
+        """Graceful stop: unbind every session and wait at most unbind_grace for answers."""
+        grace = self.config.smpp.timers.unbind_grace
+        with trio.move_on_after(grace + 1):
+            async with trio.open_nursery() as n:
+                for conn in list(self.connections):
+                    n.start_soon(conn.unbind_and_close, grace)
+
+    # -- binds ---------------------------------------------------------------------------------
+
+    def register_bind(self, conn: Connection) -> None:
+        self.binds.setdefault(conn.esme_id, []).append(conn)
+        self.metrics.binds.labels(conn.esme_id, conn.bind_type).inc()
+
+    def unregister_bind(self, conn: Connection) -> None:
+        conns = self.binds.get(conn.esme_id)
+        if conns and conn in conns:
+            conns.remove(conn)
+            self.metrics.binds.labels(conn.esme_id, conn.bind_type).dec()
+            if not conns:
+                del self.binds[conn.esme_id]
+
+    def receivers(self, esme_id: str) -> list[Connection]:
+        """Bound sessions of an ESME that can take deliver_sm (RX and TRX), in round-robin
+        order starting after the one used last."""
+        conns = [c for c in self.binds.get(esme_id, ()) if c.can_receive]
+        if not conns:
+            return conns
+        start = self._rr.get(esme_id, 0) % len(conns)
+        self._rr[esme_id] = start + 1
+        return conns[start:] + conns[:start]
+
+    def bind_failure_delay(self, ip: str) -> float:
+        now = time.monotonic()
+        q = self._fails.get(ip)
+        if not q:
+            return 0.0
+        while q and now - q[0] > FAIL_WINDOW:
+            q.popleft()
+        return FAIL_DELAY if len(q) >= FAIL_LIMIT else 0.0
+
+    def note_bind_failure(self, ip: str) -> None:
+        q = self._fails.setdefault(ip, deque(maxlen=100))
+        q.append(time.monotonic())
+        if len(self._fails) > 10_000:  # bounded memory under a distributed attack
+            self._fails.pop(next(iter(self._fails)))
+
+
+class _Outstanding:
+    __slots__ = ("event", "response")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.response: Pdu | None = None
+
+
+class Connection:
+    """One ESME TCP connection (plain or TLS)."""
+
+    def __init__(self, server: SmppServer, stream: trio.abc.Stream, peer: str, listener: str) -> None:
+        self.server = server
+        self.stream = stream
+        self.peer = peer
+        self.listener = listener
+        self.session = ServerSession()
+        self.esme: EsmeConfig | None = None
+        self.esme_id = ""
+        self.bind_type = ""
+        self.interface_version = IF_VERSION_34
+        self.connected_at = time.monotonic()
+        self.last_rx = self.connected_at
+        self._out = bytearray()
+        self._out_ready = trio.Event()
+        self._room = trio.Event()  # set by the writer when the output buffer is below its limit
+        self._room.set()
+        self._writer_done = trio.Event()  # the writer flushed everything after request_close
+        self._closing = False
+        self._close_reason = ""
+        self._outstanding: dict[int, _Outstanding] = {}
+        self._enquire_seq: int | None = None
+        self._enquire_sent = 0.0
+        self._inflight = 0  # submits waiting for their commit
+        self._inflight_zero = trio.Event()
+        self._inflight_zero.set()
+        self._window = trio.Semaphore(server.config.smpp.window)
+        self._nursery: trio.Nursery | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._m_in: dict[int, Any] = {}
+        self._registered = False
+
+    # -- public --------------------------------------------------------------------------------
+
+    @property
+    def bound(self) -> bool:
+        return self.session.state in (SessionState.BOUND_TX, SessionState.BOUND_RX, SessionState.BOUND_TRX)
+
+    @property
+    def can_receive(self) -> bool:
+        return self.session.state in (SessionState.BOUND_RX, SessionState.BOUND_TRX) and not self._closing
+
+    def request_close(self, reason: str) -> None:
+        """Close after what is queued has been written."""
+        if not self._closing:
+            log.info("closing SMPP session %s from %s: %s", self.esme_id or "(unbound)", self.peer, reason)
+        # A closing session no longer counts as a bind (max_binds, receivers).
+        self._unregister()
+        self._closing = True
+        self._close_reason = reason
+        self._out_ready.set()
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            self.server.unregister_bind(self)
+
+    async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu | None:
+        """Send a request to the ESME (deliver_sm, unbind, enquire_link) within the bind's
+        window; return its response, or None on timeout or when the connection goes away."""
+        if timeout is None:
+            timeout = self.server.config.smpp.timers.response
+        async with self._window:
+            if self._closing:
+                return None
+            pdu.sequence_number = self.session.next_sequence()
+            waiter = _Outstanding()
+            self._outstanding[pdu.sequence_number] = waiter
+            try:
+                if not self._send(pdu):
+                    return None
+                with trio.move_on_after(timeout):
+                    await waiter.event.wait()
+                return waiter.response
+            finally:
+                self._outstanding.pop(pdu.sequence_number, None)
+
+    async def unbind_and_close(self, grace: float) -> None:
+        if self.bound and not self._closing:
+            with trio.move_on_after(grace):
+                await self._inflight_zero.wait()
+            await self.request(Pdu(C.UNBIND), timeout=grace)
+        self.request_close("shutting down")
+        with trio.move_on_after(grace):
+            await self._writer_done.wait()
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    # -- task tree -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._cancel = nursery.cancel_scope
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._timers)
+                try:
+                    await self._reader()
+                finally:
+                    # Let queued answers (e.g. a bind failure's resp) go out, briefly.
+                    self.request_close(self._close_reason or "connection ended")
+                    with trio.move_on_after(2):
+                        await self._writer_done.wait()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._unregister()
+            for waiter in self._outstanding.values():
+                waiter.event.set()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    try:
+                        await self.stream.aclose()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+
+    async def _reader(self) -> None:
+        session = self.session
+        while not self._closing:
+            if len(self._out) > OUTBUF_LIMIT:
+                # The peer is not reading our answers: stop reading its requests meanwhile.
+                self._room = trio.Event()
+                await self._room.wait()
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._close_reason = f"connection lost: {exc or type(exc).__name__}"
+                return
+            self.last_rx = time.monotonic()
+            session.receive_data(data)
+            if not data:
+                self._close_reason = "peer closed the connection"
+                return
+            while not self._closing:
+                event = session.next_event()
+                if event is NEED_DATA:
+                    break
+                if isinstance(event, Closed):
+                    self._close_reason = "peer closed the connection"
+                    return
+                if isinstance(event, Rejected):
+                    self._on_rejected(event)
+                    continue
+                if event.command_id & 0x80000000:
+                    self._on_response(event)
+                    continue
+                await self._on_request(event)
+
+    async def _writer(self) -> None:
+        """Writes everything queued, coalescing many answers into one send."""
+        while True:
+            if not self._out:
+                if self._closing:
+                    self._writer_done.set()
+                    return
+                self._out_ready = trio.Event()
+                await self._out_ready.wait()
+                continue
+            data = bytes(self._out)
+            self._out.clear()
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self._out.clear()
+                self._closing = True
+                self._writer_done.set()
+                self._room.set()
+                if self._cancel is not None:
+                    self._cancel.cancel()
+                return
+            if len(self._out) <= OUTBUF_LIMIT:
+                self._room.set()
+
+    async def _timers(self) -> None:
+        t = self.server.config.smpp.timers
+        while True:
+            await trio.sleep(min(1.0, t.session_init / 4, t.response / 4))
+            now = time.monotonic()
+            if not self.bound:
+                if self.session.state == SessionState.OPEN and now - self.connected_at > t.session_init:
+                    self.request_close(f"no bind within session_init timer ({t.session_init:g} s)")
+                    self._kill_soon()
+                continue
+            idle = now - self.last_rx
+            if idle > t.inactivity:
+                self.request_close(f"no traffic for {t.inactivity:g} s (inactivity timer)")
+                self._kill_soon()
+            elif self._enquire_seq is not None:
+                if now - self._enquire_sent > t.response:
+                    self.request_close("peer did not answer enquire_link: dead connection")
+                    self._kill_soon()
+            elif idle > t.enquire_link:
+                pdu = Pdu(C.ENQUIRE_LINK, sequence_number=self.session.next_sequence())
+                self._enquire_seq = pdu.sequence_number
+                self._enquire_sent = now
+                self._send(pdu)
+
+    def _kill_soon(self) -> None:
+        """Close now-ish even if the reader is blocked on a silent peer."""
+        assert self._nursery is not None
+
+        async def kill() -> None:
+            with trio.move_on_after(1):
+                await self._writer_done.wait()
+            if self._cancel is not None:
+                self._cancel.cancel()
+
+        self._nursery.start_soon(kill)
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _send(self, pdu: Pdu) -> bool:
+        try:
+            data = self.session.send(pdu)
+        except LocalProtocolError as exc:
+            log.debug("not sending %s to %s: %s", command_name(pdu.command_id), self.peer, exc)
+            return False
+        self._out += data
+        self._out_ready.set()
+        self.server.metrics.pdus_out.labels(
+            self.esme_id or "unbound", command_name(pdu.command_id), status_name(pdu.command_status)
+        ).inc()
+        return True
+
+    def _respond(self, request: Pdu, status: int = Status.ROK, **params: Any) -> None:
+        self._send(make_response(request, status, **params))
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def _count_in(self, command_id: int) -> None:
+        child = self._m_in.get(command_id)
+        if child is None:
+            child = self._m_in[command_id] = self.server.metrics.pdus_in.labels(
+                self.esme_id or "unbound", command_name(command_id)
+            )
+        child.inc()
+
+    def _on_rejected(self, event: Rejected) -> None:
+        self.server.metrics.protocol_errors.labels(_reason_label(event)).inc()
+        log.info("SMPP protocol error from %s (%s): %s", self.peer, self.esme_id or "unbound", event.reason)
+        if event.answer is not None:
+            self._send(event.answer)
+        if event.close:
+            self.request_close(event.reason)
+
+    def _on_response(self, pdu: Pdu) -> None:
+        self._count_in(pdu.command_id)
+        seq = pdu.sequence_number
+        if seq == self._enquire_seq:
+            self._enquire_seq = None
+            return
+        waiter = self._outstanding.get(seq)
+        if waiter is not None:
+            waiter.response = pdu
+            waiter.event.set()
+            if pdu.command_id == C.UNBIND_RESP:
+                self.request_close("unbind completed")
+
+    async def _on_request(self, pdu: Pdu) -> None:
+        cid = pdu.command_id
+        self._count_in(cid)
+        if cid in SUBMIT_LIKE:
+            self._on_submit(pdu)
+        elif cid == C.ENQUIRE_LINK:
+            self._respond(pdu)
+        elif cid in BIND_TYPES:
+            await self._on_bind(pdu)
+        elif cid == C.UNBIND:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._on_unbind, pdu)
+        elif cid in ASYNC_REQUESTS:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._on_store_request, pdu)
+        else:
+            # Anything else the session table let through that we do not serve
+            # (e.g. alert_notification has no response; outbind is SMSC->ESME only).
+            if cid not in (C.ALERT_NOTIFICATION, C.OUTBIND, C.GENERIC_NACK):
+                self._respond(pdu, Status.RINVCMDID)
+
+    async def _on_unbind(self, pdu: Pdu) -> None:
+        # Answer the submits still waiting for their commit before we say goodbye.
+        with trio.move_on_after(self.server.config.smpp.timers.response):
+            await self._inflight_zero.wait()
+        self._unregister()
+        self._respond(pdu)
+        self.request_close("unbind requested by the ESME")
+
+    # -- bind ----------------------------------------------------------------------------------
+
+    async def _on_bind(self, pdu: Pdu) -> None:
+        server = self.server
+        delay = server.bind_failure_delay(self.peer)
+        if delay:
+            await trio.sleep(delay)
+        system_id = pdu.params.get("system_id", "")
+        password = pdu.params.get("password", "")
+        esme = server.config.esme(system_id)
+        status, reason = Status.ROK, ""
+        if esme is None:
+            status, reason = Status.RINVSYSID, "unknown system_id"
+        elif not esme.enabled:
+            status, reason = Status.RBINDFAIL, "ESME disabled in config"
+        elif not esme.allows(self.peer):
+            status, reason = Status.RBINDFAIL, "source IP not in the ESME's allowed_ips"
+        elif not await _check_password(esme, password):
+            status, reason = Status.RINVPASWD, "wrong password"
+        elif len(server.binds.get(esme.system_id, ())) >= esme.max_binds:
+            status, reason = Status.RBINDFAIL, f"max_binds ({esme.max_binds}) reached"
+        if status != Status.ROK:
+            if status in (Status.RINVSYSID, Status.RINVPASWD):
+                server.note_bind_failure(self.peer)
+            server.metrics.bind_failures.labels(_bind_fail_label(reason)).inc()
+            log.warning(
+                "bind refused: system_id=%r from %s: %s. %s",
+                system_id,
+                self.peer,
+                reason,
+                _bind_hint(reason),
+            )
+            self._respond(pdu, status, system_id=server.config.smpp.system_id)
+            self.request_close(f"bind failed: {reason}")
+            return
+        assert esme is not None
+        self.esme = esme
+        self.esme_id = esme.system_id
+        self.bind_type = BIND_TYPES[CommandId(pdu.command_id)]
+        self.interface_version = pdu.params.get("interface_version", IF_VERSION_34)
+        self._m_in.clear()
+        resp = make_response(pdu, Status.ROK, system_id=server.config.smpp.system_id)
+        resp.tlvs[Tag.SC_INTERFACE_VERSION] = IF_VERSION_34
+        self._send(resp)
+        server.register_bind(self)
+        self._registered = True
+        log.info(
+            "bound: %s as %s from %s (interface_version 0x%02x)",
+            self.esme_id,
+            self.bind_type,
+            self.peer,
+            self.interface_version,
+        )
+
+    # -- submit --------------------------------------------------------------------------------
+
+    def _on_submit(self, pdu: Pdu) -> None:
+        started = time.perf_counter()
+        server = self.server
+        esme = self.esme
+        assert esme is not None
+        try:
+            messages, unsuccess = self._messages_from(pdu)
+        except _Refuse as r:
+            self._respond(pdu, r.status)
+            return
+        segments = sum(m.segments for m in messages)
+        now = time.monotonic()
+        if not server.bucket(esme).take(segments, now):
+            server.metrics.throttled.labels(esme.system_id).inc(segments)
+            self._respond(pdu, Status.RTHROTTLED)
+            return
+        depth = server.config.limits.queue_depth
+        if server.store.active_count + server.pending_accepts + len(messages) > depth:
+            server.metrics.queue_full.labels(esme.system_id).inc(segments)
+            self._respond(pdu, Status.RMSGQFUL)
+            return
+        n = len(messages)
+        server.pending_accepts += n
+        self._inflight += 1
+        self._inflight_zero = trio.Event() if self._inflight == 1 else self._inflight_zero
+
+        def done(result: Any, error: BaseException | None) -> None:
+            server.pending_accepts -= n
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._inflight_zero.set()
+            if error is not None:
+                server.metrics.store_errors.inc()
+                log.error("submit from %s not stored: %s", esme.system_id, error)
+                self._respond(pdu, Status.RSYSERR)
+                return
+            server.metrics.accepted.labels(esme.system_id).inc(segments)
+            if pdu.command_id == C.SUBMIT_MULTI:
+                ids, unsuccess = result
+                self._respond(pdu, message_id=ids, unsuccess_smes=unsuccess)
+            else:
+                acc: Accepted = result
+                self._respond(pdu, message_id=acc.message_id)
+            server.metrics.submit_latency.observe(time.perf_counter() - started)
+
+        try:
+            if pdu.command_id == C.SUBMIT_MULTI:
+                server.store.accept_multi_nowait([m.msg for m in messages], unsuccess, done)
+            else:
+                server.store.accept_nowait(messages[0].msg, done)
+        except StoreError as exc:
+            done(None, exc)
+
+    def _messages_from(self, pdu: Pdu) -> tuple[list[_Submit], list[dict[str, Any]]]:
+        """The message(s) a submit asks for, and for submit_multi the destinations refused."""
+        p = pdu.params
+        esme = self.esme
+        assert esme is not None
+        try:
+            body, concat = concat_mod.extract(pdu)
+        except concat_mod.ConcatError as exc:
+            raise _Refuse(exc.status) from None
+        now = self.server.clock()
+        try:
+            schedule = _parse_time(p.get("schedule_delivery_time", ""), now)
+        except ValueError:
+            raise _Refuse(Status.RINVSCHED) from None
+        try:
+            expire = _parse_time(p.get("validity_period", ""), now)
+        except ValueError:
+            raise _Refuse(Status.RINVEXPIRY) from None
+        priority = p.get("priority_flag", 0)
+        if priority > 3:
+            raise _Refuse(Status.RINVPRTFLG)
+        dc = p.get("data_coding", 0)
+        if dc in (2, 4) or (dc & 0xF4) == 0xF4:
+            # Binary payloads cannot be carried by any supported device (they send text).
+            raise _Refuse(Status.RSUBMITFAIL)
+        segments = 1 if concat is not None else segment_count(dc, body)
+        common = dict(
+            esme=esme.system_id,
+            body=body,
+            service_type=p.get("service_type", ""),
+            source_addr_ton=p.get("source_addr_ton", 0),
+            source_addr_npi=p.get("source_addr_npi", 0),
+            source_addr=p.get("source_addr", ""),
+            esm_class=p.get("esm_class", 0),
+            protocol_id=p.get("protocol_id", 0),
+            priority=priority,
+            data_coding=dc,
+            registered_delivery=p.get("registered_delivery", 0),
+            schedule_at=schedule,
+            expire_at=expire,
+            concat=(concat.ref, concat.total, concat.seq, concat.ref_bits) if concat else None,
+        )
+        if pdu.command_id != C.SUBMIT_MULTI:
+            dest = p.get("destination_addr", "")
+            if not DEST_RE.match(dest):
+                raise _Refuse(Status.RINVDSTADR)
+            msg = NewMessage(
+                destination_addr=dest,
+                dest_addr_ton=p.get("dest_addr_ton", 0),
+                dest_addr_npi=p.get("dest_addr_npi", 0),
+                **common,
+            )
+            return [_Submit(msg, segments)], []
+        out: list[_Submit] = []
+        unsuccess: list[dict[str, Any]] = []
+        for d in p.get("dest_addresses", ()):
+            if d.get("dest_flag") == 1 and DEST_RE.match(d.get("destination_addr", "")):
+                msg = NewMessage(
+                    destination_addr=d["destination_addr"],
+                    dest_addr_ton=d.get("dest_addr_ton", 0),
+                    dest_addr_npi=d.get("dest_addr_npi", 0),
+                    **common,
+                )
+                out.append(_Submit(msg, segments))
+            elif d.get("dest_flag") == 1:
+                unsuccess.append(
+                    {
+                        "dest_addr_ton": d.get("dest_addr_ton", 0),
+                        "dest_addr_npi": d.get("dest_addr_npi", 0),
+                        "destination_addr": d.get("destination_addr", ""),
+                        "error_status_code": int(Status.RINVDSTADR),
+                    }
+                )
+            else:
+                # Distribution lists live on an operator's SMSC; we have none.
+                unsuccess.append(
+                    {
+                        "dest_addr_ton": 0,
+                        "dest_addr_npi": 0,
+                        "destination_addr": d.get("dl_name", ""),
+                        "error_status_code": int(Status.RINVDLNAME),
+                    }
+                )
+        if not out:
+            raise _Refuse(Status.RINVNUMDESTS if not unsuccess else Status.RINVDSTADR)
+        if concat is not None:
+            raise _Refuse(Status.RSUBMITFAIL)  # long messages to many: send message_payload instead
+        return out, unsuccess
+
+    # -- query / cancel / replace --------------------------------------------------------------
+
+    async def _on_store_request(self, pdu: Pdu) -> None:
+        esme_id = self.esme_id
+        p = pdu.params
+        cid = pdu.command_id
+        try:
+            if cid == C.QUERY_SM:
+                rec = await self.server.store.get(p.get("message_id", ""), esme_id)
+                if rec is None:
+                    self._respond(pdu, Status.RINVMSGID, message_id=p.get("message_id", ""))
+                    return
+                final_date = ""
+                if rec.final_at is not None:
+                    final_date = format_smpp_time(dt.datetime.fromtimestamp(rec.final_at, dt.UTC))
+                self._respond(
+                    pdu,
+                    message_id=p.get("message_id", ""),
+                    final_date=final_date,
+                    message_state=int(smpp_state(rec.state)),
+                    error_code=0,
+                )
+            elif cid == C.CANCEL_SM:
+                try:
+                    n = await self.server.store.cancel(
+                        esme_id,
+                        message_id=p.get("message_id", ""),
+                        source_addr=p.get("source_addr", ""),
+                        destination_addr=p.get("destination_addr", ""),
+                        service_type=p.get("service_type", ""),
+                    )
+                except KeyError:
+                    self._respond(pdu, Status.RINVMSGID)
+                    return
+                self._respond(pdu, Status.ROK if n else Status.RCANCELFAIL)
+            elif cid == C.REPLACE_SM:
+                now = self.server.clock()
+                try:
+                    schedule = _parse_time(p.get("schedule_delivery_time", ""), now)
+                except ValueError:
+                    self._respond(pdu, Status.RINVSCHED)
+                    return
+                try:
+                    expire = _parse_time(p.get("validity_period", ""), now)
+                except ValueError:
+                    self._respond(pdu, Status.RINVEXPIRY)
+                    return
+                try:
+                    ok = await self.server.store.replace(
+                        esme_id,
+                        p.get("message_id", ""),
+                        source_addr=p.get("source_addr", ""),
+                        body=p.get("short_message", b""),
+                        schedule_at=schedule,
+                        expire_at=expire,
+                        registered_delivery=p.get("registered_delivery", 0),
+                    )
+                except KeyError:
+                    self._respond(pdu, Status.RINVMSGID)
+                    return
+                self._respond(pdu, Status.ROK if ok else Status.RREPLACEFAIL)
+        except StoreError as exc:
+            log.error("%s from %s failed: %s", command_name(cid), esme_id, exc)
+            self._respond(pdu, Status.RSYSERR)
+
+
+class _Submit:
+    __slots__ = ("msg", "segments")
+
+    def __init__(self, msg: NewMessage, segments: int) -> None:
+        self.msg = msg
+        self.segments = segments
+
+
+class _Refuse(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def _parse_time(value: str, now: float) -> float | None:
+    if not value:
+        return None
+    when = parse_smpp_time(value, dt.datetime.fromtimestamp(now, dt.UTC))
+    return when.timestamp() if when is not None else None
+
+
+async def _check_password(esme: EsmeConfig, candidate: str) -> bool:
+    if esme.password_hash:
+        # PBKDF2 takes milliseconds of CPU: keep the event loop free for other sessions.
+        return await trio.to_thread.run_sync(esme.check_password, candidate)
+    return esme.check_password(candidate)
+
+
+def _bind_fail_label(reason: str) -> str:
+    if reason in ("unknown system_id", "wrong password"):
+        return reason.replace(" ", "_")
+    if reason.startswith("source IP"):
+        return "ip_not_allowed"
+    if reason.startswith("max_binds"):
+        return "max_binds"
+    if reason.startswith("ESME disabled"):
+        return "disabled"
+    return "other"
+
+
+def _bind_hint(reason: str) -> str:
+    return {
+        "unknown system_id": "Check the client's system_id against esmes[].system_id.",
+        "wrong password": "Check the client's password; repeated failures from one IP are slowed down.",
+        "ESME disabled in config": "Set enabled: true for this ESME and reload.",
+    }.get(
+        reason,
+        "Add the client's address to allowed_ips and reload."
+        if reason.startswith("source IP")
+        else "Raise max_binds or close idle binds."
+        if reason.startswith("max_binds")
+        else "",
+    )
+
+
+def _reason_label(event: Rejected) -> str:
+    if event.answer is None:
+        return "dropped"
+    if event.answer.command_id == C.GENERIC_NACK:
+        return "generic_nack"
+    return status_name(event.answer.command_status)

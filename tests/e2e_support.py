@@ -1,0 +1,200 @@
+"""Helpers for end-to-end tests: the real bridge as a child process, and smpplib clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import smpplib.client
+import smpplib.consts
+
+READY_RE = re.compile(r"SMPP on port\(s\) \[([0-9, ]+)\]")
+
+
+class BridgeProcess:
+    """``smpp-bridge run`` in a child process, on ephemeral ports."""
+
+    def __init__(self, workdir: Path, config_yaml: str) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "bridge.yaml"
+        self.config_path.write_text(textwrap.dedent(config_yaml))
+        os.chmod(self.config_path, 0o600)
+        self.proc: subprocess.Popen[str] | None = None
+        self.ports: list[int] = []
+        self.output: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "data" / "bridge.sqlite3"
+
+    def start(self, timeout: float = 20.0) -> BridgeProcess:
+        self.output = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config_path)],
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                m = READY_RE.search(line)
+                if m:
+                    self.ports = [int(p) for p in m.group(1).split(",")]
+                    ready.set()
+
+        self._reader = threading.Thread(target=pump, daemon=True)
+        self._reader.start()
+        if not ready.wait(timeout):
+            self.kill()
+            raise RuntimeError("bridge did not start:\n" + "".join(self.output))
+        return self
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._reader:
+            self._reader.join(5)
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return "".join(self.output)
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+
+
+def base_config(*, esmes: str | None = None, extra: str = "") -> str:
+    esmes = esmes or """
+      - system_id: alice
+        password: secret1
+        allowed_ips: [127.0.0.1]
+        max_binds: 3
+      - system_id: bob
+        password: secret2
+        allowed_ips: [127.0.0.1]
+    """
+    return (
+        textwrap.dedent(
+            """
+            smpp:
+              listeners:
+                - host: 127.0.0.1
+                  port: 0
+              timers:
+                session_init: 5
+                enquire_link: 30
+                inactivity: 120
+                response: 5
+                unbind_grace: 1
+            store:
+              path: data/bridge.sqlite3
+            admin:
+              port: 0
+            esmes:
+            """
+        )
+        + textwrap.indent(textwrap.dedent(esmes).strip("\n"), "  ")
+        + "\n"
+        + textwrap.dedent(extra)
+    )
+
+
+def client(port: int, *, timeout: float = 5, **kw) -> smpplib.client.Client:  # type: ignore[no-untyped-def]
+    c = smpplib.client.Client("127.0.0.1", port, timeout=timeout, allow_unknown_opt_params=True, **kw)
+    c.connect()
+    return c
+
+
+def read_until(c: smpplib.client.Client, command: str, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    """Read PDUs until one with the given command arrives; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pdu = c.read_pdu()
+        except socket.timeout:
+            continue
+        if pdu.command == command:
+            return pdu
+    raise TimeoutError(f"no {command} within {timeout} s")
+
+
+def submit(c: smpplib.client.Client, text: bytes = b"hello", dest: str = "+4917012345", **kw):  # type: ignore[no-untyped-def]
+    """submit_sm and return the submit_sm_resp PDU."""
+    params = dict(
+        source_addr_ton=smpplib.consts.SMPP_TON_ALNUM,
+        source_addr="app",
+        dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
+        destination_addr=dest,
+        short_message=text,
+    )
+    params.update(kw)
+    c.send_message(**params)
+    return read_until(c, "submit_sm_resp")
+
+
+def raw_connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return s
+
+
+def recv_pdu(s: socket.socket) -> tuple[int, int, int, bytes] | None:
+    """(command_id, status, sequence, body) of the next PDU, or None on EOF."""
+    head = _recv_exact(s, 16)
+    if head is None:
+        return None
+    length, cid, status, seq = (int.from_bytes(head[i : i + 4], "big") for i in range(0, 16, 4))
+    body = _recv_exact(s, length - 16) if length > 16 else b""
+    return cid, status, seq, body or b""
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def header(length: int, cid: int, status: int, seq: int) -> bytes:
+    return b"".join(x.to_bytes(4, "big") for x in (length, cid, status, seq))
+
+
+def pdu_bytes(cid: int, seq: int, body: bytes, status: int = 0) -> bytes:
+    return header(16 + len(body), cid, status, seq) + body
+
+
+def bind_body(system_id: str, password: str) -> bytes:
+    return system_id.encode() + b"\0" + password.encode() + b"\0" + b"\0" + bytes([0x34, 0, 0]) + b"\0"
