@@ -17,7 +17,10 @@ from typing import Any
 import trio
 
 from .config import Config
-from .metrics import Metrics, StoreCollector
+from .devices import build_driver
+from .dlr import Dispatcher
+from .metrics import Metrics, SchedulerCollector, StoreCollector
+from .scheduler import Scheduler
 from .server import SmppServer
 from .store import Store
 
@@ -40,11 +43,23 @@ class App:
             on_commit=self.metrics.on_commit,
         )
         self.server = SmppServer(config, self.store, self.metrics)
+        self.drivers = {d.name: build_driver(d) for d in config.devices if d.enabled}
+        self.scheduler: Scheduler | None = None
+        if config.routes:
+            self.scheduler = Scheduler(config, self.store, self.drivers, self.metrics)
+            self.store.on_new_message = self.scheduler.on_new_message
+            self.server.route_for = self.scheduler.route_for
+            self.server.routes_configured = True
+        self.dispatcher = Dispatcher(self.store, self.server, self.metrics, config)
+        self.store.on_outbox = self.dispatcher.wake
+        self.server.on_bind = self.dispatcher.wake
         self.metrics.add_collector(StoreCollector(self.store))
+        self.metrics.add_collector(SchedulerCollector(self.scheduler, self.dispatcher))
         self.smpp_ports: list[int] = []
         self._extra: list[Callable[..., Awaitable[Any]]] = []
         self._stopping = False
         self._cancel: trio.CancelScope | None = None
+        self.stopped = trio.Event()  # set when run() has ended
 
     def add_task(self, fn: Callable[..., Awaitable[Any]]) -> None:
         """Run ``fn(task_status=...)`` in the app's nursery (an emulator in the demo, say).
@@ -61,6 +76,9 @@ class App:
                     self._cancel = nursery.cancel_scope
                     for fn in self._extra:
                         await nursery.start(fn)
+                    await nursery.start(self.dispatcher.run)
+                    if self.scheduler is not None:
+                        await nursery.start(self.scheduler.run)
                     self.smpp_ports = await nursery.start(self.server.serve)
                     nursery.start_soon(self._sweep_partials)
                     if self.handle_signals:
@@ -68,7 +86,12 @@ class App:
                     task_status.started(self)
                 outer.cancel_scope.cancel()
         finally:
+            with trio.CancelScope(shield=True):
+                for driver in self.drivers.values():
+                    with trio.move_on_after(2):
+                        await driver.aclose()
             self.store.close()
+            self.stopped.set()
             log.info("bridge stopped")
 
     async def stop(self) -> None:

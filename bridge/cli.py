@@ -76,30 +76,63 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .app import App
     from .config import default_demo_config
+    from .emulators.goip import GoipEmulator
 
     _setup_logging(args.log_level)
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="smpp-bridge-demo-"))
-    config = default_demo_config(data_dir, smpp_port=args.smpp_port)
-    banner = (
-        "smpp-bridge demo is running.\n"
-        f"  store: {config.store.path}\n"
-        "  bind any SMPP 3.4 client to 127.0.0.1:{port} with system_id 'demo', password 'demo'\n"
-        "  for example, with smpplib:\n"
-        "    import smpplib.client\n"
-        "    c = smpplib.client.Client('127.0.0.1', {port}); c.connect()\n"
-        "    c.bind_transceiver(system_id='demo', password='demo')\n"
-        "    c.send_message(source_addr='demo', destination_addr='+15550001', short_message=b'hello')\n"
-        "  Ctrl-C stops it."
-    )
-    return _run_app(config, banner)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            # A GoIP with 8 lines and fast timings, so receipts come back within seconds.
+            emulator = GoipEmulator(lines=8, send_duration=0.3)
+            goip_port = await nursery.start(emulator.serve, "127.0.0.1", 0)
+            config = default_demo_config(
+                data_dir,
+                smpp_port=args.smpp_port,
+                goip_url=f"http://127.0.0.1:{goip_port}",
+                goip_lines=8,
+            )
+            app = App(config, handle_signals=True)
+            await nursery.start(app.run)
+            port = app.smpp_ports[0]
+            print(
+                "smpp-bridge demo is running.\n"
+                f"  store: {config.store.path}\n"
+                f"  emulated GoIP (8 lines): http://127.0.0.1:{goip_port}/ "
+                f"(GET /emulator/sent lists what it 'sent')\n"
+                f"  bind any SMPP 3.4 client to 127.0.0.1:{port} with system_id 'demo', password 'demo'\n"
+                "  for example, with smpplib:\n"
+                "    import smpplib.client\n"
+                f"    c = smpplib.client.Client('127.0.0.1', {port}); c.connect()\n"
+                "    c.bind_transceiver(system_id='demo', password='demo')\n"
+                "    c.send_message(source_addr='demo', destination_addr='+15550001',\n"
+                "                   short_message=b'hello', registered_delivery=1)\n"
+                "    c.listen()  # prints nothing by itself: set c.set_message_received_handler(print)\n"
+                f"  SMPP on port(s) [{port}]\n"
+                "  Ctrl-C stops it.",
+                flush=True,
+            )
+            await app.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _cmd_hash_password(args: argparse.Namespace) -> int:
     from .passwords import hash_password
 
     pw = args.password if args.password is not None else getpass.getpass("password: ")
-    print(hash_password(pw))
+    try:
+        print(hash_password(pw))
+    except ValueError as exc:
+        print(f"cannot hash that password: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -110,7 +143,16 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
         print(f"GoIP emulator: {args.lines} lines on http://{args.host}:{args.port}/", flush=True)
         try:
-            trio.run(lambda: run_goip_emulator(port=args.port, lines=args.lines, host=args.host))
+            trio.run(
+                lambda: run_goip_emulator(
+                    port=args.port,
+                    lines=args.lines,
+                    host=args.host,
+                    send_duration=args.send_duration,
+                    username=args.username,
+                    password=args.password,
+                )
+            )
         except KeyboardInterrupt:
             pass
         return 0
@@ -149,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--port", type=int, default=8081)
     em.add_argument("--host", default="127.0.0.1")
     em.add_argument("--lines", type=int, default=8)
+    em.add_argument("--send-duration", type=float, default=2.5, help="seconds a line stays busy per SMS")
+    em.add_argument("--username", default="admin")
+    em.add_argument("--password", default="admin")
     em.add_argument("--log-level", default="info")
     em.set_defaults(func=_cmd_emulate)
     return p

@@ -12,7 +12,11 @@ it. All checking happens at the edge, in the loader, which
 * refuses a config file that holds a secret inline, or a secret file, when group or others
   can read it.
 
-Adding a section (``devices:``, ``routes:`` ...) takes three steps: an attrs class with defaults,
+Sections that refer to each other: routes name devices (so ``devices`` loads first and routes
+resolve ``device:channels`` against it), and an ESME's ``default_route`` names a route (checked
+once every section has loaded). Device kinds are one entry each in `_DEVICE_KINDS`.
+
+Adding a section takes three steps: an attrs class with defaults,
 a loader ``_load_<name>(ctx, node, path) -> Class`` built on `_Map` (look at `_load_limits`,
 the smallest), and one line in `_SECTIONS` plus the matching field on `Config`.
 
@@ -24,6 +28,7 @@ defaults" so a section whose lines are all commented out still works.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hmac
 import ipaddress
@@ -31,7 +36,8 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -42,16 +48,28 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from bridge import passwords
 
 __all__ = [
+    "AMBIGUOUS_POLICIES",
     "AdminConfig",
+    "Caps",
+    "ChannelOverride",
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "DEVICE_KINDS",
+    "DeviceConfig",
     "EsmeConfig",
+    "FrozenMap",
+    "GOIP_DONE_CHOICES",
     "IPNetwork",
     "Limits",
     "Listener",
     "LOOPBACK_NETWORKS",
     "LoggingConfig",
+    "RECEIPT_STATS",
+    "ReceiptMapping",
+    "ReceiptsConfig",
+    "RouteConfig",
+    "SchedulerConfig",
     "Secret",
     "SmppConfig",
     "StoreConfig",
@@ -73,6 +91,11 @@ LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
 SYNCHRONOUS_MODES = ("full", "normal")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+AMBIGUOUS_POLICIES = ("unknown", "resend")
+GOIP_DONE_CHOICES = ("delivered", "accepted")
+RECEIPT_STATS = ("DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # device and route names
+GOIP_MAX_LINES = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,6 +152,45 @@ def _hidden(value: object) -> str:
     return "None" if value is None else "***"
 
 
+class FrozenMap(Mapping[Any, Any]):
+    """An immutable, hashable mapping, so that frozen config classes holding mappings stay
+    hashable and comparable. Built from a mapping or from (key, value) pairs; keeps order."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> None:
+        object.__setattr__(self, "_data", dict(data))
+        object.__setattr__(self, "_hash", None)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return self._data == dict(other.items())
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(frozenset(self._data.items())))
+        return self._hash  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("FrozenMap is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMap, (self._data,))
+
+
 # --------------------------------------------------------------------------------------------
 # The model
 
@@ -181,6 +243,7 @@ class EsmeConfig:
     max_binds: int = 4
     throughput: float = 0.0  # submit_sm segments per second; 0 = unlimited
     enabled: bool = True
+    default_route: str | None = None  # route used when no route matches the destination
 
     def allows(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True if a peer at `ip` may bind. IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a
@@ -237,6 +300,144 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class Caps:
+    """Sending caps of one channel. 0 means "no limit" for the three counters."""
+
+    per_minute: int = 6
+    per_hour: int = 0
+    per_day: int = 0
+    day_reset: datetime.time = datetime.time(0, 0)  # local time when per_day counters reset
+    jitter: float = 0.2  # pacing jitter, a fraction (0..0.9) of the pacing interval
+
+
+@attrs.frozen
+class ChannelOverride:
+    """What one channel does differently from its device. `caps` is already merged: the
+    device's caps with the keys given for this channel replaced."""
+
+    enabled: bool = True
+    caps: Caps = attrs.Factory(Caps)
+
+
+@attrs.frozen
+class DeviceConfig:
+    """One piece of GSM hardware (one GoIP, one router, one phone).
+
+    Channels are "1".."lines" for every kind so far (GoIP lines, router modems, phone SIMs).
+    Kind-specific settings that have no field here live in `options` (empty for goip_http).
+    A disabled device has every channel disabled.
+    """
+
+    name: str
+    kind: str
+    url: str | None = None
+    username: str = "admin"
+    password: Secret | None = None
+    lines: int = 1
+    timeout: float = 10.0  # seconds per device HTTP request
+    status_poll_interval: float = 2.0
+    status_timeout: float = 60.0  # seconds to wait for a final status; then the part is UNKNOWN
+    inbox_poll_interval: float = 10.0
+    enabled: bool = True
+    caps: Caps = attrs.Factory(Caps)
+    channel_overrides: Mapping[str, ChannelOverride] = attrs.field(factory=FrozenMap, converter=FrozenMap)
+    options: Mapping[str, Any] = attrs.field(factory=FrozenMap, converter=FrozenMap)
+
+    def channel_ids(self) -> tuple[str, ...]:
+        return tuple(str(i) for i in range(1, self.lines + 1))
+
+    def channel_caps(self, channel: str) -> Caps:
+        """The caps of `channel` (overrides merged). KeyError for a channel the device lacks."""
+        if channel not in self.channel_ids():
+            raise KeyError(f"device {self.name!r} has no channel {channel!r}")
+        override = self.channel_overrides.get(channel)
+        return self.caps if override is None else override.caps
+
+    def channel_enabled(self, channel: str) -> bool:
+        """False when the device is disabled, the channel is disabled, or there is no such channel."""
+        if not self.enabled or channel not in self.channel_ids():
+            return False
+        override = self.channel_overrides.get(channel)
+        return override is None or override.enabled
+
+    def enabled_channels(self) -> tuple[str, ...]:
+        return tuple(ch for ch in self.channel_ids() if self.channel_enabled(ch))
+
+
+def _compile_regex(value: str | re.Pattern[str] | None) -> re.Pattern[str] | None:
+    return re.compile(value) if isinstance(value, str) else value
+
+
+def _channel_pairs(value: Iterable[Iterable[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(device), str(channel)) for device, channel in value)
+
+
+@attrs.frozen
+class RouteConfig:
+    """Where messages for some destinations go. A route with neither prefixes nor a regex
+    matches every destination (a catch-all). `channels` are (device name, channel id) pairs,
+    resolved from the config: deduplicated, disabled channels left out, never empty when
+    loaded from a file."""
+
+    name: str
+    prefixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    regex: re.Pattern[str] | None = attrs.field(default=None, converter=_compile_regex)
+    channels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_channel_pairs)
+
+    @property
+    def catch_all(self) -> bool:
+        return not self.prefixes and self.regex is None
+
+    def matches(self, destination: str) -> bool:
+        """True if `destination` (as the ESME wrote it) starts with one of the prefixes, or the
+        regex finds a match in it (re.search: anchor with ^ yourself), or this is a catch-all."""
+        if self.catch_all:
+            return True
+        if any(destination.startswith(prefix) for prefix in self.prefixes):
+            return True
+        return self.regex is not None and self.regex.search(destination) is not None
+
+
+@attrs.frozen
+class SchedulerConfig:
+    """Scheduler policy. Durations in seconds."""
+
+    default_validity: float = 172_800.0  # when the ESME gives no validity_period (48 h)
+    max_validity: float = 604_800.0  # cap on ESME-given validity (7 d)
+    max_attempts: int = 5  # device attempts per message before it fails as UNDELIV
+    retry_backoff: float = 10.0  # before the first retry; doubles per attempt
+    retry_backoff_max: float = 600.0
+    busy_retry: float = 1.0  # before retrying a line that answered busy
+    logout_cooldown: float = 120.0  # a channel rests this long after GSM logout before a probe
+    quarantine_after: int = 3  # consecutive errors on a channel before quarantine
+    quarantine_base: float = 30.0  # first quarantine; doubles up to quarantine_max
+    quarantine_max: float = 1800.0
+    ambiguous: str = "unknown"  # "unknown" | "resend": a send that may or may not have gone out
+
+
+@attrs.frozen
+class ReceiptMapping:
+    stat: str  # one of RECEIPT_STATS
+    err: int = 0  # 0..999, the receipt's err: field
+
+
+def _freeze_receipt_map(
+    value: Mapping[str, Mapping[str, ReceiptMapping]],
+) -> Mapping[str, Mapping[str, ReceiptMapping]]:
+    return FrozenMap((kind, FrozenMap(table)) for kind, table in dict(value).items())
+
+
+@attrs.frozen
+class ReceiptsConfig:
+    goip_done: str = "delivered"  # "delivered" | "accepted": how GoIP HTTP "DONE" is reported
+    retention: float = 604_800.0  # seconds an undelivered receipt (or MO) waits for its ESME
+    # device kind -> device status code -> receipt; overrides of the built-in table
+    map: Mapping[str, Mapping[str, ReceiptMapping]] = attrs.field(
+        factory=FrozenMap, converter=_freeze_receipt_map
+    )
+
+
+@attrs.frozen
 class Config:
     smpp: SmppConfig = attrs.Factory(SmppConfig)
     esmes: tuple[EsmeConfig, ...] = attrs.field(default=(), converter=tuple)
@@ -244,18 +445,78 @@ class Config:
     limits: Limits = attrs.Factory(Limits)
     admin: AdminConfig = attrs.Factory(AdminConfig)
     logging: LoggingConfig = attrs.Factory(LoggingConfig)
+    devices: tuple[DeviceConfig, ...] = attrs.field(default=(), converter=tuple)
+    routes: tuple[RouteConfig, ...] = attrs.field(default=(), converter=tuple)  # first match wins
+    scheduler: SchedulerConfig = attrs.Factory(SchedulerConfig)
+    receipts: ReceiptsConfig = attrs.Factory(ReceiptsConfig)
     _by_id: dict[str, EsmeConfig] = attrs.field(init=False, repr=False, eq=False)
+    _devices_by_name: dict[str, DeviceConfig] = attrs.field(init=False, repr=False, eq=False)
+    _routes_by_name: dict[str, RouteConfig] = attrs.field(init=False, repr=False, eq=False)
 
     @_by_id.default
     def _index_esmes(self) -> dict[str, EsmeConfig]:
         return {esme.system_id: esme for esme in self.esmes}
 
+    @_devices_by_name.default
+    def _index_devices(self) -> dict[str, DeviceConfig]:
+        return {device.name: device for device in self.devices}
+
+    @_routes_by_name.default
+    def _index_routes(self) -> dict[str, RouteConfig]:
+        return {route.name: route for route in self.routes}
+
     def esme(self, system_id: str) -> EsmeConfig | None:
         return self._by_id.get(system_id)
 
+    def device(self, name: str) -> DeviceConfig | None:
+        return self._devices_by_name.get(name)
 
-def default_demo_config(data_dir: Path, smpp_port: int = 2775) -> Config:
-    """A ready config for the demo and for tests: everything on loopback, one ESME demo/demo."""
+    def route(self, name: str) -> RouteConfig | None:
+        return self._routes_by_name.get(name)
+
+    def route_for(self, esme_system_id: str, destination: str) -> RouteConfig | None:
+        """The first route (in config order) that matches `destination`; else the ESME's
+        default_route; else None (no route: the message cannot be sent)."""
+        for route in self.routes:
+            if route.matches(destination):
+                return route
+        esme = self.esme(esme_system_id)
+        if esme is not None and esme.default_route is not None:
+            return self.route(esme.default_route)
+        return None
+
+
+def default_demo_config(
+    data_dir: Path,
+    smpp_port: int = 2775,
+    goip_url: str | None = None,
+    goip_lines: int = 8,
+    goip_password: str = "admin",
+) -> Config:
+    """A ready config for the demo and for tests: everything on loopback, one ESME demo/demo.
+
+    With `goip_url`, also one GoIP (or its emulator) "goip1" with no sending caps and fast
+    status polls, and a catch-all route "default" over all its lines (the demo ESME's
+    default_route). Without it, the bridge only stores messages.
+    """
+    devices: tuple[DeviceConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    default_route = None
+    if goip_url is not None:
+        device = DeviceConfig(
+            name="goip1",
+            kind="goip_http",
+            url=goip_url.rstrip("/"),
+            username="admin",
+            password=Secret(goip_password),
+            lines=goip_lines,
+            timeout=5.0,
+            status_poll_interval=0.5,
+            caps=Caps(per_minute=0),
+        )
+        devices = (device,)
+        routes = (RouteConfig(name="default", channels=[("goip1", ch) for ch in device.channel_ids()]),)
+        default_route = "default"
     return Config(
         smpp=SmppConfig(listeners=(Listener(host="127.0.0.1", port=smpp_port),)),
         esmes=(
@@ -265,12 +526,15 @@ def default_demo_config(data_dir: Path, smpp_port: int = 2775) -> Config:
                 allowed_ips=LOOPBACK_NETWORKS,
                 max_binds=10,
                 throughput=0.0,
+                default_route=default_route,
             ),
         ),
         store=StoreConfig(path=Path(data_dir).absolute() / "bridge.sqlite3", synchronous="full"),
         limits=Limits(queue_depth=200_000),
         admin=AdminConfig(host="127.0.0.1", port=8025, token=None),
         logging=LoggingConfig(),
+        devices=devices,
+        routes=routes,
     )
 
 
@@ -419,6 +683,17 @@ class _Ctx:
         self.issues: list[ConfigIssue] = []
         # (key path, line, what to use instead) for every secret written in the file itself
         self.inline_secrets: list[tuple[str, int | None, str]] = []
+        # Sections that refer to other sections. Devices load before routes; references to
+        # routes (an ESME's default_route) are checked after every section has loaded.
+        # A name in broken_* was defined but its entry had errors (already reported), and
+        # *_unreadable means the whole section was; references to those are not reported again.
+        self.devices: dict[str, DeviceConfig] = {}
+        self.broken_devices: set[str] = set()
+        self.devices_unreadable = False
+        self.routes: dict[str, RouteConfig] = {}
+        self.broken_routes: set[str] = set()
+        self.routes_unreadable = False
+        self.route_refs: list[tuple[str, int | None, str]] = []  # (key path, line, route name)
         self._constructor = yaml.SafeLoader("")
 
     def error(self, path: str, where: Node | int | None, message: str) -> None:
@@ -560,6 +835,18 @@ class _Map:
     def has(self, key: str) -> bool:
         return key in self.entries
 
+    def declare(self, keys: Iterable[str]) -> None:
+        """Accept more keys (keys that depend on another value, like a device's kind)."""
+        self.keys = self.keys + tuple(k for k in keys if k not in self.keys)
+
+    def skip_unknown(self) -> None:
+        """Do not report unknown keys (the keys allowed are unknown: e.g. a bad device kind)."""
+        self.used.update(self.entries)
+
+    def entry_names(self) -> list[str]:
+        """Every key written in this mapping, in file order (for mappings keyed by the user)."""
+        return list(self.entries)
+
     def node(self, key: str) -> Node | None:
         """The value node of `key` (None if absent), marking the key used."""
         if key not in self.keys:
@@ -607,11 +894,20 @@ class _Map:
 
     # -- typed readers
 
-    def get_int(self, key: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
+    def get_int(
+        self,
+        key: str,
+        default: int,
+        *,
+        lo: int | None = None,
+        hi: int | None = None,
+        expected: str | None = None,
+    ) -> int:
         value, node = self.value(key)
         if value is _ABSENT or value is _BAD:
             return default
-        expected = _int_range(lo, hi)
+        if expected is None:
+            expected = _int_range(lo, hi)
         if isinstance(value, bool) or not isinstance(value, int):
             hint = ""
             quoted = isinstance(node, ScalarNode) and node.style in ("'", '"')
@@ -691,12 +987,17 @@ class _Map:
         secret: bool = False,
         required: bool = False,
         check: Callable[[str], str | None] | None = None,
+        as_written: bool = False,
     ) -> Any:
         """A non-empty string; `check(value)` returns a problem (a message) or None.
 
-        With `secret`, messages describe the value's type but never its content.
+        With `secret`, messages describe the value's type but never its content. With
+        `as_written`, an unquoted value that YAML reads as a number (``+49``, ``0044``,
+        ``12:30``) is taken as the text written.
         """
         value, node = self.value(key)
+        if as_written:
+            value = _as_written(value, node)
         if value is _ABSENT:
             return self.missing(key, what) if required else default
         if value is _BAD:
@@ -746,6 +1047,29 @@ class _Map:
             return None
         assert isinstance(node, SequenceNode)
         return list(node.value), node
+
+
+def _as_written(value: Any, node: Node | None) -> Any:
+    """The text of a plain (unquoted) scalar that YAML turned into a number; else `value`."""
+    if (
+        isinstance(node, ScalarNode)
+        and node.style is None
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ):
+        return node.value
+    return value
+
+
+def _item_text(ctx: _Ctx, node: Node) -> Any:
+    """A list item as text: a string, or the text of an unquoted number; else what YAML made
+    of it (None, a bool, _A_LIST, _A_MAPPING) for the error message."""
+    if isinstance(node, SequenceNode):
+        return _A_LIST
+    if isinstance(node, MappingNode):
+        return _A_MAPPING
+    assert isinstance(node, ScalarNode)
+    return _as_written(_scalar_or_bad(ctx, node), node)
 
 
 def _int_range(lo: int | None, hi: int | None) -> str:
@@ -1051,7 +1375,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         ctx,
         node,
         path,
-        ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled"),
+        ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled", "default_route"),
         what="an ESME (a mapping with system_id, password ...)",
     )
     if not m.ok:
@@ -1088,6 +1412,11 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         "throughput", 0.0, expected="a number of segments per second, 0 or more (0 = unlimited)"
     )
     enabled = m.get_bool("enabled", True)
+    default_route = m.get_str(
+        "default_route", None, what="the name of a route (from routes:)", as_written=True
+    )
+    if default_route is not None:
+        ctx.route_refs.append((m.path_of("default_route"), m.key_line("default_route"), default_route))
     m.finish()
     if system_id is _BAD or system_id is None:
         return None, None
@@ -1099,6 +1428,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         max_binds=max_binds,
         throughput=throughput,
         enabled=enabled,
+        default_route=default_route,
     )
     return esme, m.key_line("system_id")
 
@@ -1192,10 +1522,671 @@ def _load_logging(ctx: _Ctx, node: Node | None, path: str) -> LoggingConfig:
     return config
 
 
+# -- devices ---------------------------------------------------------------------------------
+
+
+def _name_problem(what: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if NAME_PATTERN.match(value):
+            return None
+        return (
+            f"expected a {what} name: 1-32 characters of lowercase letters, digits, '_' and '-', "
+            f"starting with a letter or digit, got {value!r}"
+        )
+
+    return check
+
+
+def _known_hint(name: str, known: Iterable[str], plural: str) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if known:
+        return f" (known {plural}: {', '.join(known)})"
+    return f" (no {plural} are configured)"
+
+
+def _device_url_problem(value: str) -> str | None:
+    example = "http://192.168.1.50"
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError as e:  # an unbalanced '[' and the like; the message does not quote the URL
+        return f"expected an http(s) URL like {example}, got one that cannot be read ({e})"
+    if "@" in parts.netloc:
+        # never echo the value: it holds credentials
+        return (
+            "expected a URL without credentials: remove 'user:password@' from the URL and use "
+            "the username and password (or password_env, password_file) keys instead"
+        )
+    if "://" not in value:
+        return f"expected a URL starting with http:// or https://, got {value!r} (did you mean 'http://{value}'?)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"expected an http:// or https:// URL, got {value!r}"
+    if not parts.hostname:
+        return f"expected a URL with a host, like {example}, got {value!r}"
+    host_problem = _host_problem(parts.hostname)
+    if host_problem is not None:
+        return f"expected a URL with a valid host, like {example}, got {value!r}"
+    try:
+        parts.port
+    except ValueError:
+        return f"expected a URL with a port from 0 to 65535, got {value!r}"
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        return (
+            f"expected the device's base URL without '?...' or '#...' (the bridge adds paths and "
+            f"parameters itself), got {value!r}"
+        )
+    return None
+
+
+def _username_problem(value: str) -> str | None:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "expected a user name without control characters"
+    if ":" in value:
+        return f"expected a user name without ':' (it is sent in HTTP Basic auth), got {value!r}"
+    return None
+
+
+def _device_password_problem(value: str) -> str | None:
+    if value == "":
+        return "is empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "contains control characters (a stray line break?)"
+    return None
+
+
+_DEVICE_PASSWORD_KEYS = ("password", "password_env", "password_file")
+
+
+def _load_device_password(m: _Map) -> Any:
+    """Exactly one of password / password_env / password_file: a Secret, or _BAD (reported)."""
+    given = _sources_given(m, _DEVICE_PASSWORD_KEYS)
+    secret, _ = _read_secret(
+        m, _DEVICE_PASSWORD_KEYS, check=_device_password_problem, alternatives="password_env or password_file"
+    )
+    if not given:
+        m.ctx.error(
+            m.path, m.line, "missing password: expected exactly one of password, password_env, password_file"
+        )
+        return _BAD
+    if len(given) > 1:
+        for extra in given[1:]:
+            m.fail(
+                extra, m.key_line(extra),
+                f"expected exactly one password source, got {len(given)}: {', '.join(given)}",
+            )
+        return _BAD
+    return _BAD if secret is None else secret
+
+
+def _load_goip_http(m: _Map) -> dict[str, Any]:
+    """Keys of a GoIP driven over its HTTP API (reference/devices.md section 1)."""
+    url = m.get_str(
+        "url", None, what="the GoIP's base URL, like http://192.168.1.50", required=True,
+        check=_device_url_problem,
+    )
+    username = m.get_str("username", "admin", what="a user name", check=_username_problem)
+    password = _load_device_password(m)
+    if m.has("lines"):
+        lines: Any = m.get_int("lines", 0, lo=1, hi=GOIP_MAX_LINES)
+        if "lines" in m.bad:
+            lines = _BAD
+    else:
+        lines = m.missing("lines", f"the number of GSM lines (SIM slots) of this GoIP, 1..{GOIP_MAX_LINES}")
+    return {
+        "url": url.rstrip("/") if isinstance(url, str) else _BAD,
+        "username": username,
+        "password": password,
+        "lines": lines,
+    }
+
+
+@attrs.frozen
+class _DeviceKind:
+    """What one device kind adds to the common device keys.
+
+    `load` reads `keys` from the device's `_Map` and returns `DeviceConfig` field values
+    (url, username, password, lines, options ...), `_BAD` for a value already reported.
+    Channels are "1".."lines", so a kind with a fixed number of channels returns that number.
+    """
+
+    keys: tuple[str, ...]
+    load: Callable[[_Map], dict[str, Any]]
+
+
+# Adding a device kind = one entry here (and its driver + emulator elsewhere).
+_DEVICE_KINDS: dict[str, _DeviceKind] = {
+    "goip_http": _DeviceKind(keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "lines"), load=_load_goip_http),
+}
+DEVICE_KINDS: tuple[str, ...] = tuple(_DEVICE_KINDS)
+
+_DEVICE_KEYS = (
+    "name", "kind", "enabled", "timeout", "status_poll_interval", "status_timeout",
+    "inbox_poll_interval", "caps", "channels",
+)
+_CAPS_KEYS = ("per_minute", "per_hour", "per_day", "day_reset", "jitter")
+_HHMM = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+JITTER_MAX = 0.9
+
+
+def _hhmm_problem(value: str) -> str | None:
+    if _HHMM.match(value.strip()):
+        return None
+    return f'expected a local time of day as "HH:MM" (00:00 to 23:59), got {value!r}'
+
+
+def _load_caps(ctx: _Ctx, node: Node | None, path: str, base: Caps) -> Caps:
+    """Caps; every key not given is taken from `base` (the defaults, or the device's caps)."""
+    m = _Map(ctx, node, path, _CAPS_KEYS, what="a mapping of caps (per_minute, per_hour, per_day, day_reset, jitter)")
+    counts = {
+        key: m.get_int(
+            key, getattr(base, key), lo=0,
+            expected="a whole number of messages, 0 or more (0 = no limit)",
+        )
+        for key in ("per_minute", "per_hour", "per_day")
+    }
+    text = m.get_str("day_reset", None, what='a local time "HH:MM"', as_written=True, check=_hhmm_problem)
+    day_reset = base.day_reset
+    if isinstance(text, str):
+        hour, minute = text.strip().split(":")
+        day_reset = datetime.time(int(hour), int(minute))
+    expected = f"a fraction of the pacing interval from 0 to {JITTER_MAX:g}"
+    jitter = m.get_number("jitter", base.jitter, expected=expected)
+    if m.has("jitter") and "jitter" not in m.bad and jitter > JITTER_MAX:
+        m.fail("jitter", m.node("jitter"), f"expected {expected}, got {jitter:g}")
+        jitter = base.jitter
+    m.finish()
+    return Caps(day_reset=day_reset, jitter=jitter, **counts)
+
+
+def _line_ids(lines: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(1, lines + 1))
+
+
+def _describe_ids(ids: Sequence[str]) -> str:
+    if not ids:
+        return "none"
+    if tuple(ids) == _line_ids(len(ids)):
+        return ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}"
+    return ", ".join(ids)
+
+
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+def _channel_id(ids: Sequence[str], token: str) -> str | None:
+    """`token` as one of `ids` ("03" is "3"), or None."""
+    token = token.strip()
+    if token in ids:
+        return token
+    if _DIGITS.match(token) and str(int(token)) in ids:
+        return str(int(token))
+    return None
+
+
+def _load_channel_overrides(
+    ctx: _Ctx, node: Node | None, path: str, ids: tuple[str, ...] | None, device_caps: Caps
+) -> dict[str, ChannelOverride]:
+    """`channels:` of a device. `ids` None: the device's channels are unknown (already
+    reported), so ids are not checked and nothing is returned."""
+    m = _Map(ctx, node, path, (), what='a mapping of channel id to overrides, like "3": {enabled: false}')
+    result: dict[str, ChannelOverride] = {}
+    first_key: dict[str, tuple[str, int | None]] = {}
+    for key in m.entry_names():
+        m.declare((key,))
+        value_node = m.node(key)
+        om = _Map(
+            ctx, value_node, m.path_of(key), ("enabled", "caps"),
+            what="overrides for one channel (a mapping with enabled, caps)",
+        )
+        enabled = om.get_bool("enabled", True)
+        caps = _load_caps(ctx, om.node("caps"), om.path_of("caps"), device_caps)
+        om.finish()
+        if ids is None:
+            continue
+        channel = _channel_id(ids, key)
+        if channel is None:
+            ctx.error(m.path_of(key), m.key_line(key), f"expected a channel id of this device ({_describe_ids(ids)}), got {key!r}")
+            continue
+        if channel in first_key:
+            other, line = first_key[channel]
+            ctx.error(m.path_of(key), m.key_line(key), f"channel {channel} is given twice (also as {other!r} at line {line})")
+            continue
+        first_key[channel] = (key, m.key_line(key))
+        result[channel] = ChannelOverride(enabled=enabled, caps=caps)
+    m.finish()
+    return result
+
+
+def _check_order(m: _Map, low_key: str, low: float, high_key: str, high: float, why: str, *, strict: bool) -> None:
+    """Report when `high_key` is not greater than (strict) / at least `low_key`."""
+    if not (m.has(low_key) or m.has(high_key)) or {low_key, high_key} & m.bad:
+        return
+    if high > low or (not strict and high == low):
+        return
+    culprit = high_key if m.has(high_key) else low_key
+    relation = "greater than" if strict else "at least"
+    m.fail(
+        culprit, m.key_line(culprit),
+        f"expected {high_key} {relation} {low_key}, got {high_key} {high:g} and {low_key} {low:g} ({why})",
+    )
+
+
+def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None, str | None, int | None]:
+    """(device or None if anything in it was wrong, its name if readable, line of the name)."""
+    before = len(ctx.issues)
+    m = _Map(ctx, node, path, _DEVICE_KEYS, what="a device (a mapping with name, kind ...)")
+    if not m.ok:
+        return None, None, None
+    name = m.get_str(
+        "name", None, what="a device name", required=True, as_written=True, check=_name_problem("device")
+    )
+    kinds = ", ".join(repr(k) for k in _DEVICE_KINDS)
+    kind = m.get_str("kind", None, what=f"a device kind: one of {kinds}", required=True)
+    spec = None
+    if kind is not _BAD:
+        spec = _DEVICE_KINDS.get(kind)
+        if spec is None:
+            close = difflib.get_close_matches(kind, _DEVICE_KINDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            m.fail("kind", m.node("kind"), f"expected a device kind: one of {kinds}, got {kind!r}{hint}")
+    fields: dict[str, Any] | None = None
+    if spec is None:
+        m.skip_unknown()  # which keys belong depends on the kind
+    else:
+        m.declare(spec.keys)
+        fields = spec.load(m)
+
+    def seconds(key: str, default: float) -> float:
+        return m.get_number(key, default, exclusive=True, what="a number of seconds")
+
+    timeout = seconds("timeout", 10.0)
+    status_poll_interval = seconds("status_poll_interval", 2.0)
+    status_timeout = seconds("status_timeout", 60.0)
+    inbox_poll_interval = seconds("inbox_poll_interval", 10.0)
+    _check_order(
+        m, "status_poll_interval", status_poll_interval, "status_timeout", status_timeout,
+        "the status would never be polled before the bridge gives up on it", strict=True,
+    )
+    enabled = m.get_bool("enabled", True)
+    caps = _load_caps(ctx, m.node("caps"), m.path_of("caps"), Caps())
+    lines = fields.get("lines", 1) if fields is not None else _BAD
+    ids = _line_ids(lines) if isinstance(lines, int) else None
+    overrides = _load_channel_overrides(ctx, m.node("channels"), m.path_of("channels"), ids, caps)
+    m.finish()
+    line = m.key_line("name")
+    if name is _BAD:
+        return None, None, line
+    if fields is None or len(ctx.issues) > before or any(v is _BAD for v in fields.values()):
+        return None, name, line
+    device = DeviceConfig(
+        name=name,
+        kind=kind,
+        timeout=timeout,
+        status_poll_interval=status_poll_interval,
+        status_timeout=status_timeout,
+        inbox_poll_interval=inbox_poll_interval,
+        enabled=enabled,
+        caps=caps,
+        channel_overrides=overrides,
+        **fields,
+    )
+    return device, name, line
+
+
+def _list_section(ctx: _Ctx, node: Node | None, path: str, what: str, hint: str) -> list[Node] | None:
+    """Items of an optional list section; [] when absent or empty; None when not a list (reported)."""
+    if node is None:
+        return []
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        ctx.error(path, node, f"expected {what}, got a mapping ({hint})")
+        return None
+    value = _scalar_or_bad(ctx, node)
+    if value is None:
+        return []
+    ctx.error(path, node, f"expected {what}, got {_describe(value)}")
+    return None
+
+
+def _load_devices(ctx: _Ctx, node: Node | None, path: str) -> tuple[DeviceConfig, ...]:
+    items = _list_section(
+        ctx, node, path, "a list of devices (may be empty)", "start each device with '- name: ...'"
+    )
+    if items is None:
+        ctx.devices_unreadable = True
+        return ()
+    devices: list[DeviceConfig] = []
+    first_line: dict[str, int | None] = {}
+    for i, item in enumerate(items):
+        device, name, line = _load_device(ctx, item, f"{path}[{i}]")
+        if name is not None:
+            if name in first_line:
+                ctx.error(
+                    f"{path}[{i}].name", line, f"duplicate device name {name!r} (first used at line {first_line[name]})"
+                )
+                continue
+            first_line[name] = line
+        if device is None:
+            if name is not None:
+                ctx.broken_devices.add(name)
+            continue
+        ctx.devices[device.name] = device
+        devices.append(device)
+    return tuple(devices)
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+_ROUTE_KEYS = ("name", "prefixes", "regex", "channels")
+_PREFIX = re.compile(r"^\+?[0-9]{1,20}$")
+
+
+def _load_prefixes(m: _Map) -> tuple[str, ...]:
+    got = m.get_list("prefixes", 'a list of destination prefixes, like ["+49", "0049"]')
+    if got is None:
+        return ()
+    items, list_node = got
+    if not items:
+        m.fail(
+            "prefixes", list_node,
+            "expected at least one prefix, got an empty list "
+            "(to match every destination, leave out both prefixes and regex)",
+        )
+        return ()
+    prefixes: list[str] = []
+    for j, item in enumerate(items):
+        value = _item_text(m.ctx, item)
+        if not isinstance(value, str) or not _PREFIX.match(value.strip()):
+            m.ctx.error(
+                f"{m.path_of('prefixes')}[{j}]", item,
+                f'expected a destination prefix: digits with an optional leading +, like "+49" or "0049", '
+                f"got {_describe(value)}",
+            )
+            m.bad.add("prefixes")
+            continue
+        if value.strip() not in prefixes:
+            prefixes.append(value.strip())
+    return tuple(prefixes)
+
+
+def _load_regex(m: _Map) -> re.Pattern[str] | None:
+    what = "a regular expression (Python re syntax, in quotes)"
+    pattern = m.get_str("regex", None, what=what, as_written=True)
+    if not isinstance(pattern, str):
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        where = f" at position {e.pos}" if e.pos is not None else ""
+        m.fail("regex", m.node("regex"), f"expected {what}, got {pattern!r}: {e.msg}{where}")
+        return None
+
+
+def _parse_channel_spec(spec: str, ids: Sequence[str]) -> tuple[list[str], str | None]:
+    """ "1-4,7" -> ["1", "2", "3", "4", "7"]; or ([], problem)."""
+    if not spec:
+        return [], "expected channel ids after ':', like goip2:1-4,7"
+    chosen: list[str] = []
+    for token in spec.split(","):
+        token = token.strip()
+        first, dash, last = (part.strip() for part in token.partition("-"))
+        if dash:
+            if not (_DIGITS.match(first) and _DIGITS.match(last)):
+                return [], f"expected a channel range like 1-4, got {token!r}"
+            lo, hi = int(first), int(last)
+            if lo > hi:
+                return [], f"expected a channel range from low to high, got {token!r} (write {hi}-{lo})"
+            for n in range(lo, hi + 1):
+                if str(n) not in ids:
+                    return [], f"expected channels of this device ({_describe_ids(ids)}), got {token!r}: there is no channel {n}"
+                chosen.append(str(n))
+            continue
+        channel = _channel_id(ids, token)
+        if channel is None:
+            if not token:
+                return [], "expected channel ids separated by single commas, found an empty one"
+            return [], f"expected channels of this device ({_describe_ids(ids)}), got {token!r}"
+        chosen.append(channel)
+    return chosen, None
+
+
+def _resolve_channel_ref(ctx: _Ctx, item: Node, path: str) -> tuple[DeviceConfig, Sequence[str]] | None:
+    """One entry of a route's channels: (device, its channel ids named), or None (reported, or
+    refers to a device whose own errors were reported)."""
+    text = _item_text(ctx, item)
+    if not isinstance(text, str) or not text.strip():
+        ctx.error(path, item, f'expected a device name, or device:channels like "goip2:1-4,7", got {_describe(text)}')
+        return None
+    device_name, sep, spec = (part.strip() for part in text.partition(":"))
+    device = ctx.devices.get(device_name)
+    if device is None:
+        if device_name in ctx.broken_devices or ctx.devices_unreadable:
+            return None
+        known = sorted({*ctx.devices, *ctx.broken_devices})
+        ctx.error(path, item, f"unknown device {device_name!r}{_known_hint(device_name, known, 'devices')}")
+        return None
+    if not sep:
+        return device, device.channel_ids()
+    channels, problem = _parse_channel_spec(spec, device.channel_ids())
+    if problem is not None:
+        ctx.error(path, item, f"{problem}, in {text!r} (device {device_name!r})")
+        return None
+    return device, channels
+
+
+def _load_route_channels(m: _Map) -> tuple[tuple[str, str], ...]:
+    ctx = m.ctx
+    what = 'a list of devices or device:channels, like [goip1, "goip2:1-4,7"]'
+    if m.node("channels") is None:
+        m.missing("channels", what)
+        return ()
+    got = m.get_list("channels", what)
+    if got is None:
+        return ()
+    items, list_node = got
+    if not items:
+        m.fail("channels", list_node, f"expected {what}, got an empty list")
+        return ()
+    pairs: list[tuple[str, str]] = []
+    disabled: dict[str, list[str]] = {}
+    unresolved = False
+    for j, item in enumerate(items):
+        resolved = _resolve_channel_ref(ctx, item, f"{m.path_of('channels')}[{j}]")
+        if resolved is None:
+            unresolved = True
+            continue
+        device, channels = resolved
+        for channel in channels:
+            if not device.channel_enabled(channel):
+                off = disabled.setdefault(device.name, [])
+                if channel not in off:
+                    off.append(channel)
+            elif (device.name, channel) not in pairs:
+                pairs.append((device.name, channel))
+    if not pairs and not unresolved:
+        names = []
+        for name, channels in disabled.items():
+            device = ctx.devices[name]
+            names.append(f"{name} (enabled: false)" if not device.enabled else f"{name}:{','.join(channels)}")
+        m.fail(
+            "channels", m.key_line("channels"),
+            f"expected at least one enabled channel, but every channel listed is disabled: {', '.join(names)}",
+        )
+    return tuple(pairs)
+
+
+def _load_route(ctx: _Ctx, node: Node, path: str) -> tuple[RouteConfig | None, str | None, int | None]:
+    before = len(ctx.issues)
+    m = _Map(ctx, node, path, _ROUTE_KEYS, what="a route (a mapping with name, prefixes or regex, channels)")
+    if not m.ok:
+        return None, None, None
+    name = m.get_str(
+        "name", None, what="a route name", required=True, as_written=True, check=_name_problem("route")
+    )
+    prefixes = _load_prefixes(m)
+    regex = _load_regex(m)
+    channels = _load_route_channels(m)
+    m.finish()
+    line = m.key_line("name")
+    if name is _BAD:
+        return None, None, line
+    if len(ctx.issues) > before:
+        return None, name, line
+    return RouteConfig(name=name, prefixes=prefixes, regex=regex, channels=channels), name, line
+
+
+def _load_routes(ctx: _Ctx, node: Node | None, path: str) -> tuple[RouteConfig, ...]:
+    items = _list_section(
+        ctx, node, path, "a list of routes (may be empty)", "start each route with '- name: ...'"
+    )
+    if items is None:
+        ctx.routes_unreadable = True
+        return ()
+    routes: list[RouteConfig] = []
+    first_line: dict[str, int | None] = {}
+    catch_all: tuple[str, int | None] | None = None
+    for i, item in enumerate(items):
+        route, name, line = _load_route(ctx, item, f"{path}[{i}]")
+        if name is not None:
+            if name in first_line:
+                ctx.error(
+                    f"{path}[{i}].name", line, f"duplicate route name {name!r} (first used at line {first_line[name]})"
+                )
+                continue
+            first_line[name] = line
+        if route is None:
+            if name is not None:
+                ctx.broken_routes.add(name)
+            continue
+        if catch_all is not None:
+            ctx.error(
+                f"{path}[{i}]", item,
+                f"route {route.name!r} can never match: route {catch_all[0]!r} (line {catch_all[1]}) comes "
+                "first and matches every destination (it has no prefixes and no regex); "
+                "move the catch-all route to the end",
+            )
+        elif route.catch_all:
+            catch_all = (route.name, line)
+        ctx.routes[route.name] = route
+        routes.append(route)
+    return tuple(routes)
+
+
+def _check_route_refs(ctx: _Ctx) -> None:
+    """Every ESME default_route names a route."""
+    if ctx.routes_unreadable:
+        return
+    for path, line, name in ctx.route_refs:
+        if name in ctx.routes or name in ctx.broken_routes:
+            continue
+        known = sorted({*ctx.routes, *ctx.broken_routes})
+        ctx.error(path, line, f"expected the name of a route, got {name!r}{_known_hint(name, known, 'routes')}")
+
+
+# -- scheduler and receipts ------------------------------------------------------------------
+
+
+def _load_scheduler(ctx: _Ctx, node: Node | None, path: str) -> SchedulerConfig:
+    d = SchedulerConfig()
+    m = _Map(ctx, node, path, [f.name for f in attrs.fields(SchedulerConfig)])
+
+    def seconds(key: str) -> float:
+        return m.get_number(key, getattr(d, key), exclusive=True, what="a number of seconds")
+
+    values: dict[str, Any] = {
+        "default_validity": seconds("default_validity"),
+        "max_validity": seconds("max_validity"),
+        "max_attempts": m.get_int("max_attempts", d.max_attempts, lo=1, hi=100),
+        "retry_backoff": seconds("retry_backoff"),
+        "retry_backoff_max": seconds("retry_backoff_max"),
+        "busy_retry": seconds("busy_retry"),
+        "logout_cooldown": seconds("logout_cooldown"),
+        "quarantine_after": m.get_int("quarantine_after", d.quarantine_after, lo=1),
+        "quarantine_base": seconds("quarantine_base"),
+        "quarantine_max": seconds("quarantine_max"),
+        "ambiguous": m.get_choice("ambiguous", d.ambiguous, AMBIGUOUS_POLICIES),
+    }
+    for low, high, why in (
+        ("default_validity", "max_validity", "the default would always be cut to the maximum"),
+        ("retry_backoff", "retry_backoff_max", "the first back-off would already exceed the maximum"),
+        ("quarantine_base", "quarantine_max", "the first quarantine would already exceed the maximum"),
+    ):
+        _check_order(m, low, values[low], high, values[high], why, strict=False)
+    m.finish()
+    return SchedulerConfig(**values)
+
+
+def _stat_problem(value: str) -> str | None:
+    if value.upper() in RECEIPT_STATS:
+        return None
+    return f"expected a receipt stat: one of {', '.join(RECEIPT_STATS)}, got {value!r}"
+
+
+def _load_receipt_map(ctx: _Ctx, node: Node | None, path: str) -> dict[str, dict[str, ReceiptMapping]]:
+    m = _Map(
+        ctx, node, path, DEVICE_KINDS,
+        what='a mapping of device kind to status overrides, like goip_http: {"2172": {stat: UNDELIV, err: 172}}',
+    )
+    result: dict[str, dict[str, ReceiptMapping]] = {}
+    for kind in DEVICE_KINDS:
+        kind_node = m.node(kind)
+        if kind_node is None:
+            continue
+        km = _Map(
+            ctx, kind_node, m.path_of(kind), (),
+            what='a mapping of device status code to receipt, like "2172": {stat: UNDELIV, err: 172}',
+        )
+        table: dict[str, ReceiptMapping] = {}
+        for code in km.entry_names():
+            km.declare((code,))
+            rm = _Map(
+                ctx, km.node(code), km.path_of(code), ("stat", "err"),
+                what="a receipt (a mapping with stat and err), like {stat: UNDELIV, err: 172}",
+            )
+            if not rm.ok:
+                continue
+            if not code.strip():
+                ctx.error(km.path_of(code), km.key_line(code), "expected a device status code, got an empty key")
+            stat_ = rm.get_str(
+                "stat", None, what=f"a receipt stat: one of {', '.join(RECEIPT_STATS)}", required=True,
+                check=_stat_problem,
+            )
+            err = rm.get_int("err", 0, lo=0, hi=999)
+            rm.finish()
+            if isinstance(stat_, str) and not rm.bad and code.strip():
+                table[code.strip()] = ReceiptMapping(stat=stat_.upper(), err=err)
+        km.finish()
+        result[kind] = table
+    m.finish()
+    return result
+
+
+def _load_receipts(ctx: _Ctx, node: Node | None, path: str) -> ReceiptsConfig:
+    d = ReceiptsConfig()
+    m = _Map(ctx, node, path, ("goip_done", "retention", "map"))
+    config = ReceiptsConfig(
+        goip_done=m.get_choice("goip_done", d.goip_done, GOIP_DONE_CHOICES),
+        retention=m.get_number("retention", d.retention, exclusive=True, what="a number of seconds"),
+        map=_load_receipt_map(ctx, m.node("map"), m.path_of("map")),
+    )
+    m.finish()
+    return config
+
+
 # Top-level sections, in file order of the documented example. Key = YAML key = Config field.
+# Order matters once: devices load before routes (routes name devices). References to routes
+# (an ESME's default_route) are checked after every section has loaded.
 _SECTIONS: dict[str, Callable[[_Ctx, Node | None, str], Any]] = {
     "smpp": _load_smpp,
     "esmes": _load_esmes,
+    "devices": _load_devices,
+    "routes": _load_routes,
+    "scheduler": _load_scheduler,
+    "receipts": _load_receipts,
     "store": _load_store,
     "limits": _load_limits,
     "admin": _load_admin,
@@ -1209,4 +2200,5 @@ def _load_root(ctx: _Ctx, root: Node | None) -> Config | None:
         return None
     values = {name: loader(ctx, m.node(name), name) for name, loader in _SECTIONS.items()}
     m.finish()
+    _check_route_refs(ctx)
     return Config(**values)

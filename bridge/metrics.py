@@ -113,6 +113,98 @@ class Metrics:
             "smpp_bridge_store_errors_total", "Failed store commits", registry=r
         )
 
+        # -- channels and devices
+        self.channel_state = Gauge(
+            "smpp_bridge_channel_state",
+            "1 for the state a channel is in (ready, sending, cooldown, quarantine, paused)",
+            ["device", "channel", "state"],
+            registry=r,
+        )
+        self.channel_inflight = Gauge(
+            "smpp_bridge_channel_inflight",
+            "Device calls in flight on a channel (never more than 1)",
+            ["device", "channel"],
+            registry=r,
+        )
+        self.sends = Counter(
+            "smpp_bridge_channel_sends_total",
+            "Device send calls by outcome (accepted, busy, channel_down, error, ambiguous...)",
+            ["device", "channel", "outcome"],
+            registry=r,
+        )
+        self.channel_failures = Counter(
+            "smpp_bridge_channel_failures_total",
+            "Failed sends on a channel by reason",
+            ["device", "channel", "reason"],
+            registry=r,
+        )
+        self.channel_quarantines = Counter(
+            "smpp_bridge_channel_quarantines_total",
+            "Times a channel was quarantined after repeated errors",
+            ["device", "channel"],
+            registry=r,
+        )
+        self.send_latency = Histogram(
+            "smpp_bridge_device_send_latency_seconds",
+            "Duration of one device send call",
+            ["device"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30),
+            registry=r,
+        )
+        self.status_poll_failures = Counter(
+            "smpp_bridge_device_status_poll_failures_total",
+            "Status polls that could not read the device",
+            ["device"],
+            registry=r,
+        )
+        self.ambiguous = Counter(
+            "smpp_bridge_ambiguous_sends_total",
+            "Sends that may or may not have gone out, by how they were resolved "
+            "(reconciled_sent, reconciled_not_sent, policy_unknown, policy_resend)",
+            ["device", "resolution"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "smpp_bridge_message_retries_total", "Messages put back for a later attempt", registry=r
+        )
+        self.messages_final = Counter(
+            "smpp_bridge_messages_final_total",
+            "Messages that reached a final state",
+            ["state"],
+            registry=r,
+        )
+        self.scheduler_errors = Counter(
+            "smpp_bridge_scheduler_internal_errors_total",
+            "Internal errors while handling a message (the message was requeued)",
+            registry=r,
+        )
+        # -- outbox (receipts and MO waiting for ESMEs)
+        self.outbox_delivered = Counter(
+            "smpp_bridge_outbox_delivered_total",
+            "deliver_sm (receipts, MO) acknowledged by an ESME",
+            ["esme", "kind"],
+            registry=r,
+        )
+        self.outbox_retries = Counter(
+            "smpp_bridge_outbox_retries_total",
+            "deliver_sm not acknowledged (timeout or error status), to be retried",
+            ["esme", "kind"],
+            registry=r,
+        )
+        self.outbox_expired = Counter(
+            "smpp_bridge_outbox_expired_total",
+            "deliver_sm dropped after waiting longer than receipts.retention",
+            registry=r,
+        )
+        self._states: dict[tuple[str, str], str] = {}
+
+    CHANNEL_STATES = ("ready", "sending", "cooldown", "quarantine", "paused")
+
+    def set_channel_state(self, device: str, channel: str, state: str) -> None:
+        for s in self.CHANNEL_STATES:
+            self.channel_state.labels(device, channel, s).set(1 if s == state else 0)
+        self._states[(device, channel)] = state
+
     def on_commit(self, operations: int, seconds: float) -> None:
         self.commit_latency.observe(seconds)
         self.commit_batch.observe(operations)
@@ -137,3 +229,58 @@ class StoreCollector(Collector):
         size = GaugeMetricFamily("smpp_bridge_store_database_bytes", "SQLite files on disk")
         size.add_metric([], self.store.database_size())
         yield size
+
+
+class SchedulerCollector(Collector):
+    """Queue depth per route, oldest queued age, caps remaining, outbox backlog."""
+
+    def __init__(self, scheduler, dispatcher) -> None:  # type: ignore[no-untyped-def]
+        self.scheduler = scheduler
+        self.dispatcher = dispatcher
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        import math
+        import time
+
+        depth = GaugeMetricFamily(
+            "smpp_bridge_route_queue_depth", "Messages waiting for a channel", labels=["route"]
+        )
+        oldest = GaugeMetricFamily(
+            "smpp_bridge_route_oldest_queued_seconds",
+            "Age of the oldest message waiting for a channel",
+            labels=["route"],
+        )
+        if self.scheduler is not None:
+            for name, (n, age) in self.scheduler.queue_stats().items():
+                depth.add_metric([name], n)
+                oldest.add_metric([name], age)
+        yield depth
+        yield oldest
+        caps = GaugeMetricFamily(
+            "smpp_bridge_channel_caps_remaining",
+            "Sends a channel may still make in the current window (+Inf: no cap)",
+            labels=["device", "channel", "window"],
+        )
+        if self.scheduler is not None:
+            now = time.time()
+            for ch in self.scheduler.channels.values():
+                for window, left in ch.caps.remaining(now).items():
+                    caps.add_metric([ch.device_name, ch.id, window], left if left != math.inf else math.inf)
+        yield caps
+        waiting = GaugeMetricFamily(
+            "smpp_bridge_outbox_waiting",
+            "deliver_sm (receipts, MO) waiting to be acknowledged by their ESME",
+            labels=["esme", "kind"],
+        )
+        age = GaugeMetricFamily(
+            "smpp_bridge_outbox_oldest_seconds",
+            "Age of the oldest deliver_sm waiting for its ESME",
+            labels=["esme", "kind"],
+        )
+        if self.dispatcher is not None:
+            now = time.time()
+            for (esme, kind), (n, created) in self.dispatcher.stats.items():
+                waiting.add_metric([esme, kind], n)
+                age.add_metric([esme, kind], now - created if created else 0.0)
+        yield waiting
+        yield age

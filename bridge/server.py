@@ -119,6 +119,10 @@ class SmppServer:
         self._cancel: trio.CancelScope | None = None
         self._conn_nursery: trio.Nursery | None = None
         self._rr: dict[str, int] = {}
+        # Set by the app: routes a destination (None: store unrouted), and hears about binds.
+        self.route_for: Callable[[str, str], str | None] | None = None
+        self.routes_configured = False
+        self.on_bind: Callable[[str], None] | None = None
 
     # -- config --------------------------------------------------------------------------------
 
@@ -597,6 +601,8 @@ class Connection:
         self._send(resp)
         server.register_bind(self)
         self._registered = True
+        if server.on_bind is not None and self.can_receive:
+            server.on_bind(self.esme_id)
         log.info(
             "bound: %s as %s from %s (interface_version 0x%02x)",
             self.esme_id,
@@ -710,29 +716,34 @@ class Connection:
                 destination_addr=dest,
                 dest_addr_ton=p.get("dest_addr_ton", 0),
                 dest_addr_npi=p.get("dest_addr_npi", 0),
+                route=self._route(esme.system_id, dest),
                 **common,
             )
             return [_Submit(msg, segments)], []
         out: list[_Submit] = []
         unsuccess: list[dict[str, Any]] = []
         for d in p.get("dest_addresses", ()):
-            if d.get("dest_flag") == 1 and DEST_RE.match(d.get("destination_addr", "")):
-                msg = NewMessage(
-                    destination_addr=d["destination_addr"],
-                    dest_addr_ton=d.get("dest_addr_ton", 0),
-                    dest_addr_npi=d.get("dest_addr_npi", 0),
-                    **common,
-                )
-                out.append(_Submit(msg, segments))
-            elif d.get("dest_flag") == 1:
-                unsuccess.append(
-                    {
-                        "dest_addr_ton": d.get("dest_addr_ton", 0),
-                        "dest_addr_npi": d.get("dest_addr_npi", 0),
-                        "destination_addr": d.get("destination_addr", ""),
-                        "error_status_code": int(Status.RINVDSTADR),
-                    }
-                )
+            if d.get("dest_flag") == 1:
+                try:
+                    if not DEST_RE.match(d.get("destination_addr", "")):
+                        raise _Refuse(Status.RINVDSTADR)
+                    msg = NewMessage(
+                        destination_addr=d["destination_addr"],
+                        dest_addr_ton=d.get("dest_addr_ton", 0),
+                        dest_addr_npi=d.get("dest_addr_npi", 0),
+                        route=self._route(esme.system_id, d["destination_addr"]),
+                        **common,
+                    )
+                    out.append(_Submit(msg, segments))
+                except _Refuse as r:
+                    unsuccess.append(
+                        {
+                            "dest_addr_ton": d.get("dest_addr_ton", 0),
+                            "dest_addr_npi": d.get("dest_addr_npi", 0),
+                            "destination_addr": d.get("destination_addr", ""),
+                            "error_status_code": int(r.status),
+                        }
+                    )
             else:
                 # Distribution lists live on an operator's SMSC; we have none.
                 unsuccess.append(
@@ -748,6 +759,17 @@ class Connection:
         if concat is not None:
             raise _Refuse(Status.RSUBMITFAIL)  # long messages to many: send message_payload instead
         return out, unsuccess
+
+    def _route(self, esme_id: str, dest: str) -> str | None:
+        """The route for a destination; refuses the submit when routes exist and none fits."""
+        server = self.server
+        if not server.routes_configured or server.route_for is None:
+            return None  # no devices configured: store only
+        route = server.route_for(esme_id, dest)
+        if route is None:
+            log.info("no route for %s from %s: refused", _mask_number(dest), esme_id)
+            raise _Refuse(Status.RINVDSTADR)
+        return route
 
     # -- query / cancel / replace --------------------------------------------------------------
 
@@ -875,3 +897,8 @@ def _reason_label(event: Rejected) -> str:
     if event.answer.command_id == C.GENERIC_NACK:
         return "generic_nack"
     return status_name(event.answer.command_status)
+
+
+def _mask_number(number: str) -> str:
+    """Phone numbers in logs keep their prefix only (personal data)."""
+    return number[:5] + "*" * max(0, len(number) - 5)

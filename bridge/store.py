@@ -125,6 +125,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_message ON events(message);
     """,
+    # 2: device parts of each message, and the outbox of deliver_sm waiting for ESMEs
+    """
+    CREATE TABLE parts (
+        message INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        device TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        pre_ref TEXT,
+        ref TEXT,
+        error TEXT,
+        started_at REAL NOT NULL,
+        sent_at REAL,
+        done_at REAL,
+        PRIMARY KEY (message, seq)
+    );
+    CREATE INDEX parts_channel ON parts(device, channel, started_at);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        esme TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message INTEGER,
+        created_at REAL NOT NULL,
+        expire_at REAL NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_pending ON outbox(esme, id) WHERE delivered_at IS NULL;
+    ALTER TABLE messages ADD COLUMN device TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -145,6 +177,7 @@ SUBMIT_FIELDS = (
     "registered_delivery",
     "schedule_at",
     "expire_at",
+    "route",
 )
 
 
@@ -168,6 +201,8 @@ class NewMessage:
     registered_delivery: int = 0
     schedule_at: float | None = None
     expire_at: float | None = None
+    # The route the front end chose; None leaves the message ACCEPTED for later routing.
+    route: str | None = None
     # Long-message part: (reference, total, seq, reference bits); None for a whole message.
     concat: tuple[int, int, int, int] | None = None
 
@@ -178,6 +213,59 @@ class NewMessage:
 
     def field_values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f) for f in SUBMIT_FIELDS)
+
+
+def _initial_state(msg: NewMessage, now: float) -> State:
+    """Where a new logical message starts: routed at once when the front end found a route."""
+    if msg.route is None:
+        return State.ACCEPTED
+    if msg.schedule_at is not None and msg.schedule_at > now:
+        return State.SCHEDULED
+    return State.QUEUED
+
+
+@attrs.frozen
+class QueueEntry:
+    """What the scheduler keeps in memory for a message that waits for a channel."""
+
+    id: int
+    route: str | None
+    priority: int
+    state: State
+    schedule_at: float | None = None
+    expire_at: float | None = None
+    next_attempt_at: float | None = None
+    device: str | None = None
+    channel: str | None = None
+    attempts: int = 0
+
+
+@attrs.frozen
+class PartRecord:
+    message: int
+    seq: int
+    total: int
+    state: str  # submitting | sent | network | delivered | failed | unknown
+    device: str
+    channel: str
+    pre_ref: str | None
+    ref: str | None
+    error: str | None
+    started_at: float
+    sent_at: float | None
+    done_at: float | None
+
+
+@attrs.frozen
+class OutboxItem:
+    id: int
+    esme: str
+    kind: str  # receipt | mo
+    message: int | None
+    created_at: float
+    expire_at: float
+    payload: str
+    attempts: int
 
 
 @attrs.frozen
@@ -295,10 +383,12 @@ Done = Callable[[Any, "BaseException | None"], None]
 class _Waiter:
     """One pending write: either awaited (``event``) or answered through a callback."""
 
-    __slots__ = ("op", "event", "done", "result", "error")
+    __slots__ = ("op", "event", "done", "result", "error", "hooks")
 
     def __init__(self, op: Op, done: Done | None = None) -> None:
         self.op = op
+        # Functions the operation asked to run after its commit (see Store.after_commit).
+        self.hooks: list[Callable[[], None]] = []
         self.done = done
         self.event = trio.Event() if done is None else None
         self.result: Any = None
@@ -340,6 +430,11 @@ class Store:
         # end compares this with limits.queue_depth (ESME_RMSGQFUL).
         self.active_count = 0
         self.commits = 0
+        self._op_hooks: list[Callable[[], None]] = []
+        # Told about every new logical message that is waiting for a device (the scheduler),
+        # and about every ESME that has a new deliver_sm in the outbox (the dlr dispatcher).
+        self.on_new_message: Callable[[QueueEntry], None] | None = None
+        self.on_outbox: Callable[[str], None] | None = None
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -389,6 +484,9 @@ class Store:
                 self._on_commit(len(batch), time.perf_counter() - started)
             for w in batch:
                 try:
+                    if w.error is None:
+                        for hook in w.hooks:
+                            hook()
                     w.finish()
                 except Exception:  # a callback's bug must not stop the writer
                     log.exception("store completion callback failed")
@@ -426,6 +524,7 @@ class Store:
         last_id, active = self._last_id, self.active_count
         try:
             for w in batch:
+                self._op_hooks = w.hooks = []
                 w.result = w.op(conn)
             if self._last_id != last_id:
                 conn.execute(
@@ -446,6 +545,8 @@ class Store:
             self._rollback(conn)
             self._last_id, self.active_count = last_id, active
             first_error = exc
+        for w in batch:
+            w.hooks = []
         log.debug("group commit failed (%s); retrying %d operations one by one", first_error, len(batch))
         for w in batch:
             w.result = None
@@ -455,6 +556,7 @@ class Store:
         last_id, active = self._last_id, self.active_count
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._op_hooks = w.hooks = []
             w.result = w.op(conn)
             if self._last_id != last_id:
                 conn.execute(
@@ -466,10 +568,12 @@ class Store:
         except sqlite3.Error as exc:
             self._rollback(conn)
             self._last_id, self.active_count = last_id, active
+            w.hooks = []
             w.error = StoreError(f"could not write to {self.path}: {exc}")
         except Exception as exc:
             self._rollback(conn)
             self._last_id, self.active_count = last_id, active
+            w.hooks = []
             w.error = exc
 
     @staticmethod
@@ -479,6 +583,11 @@ class Store:
         except sqlite3.Error:
             pass
 
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Called by an operation (on the writer thread): run ``hook`` in the trio task once the
+        operation's transaction has committed. Dropped if it rolls back."""
+        self._op_hooks.append(hook)
+
     def _fail_all(self, batch: list[_Waiter], exc: BaseException) -> None:
         log.error(
             "store commit failed: %s. Free disk space or fix permissions on %s; "
@@ -487,6 +596,7 @@ class Store:
             self.path,
         )
         for w in batch:
+            w.hooks = []
             w.error = StoreError(f"could not commit to {self.path}: {exc}")
 
     def _next_id(self) -> int:
@@ -527,10 +637,12 @@ class Store:
         esme_parts: int,
         receipt_id: int | None,
         registered_delivery: int,
-        state: State = State.ACCEPTED,
+        state: State | None = None,
         error: str | None = None,
     ) -> None:
         now = self.clock()
+        if state is None:
+            state = _initial_state(msg, now)
         text = decode_short_message(msg.data_coding, body)
         values = list(msg.field_values())
         values[SUBMIT_FIELDS.index("registered_delivery")] = registered_delivery
@@ -546,6 +658,13 @@ class Store:
         )
         if not lifecycle.is_final(state):
             self.active_count += 1
+            if self.on_new_message is not None and state is not State.ACCEPTED:
+                entry = QueueEntry(
+                    id=mid, route=msg.route, priority=msg.priority, state=state,
+                    schedule_at=msg.schedule_at, expire_at=msg.expire_at,
+                )  # fmt: skip
+                hook = self.on_new_message
+                self.after_commit(lambda: hook(entry))
         else:
             conn.execute(
                 "INSERT INTO events (message, at, state, detail) VALUES (?,?,?,?)",
@@ -622,7 +741,7 @@ class Store:
             if f["registered_delivery"] and receipt_id is None:
                 receipt_id = r[0]
             reg |= f["registered_delivery"]
-        state = State.ACCEPTED if complete else State.EXPIRED
+        state = None if complete else State.EXPIRED
         error = None if complete else f"incomplete: {len(rows)} of {total} parts arrived"
         self._insert_message(conn, mid, base, body, total, receipt_id, reg, state, error)
         conn.executemany(
@@ -863,6 +982,255 @@ class Store:
                 (mid, now, state.value, "replace_sm"),
             )
             return True
+
+        return await self.write(op)
+
+    # -- the device side (scheduler) ------------------------------------------------------------
+
+    async def load_active(self) -> list[QueueEntry]:
+        """Every message that is not final, for the scheduler's start (crash recovery too)."""
+        finals = tuple(s.value for s in lifecycle.FINAL)
+        marks = ",".join("?" * len(finals))
+
+        def fn(conn: sqlite3.Connection) -> list[QueueEntry]:
+            rows = conn.execute(
+                "SELECT id, route, priority, state, schedule_at, expire_at, next_attempt_at, "
+                f"device, channel, attempts FROM messages WHERE state NOT IN ({marks}) ORDER BY id",
+                finals,
+            ).fetchall()
+            return [
+                QueueEntry(r[0], r[1], r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
+                for r in rows
+            ]
+
+        return await self.read(fn)
+
+    async def route_accepted(self, mid: int, route: str | None, detail: str = "") -> MessageRecord:
+        """Route a message that was stored without one: QUEUED/SCHEDULED, or REJECTED."""
+
+        def op(conn: sqlite3.Connection) -> MessageRecord:
+            row = conn.execute(
+                "SELECT state, schedule_at, priority, expire_at FROM messages WHERE id=?", (mid,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(mid)
+            now = self.clock()
+            if route is None:
+                new = State.REJECTED
+            elif row[1] is not None and row[1] > now:
+                new = State.SCHEDULED
+            else:
+                new = State.QUEUED
+            self._set_state(conn, mid, State(row[0]), new, detail, route=route)
+            if new is not State.REJECTED and self.on_new_message is not None:
+                entry = QueueEntry(mid, route, row[2], new, row[1], row[3])
+                hook = self.on_new_message
+                self.after_commit(lambda: hook(entry))
+            return self._get_record(conn, mid)
+
+        return await self.write(op)
+
+    def _get_record(self, conn: sqlite3.Connection, mid: int) -> MessageRecord:
+        row = conn.execute(f"SELECT {_RECORD_COLUMNS} FROM messages WHERE id=?", (mid,)).fetchone()
+        if row is None:
+            raise KeyError(mid)
+        return _record(row)
+
+    async def begin_part(
+        self, mid: int, seq: int, total: int, device: str, channel: str, pre_ref: str | None
+    ) -> None:
+        """Durably note that a device call for part ``seq`` is about to start. A crash from here
+        on leaves an ambiguous send that recovery reconciles through ``pre_ref``."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT state FROM messages WHERE id=?", (mid,)).fetchone()
+            if row is None:
+                raise KeyError(mid)
+            state = State(row[0])
+            columns = {"device": device, "channel": channel}
+            if state is State.SUBMITTING:
+                conn.execute(
+                    "UPDATE messages SET device=?, channel=?, updated_at=? WHERE id=?",
+                    (device, channel, self.clock(), mid),
+                )
+            else:
+                self._set_state(conn, mid, state, State.SUBMITTING, f"part {seq}/{total} on {device}:{channel}", **columns)
+            conn.execute(
+                "INSERT OR REPLACE INTO parts (message, seq, total, state, device, channel, pre_ref, "
+                "ref, error, started_at) VALUES (?,?,?,?,?,?,?,NULL,NULL,?)",
+                (mid, seq, total, "submitting", device, channel, pre_ref, self.clock()),
+            )
+
+        await self.write(op)
+
+    async def update_part(self, mid: int, seq: int, state: str, *, ref: str | None = None,
+                          error: str | None = None) -> None:
+        """Record what the device said about one part (sent with its ref, or its final status)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = self.clock()
+            if state == "sent":
+                conn.execute(
+                    "UPDATE parts SET state=?, ref=?, sent_at=? WHERE message=? AND seq=?",
+                    (state, ref, now, mid, seq),
+                )
+            else:
+                conn.execute(
+                    "UPDATE parts SET state=?, error=coalesce(?, error), ref=coalesce(?, ref), "
+                    "done_at=? WHERE message=? AND seq=?",
+                    (state, error, ref, now, mid, seq),
+                )
+
+        await self.write(op)
+
+    async def parts(self, mid: int) -> list[PartRecord]:
+        def fn(conn: sqlite3.Connection) -> list[PartRecord]:
+            rows = conn.execute(
+                "SELECT message, seq, total, state, device, channel, pre_ref, ref, error, "
+                "started_at, sent_at, done_at FROM parts WHERE message=? ORDER BY seq",
+                (mid,),
+            ).fetchall()
+            return [PartRecord(*r) for r in rows]
+
+        return await self.read(fn)
+
+    async def channel_starts(self, since: float) -> list[tuple[str, str, float]]:
+        """(device, channel, started_at) of every device call since ``since``: the scheduler
+        rebuilds its per-channel cap counters from this after a restart."""
+
+        def fn(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+            return conn.execute(
+                "SELECT device, channel, started_at FROM parts WHERE started_at >= ? "
+                "ORDER BY started_at",
+                (since,),
+            ).fetchall()
+
+        return await self.read(fn)
+
+    async def move(
+        self,
+        mid: int,
+        new: State,
+        detail: str = "",
+        *,
+        outbox: Callable[[MessageRecord], list[tuple[str, str, str, float]]] | None = None,
+        **columns: Any,
+    ) -> MessageRecord:
+        """Move a message to ``new`` (checked against the lifecycle table). ``outbox(record)``
+        may return deliver_sm rows ``(esme, kind, payload, expire_at)`` to queue in the SAME
+        transaction: a final state and its receipt are committed together or not at all."""
+
+        def op(conn: sqlite3.Connection) -> MessageRecord:
+            row = conn.execute("SELECT state FROM messages WHERE id=?", (mid,)).fetchone()
+            if row is None:
+                raise KeyError(mid)
+            self._set_state(conn, mid, State(row[0]), new, detail, **columns)
+            rec = self._get_record(conn, mid)
+            if outbox is not None:
+                for esme, kind, payload, expire_at in outbox(rec):
+                    self._add_outbox(conn, esme, kind, mid, payload, expire_at)
+            if new in (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED) and self.on_new_message:
+                r = conn.execute(
+                    "SELECT route, priority, schedule_at, expire_at, next_attempt_at, device, "
+                    "channel, attempts FROM messages WHERE id=?",
+                    (mid,),
+                ).fetchone()
+                entry = QueueEntry(mid, r[0], r[1], new, r[2], r[3], r[4], r[5], r[6], r[7])
+                hook = self.on_new_message
+                self.after_commit(lambda: hook(entry))
+            return rec
+
+        return await self.write(op)
+
+    async def add_outbox(self, esme: str, kind: str, message: int | None, payload: str,
+                         expire_at: float) -> None:
+        await self.write(lambda conn: self._add_outbox(conn, esme, kind, message, payload, expire_at))
+
+    def _add_outbox(self, conn: sqlite3.Connection, esme: str, kind: str, message: int | None,
+                    payload: str, expire_at: float) -> None:
+        conn.execute(
+            "INSERT INTO outbox (esme, kind, message, created_at, expire_at, payload) "
+            "VALUES (?,?,?,?,?,?)",
+            (esme, kind, message, self.clock(), expire_at, payload),
+        )
+        if self.on_outbox is not None:
+            hook = self.on_outbox
+            self.after_commit(lambda: hook(esme))
+
+    async def pending_outbox(self, esme: str, after_id: int = 0, limit: int = 200) -> list[OutboxItem]:
+        def fn(conn: sqlite3.Connection) -> list[OutboxItem]:
+            rows = conn.execute(
+                "SELECT id, esme, kind, message, created_at, expire_at, payload, attempts "
+                "FROM outbox WHERE esme=? AND delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+                (esme, after_id, limit),
+            ).fetchall()
+            return [OutboxItem(*r) for r in rows]
+
+        return await self.read(fn)
+
+    async def outbox_esmes(self) -> list[str]:
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT DISTINCT esme FROM outbox WHERE delivered_at IS NULL")
+            return [r[0] for r in rows]
+
+        return await self.read(fn)
+
+    async def outbox_stats(self) -> dict[tuple[str, str], tuple[int, float | None]]:
+        """{(esme, kind): (waiting, oldest created_at)} for metrics."""
+
+        def fn(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[int, float | None]]:
+            rows = conn.execute(
+                "SELECT esme, kind, count(*), min(created_at) FROM outbox "
+                "WHERE delivered_at IS NULL GROUP BY esme, kind"
+            )
+            return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+        return await self.read(fn)
+
+    def outbox_delivered_nowait(self, item_id: int, done: Done) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET delivered_at=?, attempts=attempts+1 WHERE id=?",
+                (self.clock(), item_id),
+            )
+
+        self.write_nowait(op, done)
+
+    def outbox_attempt_nowait(self, item_id: int, done: Done) -> None:
+        self.write_nowait(
+            lambda conn: conn.execute("UPDATE outbox SET attempts=attempts+1 WHERE id=?", (item_id,)),
+            done,
+        )
+
+    async def expire_outbox(self) -> int:
+        """Drop deliver_sm that waited longer than their retention (counted by the caller)."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE outbox SET delivered_at=-1 WHERE delivered_at IS NULL AND expire_at < ?",
+                (self.clock(),),
+            )
+            return cur.rowcount
+
+        return await self.write(op)
+
+    async def expire_waiting(self, now: float, outbox: Callable[[MessageRecord], list[tuple[str, str, str, float]]]) -> list[int]:
+        """Messages still waiting for a channel past their validity become EXPIRED (with their
+        receipts, in the same transaction)."""
+        waiting = (State.ACCEPTED.value, State.QUEUED.value, State.SCHEDULED.value, State.RETRY_WAIT.value)
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                f"SELECT id, state FROM messages WHERE state IN ({','.join('?' * len(waiting))}) "
+                "AND expire_at IS NOT NULL AND expire_at < ? LIMIT 1000",
+                (*waiting, now),
+            ).fetchall()
+            for mid, state in rows:
+                self._set_state(conn, mid, State(state), State.EXPIRED, "validity period ended")
+                rec = self._get_record(conn, mid)
+                for esme, kind, payload, expire_at in outbox(rec):
+                    self._add_outbox(conn, esme, kind, mid, payload, expire_at)
+            return [r[0] for r in rows]
 
         return await self.write(op)
 

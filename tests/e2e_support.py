@@ -198,3 +198,122 @@ def pdu_bytes(cid: int, seq: int, body: bytes, status: int = 0) -> bytes:
 
 def bind_body(system_id: str, password: str) -> bytes:
     return system_id.encode() + b"\0" + password.encode() + b"\0" + b"\0" + bytes([0x34, 0, 0]) + b"\0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmulatorProcess:
+    """``smpp-bridge emulate goip`` in a child process, driven over its HTTP test hooks."""
+
+    def __init__(self, lines: int = 4, send_duration: float = 0.2) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "emulate", "goip", "--port", str(self.port),
+             "--lines", str(lines), "--send-duration", str(send_duration), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("GoIP emulator did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _call(self, method: str, path: str, body: dict | None = None):  # type: ignore[no-untyped-def]
+        import httpx
+
+        r = httpx.request(method, self.url + path, json=body, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def sent(self) -> list[dict]:
+        """Every SMS the emulated GoIP 'sent': line, destination, text, id, error."""
+        return self._call("GET", "/emulator/sent")
+
+    def faults(self, **changes) -> None:  # type: ignore[no-untyped-def]
+        self._call("POST", "/emulator/faults", changes)
+
+    def inject(self, line: int, sender: str, text: str) -> None:
+        self._call("POST", "/emulator/inject", {"line": line, "sender": sender, "text": text})
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll until predicate() is truthy; return its value (functional waiting, not timing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
+
+
+def goip_config(emulator_url: str, *, lines: int = 4, esmes: str | None = None, scheduler: str = "",
+                caps: str = "per_minute: 0", extra: str = "") -> str:
+    return base_config(
+        esmes=esmes,
+        extra=f"""
+devices:
+  - name: goip1
+    kind: goip_http
+    url: {emulator_url}
+    username: admin
+    password: admin
+    lines: {lines}
+    timeout: 2
+    status_poll_interval: 0.1
+    status_timeout: 10
+    caps: {{{caps}}}
+routes:
+  - name: all
+    channels: [goip1]
+scheduler:
+  retry_backoff: 0.2
+  retry_backoff_max: 1
+  busy_retry: 0.2
+  logout_cooldown: 0.5
+  quarantine_base: 0.5
+  quarantine_max: 2
+{scheduler}
+{extra}
+""",
+    )
+
+
+def receive_deliver_sm(c: smpplib.client.Client, count: int, timeout: float = 15.0) -> list:
+    """Read until ``count`` deliver_sm arrived; smpplib answers each with deliver_sm_resp."""
+    got: list = []
+    c.set_message_received_handler(lambda pdu: got.append(pdu))
+    deadline = time.monotonic() + timeout
+    c._socket.settimeout(0.5)
+    while len(got) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"got {len(got)} of {count} deliver_sm")
+        try:
+            c.read_once()
+        except socket.timeout:
+            pass
+    return got
+
+
+def receipt_fields(pdu) -> dict:  # type: ignore[no-untyped-def]
+    text = pdu.short_message.decode("ascii")
+    fields = dict(re.findall(r"(id|sub|dlvrd|stat|err):(\S+)", text))
+    fields["text"] = text
+    return fields

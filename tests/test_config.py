@@ -10,14 +10,21 @@ import pytest
 from bridge import config as config_module
 from bridge.config import (
     AdminConfig,
+    Caps,
+    ChannelOverride,
     Config,
     ConfigError,
     ConfigIssue,
+    DeviceConfig,
     EsmeConfig,
     Limits,
     Listener,
     LoggingConfig,
     LOOPBACK_NETWORKS,
+    ReceiptMapping,
+    ReceiptsConfig,
+    RouteConfig,
+    SchedulerConfig,
     Secret,
     SmppConfig,
     StoreConfig,
@@ -55,8 +62,11 @@ def only_problem(text, **kw):
 # The example file and the demo config
 
 
+EXAMPLE_ENV = {"APP1_PASSWORD": "s3cret", "GOIP1_PASSWORD": "goip-pw"}
+
+
 def test_example_loads(tmp_path):
-    cfg = load_config_text(EXAMPLE.read_text(), env={"APP1_PASSWORD": "s3cret"}, base_dir=tmp_path)
+    cfg = load_config_text(EXAMPLE.read_text(), env=EXAMPLE_ENV, base_dir=tmp_path)
     app1, crm = cfg.esmes
     assert app1.system_id == "app1" and app1.password.reveal() == "s3cret"
     assert app1.allowed_ips == LOOPBACK_NETWORKS
@@ -65,6 +75,30 @@ def test_example_loads(tmp_path):
     assert cfg.smpp.listeners == (Listener("0.0.0.0", 2775),)
     assert cfg.store.path == Path("/var/lib/smpp-bridge/bridge.sqlite3")
     assert cfg.admin == AdminConfig()
+    (goip1,) = cfg.devices
+    assert cfg.device("goip1") is goip1
+    assert (goip1.kind, goip1.url, goip1.username, goip1.lines) == ("goip_http", "http://192.168.1.50", "admin", 8)
+    assert goip1.password.reveal() == "goip-pw"
+    assert goip1.caps == Caps() and goip1.channel_caps("4") == Caps(per_day=100)
+    assert not goip1.channel_enabled("3") and goip1.channel_enabled("4")
+    germany, everything = cfg.routes
+    assert germany.prefixes == ("+49", "0049") and germany.regex.pattern == "^49[0-9]{9,}$"
+    assert germany.channels == (("goip1", "1"), ("goip1", "2"), ("goip1", "4"), ("goip1", "7"))
+    assert everything.catch_all
+    assert everything.channels == tuple(("goip1", ch) for ch in ("1", "2", "4", "5", "6", "7", "8"))
+    assert cfg.route_for("app1", "+4917012345") is germany
+    assert cfg.route_for("app1", "491701234567") is germany
+    assert cfg.route_for("crm", "+33612345678") is everything
+    assert cfg.scheduler == SchedulerConfig()
+    assert cfg.receipts == ReceiptsConfig()
+    assert app1.default_route is None
+
+
+def test_example_commented_receipt_map_works_when_uncommented():
+    text = EXAMPLE.read_text()
+    text = text.replace("  # map:\n  #   goip_http:\n  #     ", "  map:\n    goip_http:\n      ")
+    cfg = load_config_text(text, env=EXAMPLE_ENV)
+    assert cfg.receipts.map == {"goip_http": {"2172": ReceiptMapping("UNDELIV", 172)}}
 
 
 def test_example_commented_tls_listener_works_when_uncommented(tmp_path):
@@ -74,7 +108,7 @@ def test_example_commented_tls_listener_works_when_uncommented(tmp_path):
     start = lines.index("    # - host: 0.0.0.0")
     for i in range(start, start + 5):
         lines[i] = lines[i].replace("    # ", "    ", 1).replace("/etc/smpp-bridge/tls", str(tmp_path))
-    cfg = load_config_text("\n".join(lines), env={"APP1_PASSWORD": "x"})
+    cfg = load_config_text("\n".join(lines), env=EXAMPLE_ENV)
     assert cfg.smpp.listeners[1] == Listener(
         "0.0.0.0", 3550, TlsConfig(tmp_path / "fullchain.pem", tmp_path / "privkey.pem")
     )
@@ -83,16 +117,23 @@ def test_example_commented_tls_listener_works_when_uncommented(tmp_path):
 def test_example_documents_every_key():
     text = EXAMPLE.read_text()
     keys = {"token", "token_env", "token_file", "password_env", "password_file", "tls", "cert", "key"}
-    for cls in (SmppConfig, Listener, Timers, EsmeConfig, StoreConfig, Limits, AdminConfig, LoggingConfig, Config):
-        keys |= {f.name for f in attrs.fields(cls) if not f.name.startswith("_")}
+    not_yaml_keys = {"channel_overrides", "options"}  # a device's `channels:` fills channel_overrides
+    for cls in (
+        SmppConfig, Listener, Timers, EsmeConfig, StoreConfig, Limits, AdminConfig, LoggingConfig, Config,
+        DeviceConfig, Caps, ChannelOverride, RouteConfig, SchedulerConfig, ReceiptsConfig,
+    ):
+        keys |= {f.name for f in attrs.fields(cls) if not f.name.startswith("_")} - not_yaml_keys
     for key in sorted(keys):
         assert re.search(rf"^\s*#?\s*-?\s*{key}:", text, re.M), f"{key} is not documented in the example"
+    for key in (f.name for f in attrs.fields(ReceiptMapping)):  # written inline: {stat: ..., err: ...}
+        assert re.search(rf"^\s*#.*\{{.*\b{key}:", text, re.M), f"{key} is not documented in the example"
 
 
-def test_example_refused_without_its_env_var(tmp_path):
+def test_example_refused_without_its_env_vars(tmp_path):
     found = problems(EXAMPLE.read_text(), env={})
     assert [(p, m) for p, _l, m in found] == [
-        ("esmes[0].password_env", "environment variable APP1_PASSWORD is not set")
+        ("esmes[0].password_env", "environment variable APP1_PASSWORD is not set"),
+        ("devices[0].password_env", "environment variable GOIP1_PASSWORD is not set"),
     ]
 
 
@@ -494,7 +535,12 @@ def test_esmes_required_and_shape():
         ("esmes[0]", 2, "expected an ESME (a mapping with system_id, password ...), got 'just-a-name'")
     ]
     assert problems("- a\n- b\n") == [
-        ("", 1, "expected a mapping of sections (smpp, esmes, store, limits, admin, logging), got a list")
+        (
+            "",
+            1,
+            "expected a mapping of sections (smpp, esmes, devices, routes, scheduler, receipts, store, "
+            "limits, admin, logging), got a list",
+        )
     ]
 
 
@@ -520,7 +566,7 @@ esme: []
             "esmes[0].colour",
             9,
             "unknown key 'colour' (known keys: system_id, password, password_hash, password_env, "
-            "password_file, allowed_ips, max_binds, throughput, enabled)",
+            "password_file, allowed_ips, max_binds, throughput, enabled, default_route)",
         ),
         ("esme", 10, "unknown key 'esme' (did you mean 'esmes'?)"),
     ]

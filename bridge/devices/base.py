@@ -239,6 +239,10 @@ class Driver(Protocol):
         """Remove entries from the device (only with Capability.DELETE_INBOX)."""
         ...
 
+    async def last_ref(self, channel: str) -> str | None:
+        """Id of the last message the device shows on ``channel`` ("" none, None unknown)."""
+        ...
+
     async def health(self) -> DeviceHealth: ...
 
     async def aclose(self) -> None: ...
@@ -267,6 +271,13 @@ class DriverBase:
 
     async def delete_inbox(self, items: Iterable[InboundSms]) -> None:
         raise DeviceError(f"{self.kind} devices cannot delete inbox entries")
+
+    async def last_ref(self, channel: str) -> str | None:
+        """The device's id of the last message on ``channel`` as the device shows it now, ""
+        when the device shows none, or None when this driver cannot tell (or the device cannot
+        be read). The scheduler reads it before a send and again after an ambiguous one: a new
+        id on a channel only we use means the device took our message."""
+        return None
 
     async def __aenter__(self):
         return self

@@ -187,9 +187,13 @@ def _classify_send(
             ),
             False,
         )
+    # HTTP 200 with a body we cannot read: the request reached the device and we cannot tell
+    # what it did with it. The scheduler reconciles through the line's status slot.
     return (
         SendResult(
-            SendOutcome.ERROR, detail=f"unrecognised answer {snippet(answer)}", http_status=status
+            SendOutcome.AMBIGUOUS,
+            detail=f"unrecognised answer {snippet(answer)}",
+            http_status=status,
         ),
         True,
     )
@@ -652,7 +656,7 @@ class GoipHttpDriver(DriverBase):
             result = attrs.evolve(result, detail=self._redact(result.detail))
             if result.outcome is SendOutcome.AUTH_FAILED:
                 self._failed(result.detail, auth=True)
-            elif result.outcome is SendOutcome.ERROR:
+            elif result.outcome in (SendOutcome.ERROR, SendOutcome.AMBIGUOUS):
                 self._failed(result.detail, protocol=garbage)
             else:
                 self._ok()
@@ -707,6 +711,17 @@ class GoipHttpDriver(DriverBase):
                         break
             results[channel] = result
         return results
+
+    async def last_ref(self, channel: str) -> str | None:
+        """The id in the line's send_status slot right now ("" when empty; None if unreadable)."""
+        self.check_channel(channel)
+        self._check_open()
+        # Only an answer requested from now on will do: never one already in flight.
+        snap = await self._status_snapshot(trio.current_time(), 0.0)
+        if snap.slots is None:
+            return None
+        slot = snap.slots.get(channel)
+        return slot.ref.lower() if slot is not None and slot.ref else ""
 
     async def status_all(self, max_age: float | None = None) -> dict[str, LineSlot] | None:
         """Every line's send_status slot from one request (None if the device can't be read)."""

@@ -119,8 +119,8 @@ async def wait_final(driver, channel, ref, limit=2.0):
         ("\r\nERROR,L1 busy\r\n", SendOutcome.BUSY, None),
         ("ERROR,user or password error", SendOutcome.AUTH_FAILED, None),
         ("ERROR,L1 something new", SendOutcome.ERROR, None),
-        ("<html>\x00\xffwhat</html>", SendOutcome.ERROR, None),
-        ("", SendOutcome.ERROR, None),
+        ("<html>\x00\xffwhat</html>", SendOutcome.AMBIGUOUS, None),
+        ("", SendOutcome.AMBIGUOUS, None),
     ],
 )
 def test_parse_send_answer_literals(body, outcome, ref):
@@ -143,7 +143,8 @@ def test_parse_send_answer_http_500():
 
 def test_parse_send_answer_truncates_garbage():
     result = parse_send_answer(200, "x" * 5000, line=1, text="hi")
-    assert result.outcome is SendOutcome.ERROR
+    # An unreadable 200 answer: the device got the request, so whether it sent is unknown.
+    assert result.outcome is SendOutcome.AMBIGUOUS
     assert len(result.detail) < 200
 
 
@@ -516,10 +517,10 @@ async def test_connection_refused_is_error_not_ambiguous():
         await d.aclose()
 
 
-async def test_garbage_body_is_error_and_counted(emu, driver):
+async def test_garbage_body_is_ambiguous_and_counted(emu, driver):
     emu.faults.garbage = True
     result = await driver.send("1", "+1", "x")
-    assert result.outcome is SendOutcome.ERROR and "unrecognised" in result.detail
+    assert result.outcome is SendOutcome.AMBIGUOUS and "unrecognised" in result.detail
     assert "\x00" not in result.detail
     assert await driver.inbox() == []
     emu.faults.garbage = False
@@ -713,7 +714,7 @@ async def test_answer_echoing_credentials_is_redacted():
     d = mock_driver(handler)
     try:
         result = await d.send("1", "+1", "x")
-        assert result.outcome is SendOutcome.ERROR
+        assert result.outcome is SendOutcome.AMBIGUOUS
         assert_no_secret(result)
         assert "***" in result.detail
     finally:

@@ -1,0 +1,378 @@
+"""Device status -> SMPP delivery receipt, and delivery of every queued deliver_sm to the ESMEs.
+
+Rules
+-----
+* What a device said about each part is turned into one message outcome by a per-device-kind
+  table (``DEFAULT_TABLES``), which config can override per error code (``receipts.map``).
+  A long message gets ONE combined receipt: DELIVRD only if every part was delivered.
+* GoIP's HTTP ``DONE`` means the network took the part, not that a handset got it. By default it
+  is reported as DELIVRD; ``receipts.goip_done: accepted`` reports ACCEPTD instead (message
+  state ACKNOWLEDGED).
+* A receipt is queued in the outbox in the same transaction as the final state it reports
+  (store.move), so a crash can never lose it or report a state that was not stored.
+* registered_delivery is honoured: bits 1-0 = 01 every final outcome, 10 failures only;
+  bit 4 (0x10) adds an intermediate ENROUTE receipt when the device takes the message.
+* The receipt id is byte-identical to the message_id given in submit_sm_resp (for a long
+  message: the id of the first part that asked for a receipt).
+* Delivery: per ESME, in outbox order, over its RX/TRX binds in turn, within each bind's window,
+  until deliver_sm_resp says ESME_ROK. Nothing is dropped after a few tries: an ESME that is not
+  bound gets its backlog on its next bind; only ``receipts.retention`` ends a wait (counted).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from .lifecycle import State
+from .smpp.constants import (
+    ESM_TYPE_INTERMEDIATE,
+    ESM_TYPE_RECEIPT,
+    REG_DLR_ALWAYS,
+    REG_DLR_FAILURE,
+    REG_DLR_MASK,
+    REG_INTERMEDIATE,
+    CommandId,
+    MessageState,
+    Status,
+)
+from .smpp.pdu import Pdu
+from .smpp.receipt import build_receipt_text, receipt_tlvs
+from .store import MessageRecord, OutboxItem, Store
+
+log = logging.getLogger(__name__)
+
+# network_error_code network types (§5.3.2.31)
+NET_GSM = 3
+NET_SMPP = 7
+NET_MC_SPECIFIC = 8
+
+SUCCESS_STATES = frozenset({State.DELIVERED, State.ACKNOWLEDGED})
+
+STATE_TO_SMPP = {
+    State.DELIVERED: MessageState.DELIVERED,
+    State.ACKNOWLEDGED: MessageState.ACCEPTED,
+    State.UNDELIVERABLE: MessageState.UNDELIVERABLE,
+    State.EXPIRED: MessageState.EXPIRED,
+    State.REJECTED: MessageState.REJECTED,
+    State.UNKNOWN: MessageState.UNKNOWN,
+    State.DELETED: MessageState.DELETED,
+}
+STAT_TO_STATE = {
+    "DELIVRD": State.DELIVERED,
+    "ACCEPTD": State.ACKNOWLEDGED,
+    "UNDELIV": State.UNDELIVERABLE,
+    "EXPIRED": State.EXPIRED,
+    "REJECTD": State.REJECTED,
+    "UNKNOWN": State.UNKNOWN,
+    "DELETED": State.DELETED,
+}
+
+
+@attrs.frozen
+class Outcome:
+    """The final word on a message: its state, the receipt's stat/err and the TLV code."""
+
+    state: State
+    stat: str
+    err: int = 0
+    network_error: tuple[int, int] | None = None
+    detail: str = ""
+
+
+# Part results as the scheduler records them: "network" (handed to the network),
+# "delivered" (handset report), "failed" (with the device's error code), "unknown".
+# Per device kind: part result -> (stat, err) where err None means "derive from the code".
+DEFAULT_TABLES: dict[str, dict[str, tuple[str, int | None]]] = {
+    "goip_http": {
+        "delivered": ("DELIVRD", 0),
+        "network": ("DELIVRD", 0),  # receipts.goip_done decides; see network_stat()
+        "failed": ("UNDELIV", None),
+        "unknown": ("UNKNOWN", 0),
+    },
+}
+GENERIC_TABLE = DEFAULT_TABLES["goip_http"]
+
+
+def _code_err(code: str | None) -> tuple[int, tuple[int, int] | None]:
+    """Device error code -> (receipt err 0..999, network_error_code TLV). GoIP's 2172 -> 172
+    in the text and (8, 2172) in the TLV, which carries the whole code."""
+    if code and code.isdigit():
+        n = int(code)
+        return n % 1000, (NET_MC_SPECIFIC, n & 0xFFFF)
+    return 0, None
+
+
+class ReceiptPolicy:
+    """Turns part results into an Outcome, with config overrides."""
+
+    def __init__(self, receipts_config: Any = None) -> None:
+        self.goip_done = getattr(receipts_config, "goip_done", "delivered")
+        self.overrides: Mapping[str, Mapping[str, Any]] = getattr(receipts_config, "map", {}) or {}
+
+    def network_stat(self, kind: str) -> str:
+        if kind.startswith("goip"):
+            return "DELIVRD" if self.goip_done == "delivered" else "ACCEPTD"
+        return "DELIVRD"
+
+    def part_outcome(self, kind: str, result: str, code: str | None) -> Outcome:
+        override = self.overrides.get(kind, {}).get(code or "") if code else None
+        err, net = _code_err(code)
+        if override is not None:
+            stat = override.stat
+            return Outcome(STAT_TO_STATE[stat], stat, override.err, net, f"device code {code}")
+        table = DEFAULT_TABLES.get(kind, GENERIC_TABLE)
+        stat, fixed_err = table.get(result, ("UNKNOWN", 0))
+        if result == "network":
+            stat = self.network_stat(kind)
+        detail = f"device code {code}" if code else result
+        return Outcome(STAT_TO_STATE[stat], stat, err if fixed_err is None else fixed_err, net, detail)
+
+    def combine(self, kind: str, parts: list[tuple[str, str | None]]) -> Outcome:
+        """One outcome for all parts of a message: the worst part decides. DELIVRD only if every
+        part was delivered (or handed to the network where that counts as delivered)."""
+        outcomes = [self.part_outcome(kind, r, c) for r, c in parts]
+        rank = {
+            State.UNDELIVERABLE: 0,
+            State.REJECTED: 1,
+            State.EXPIRED: 2,
+            State.UNKNOWN: 3,
+            State.DELETED: 4,
+            State.ACKNOWLEDGED: 5,
+            State.DELIVERED: 6,
+        }
+        return min(outcomes, key=lambda o: rank[o.state])
+
+
+def wants_receipt(registered_delivery: int, state: State) -> bool:
+    mode = registered_delivery & REG_DLR_MASK
+    if mode == REG_DLR_ALWAYS:
+        return True
+    if mode == REG_DLR_FAILURE:
+        return state not in SUCCESS_STATES
+    return False
+
+
+def _ts(t: float | None) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t if t is not None else time.time(), dt.UTC)
+
+
+def receipt_params(rec: MessageRecord, outcome: Outcome, *, intermediate: bool = False) -> dict[str, Any]:
+    """The deliver_sm (as payload dict) that reports ``outcome`` for ``rec``."""
+    rid = rec.receipt_message_id
+    if intermediate:
+        stat, smpp_state, err, net = "ENROUTE", MessageState.ENROUTE, 0, None
+    else:
+        stat, smpp_state = outcome.stat, STATE_TO_SMPP[outcome.state]
+        err, net = outcome.err, outcome.network_error
+    delivered = rec.esme_parts if outcome.state in SUCCESS_STATES and not intermediate else 0
+    text = build_receipt_text(
+        rid,
+        submitted=min(rec.esme_parts, 999),
+        delivered=min(delivered, 999),
+        submit_date=_ts(rec.created_at),
+        done_date=_ts(rec.final_at if rec.final_at is not None else rec.updated_at),
+        stat=stat,
+        err=err,
+        text=rec.text or "",
+    )
+    return {
+        "params": {
+            "service_type": rec.service_type,
+            "source_addr_ton": 1 if rec.destination_addr.startswith("+") else 0,
+            "source_addr_npi": 1,
+            "source_addr": rec.destination_addr,
+            "dest_addr_ton": 0,
+            "dest_addr_npi": 0,
+            "destination_addr": rec.source_addr,
+            "esm_class": ESM_TYPE_INTERMEDIATE if intermediate else ESM_TYPE_RECEIPT,
+            "data_coding": 0,
+            "short_message": text.encode("ascii"),
+        },
+        "tlvs": receipt_tlvs(rid, smpp_state, net),
+    }
+
+
+def receipt_rows(
+    rec: MessageRecord, outcome: Outcome, retention: float, *, intermediate: bool = False
+) -> list[tuple[str, str, str, float]]:
+    """Outbox rows for store.move(outbox=...): none unless the ESME asked."""
+    if intermediate:
+        if not rec.registered_delivery & REG_INTERMEDIATE:
+            return []
+    elif not wants_receipt(rec.registered_delivery, outcome.state):
+        return []
+    payload = encode_payload(receipt_params(rec, outcome, intermediate=intermediate))
+    return [(rec.esme, "receipt", payload, time.time() + retention)]
+
+
+# -- outbox payloads: deliver_sm params + TLVs as JSON --------------------------------------------
+
+
+def _enc(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return {"b64": base64.b64encode(v).decode("ascii")}
+    return v
+
+
+def _dec(v: Any) -> Any:
+    if isinstance(v, dict) and "b64" in v:
+        return base64.b64decode(v["b64"])
+    return v
+
+
+def encode_payload(p: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "params": {k: _enc(v) for k, v in p["params"].items()},
+            "tlvs": {str(int(k)): _enc(v) for k, v in p.get("tlvs", {}).items()},
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_payload(payload: str) -> Pdu:
+    d = json.loads(payload)
+    return Pdu(
+        CommandId.DELIVER_SM,
+        params={k: _dec(v) for k, v in d["params"].items()},
+        tlvs={int(k): _dec(v) for k, v in d.get("tlvs", {}).items()},
+    )
+
+
+# -- delivery to ESMEs ----------------------------------------------------------------------------
+
+
+class Dispatcher:
+    """Delivers outbox rows (receipts, and MO messages later) to bound ESMEs."""
+
+    RESCAN_SECONDS = 5.0
+    STATS_SECONDS = 5.0
+
+    def __init__(self, store: Store, server: Any, metrics: Any, config: Any) -> None:
+        self.store = store
+        self.server = server
+        self.metrics = metrics
+        self.config = config
+        self._dirty: set[str] = set()
+        self._wake = trio.Event()
+        self._workers: set[str] = set()
+        # Rows being sent, or acknowledged by the ESME with their delivered mark not yet
+        # committed: a rescan must not send them again.
+        self._settling: set[int] = set()
+        self._failures: dict[str, int] = {}
+        self._nursery: trio.Nursery | None = None
+        self.stats: dict[tuple[str, str], tuple[int, float | None]] = {}
+
+    def wake(self, esme: str) -> None:
+        self._dirty.add(esme)
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        for esme in await self.store.outbox_esmes():
+            self._dirty.add(esme)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._housekeeping)
+            task_status.started()
+            while True:
+                if not self._dirty:
+                    self._wake = trio.Event()
+                    with trio.move_on_after(self.RESCAN_SECONDS):
+                        await self._wake.wait()
+                    if not self._dirty:
+                        # Periodic rescan: retries rows whose delivery failed earlier.
+                        self._dirty.update(e for e, _k in self.stats)
+                dirty, self._dirty = self._dirty, set()
+                for esme in dirty:
+                    if esme not in self._workers and self.server.receivers(esme):
+                        self._workers.add(esme)
+                        nursery.start_soon(self._worker, esme)
+
+    async def _worker(self, esme: str) -> None:
+        try:
+            await self._deliver_backlog(esme)
+        finally:
+            self._workers.discard(esme)
+
+    async def _deliver_backlog(self, esme: str) -> None:
+        last_id = 0
+        async with trio.open_nursery() as nursery:
+            while True:
+                receivers = self.server.receivers(esme)
+                if not receivers:
+                    return
+                items = await self.store.pending_outbox(esme, after_id=last_id, limit=200)
+                items = [i for i in items if i.id not in self._settling]
+                if not items:
+                    if last_id == 0:
+                        return
+                    # Reached the end; failed rows get another pass from the start.
+                    last_id = 0
+                    failures = self._failures.get(esme, 0)
+                    await trio.sleep(min(self.RESCAN_SECONDS, 0.2 * 2 ** min(failures, 5)))
+                    continue
+                window = sum(c.server.config.smpp.window for c in receivers) or 1
+                limiter = trio.Semaphore(window)
+                for item in items:
+                    if not self.server.receivers(esme):
+                        return
+                    await limiter.acquire()
+                    self._settling.add(item.id)
+                    nursery.start_soon(self._send_one, esme, item, limiter)
+                last_id = items[-1].id
+                # Wait for this batch before fetching more, so order is kept batch by batch.
+                for _ in range(window):
+                    await limiter.acquire()
+
+    async def _send_one(self, esme: str, item: OutboxItem, limiter: trio.Semaphore) -> None:
+        ok = False
+        try:
+            receivers = self.server.receivers(esme)
+            if not receivers:
+                return
+            conn = receivers[0]
+            pdu = decode_payload(item.payload)
+            resp = await conn.request(pdu)
+            ok = resp is not None and resp.command_status == Status.ROK and resp.command_id == CommandId.DELIVER_SM_RESP
+            if ok:
+                self.metrics.outbox_delivered.labels(esme, item.kind).inc()
+                self._failures[esme] = 0
+
+                def done(_r: Any, error: BaseException | None, item_id: int = item.id) -> None:
+                    self._settling.discard(item_id)
+
+                self.store.outbox_delivered_nowait(item.id, done)
+            else:
+                why = "no answer" if resp is None else f"status 0x{resp.command_status:08x}"
+                self._failures[esme] = self._failures.get(esme, 0) + 1
+                self.metrics.outbox_retries.labels(esme, item.kind).inc()
+                log.info("deliver_sm %s to %s not accepted (%s); will retry", item.kind, esme, why)
+        finally:
+            if not ok:
+                self._settling.discard(item.id)
+            limiter.release()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                dropped = await self.store.expire_outbox()
+                if dropped:
+                    self.metrics.outbox_expired.inc(dropped)
+                    log.warning(
+                        "%d deliver_sm waited longer than receipts.retention for their ESME and "
+                        "were dropped; bind the ESME or raise the retention",
+                        dropped,
+                    )
+                self.stats = await self.store.outbox_stats()
+            except Exception:
+                log.exception("outbox housekeeping failed; will retry")
+            await trio.sleep(self.STATS_SECONDS)
