@@ -269,12 +269,17 @@ class Dispatcher:
         # committed: a rescan must not send them again.
         self._settling: set[int] = set()
         self._failures: dict[str, int] = {}
+        self._events: dict[str, trio.Event] = {}  # wakes an idle worker
         self._nursery: trio.Nursery | None = None
         self.stats: dict[tuple[str, str], tuple[int, float | None]] = {}
 
     def wake(self, esme: str) -> None:
+        """New rows for ``esme`` (store hook), or ``esme`` just bound a receiver (server hook)."""
         self._dirty.add(esme)
         self._wake.set()
+        event = self._events.get(esme)
+        if event is not None:
+            event.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         for esme in await self.store.outbox_esmes():
@@ -313,12 +318,17 @@ class Dispatcher:
                 items = await self.store.pending_outbox(esme, after_id=last_id, limit=200)
                 items = [i for i in items if i.id not in self._settling]
                 if not items:
-                    if last_id == 0:
-                        return
-                    # Reached the end; failed rows get another pass from the start.
-                    last_id = 0
-                    failures = self._failures.get(esme, 0)
-                    await trio.sleep(min(self.RESCAN_SECONDS, 0.2 * 2 ** min(failures, 5)))
+                    if self._failures.get(esme):
+                        # Some rows were not accepted: another pass from the start, backing off.
+                        last_id = 0
+                        await trio.sleep(min(self.RESCAN_SECONDS, 0.2 * 2 ** min(self._failures[esme], 5)))
+                        continue
+                    # Idle: wait for new rows; a periodic full pass catches anything left behind.
+                    event = self._events[esme] = trio.Event()
+                    with trio.move_on_after(self.RESCAN_SECONDS) as idle:
+                        await event.wait()
+                    if idle.cancelled_caught:
+                        last_id = 0
                     continue
                 window = sum(c.server.config.smpp.window for c in receivers) or 1
                 limiter = trio.Semaphore(window)

@@ -91,10 +91,10 @@ class CapCounter:
             self.minute.popleft()
         while self.hour and now - self.hour[0] >= 3600:
             self.hour.popleft()
-        start = self._day_start(now)
-        if start != self.day_start:
-            self.day_start = start
-            self.day = [t for t in self.day if t >= start]
+        if not self.day_start <= now < self.day_start + 86400:
+            # Crossed the daily reset (or first use): the day counter starts again.
+            self.day_start = self._day_start(now)
+            self.day = [t for t in self.day if t >= self.day_start]
 
     def record(self, t: float, *, pace: bool = True) -> None:
         self.minute.append(t)
@@ -114,7 +114,7 @@ class CapCounter:
         if c.per_hour and len(self.hour) >= c.per_hour:
             waits.append(self.hour[len(self.hour) - c.per_hour] + 3600 - now)
         if c.per_day and len(self.day) >= c.per_day:
-            waits.append(self._day_start(now) + 86400 - now)
+            waits.append(self.day_start + 86400 - now)
         return max(0.0, *waits)
 
     def remaining(self, now: float) -> dict[str, float]:

@@ -22,5 +22,8 @@ def build_driver(device: Any) -> Driver:
             device.password.reveal() if device.password is not None else "",
             device.lines,
             timeout=device.timeout,
+            # Status polls of all lines share one request; a shared answer may be this old.
+            # Small next to the poll interval, so a final status is seen within one interval.
+            status_max_age=min(0.1, device.status_poll_interval / 4),
         )
     raise ValueError(f"device {device.name!r}: no driver for kind {device.kind!r}")

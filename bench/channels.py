@@ -1,0 +1,208 @@
+"""Channel utilisation and receipt latency, on emulated GoIPs.
+
+    python bench/channels.py                # 32 lines over 2 GoIPs, 90 s
+    python bench/channels.py --seconds 300 --per-minute 10 --send-duration 2.5
+
+What it does: starts two GoIP emulators (16 lines each, a fixed send time), the bridge (its
+real store, scheduler and SMPP server, in this process) with a per-line cap, binds an smpplib
+receiver, and queues far more messages than the lines can send in the run. Then it prints:
+
+* utilisation = achieved sends per minute / ideal, where ideal = lines x the rate the caps allow
+  (the target is >= 0.95), measured after a warm-up;
+* receipt latency = from the moment the emulated device reports the final status (send start
+  + send time) to the moment the deliver_sm reaches the ESME; p50/p99 against the target of
+  status poll interval + 100 ms;
+* that no line ever had two messages in flight (from the emulator's record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from datetime import timezone
+from pathlib import Path
+
+import smpplib.client
+import smpplib.exceptions
+import trio
+
+from bridge.app import App
+from bridge.config import load_config_text
+from bridge.emulators.goip import GoipEmulator
+from bridge.store import NewMessage
+
+
+def config_text(ports: list[int], lines: int, per_minute: int, poll: float, data: Path) -> str:
+    devices = "".join(
+        textwrap.dedent(
+            f"""
+            - name: goip{i + 1}
+              kind: goip_http
+              url: http://127.0.0.1:{port}
+              username: admin
+              password: admin
+              lines: {lines}
+              timeout: 5
+              status_poll_interval: {poll}
+              status_timeout: 30
+              caps: {{per_minute: {per_minute}, jitter: 0.2}}
+            """
+        )
+        for i, port in enumerate(ports)
+    )
+    return textwrap.dedent(
+        f"""
+        smpp:
+          listeners: [{{host: 127.0.0.1, port: 0}}]
+        store:
+          path: {data}/bridge.sqlite3
+        admin:
+          port: 0
+        limits:
+          queue_depth: 200000
+        esmes:
+          - system_id: bench
+            password: bench
+        routes:
+          - name: all
+            channels: [{", ".join(f"goip{i + 1}" for i in range(len(ports)))}]
+        devices:
+        """
+    ) + textwrap.indent(devices, "  ")
+
+
+def receiver(port: int, arrivals: dict[str, float], stop: threading.Event) -> None:
+    c = smpplib.client.Client("127.0.0.1", port, allow_unknown_opt_params=True)
+    c.connect()
+    c.bind_receiver(system_id="bench", password="bench")
+
+    def on_message(pdu) -> None:  # type: ignore[no-untyped-def]
+        arrivals[pdu.receipted_message_id.decode()] = time.time()
+
+    c.set_message_received_handler(on_message)
+    c._socket.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            c.read_once()
+        except socket.timeout:
+            pass
+        except smpplib.exceptions.ConnectionError:
+            return
+    c.disconnect()
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def run(args: argparse.Namespace) -> int:
+    lines = args.lines_per_goip
+    data = Path(tempfile.mkdtemp(prefix="bench-channels-"))
+    emulators = [GoipEmulator(lines=lines, send_duration=args.send_duration) for _ in range(2)]
+    async with trio.open_nursery() as nursery:
+        ports = [await nursery.start(e.serve, "127.0.0.1", 0) for e in emulators]
+        config = load_config_text(config_text(ports, lines, args.per_minute, args.poll, data))
+        app = App(config)
+        await nursery.start(app.run)
+        arrivals: dict[str, float] = {}
+        stop = threading.Event()
+        rx = threading.Thread(target=receiver, args=(app.smpp_ports[0], arrivals, stop), daemon=True)
+        rx.start()
+
+        total_lines = 2 * lines
+        ideal_per_min = total_lines * args.per_minute
+        count = int(ideal_per_min * args.seconds / 60 * 1.3) + total_lines
+        ids: dict[str, int] = {}
+        print(f"queueing {count} messages for {total_lines} lines ...", flush=True)
+        for i in range(count):
+            acc = await app.store.accept(
+                NewMessage(
+                    esme="bench", destination_addr=f"+4917{i:08d}", body=f"bench {i}".encode(),
+                    registered_delivery=1, route="all",
+                )
+            )
+            ids[acc.message_id] = i
+        started = time.time()
+        warmup = min(15.0, args.seconds / 4)
+        while time.time() - started < args.seconds:
+            await trio.sleep(5)
+            n = sum(len(e.sent) for e in emulators)
+            print(f"  {time.time() - started:5.0f} s: {n} sent, {len(arrivals)} receipts", flush=True)
+        end = time.time()
+        stop.set()
+
+        sent = [s for e in emulators for s in e.sent]
+        window = [s for s in sent if started + warmup <= s.at.replace(tzinfo=timezone.utc).timestamp() <= end]
+        achieved = len(window) / ((end - started - warmup) / 60)
+        utilisation = achieved / ideal_per_min
+
+        # A line never carried two messages at once (send start + send time never overlaps).
+        overlaps = 0
+        for e_i, e in enumerate(emulators):
+            by_line: dict[int, list[float]] = {}
+            for s in e.sent:
+                by_line.setdefault(s.line, []).append(s.at.timestamp())
+            for starts in by_line.values():
+                starts.sort()
+                overlaps += sum(1 for a, b in zip(starts, starts[1:]) if b - a < args.send_duration - 0.01)
+
+        # No line ever went over its cap: at most per_minute starts in any 60 s window.
+        cap_violations = 0
+        for e in emulators:
+            by_line = {}
+            for s in e.sent:
+                by_line.setdefault(s.line, []).append(s.at.timestamp())
+            for starts in by_line.values():
+                starts.sort()
+                for k in range(len(starts) - args.per_minute):
+                    if starts[k + args.per_minute] - starts[k] < 60:
+                        cap_violations += 1
+
+        text_to_done = {}
+        for s in sent:
+            text_to_done[s.text] = s.at.timestamp() + args.send_duration
+        latencies = []
+        for mid, arrived in arrivals.items():
+            i = ids.get(mid)
+            done = text_to_done.get(f"bench {i}")
+            if done is not None:
+                latencies.append(arrived - done)
+
+        target_latency = args.poll + 0.1
+        p50 = percentile(latencies, 0.5) if latencies else float("nan")
+        p99 = percentile(latencies, 0.99) if latencies else float("nan")
+        print()
+        print(f"lines {total_lines}, send time {args.send_duration} s, cap {args.per_minute}/min per line, "
+              f"status poll every {args.poll} s, run {args.seconds:.0f} s (warm-up {warmup:.0f} s)")
+        print(f"utilisation: {achieved:.1f} sends/min of an ideal {ideal_per_min}/min = {utilisation:.3f} "
+              f"(target >= 0.95: {'met' if utilisation >= 0.95 else 'MISSED'})")
+        print(f"receipt latency (device final -> deliver_sm at ESME), {len(latencies)} receipts: "
+              f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, mean {statistics.fmean(latencies) * 1000 if latencies else 0:.0f} ms "
+              f"(target p99 <= {target_latency * 1000:.0f} ms: {'met' if p99 <= target_latency else 'MISSED'})")
+        print(f"lines with overlapping sends: {overlaps} (must be 0)")
+        print(f"cap violations (more than {args.per_minute} starts in 60 s on a line): {cap_violations} (must be 0)")
+        rx.join(2)
+        nursery.cancel_scope.cancel()
+    return 0 if overlaps == 0 and cap_violations == 0 else 1
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=90)
+    p.add_argument("--lines-per-goip", type=int, default=16)
+    p.add_argument("--per-minute", type=int, default=20, help="cap per line")
+    p.add_argument("--send-duration", type=float, default=0.5, help="seconds a line is busy per SMS")
+    p.add_argument("--poll", type=float, default=0.25, help="status poll interval in seconds")
+    args = p.parse_args()
+    return trio.run(run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
