@@ -217,6 +217,11 @@ def _eight_bit_fallback(payload: bytes) -> str:
         return payload.decode("latin_1")
 
 
+# The basic table as a str.translate map over code points 0-127: decoding a payload without
+# escapes is then two C-level calls (the hot path of every submit), not a Python codec loop.
+_BASIC_TABLE = {b: bytes([b]).decode(GSM_CODEC, _ERRORS) for b in range(128) if b != 0x1B}
+
+
 def gsm7_decode(payload: bytes) -> str:
     """Unpacked GSM 03.38 (one septet per octet) -> str. Never raises.
 
@@ -224,8 +229,10 @@ def gsm7_decode(payload: bytes) -> str:
     valid, else Latin-1).
     """
     payload = bytes(payload)
-    if any(b >= 0x80 for b in payload):
+    if not payload.isascii():
         return _eight_bit_fallback(payload)
+    if 0x1B not in payload:
+        return payload.decode("ascii").translate(_BASIC_TABLE)
     return payload.decode(GSM_CODEC, _ERRORS)
 
 
@@ -246,7 +253,7 @@ def decode_short_message(
     if alpha == GSM7:
         return gsm7_decode(payload)
     if alpha == IA5:
-        if any(b >= 0x80 for b in payload):
+        if not payload.isascii():
             return _eight_bit_fallback(payload)
         if ia5 == "gsm" or (ia5 == "auto" and _looks_like_gsm(payload)):
             return gsm7_decode(payload)
