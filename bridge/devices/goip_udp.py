@@ -1,0 +1,1238 @@
+"""GoIP GSM gateway driver, "SMS server" UDP protocol (reference/devices.md section 2).
+
+Here the bridge *is* the GoIP's SMS server: every GoIP line is configured (web UI, "SMS" ->
+"SMS Server") with the bridge's address and port, a line id (e.g. ``gw1``) and a password. The
+GoIP starts the conversation - keepalives every ~30 s from each line's own UDP source port - so
+it works behind NAT: the driver answers, and sends SMS, to the address each line last spoke from.
+
+One driver object serves one GoIP (one or more lines) on one UDP port. ``serve()`` binds the
+socket and must run in the app's nursery for the driver to work at all; the scheduler's calls
+(``send``, ``status``, ``inbox``, ...) only talk to state that ``serve()`` keeps up to date.
+(Two GoIPs need two ports, or one driver whose ``lines`` map holds both GoIPs' line ids.)
+
+Datagrams the driver understands
+--------------------------------
+GoIP-initiated, ``KIND:N;key:value;...`` (split on ``;`` then on the FIRST ``:``; values may
+hold ``:`` and ``,``; keys are matched case-insensitively):
+
+* ``req:N;id:<id>;pass:<pw>;...`` keepalive -> ``reg:N;status:200;`` (``status:400`` for an
+  unknown id or a wrong password - counted, never logged with the password). Its fields feed
+  ``health()`` and ``line_info()``: ``signal``, ``gsm_status`` (LOGIN/LOGOUT), ``pro``
+  (operator), ``imei``/``imsi``/``iccid``, ``remain_time``, ``CELLINFO``, ...
+* ``RECEIVE:N;id:..;password:..;srcnum:..;[smscnum:..;]msg:<text>`` inbound SMS; ``msg`` runs to
+  the end of the datagram and may hold ``;`` and ``:``. See "Inbound SMS" below.
+* ``DELIVER:N;id:..;password:..;sms_no:k;state:s;num:..`` handset delivery report ->
+  ``DELIVER N OK``.
+* ``STATE:N;...;gsm_remain_state:..`` (and RECORD/REMAIN/any other ``KIND:N;id;password``
+  push) -> ``KIND N OK``.
+
+Wrong id or password on RECEIVE/DELIVER/STATE -> ``KIND N ERROR not find this id:<id>, or
+password error`` (the device's own wording for RECEIVE, used for all kinds).
+
+Sending one SMS (bridge-initiated, to the line's last keepalive address)::
+
+    MSG <sendid> <utf-8 byte length> <text>   -> PASSWORD <sendid>
+    PASSWORD <sendid> <password>              -> SEND <sendid>
+    SEND <sendid> 1 <number>                  -> OK <sendid> 1 <sms_no> | WAIT <sendid> 1
+                                                 | ERROR <sendid> 1 errorstatus:<n>
+                                                 | ERROR <sendid> GSM_LOGOUT | ERROR <sendid> SENDID
+    DONE <sendid>                             -> DONE <sendid>
+
+Retransmission and double sends
+-------------------------------
+UDP loses datagrams, so every step is retransmitted every ``retransmit`` seconds until it is
+answered. MSG and PASSWORD are safe to repeat: nothing is sent before SEND, and a repeat of
+either for the same sendid only makes the device repeat its prompt; they are tried
+``step_attempts`` times, then the send ends ERROR (certainly not sent).
+
+SEND is different: once the device may have acted on it, repeating it could send the SMS twice
+on firmware that does not de-duplicate by (sendid, telid). By default (``resend_send=False``)
+the driver sends ``SEND <sendid> 1 <number>`` exactly ONCE and then only listens: WAIT means
+"the device is busy with it, keep waiting"; OK/ERROR ends the exchange; silence until
+``send_timeout`` ends it AMBIGUOUS (the scheduler's ambiguity policy decides; ``last_ref`` is
+always None in this mode, so it cannot reconcile).
+
+``resend_send=True`` repeats the identical ``SEND <sendid> 1 <number>`` after every
+``retransmit`` seconds of silence and after every WAIT - what DBL's own SMS server (goipcron /
+its PHP sender) and the public client libraries do, which only works because the firmware
+answers a repeated (sendid, telid) with WAIT while sending and with the same OK afterwards,
+without sending again. Use it with firmware that only answers a repeated SEND (never pushes the
+result after WAIT by itself); the emulator models both behaviours.
+
+Outcomes of ``send``:
+
+* no keepalive for ``keepalive_timeout`` (or never), the last keepalive said LOGOUT, or an
+  ``ERROR <sendid> GSM_LOGOUT`` -> CHANNEL_DOWN (for the first two nothing is sent at all);
+* ``OK <sendid> 1 <sms_no>`` -> ACCEPTED, ``ref = "<channel>:<sms_no>:<sendid>"`` (sms_no is
+  empty when the firmware gave none);
+* ``ERROR <sendid> 1 errorstatus:<n>`` -> by ``n`` (read as a GSM 27.005 ``+CMS ERROR`` code,
+  which is what the GoIP module reports - inferred): destination/content refusals (1, 21, 28,
+  30, 95, 96, 97, 99, 304, 305) -> REJECTED; SIM/line problems (8, 10, 50, 310-317, 330, 331)
+  -> CHANNEL_DOWN; everything else (38 network out of order, 41/42/47 congestion, 332, 500, ...)
+  -> ERROR (retry later). The device tried and failed, so in every case nothing went out;
+* an ERROR to PASSWORD (other than GSM_LOGOUT/SENDID) -> AUTH_FAILED;
+* ``ERROR <sendid> SENDID`` -> ERROR (not sent), or AMBIGUOUS if the device had already said
+  WAIT for our number (it had taken it before forgetting the sendid);
+* no answer before SEND went out -> ERROR (not sent); no OK/ERROR after it -> AMBIGUOUS;
+* text longer than 3000 UTF-8 bytes, an empty or malformed number -> REJECTED (nothing sent).
+
+Delivery reports (Capability.DELIVERY_REPORTS)
+----------------------------------------------
+A ``DELIVER`` for (line, sms_no) is linked to the send whose OK carried that sms_no on that
+line. ``status(channel, ref)``: PENDING until the report arrives, then DELIVERED (state 0, a
+real handset report) or FAILED (any other state, ``error_code`` = the state). This mode never
+returns SENT on its own - SENT ("handed to the network, no handset report") is what the HTTP
+mode reports. A handset report may never come (phone off, SMSC without status reports): the
+scheduler's ``status_timeout`` then ends the wait. Optionally ``delivery_timeout`` seconds after
+the OK the driver reports SENT instead of PENDING. A ref whose OK carried no sms_no cannot be
+linked to any report: its status is SENT at once.
+
+Reports arriving before the OK (reordered datagrams) or for sends the driver does not remember
+(it restarted) are kept as orphans by (line, sms_no) and claimed by a later OK with that sms_no
+(within ``send_timeout``) or by ``status`` of a ref that names them. DELIVER is acknowledged at
+once; the report lives in memory until ``status`` reads it (a crash in between loses it: the
+message then ends by the scheduler's status timeout).
+
+Inbound SMS (Capability.INBOX + Capability.DELETE_INBOX meaning "acknowledge")
+-----------------------------------------------------------------------------
+A RECEIVE is NOT acknowledged when it arrives. It waits in memory; ``inbox()`` returns every
+received-but-unacknowledged SMS (each time, like the HTTP inbox); ``delete_inbox(items)`` sends
+``RECEIVE N OK`` for them - call it only after the SMS is committed to the store (ARCHITECTURE
+rule 1), and call it for duplicates the store already had too, or the GoIP keeps retransmitting
+them. Until acknowledged, the GoIP retransmits the RECEIVE every few seconds; retransmissions
+are de-duplicated: ``device_key = "<line id>|<N>|<sha1(srcnum, msg)[:12]>"``, the same for
+every retransmission and across bridge restarts (the GoIP retransmits to the new process). A
+retransmission of an SMS already acknowledged is acknowledged again at once (our OK was lost).
+
+Security
+--------
+Every datagram that claims a line id must carry the line's password (compared in constant
+time). Refusals are counted (``counters``) and logged at most once a minute per kind and id;
+passwords never appear in logs, ``detail`` strings or ``InboundSms.raw`` (``pass``/``password``
+fields are masked). An authenticated datagram from a new source address moves the line there
+(NAT rebinding, DHCP): the password is what identifies a line, not its address. Replies to
+unauthenticated datagrams are never larger than the datagram, so the port cannot amplify.
+
+Out of scope: USSD (``USSD <sendid> <password> <code>``), call records and the remote-control
+commands (reboot, IMEI, ...). RECORD/REMAIN pushes are acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+import trio
+
+from bridge.devices.base import (
+    Capability,
+    ChannelHealth,
+    DeliveryState,
+    DeviceError,
+    DeviceHealth,
+    DriverBase,
+    InboundSms,
+    Redactor,
+    SendOutcome,
+    SendResult,
+    StatusResult,
+)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "GoipUdpDriver",
+    "KeyedDatagram",
+    "MAX_TEXT_BYTES",
+    "Reply",
+    "build_msg",
+    "classify_errorstatus",
+    "inbound_device_key",
+    "make_ref",
+    "parse_keyed",
+    "parse_ref",
+    "parse_reply",
+    "redact_datagram",
+]
+
+log = logging.getLogger("bridge.devices.goip_udp")
+
+DEFAULT_PORT = 44444
+#: The GoIP takes at most 3000 bytes of text per MSG.
+MAX_TEXT_BYTES = 3000
+MAX_DATAGRAM = 65535
+#: How many sends / reports / inbound keys the driver remembers (memory bound).
+MAX_TRACKED = 10_000
+REFUSAL_LOG_INTERVAL = 60.0
+SEND_TELID = "1"
+
+# ============================================================================================
+# Pure parsing and formatting (no I/O; unit-tested with literal datagrams)
+
+_KIND = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
+_SECRET_FIELD = re.compile(r"(?i)((?:^|;)\s*(?:pass|password)\s*:)[^;]*")
+_PASSWORD_CMD = re.compile(r"(?i)^(\s*PASSWORD\s+\S+\s+).*$", re.DOTALL)
+#: Keyed kinds whose last field (``msg``) runs to the end of the datagram.
+_MSG_KINDS = frozenset({"receive"})
+_NUMBER = re.compile(r"^\+?[0-9A-Za-z#*]{1,32}$")
+
+
+@attrs.frozen
+class KeyedDatagram:
+    """A GoIP-initiated ``KIND:N;key:value;...`` datagram."""
+
+    #: The kind as sent ("req", "RECEIVE", "DELIVER", "STATE", ...).
+    kind: str
+    #: The sequence number after ``KIND:`` (a string; "" if the firmware sent none).
+    seq: str
+    #: Fields by lower-cased key; the first occurrence of a key wins.
+    fields: Mapping[str, str]
+
+    @property
+    def kind_lower(self) -> str:
+        return self.kind.lower()
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.fields.get(key.lower(), default)
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def parse_keyed(text: str) -> KeyedDatagram | None:
+    """Parse ``KIND:N;key:value;...``; None if ``text`` is not of that form.
+
+    Split on ``;``, then each part on its FIRST ``:`` (values keep their ``:`` and ``,``). In a
+    RECEIVE, ``msg`` runs to the end of the datagram, ``;`` included.
+    """
+    text = text.rstrip("\x00")
+    m = _KIND.match(text)
+    if not m or ";" not in text:
+        return None
+    kind = m.group(1)
+    msg_kind = kind.lower() in _MSG_KINDS
+    head, _, rest = text.partition(";")
+    seq = head[len(kind) + 1 :].strip()
+    fields: dict[str, str] = {}
+    if ":" in seq:
+        # "RECEIVE:id:1;..." - firmware (or a fixture) without a sequence number.
+        key, _, value = seq.partition(":")
+        fields[key.strip().lower()] = value.strip()
+        seq = ""
+    while rest:
+        part, sep, after = rest.partition(";")
+        key, colon, value = part.partition(":")
+        key = key.strip().lower()
+        if msg_kind and key == "msg" and colon:
+            fields.setdefault("msg", rest[len(part) - len(value) :])
+            break
+        if key and colon:
+            fields.setdefault(key, value.rstrip("\r\n"))
+        elif part.strip():
+            fields.setdefault(key, "")
+        rest = after
+    return KeyedDatagram(kind=kind, seq=seq, fields=fields)
+
+
+@attrs.frozen
+class Reply:
+    """A device answer in a send exchange: ``VERB <sendid> [args...]``."""
+
+    verb: str
+    sendid: int
+    args: tuple[str, ...]
+    text: str
+
+    @property
+    def telid(self) -> str | None:
+        return self.args[0] if self.args else None
+
+
+_REPLY_VERBS = frozenset({"PASSWORD", "SEND", "OK", "WAIT", "ERROR", "DONE", "MSG"})
+
+
+def parse_reply(text: str) -> Reply | None:
+    """Parse ``PASSWORD 8622`` / ``OK 8622 1 3`` / ``ERROR 8622 1 errorstatus:38`` / ...
+
+    None when the text is not a send-exchange answer with a numeric sendid.
+    """
+    text = text.strip("\x00\r\n ")
+    parts = text.split()
+    if len(parts) < 2:
+        return None
+    verb = parts[0].upper()
+    if verb not in _REPLY_VERBS or not parts[1].isdigit():
+        return None
+    return Reply(verb=verb, sendid=int(parts[1]), args=tuple(parts[2:]), text=text)
+
+
+def redact_datagram(text: str) -> str:
+    """Mask ``pass:``/``password:`` field values and the password of ``PASSWORD <id> <pw>``."""
+    text = _SECRET_FIELD.sub(lambda m: m.group(1) + Redactor.MASK, text)
+    return _PASSWORD_CMD.sub(lambda m: m.group(1) + Redactor.MASK, text)
+
+
+def build_msg(sendid: int, text: str) -> bytes:
+    """``MSG <sendid> <utf-8 byte length> <text>`` as bytes."""
+    body = text.encode("utf-8")
+    return f"MSG {sendid} {len(body)} ".encode("ascii") + body
+
+
+# +CMS ERROR codes (3GPP TS 27.005 3.2.5 / 24.011 8.2.5.4) that the GoIP passes on as
+# errorstatus (inferred; the vendor document does not list them).
+_REJECT_CODES = frozenset({1, 21, 28, 30, 95, 96, 97, 99, 304, 305})
+_LINE_CODES = frozenset({8, 10, 50, 310, 311, 312, 313, 315, 316, 317, 330, 331})
+_CMS_TEXT = {
+    1: "unassigned number",
+    8: "operator determined barring",
+    10: "call barred",
+    21: "short message transfer rejected",
+    27: "destination out of service",
+    28: "unidentified subscriber",
+    29: "facility rejected",
+    30: "unknown subscriber",
+    38: "network out of order",
+    41: "temporary failure",
+    42: "congestion",
+    47: "resources unavailable",
+    50: "requested facility not subscribed",
+    95: "invalid message",
+    96: "invalid mandatory information",
+    97: "message type non-existent",
+    99: "information element non-existent",
+    304: "invalid PDU mode parameter",
+    305: "invalid text mode parameter",
+    310: "SIM not inserted",
+    311: "SIM PIN required",
+    313: "SIM failure",
+    314: "SIM busy",
+    330: "SMSC address unknown",
+    331: "no network service",
+    332: "network timeout",
+    500: "unknown error",
+}
+
+
+def classify_errorstatus(code: str) -> tuple[SendOutcome, str]:
+    """``errorstatus:<n>`` -> (outcome, human text). The device did not send the SMS."""
+    try:
+        n = int(code)
+    except ValueError:
+        return SendOutcome.ERROR, f"errorstatus {code!r}"
+    label = f"errorstatus {n}" + (f" ({_CMS_TEXT[n]})" if n in _CMS_TEXT else "")
+    if n in _REJECT_CODES:
+        return SendOutcome.REJECTED, label
+    if n in _LINE_CODES:
+        return SendOutcome.CHANNEL_DOWN, label
+    return SendOutcome.ERROR, label
+
+
+def make_ref(channel: str, sms_no: str | None, sendid: int) -> str:
+    return f"{channel}:{sms_no or ''}:{sendid}"
+
+
+def parse_ref(ref: str) -> tuple[str, str, int] | None:
+    """``"<channel>:<sms_no>:<sendid>"`` -> (channel, sms_no, sendid); None if malformed."""
+    parts = ref.rsplit(":", 2)
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    return parts[0], parts[1], int(parts[2])
+
+
+def inbound_device_key(line_id: str, seq: str, sender: str, text: str) -> str:
+    digest = hashlib.sha1(
+        f"{sender}\x00{text}".encode("utf-8", "surrogatepass")
+    ).hexdigest()[:12]
+    return f"{line_id}|{seq}|{digest}"
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1] + "\u2026"
+    return cleaned
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+def _same_number(a: str, b: str) -> bool:
+    """Loose match of two renderings of one number (+4917.. vs 017..): last 7 digits."""
+    da, db = _digits(a), _digits(b)
+    if len(da) < 7 or len(db) < 7:
+        return da == db or not da or not db
+    return da[-7:] == db[-7:]
+
+
+# ============================================================================================
+# Driver state
+
+
+@attrs.define
+class _Line:
+    channel: str
+    line_id: str
+    addr: Any = None
+    last_seen: float | None = None
+    #: Last keepalive's fields (password removed).
+    info: dict[str, str] = attrs.Factory(dict)
+    gsm_status: str | None = None
+    #: Last STATE gsm_remain_state.
+    state: str | None = None
+    keepalives: int = 0
+    #: When a datagram claiming this line id was last refused (wrong password).
+    refused_at: float | None = None
+
+    def alive(self, now: float, timeout: float) -> bool:
+        return self.last_seen is not None and now - self.last_seen <= timeout
+
+
+@attrs.define
+class _Exchange:
+    sendid: int
+    line: _Line
+    addr: Any
+    send: trio.MemorySendChannel
+    receive: trio.MemoryReceiveChannel
+    send_sent: bool = False
+    answered: bool = False
+
+
+@attrs.define
+class _Awaiting:
+    channel: str
+    sms_no: str
+    destination: str
+    sent_at: float
+
+
+@attrs.define
+class _Inbound:
+    sms: InboundSms
+    line: _Line
+    seq: str
+    addr: Any
+
+
+def _bounded_put(d: OrderedDict, key: Any, value: Any, limit: int) -> None:
+    d[key] = value
+    d.move_to_end(key)
+    while len(d) > limit:
+        d.popitem(last=False)
+
+
+class GoipUdpDriver(DriverBase):
+    kind = "goip_udp"
+    capabilities = frozenset(
+        {Capability.INBOX, Capability.DELETE_INBOX, Capability.DELIVERY_REPORTS}
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str = "0.0.0.0",
+        port: int = DEFAULT_PORT,
+        lines: Mapping[str, str],
+        password: str,
+        keepalive_timeout: float = 92.0,
+        send_timeout: float = 60.0,
+        delivery_timeout: float | None = None,
+        retransmit: float = 1.0,
+        step_attempts: int = 5,
+        done_attempts: int = 3,
+        resend_send: bool = False,
+        max_tracked: int = MAX_TRACKED,
+        now: Callable[[], datetime] | None = None,
+    ):
+        if not lines:
+            raise DeviceError(f"device {name!r}: lines must map at least one channel to a line id")
+        channels = tuple(str(ch) for ch in lines)
+        ids = [str(v) for v in lines.values()]
+        for line_id in ids:
+            if not line_id or any(c in line_id for c in ";: \t\r\n"):
+                raise DeviceError(
+                    f"device {name!r}: line id {line_id!r} must be non-empty, without ';', ':' "
+                    "or whitespace"
+                )
+        if len(set(ids)) != len(ids):
+            raise DeviceError(f"device {name!r}: line ids must be unique, got {ids}")
+        if len(set(channels)) != len(channels):
+            raise DeviceError(f"device {name!r}: channel ids must be unique, got {channels}")
+        if not password:
+            raise DeviceError(f"device {name!r}: password must not be empty")
+        if any(c == ";" or c.isspace() for c in password):
+            # ';' ends a field of the GoIP's datagrams; whitespace ends PASSWORD's argument.
+            raise DeviceError(
+                f"device {name!r}: a GoIP SMS-server password cannot contain ';' or whitespace"
+            )
+        if not 0 <= port <= 65535:
+            raise DeviceError(f"device {name!r}: port must be 0..65535")
+        for label, value in (
+            ("keepalive_timeout", keepalive_timeout),
+            ("send_timeout", send_timeout),
+            ("retransmit", retransmit),
+        ):
+            if value <= 0:
+                raise DeviceError(f"device {name!r}: {label} must be > 0")
+        if delivery_timeout is not None and delivery_timeout <= 0:
+            raise DeviceError(f"device {name!r}: delivery_timeout must be > 0 or None")
+        if step_attempts < 1 or done_attempts < 1:
+            raise DeviceError(f"device {name!r}: step_attempts and done_attempts must be >= 1")
+        self.name = name
+        self.host = host
+        self.port = port
+        self.channels = channels
+        self.keepalive_timeout = keepalive_timeout
+        self.send_timeout = send_timeout
+        self.delivery_timeout = delivery_timeout
+        self.retransmit = retransmit
+        self.step_attempts = step_attempts
+        self.done_attempts = done_attempts
+        self.resend_send = resend_send
+        self.max_tracked = max_tracked
+        self._password = password.encode("utf-8")
+        self._redact = Redactor([password])
+        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._lines: dict[str, _Line] = {
+            ch: _Line(channel=ch, line_id=str(lid)) for ch, lid in zip(channels, ids)
+        }
+        self._by_id: dict[str, _Line] = {line.line_id: line for line in self._lines.values()}
+        self._sock: Any = None
+        self._send_lock = trio.Lock()
+        self._closed = False
+        self._serving = False
+        # sendids: random 31-bit base, then a counter (unique per process and, with high
+        # probability, across restarts).
+        self._next_sendid = secrets.randbelow(2**31 - 2**24) + 1
+        self._exchanges: dict[int, _Exchange] = {}
+        self._finished_sendids: OrderedDict[int, None] = OrderedDict()
+        # delivery reports
+        self._awaiting: OrderedDict[str, _Awaiting] = OrderedDict()
+        self._by_sms: dict[tuple[str, str], str] = {}
+        self._reports: OrderedDict[str, StatusResult] = OrderedDict()
+        self._orphans: OrderedDict[tuple[str, str], tuple[StatusResult, float, str]] = (
+            OrderedDict()
+        )
+        # inbound
+        self._pending: OrderedDict[str, _Inbound] = OrderedDict()
+        self._acked: OrderedDict[str, None] = OrderedDict()
+        self._inbox_changed = trio.Event()
+        # health counters
+        self._consecutive_errors = 0
+        self._last_error = ""
+        self.counters: dict[str, int] = {
+            "datagrams": 0,
+            "refused": 0,
+            "refused_keepalive": 0,
+            "protocol_errors": 0,
+            "keepalives": 0,
+            "received": 0,
+            "received_duplicates": 0,
+            "reports": 0,
+            "orphan_reports": 0,
+            "retransmits": 0,
+            "ambiguous": 0,
+        }
+        self._refusal_logged: dict[tuple[str, str], float] = {}
+
+    def __repr__(self) -> str:
+        return f"<GoipUdpDriver {self.name!r} udp {self.host}:{self.port} lines={len(self._lines)}>"
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DeviceError(f"device {self.name!r}: driver is closed")
+
+    def _clock(self) -> float:
+        return trio.current_time()
+
+    def _new_sendid(self) -> int:
+        sendid = self._next_sendid
+        self._next_sendid = self._next_sendid % (2**31 - 1) + 1
+        return sendid
+
+    def _password_ok(self, given: str | None) -> bool:
+        return hmac.compare_digest((given or "").encode("utf-8"), self._password)
+
+    async def _sendto(self, data: bytes, addr: Any) -> bool:
+        sock = self._sock
+        if sock is None or addr is None:
+            return False
+        try:
+            async with self._send_lock:
+                await sock.sendto(data, addr)
+            return True
+        except (OSError, trio.ClosedResourceError) as exc:
+            log.warning("goip %s: sending to %s failed: %s", self.name, addr, exc)
+            return False
+
+    def _refused(self, kind: str, line_id: str, addr: Any) -> None:
+        self.counters["refused"] += 1
+        if kind == "req":
+            self.counters["refused_keepalive"] += 1
+        line = self._by_id.get(line_id)
+        if line is not None:
+            line.refused_at = self._clock()
+        key = (kind.lower(), line_id)
+        now = self._clock()
+        last = self._refusal_logged.get(key)
+        if last is None or now - last >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged[key] = now
+            if len(self._refusal_logged) > 1000:
+                self._refusal_logged.clear()
+            log.warning(
+                "goip %s: refused %s from %s for line id %r: %s (%d refusals so far)",
+                self.name,
+                _printable(kind, 20),
+                addr,
+                _printable(line_id, 40),
+                "unknown line id" if line is None else "wrong password",
+                self.counters["refused"],
+            )
+
+    def _ok(self) -> None:
+        self._consecutive_errors = 0
+
+    def _failed(self, detail: str) -> None:
+        self._consecutive_errors += 1
+        self._last_error = detail
+
+    # ---------------------------------------------------------------- serving
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind the UDP socket and handle datagrams until cancelled.
+
+        ``task_status.started(actual_port)``. Runs in the app's nursery; without it the driver
+        hears no keepalive and every send ends CHANNEL_DOWN.
+        """
+        self._check_open()
+        if self._serving:
+            raise DeviceError(f"device {self.name!r}: serve() is already running")
+        family = trio.socket.AF_INET6 if ":" in self.host else trio.socket.AF_INET
+        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+        self._serving = True
+        try:
+            await sock.bind((self.host, self.port))
+            self._sock = sock
+            actual = sock.getsockname()[1]
+            log.info(
+                "goip %s: SMS server listening on udp %s:%d for line ids %s",
+                self.name,
+                self.host,
+                actual,
+                ", ".join(sorted(self._by_id)),
+            )
+            task_status.started(actual)
+            while True:
+                try:
+                    data, addr = await sock.recvfrom(MAX_DATAGRAM)
+                except OSError as exc:  # e.g. ICMP port unreachable reported on some systems
+                    log.debug("goip %s: recvfrom: %s", self.name, exc)
+                    continue
+                try:
+                    await self._handle(data, addr)
+                except trio.Cancelled:
+                    raise
+                except Exception:
+                    self.counters["protocol_errors"] += 1
+                    log.exception(
+                        "goip %s: failed to handle a datagram from %s: %s",
+                        self.name,
+                        addr,
+                        _printable(redact_datagram(_decode(data)), 200),
+                    )
+        except trio.ClosedResourceError:
+            if not self._closed:
+                raise
+        finally:
+            self._sock = None
+            self._serving = False
+            sock.close()
+
+    async def _handle(self, data: bytes, addr: Any) -> None:
+        self.counters["datagrams"] += 1
+        text = _decode(data)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "goip %s <- %s: %s", self.name, addr, _printable(redact_datagram(text), 300)
+            )
+        keyed = parse_keyed(text)
+        if keyed is not None:
+            await self._handle_keyed(keyed, text, addr)
+            return
+        reply = parse_reply(text)
+        if reply is not None:
+            await self._handle_reply(reply, addr)
+            return
+        self.counters["protocol_errors"] += 1
+        log.debug("goip %s: unrecognised datagram from %s ignored", self.name, addr)
+
+    async def _handle_keyed(self, d: KeyedDatagram, raw: str, addr: Any) -> None:
+        kind = d.kind_lower
+        line_id = d.get("id") or ""
+        password = d.get("pass") if kind == "req" else d.get("password")
+        if password is None:  # tolerate either spelling on any kind
+            password = d.get("password") if kind == "req" else d.get("pass")
+        line = self._by_id.get(line_id)
+        # Compare even for unknown ids: the time taken does not tell which ids exist.
+        ok = self._password_ok(password) and line is not None
+        if not ok:
+            self._refused(d.kind, line_id, addr)
+            if kind == "req":
+                answer = f"reg:{d.seq};status:400;".encode()
+            else:
+                # The device's wording (RECEIVE), for every kind.
+                answer = (
+                    f"{d.kind} {d.seq} ERROR not find this id:{_printable(line_id, 40)}, "
+                    "or password error"
+                ).encode("utf-8")
+            # Never answer a stranger with more bytes than it sent (no amplification).
+            if len(answer) <= len(raw.encode("utf-8")):
+                await self._sendto(answer, addr)
+            return
+        assert line is not None
+        now = self._clock()
+        if line.addr != addr:
+            if line.addr is not None:
+                log.info(
+                    "goip %s: line %s (%s) now talks from %s (was %s)",
+                    self.name,
+                    line.channel,
+                    line.line_id,
+                    addr,
+                    line.addr,
+                )
+            line.addr = addr
+        line.last_seen = now
+        if kind == "req":
+            self._keepalive(line, d)
+            await self._sendto(f"reg:{d.seq};status:200;".encode(), addr)
+        elif kind == "receive":
+            await self._receive(line, d, raw, addr)
+        elif kind == "deliver":
+            self._deliver(line, d)
+            await self._sendto(f"DELIVER {d.seq} OK".encode(), addr)
+        else:
+            if kind == "state":
+                line.state = d.get("gsm_remain_state")
+                status = (line.state or "").upper()
+                if status in ("LOGIN", "LOGOUT"):
+                    line.gsm_status = status
+            await self._sendto(f"{d.kind} {d.seq} OK".encode(), addr)
+
+    def _keepalive(self, line: _Line, d: KeyedDatagram) -> None:
+        self.counters["keepalives"] += 1
+        line.keepalives += 1
+        line.info = {k: v for k, v in d.fields.items() if k not in ("pass", "password")}
+        status = (d.get("gsm_status") or "").strip().upper()
+        line.gsm_status = status or None
+        if line.keepalives == 1:
+            log.info(
+                "goip %s: line %s (%s) registered from %s (gsm %s, signal %s)",
+                self.name,
+                line.channel,
+                line.line_id,
+                line.addr,
+                line.gsm_status or "?",
+                d.get("signal") or "?",
+            )
+
+    # ---------------------------------------------------------------- inbound SMS
+
+    async def _receive(self, line: _Line, d: KeyedDatagram, raw: str, addr: Any) -> None:
+        sender = (d.get("srcnum") or "").strip()
+        text = d.get("msg") or ""
+        key = inbound_device_key(line.line_id, d.seq, sender, text)
+        if key in self._acked:
+            # Our OK was lost: acknowledge again; the bridge already has it.
+            self.counters["received_duplicates"] += 1
+            await self._sendto(f"RECEIVE {d.seq} OK".encode(), addr)
+            return
+        pending = self._pending.get(key)
+        if pending is not None:
+            self.counters["received_duplicates"] += 1
+            pending.addr = addr
+            return
+        self.counters["received"] += 1
+        sms = InboundSms(
+            channel=line.channel,
+            sender=sender,
+            text=text,
+            received_at=self._now().astimezone(timezone.utc),
+            device_key=key,
+            raw=redact_datagram(raw),
+        )
+        self._pending[key] = _Inbound(sms=sms, line=line, seq=d.seq, addr=addr)
+        while len(self._pending) > self.max_tracked:
+            # Never silently: the GoIP still has it and retransmits it later.
+            dropped, _ = self._pending.popitem(last=False)
+            log.warning("goip %s: inbound backlog full; forgot %s (the GoIP resends it)", self.name, dropped)
+        self._inbox_changed.set()
+        log.debug("goip %s line %s: inbound SMS %s waiting for commit", self.name, line.channel, key)
+
+    async def inbox(self) -> list[InboundSms]:
+        """Every received SMS not yet acknowledged with ``delete_inbox`` (oldest first)."""
+        self._check_open()
+        return [p.sms for p in self._pending.values()]
+
+    async def wait_inbox(self) -> None:
+        """Return once ``inbox()`` has something (lets a poller react at once to a push)."""
+        while not self._pending:
+            await self._inbox_changed.wait()
+            self._inbox_changed = trio.Event()
+
+    async def delete_inbox(self, items: Iterable[InboundSms]) -> None:
+        """Acknowledge (``RECEIVE N OK``) SMS the bridge has committed; the GoIP then stops
+        retransmitting them. Unknown items (already acknowledged, or from before a restart: the
+        GoIP will retransmit those and they come back through ``inbox``) are ignored."""
+        self._check_open()
+        for item in items:
+            self.check_channel(item.channel)
+            pending = self._pending.pop(item.device_key, None)
+            if pending is None:
+                continue
+            _bounded_put(self._acked, item.device_key, None, self.max_tracked)
+            await self._sendto(f"RECEIVE {pending.seq} OK".encode(), pending.addr)
+            log.debug(
+                "goip %s line %s: acknowledged inbound SMS %s",
+                self.name,
+                item.channel,
+                item.device_key,
+            )
+
+    # ---------------------------------------------------------------- delivery reports
+
+    def _deliver(self, line: _Line, d: KeyedDatagram) -> None:
+        self.counters["reports"] += 1
+        sms_no = (d.get("sms_no") or "").strip()
+        state = (d.get("state") or "").strip()
+        number = (d.get("num") or "").strip()
+        if state == "0":
+            result = StatusResult(DeliveryState.DELIVERED, detail="handset delivery report")
+        else:
+            result = StatusResult(
+                DeliveryState.FAILED,
+                error_code=state or None,
+                detail=f"delivery report state {_printable(state, 20) or '?'}",
+            )
+        key = (line.channel, sms_no)
+        ref = self._by_sms.get(key)
+        awaiting = self._awaiting.get(ref) if ref is not None else None
+        if awaiting is not None and number and not _same_number(awaiting.destination, number):
+            log.warning(
+                "goip %s line %s: report for sms_no %s names another number; kept aside",
+                self.name,
+                line.channel,
+                sms_no,
+            )
+            awaiting = None
+        if awaiting is not None and ref is not None:
+            if ref not in self._reports:
+                _bounded_put(self._reports, ref, result, self.max_tracked)
+            log.debug("goip %s: report for %s: %s", self.name, ref, result.state.value)
+            return
+        self.counters["orphan_reports"] += 1
+        _bounded_put(self._orphans, key, (result, self._clock(), number), self.max_tracked)
+        log.debug(
+            "goip %s line %s: report for sms_no %s with no known send (kept)",
+            self.name,
+            line.channel,
+            sms_no,
+        )
+
+    def _register_sent(self, channel: str, sms_no: str, destination: str, ref: str) -> None:
+        now = self._clock()
+        _bounded_put(
+            self._awaiting,
+            ref,
+            _Awaiting(channel=channel, sms_no=sms_no, destination=destination, sent_at=now),
+            self.max_tracked,
+        )
+        if not sms_no:
+            return
+        key = (channel, sms_no)
+        self._by_sms[key] = ref
+        if len(self._by_sms) > self.max_tracked:
+            for old in list(self._by_sms)[: len(self._by_sms) - self.max_tracked]:
+                del self._by_sms[old]
+        orphan = self._orphans.get(key)
+        if orphan is not None:
+            result, at, number = orphan
+            # A report that overtook its OK (reordering); an older one belongs to an earlier
+            # message with the same sms_no (the device restarted its counter).
+            if now - at <= self.send_timeout and (not number or _same_number(destination, number)):
+                del self._orphans[key]
+                _bounded_put(self._reports, ref, result, self.max_tracked)
+
+    async def status(self, channel: str, ref: str | None) -> StatusResult:
+        """PENDING until the handset report for ``ref`` arrives; then DELIVERED or FAILED."""
+        self._check_open()
+        self.check_channel(channel)
+        if ref is None:
+            return StatusResult(
+                DeliveryState.UNKNOWN, detail="no message reference: no report can be linked"
+            )
+        ref = ref.strip()
+        result = self._reports.get(ref)
+        if result is not None:
+            return result
+        parsed = parse_ref(ref)
+        if parsed is None:
+            return StatusResult(DeliveryState.UNKNOWN, detail=f"not a goip_udp reference: {ref!r}")
+        _ch, sms_no, _sendid = parsed
+        if not sms_no:
+            return StatusResult(
+                DeliveryState.SENT,
+                detail="the device gave no sms_no: its delivery report cannot be linked",
+            )
+        awaiting = self._awaiting.get(ref)
+        if awaiting is None:
+            # Sent before a restart (or forgotten): claim a report kept for this sms_no.
+            key = (channel, sms_no)
+            if self._by_sms.get(key) in (None, ref) and key in self._orphans:
+                result, _at, _number = self._orphans.pop(key)
+                _bounded_put(self._reports, ref, result, self.max_tracked)
+                return result
+            return StatusResult(
+                DeliveryState.PENDING,
+                detail="waiting for the handset delivery report (send not in memory: restart?)",
+            )
+        waited = self._clock() - awaiting.sent_at
+        if self.delivery_timeout is not None and waited >= self.delivery_timeout:
+            return StatusResult(
+                DeliveryState.SENT,
+                detail=f"no handset delivery report within {self.delivery_timeout:g} s",
+            )
+        return StatusResult(
+            DeliveryState.PENDING, detail=f"waiting for the handset delivery report ({waited:.0f} s)"
+        )
+
+    # ---------------------------------------------------------------- replies
+
+    async def _handle_reply(self, reply: Reply, addr: Any) -> None:
+        ex = self._exchanges.get(reply.sendid)
+        if ex is None:
+            if reply.sendid in self._finished_sendids and reply.verb in ("OK", "ERROR"):
+                # The device repeats a result we already have (our DONE was lost): end it.
+                await self._sendto(f"DONE {reply.sendid}".encode(), addr)
+            else:
+                log.debug("goip %s: answer for no running send ignored: %s", self.name, reply.verb)
+            return
+        if ex.addr is not None and addr[0] != ex.addr[0]:
+            self.counters["protocol_errors"] += 1
+            log.warning(
+                "goip %s: answer for send %d from %s, not from line %s at %s; ignored",
+                self.name,
+                reply.sendid,
+                addr,
+                ex.line.channel,
+                ex.addr,
+            )
+            return
+        try:
+            ex.send.send_nowait(reply)
+        except trio.WouldBlock:
+            log.debug("goip %s: send %d has too many unread answers; dropped one", self.name, reply.sendid)
+
+    # ---------------------------------------------------------------- send
+
+    async def send(self, channel: str, destination: str, text: str) -> SendResult:
+        self._check_open()
+        self.check_channel(channel)
+        line = self._lines[channel]
+        now = self._clock()
+        destination = destination.strip()
+        if not line.alive(now, self.keepalive_timeout):
+            if line.last_seen is None:
+                detail = f"line {line.line_id} has not registered (no keepalive yet)"
+            else:
+                detail = (
+                    f"line {line.line_id}: no keepalive for {now - line.last_seen:.0f} s "
+                    f"(limit {self.keepalive_timeout:g} s)"
+                )
+            return self._result(channel, SendResult(SendOutcome.CHANNEL_DOWN, detail=detail))
+        if line.gsm_status == "LOGOUT":
+            return self._result(
+                channel,
+                SendResult(SendOutcome.CHANNEL_DOWN, detail=f"line {line.line_id}: GSM logout"),
+            )
+        if not _NUMBER.match(destination):
+            return self._result(
+                channel,
+                SendResult(
+                    SendOutcome.REJECTED,
+                    detail=f"destination {_printable(destination, 40)!r} cannot be sent in a SEND line",
+                ),
+            )
+        if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+            return self._result(
+                channel,
+                SendResult(
+                    SendOutcome.REJECTED,
+                    detail=f"text longer than {MAX_TEXT_BYTES} UTF-8 bytes (the GoIP's limit)",
+                ),
+            )
+        if self._sock is None:
+            return self._result(
+                channel, SendResult(SendOutcome.ERROR, detail="not listening (serve() is not running)")
+            )
+        sendid = self._new_sendid()
+        send_ch, recv_ch = trio.open_memory_channel[Reply](64)
+        ex = _Exchange(sendid=sendid, line=line, addr=line.addr, send=send_ch, receive=recv_ch)
+        self._exchanges[sendid] = ex
+        cancelled = False
+        try:
+            with trio.move_on_after(self.send_timeout):
+                result = await self._exchange(ex, destination, text)
+                return self._result(channel, result)
+            if ex.send_sent:
+                self.counters["ambiguous"] += 1
+                result = SendResult(
+                    SendOutcome.AMBIGUOUS,
+                    detail=(
+                        f"send {sendid}: SEND went out, no OK/ERROR within {self.send_timeout:g} s: "
+                        "the SMS may or may not have gone out"
+                    ),
+                )
+            else:
+                result = SendResult(
+                    SendOutcome.ERROR,
+                    detail=f"send {sendid}: no answer within {self.send_timeout:g} s (not sent)",
+                )
+            return self._result(channel, result)
+        except trio.Cancelled:
+            cancelled = True
+            raise
+        finally:
+            await self._done(ex, brief=cancelled)
+            self._exchanges.pop(sendid, None)
+            _bounded_put(self._finished_sendids, sendid, None, 1000)
+
+    def _result(self, channel: str, result: SendResult) -> SendResult:
+        result = attrs.evolve(result, detail=self._redact(result.detail))
+        if result.outcome is SendOutcome.ACCEPTED:
+            self._ok()
+        elif result.outcome in (SendOutcome.ERROR, SendOutcome.AMBIGUOUS, SendOutcome.AUTH_FAILED):
+            self._failed(result.detail)
+        log.debug(
+            "goip %s line %s send -> %s %s", self.name, channel, result.outcome.value, result.ref or ""
+        )
+        if result.outcome in (SendOutcome.ERROR, SendOutcome.AMBIGUOUS, SendOutcome.AUTH_FAILED):
+            log.warning(
+                "goip %s line %s send: %s: %s", self.name, channel, result.outcome.value, result.detail
+            )
+        return result
+
+    async def _step(self, ex: _Exchange, data: bytes, expect: str) -> Reply | None:
+        """Send ``data`` until the device answers ``expect`` or ERROR; None if it never does."""
+        for attempt in range(self.step_attempts):
+            if attempt:
+                self.counters["retransmits"] += 1
+            await self._sendto(data, ex.addr)
+            with trio.move_on_after(self.retransmit):
+                while True:
+                    reply = await ex.receive.receive()
+                    if reply.verb == expect or reply.verb == "ERROR":
+                        ex.answered = True
+                        return reply
+                    # Duplicates and late answers to earlier steps: nothing to do.
+        return None
+
+    def _error_result(self, ex: _Exchange, reply: Reply, phase: str) -> SendResult:
+        words = [a.upper() for a in reply.args]
+        detail = f"send {ex.sendid} {phase}: device answered {_printable(reply.text, 120)!r}"
+        if "GSM_LOGOUT" in words:
+            ex.line.gsm_status = "LOGOUT"  # until the next keepalive says otherwise
+            return SendResult(SendOutcome.CHANNEL_DOWN, detail=f"line {ex.line.line_id}: GSM logout")
+        if "SENDID" in words:
+            return SendResult(SendOutcome.ERROR, detail=detail + " (sendid refused; not sent)")
+        if phase == "PASSWORD":
+            return SendResult(SendOutcome.AUTH_FAILED, detail=detail)
+        return SendResult(SendOutcome.ERROR, detail=detail + " (not sent)")
+
+    async def _exchange(self, ex: _Exchange, destination: str, text: str) -> SendResult:
+        reply = await self._step(ex, build_msg(ex.sendid, text), "PASSWORD")
+        if reply is None:
+            return SendResult(
+                SendOutcome.ERROR,
+                detail=f"send {ex.sendid}: no answer to MSG after {self.step_attempts} tries (not sent)",
+            )
+        if reply.verb == "ERROR":
+            return self._error_result(ex, reply, "MSG")
+        password_cmd = b"PASSWORD %d " % ex.sendid + self._password
+        reply = await self._step(ex, password_cmd, "SEND")
+        if reply is None:
+            return SendResult(
+                SendOutcome.ERROR,
+                detail=f"send {ex.sendid}: no answer to PASSWORD after {self.step_attempts} tries (not sent)",
+            )
+        if reply.verb == "ERROR":
+            return self._error_result(ex, reply, "PASSWORD")
+        return await self._submit(ex, destination)
+
+    async def _submit(self, ex: _Exchange, destination: str) -> SendResult:
+        data = f"SEND {ex.sendid} {SEND_TELID} {destination}".encode("utf-8")
+        await self._sendto(data, ex.addr)
+        ex.send_sent = True
+        waited = False
+        while True:
+            with trio.move_on_after(self.retransmit) as scope:
+                reply = await ex.receive.receive()
+            if scope.cancelled_caught:
+                if self.resend_send:
+                    self.counters["retransmits"] += 1
+                    await self._sendto(data, ex.addr)
+                continue
+            if reply.verb == "OK" and reply.telid == SEND_TELID:
+                sms_no = reply.args[1] if len(reply.args) > 1 else ""
+                ref = make_ref(ex.line.channel, sms_no, ex.sendid)
+                self._register_sent(ex.line.channel, sms_no, destination, ref)
+                detail = f"line {ex.line.line_id} sent, sms_no {sms_no or '?'}"
+                if waited:
+                    detail += " (after WAIT)"
+                return SendResult(SendOutcome.ACCEPTED, ref=ref, detail=detail)
+            if reply.verb == "WAIT" and reply.telid == SEND_TELID:
+                waited = True
+                continue
+            if reply.verb == "ERROR":
+                words = [a.upper() for a in reply.args]
+                status = next(
+                    (a.split(":", 1)[1] for a in reply.args if a.lower().startswith("errorstatus:")),
+                    None,
+                )
+                if status is not None:
+                    outcome, label = classify_errorstatus(status)
+                    if outcome is SendOutcome.CHANNEL_DOWN:
+                        return SendResult(
+                            outcome, detail=f"line {ex.line.line_id}: {label}; not sent"
+                        )
+                    return SendResult(outcome, detail=f"device could not send: {label}")
+                if "SENDID" in words and (waited or self.resend_send):
+                    self.counters["ambiguous"] += 1
+                    return SendResult(
+                        SendOutcome.AMBIGUOUS,
+                        detail=(
+                            f"send {ex.sendid}: device forgot the sendid after taking the number: "
+                            "the SMS may or may not have gone out"
+                        ),
+                    )
+                return self._error_result(ex, reply, "SEND")
+            # "SEND <sendid>" prompt repeated (duplicate datagram), stray answers: ignore.
+
+    async def _done(self, ex: _Exchange, *, brief: bool = False) -> None:
+        """End the device's session (``DONE <sendid>``), best effort and briefly: repeated
+        until the device answers DONE if it answered anything before, else sent once (also
+        when the send was cancelled: shutdown must not wait for the device)."""
+        if ex.addr is None or self._sock is None:
+            return
+        data = f"DONE {ex.sendid}".encode()
+        attempts = self.done_attempts if ex.answered and not brief else 1
+        with trio.CancelScope(shield=True), trio.move_on_after(
+            self.retransmit * (attempts + 1)
+        ):
+            for _ in range(attempts):
+                await self._sendto(data, ex.addr)
+                if attempts == 1:
+                    return
+                with trio.move_on_after(self.retransmit):
+                    while True:
+                        reply = await ex.receive.receive()
+                        if reply.verb == "DONE":
+                            return
+
+    # ---------------------------------------------------------------- health & info
+
+    async def last_ref(self, channel: str) -> str | None:
+        """Always None: this mode has no per-line status slot to read."""
+        self.check_channel(channel)
+        return None
+
+    def line_info(self) -> dict[str, dict[str, Any]]:
+        """Per channel: line id, address, seconds since the last keepalive, and the last
+        keepalive's fields (imei, imsi, iccid, signal, gsm_status, remain_time, cellinfo, ...;
+        never the password). For the admin API."""
+        now = self._clock()
+        out: dict[str, dict[str, Any]] = {}
+        for ch, line in self._lines.items():
+            out[ch] = {
+                "line_id": line.line_id,
+                "address": f"{line.addr[0]}:{line.addr[1]}" if line.addr else None,
+                "alive": line.alive(now, self.keepalive_timeout),
+                "seconds_since_keepalive": None
+                if line.last_seen is None
+                else round(now - line.last_seen, 1),
+                "gsm_status": line.gsm_status,
+                "state": line.state,
+                "fields": dict(line.info),
+            }
+        return out
+
+    async def health(self) -> DeviceHealth:
+        """From the lines' keepalives: a line with none for ``keepalive_timeout`` is dead
+        (registered False); reachable = any line alive."""
+        self._check_open()
+        now = self._clock()
+        channels: dict[str, ChannelHealth] = {}
+        alive, dead, logout, refused = [], [], [], []
+        for ch, line in self._lines.items():
+            is_alive = line.alive(now, self.keepalive_timeout)
+            if is_alive:
+                alive.append(ch)
+                try:
+                    signal = int(line.info.get("signal", ""))
+                except ValueError:
+                    signal = None
+                registered = line.gsm_status != "LOGOUT" if line.gsm_status else None
+                if line.gsm_status == "LOGOUT":
+                    logout.append(ch)
+                channels[ch] = ChannelHealth(
+                    registered=registered, signal=signal, operator=line.info.get("pro") or None
+                )
+            else:
+                dead.append(ch)
+                channels[ch] = ChannelHealth(registered=False)
+                if line.refused_at is not None and now - line.refused_at <= self.keepalive_timeout:
+                    refused.append(ch)
+        parts = []
+        if self._sock is None:
+            parts.append("not listening")
+        if dead:
+            parts.append(f"no keepalive on line(s) {', '.join(dead)}")
+        if logout:
+            parts.append(f"GSM logout on line(s) {', '.join(logout)}")
+        if refused:
+            parts.append(f"wrong password from line(s) {', '.join(refused)}")
+        if self._consecutive_errors:
+            parts.append(
+                f"{self._consecutive_errors} failed send(s) in a row, last: {self._last_error}"
+            )
+        return DeviceHealth(
+            reachable=bool(alive),
+            detail=self._redact("; ".join(parts) or "ok"),
+            channels=channels,
+            auth_failed=bool(refused),
+            protocol_errors=self.counters["protocol_errors"],
+            consecutive_errors=self._consecutive_errors,
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._sock is not None:
+                self._sock.close()
