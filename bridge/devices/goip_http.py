@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import re
-import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -55,6 +54,14 @@ from bridge.devices.base import (
     StatusResult,
     install_httpx_log_redaction,
 )
+from bridge.devices.http_common import (
+    HttpAnswer,
+    HttpDevice,
+    decode_body,
+    encode_pairs,
+    snippet,
+    validate_base_url,
+)
 
 __all__ = [
     "GoipHttpDriver",
@@ -76,8 +83,6 @@ SEND_STATUS_PATH = f"{PREFIX}/send_status.xml"
 INBOX_PATH = f"{PREFIX}/tools.html"
 HEALTH_PATH = f"{PREFIX}/status.xml"
 
-DETAIL_BODY_LIMIT = 120
-
 # ============================================================================================
 # Pure parsers (no I/O; unit-tested with literal device answers)
 
@@ -98,24 +103,7 @@ _LOOSE_JS_STRING = re.compile(r'"(.*?)"(?=\s*,\s*"|\s*$)', re.DOTALL)
 _STAMP = re.compile(r"^(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})$")
 
 
-def _decode(body: bytes | str) -> str:
-    if isinstance(body, str):
-        return body
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body.decode("latin-1")
-
-
-def snippet(text: str, limit: int = DETAIL_BODY_LIMIT) -> str:
-    """A device answer made safe to quote: printable, one line, bounded. (Not redacted.)"""
-    cleaned = "".join(
-        ch if ch.isprintable() else "?" for ch in text.replace("\n", " ").replace("\r", " ")
-    )
-    cleaned = " ".join(cleaned.split())
-    if len(cleaned) > limit:
-        cleaned = cleaned[: limit - 1] + "\u2026"
-    return repr(cleaned)
+_decode = decode_body
 
 
 def _classify_send(
@@ -438,14 +426,7 @@ def parse_health_xml(body: bytes | str, lines: int) -> dict[str, ChannelHealth]:
 # The driver
 
 
-@attrs.define
-class _Answer:
-    status: int | None = None
-    body: bytes = b""
-    #: Set when no HTTP answer came back (redacted description).
-    error: str | None = None
-    #: With ``error``: the request may have reached the device.
-    maybe_sent: bool = False
+_Answer = HttpAnswer
 
 
 @attrs.define
@@ -460,29 +441,6 @@ class _Inflight:
     requested_at: float
     done: trio.Event = attrs.Factory(trio.Event)
     result: _Snapshot | None = None
-
-
-@attrs.define
-class _Phase:
-    """Tracks, through httpcore's trace hook, whether the request left for the device."""
-
-    traced: bool = False
-    request_sent: bool = False
-
-    async def trace(self, name: str, info: Mapping[str, object]) -> None:
-        self.traced = True
-        if name.endswith("send_request_headers.complete"):
-            self.request_sent = True
-
-
-# Exceptions raised before the request was written (used when no trace info is available,
-# e.g. with a custom transport): the device cannot have seen the request.
-_NOT_SENT_ERRORS = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-)
 
 
 class GoipHttpDriver(DriverBase):
@@ -505,21 +463,13 @@ class GoipHttpDriver(DriverBase):
         keepalive_expiry: float = 5.0,
         now: Callable[[], datetime] | None = None,
     ):
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise DeviceError(
-                f"device {name!r}: base_url must be http(s)://host[:port], got a {parsed.scheme or 'bad'} URL"
-            )
-        if parsed.username or parsed.password or parsed.query:
-            raise DeviceError(
-                f"device {name!r}: put credentials in username/password, not in base_url"
-            )
+        base_url = validate_base_url(name, base_url)
         if lines < 1:
             raise DeviceError(f"device {name!r}: lines must be >= 1")
         if timeout <= 0:
             raise DeviceError(f"device {name!r}: timeout must be > 0")
         self.name = name
-        self.base_url = base_url.rstrip("/")
+        self.base_url = base_url
         self.username = username
         self._password = password
         self.lines = lines
@@ -530,24 +480,12 @@ class GoipHttpDriver(DriverBase):
         self._now = now or (lambda: datetime.now(timezone.utc))
         self._redact = Redactor([password], basic_auth=[(username, password)])
         install_httpx_log_redaction()
-        # httpcore's trace hook tells whether the request was written; other transports
-        # (httpx.MockTransport in tests) do not call it.
-        self._traceable = transport is None or isinstance(transport, httpx.AsyncHTTPTransport)
-        if transport is None:
-            transport = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=max_connections,
-                    keepalive_expiry=keepalive_expiry,
-                ),
-                retries=0,
-            )
-        self._client = httpx.AsyncClient(
+        self._http = HttpDevice(
+            timeout=timeout,
+            redact=self._redact,
             transport=transport,
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            trust_env=False,  # a LAN device: never through an environment proxy
-            headers={"User-Agent": "smpp-bridge"},
+            max_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
         )
         self._basic = httpx.BasicAuth(username, password)
         self._closed = False
@@ -584,43 +522,15 @@ class GoipHttpDriver(DriverBase):
     def _url(self, path: str, query: list[tuple[str, str]] | None) -> str:
         if not query:
             return self.base_url + path
-        # %20 for spaces (not '+'): embedded CGI parsers do not all turn '+' into a space.
-        qs = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in query)
-        return f"{self.base_url}{path}?{qs}"
+        return f"{self.base_url}{path}?{encode_pairs(query)}"
 
     async def _get(
         self, path: str, query: list[tuple[str, str]] | None = None, *, basic: bool = False
     ) -> _Answer:
         self._check_open()
-        phase = _Phase()
-        url = self._url(path, query)
-        try:
-            with trio.move_on_after(self.timeout):
-                response = await self._client.get(
-                    url,
-                    auth=self._basic if basic else None,
-                    extensions={"trace": phase.trace},
-                )
-                return _Answer(status=response.status_code, body=response.content)
-            return _Answer(
-                error=f"no answer within {self.timeout:g}s",
-                maybe_sent=self._maybe_sent(phase, None),
-            )
-        except httpx.RequestError as exc:
-            text = str(exc) or "no details"
-            return _Answer(
-                error=self._redact(f"{type(exc).__name__}: {text}"),
-                maybe_sent=self._maybe_sent(phase, exc),
-            )
-
-    def _maybe_sent(self, phase: _Phase, exc: Exception | None) -> bool:
-        """Could the device have received the request that failed?"""
-        if self._traceable or phase.traced:
-            # Waiting for a pooled connection, connecting, or failing to write: not sent.
-            return phase.request_sent
-        if exc is None:
-            return True  # deadline on an opaque transport: assume the worst
-        return not isinstance(exc, _NOT_SENT_ERRORS)
+        return await self._http.request(
+            "GET", self._url(path, query), auth=self._basic if basic else None
+        )
 
     # ---------------------------------------------------------------- send
 
@@ -913,4 +823,4 @@ class GoipHttpDriver(DriverBase):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._client.aclose()
+            await self._http.aclose()

@@ -1,0 +1,272 @@
+"""Plumbing shared by the HTTP device drivers (GoIP, LTE router, brevis.one).
+
+The one question every HTTP driver must answer after a failed send is *could the device have
+received the request?* The answer decides between ``SendOutcome.ERROR`` (certainly not sent:
+retry) and ``SendOutcome.AMBIGUOUS`` (maybe sent: the scheduler's ambiguity policy).
+``HttpDevice.request`` answers it once for all drivers:
+
+* With httpx's own transport, httpcore's ``trace`` hook reports when the request headers were
+  written. A request that failed before that point (waiting for a pooled connection,
+  connecting, TLS handshake, failing to write) never reached the device.
+* With another transport (``httpx.MockTransport`` in tests) there is no trace: the exception
+  type decides (``NOT_SENT_ERRORS`` happen before the request is written); a deadline on such
+  a transport counts as "maybe sent".
+
+``HttpDevice`` also owns the device's one ``httpx.AsyncClient`` (keep-alive, a few pooled
+connections, no environment proxies, no redirects, TLS verification as configured) and passes
+every error string through the driver's ``Redactor`` before handing it back.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+
+import attrs
+import httpx
+import trio
+
+from bridge.devices.base import DeviceError
+
+__all__ = [
+    "DETAIL_BODY_LIMIT",
+    "CallCounters",
+    "NOT_SENT_ERRORS",
+    "HttpAnswer",
+    "HttpDevice",
+    "RequestPhase",
+    "decode_body",
+    "encode_pairs",
+    "quote_value",
+    "snippet",
+    "tls_verify_option",
+    "validate_base_url",
+]
+
+DETAIL_BODY_LIMIT = 120
+
+
+def decode_body(body: bytes | str) -> str:
+    """A device answer as text: UTF-8 when it is, else latin-1 (never fails)."""
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("latin-1")
+
+
+def snippet(text: str, limit: int = DETAIL_BODY_LIMIT) -> str:
+    """A device answer made safe to quote: printable, one line, bounded. (Not redacted.)"""
+    cleaned = "".join(
+        ch if ch.isprintable() else "?" for ch in text.replace("\n", " ").replace("\r", " ")
+    )
+    cleaned = " ".join(cleaned.split())
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1] + "\u2026"
+    return repr(cleaned)
+
+
+def quote_value(value: str) -> str:
+    """Percent-encode one query/form value: UTF-8, ``%20`` for spaces (not ``+``: embedded CGI
+    parsers do not all turn ``+`` into a space), every reserved character escaped."""
+    return urllib.parse.quote(value, safe="")
+
+
+def encode_pairs(pairs: Iterable[tuple[str, str]]) -> str:
+    """``k=v&k=v`` with ``quote_value``: usable as a query string and as a form body."""
+    return "&".join(f"{quote_value(k)}={quote_value(v)}" for k, v in pairs)
+
+
+def validate_base_url(name: str, base_url: str) -> str:
+    """Check a device's ``base_url`` (http(s)://host[:port][/prefix]) and strip its trailing '/'."""
+    parsed = urllib.parse.urlsplit(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise DeviceError(
+            f"device {name!r}: base_url must be http(s)://host[:port], "
+            f"got a {parsed.scheme or 'bad'} URL"
+        )
+    if parsed.username or parsed.password or parsed.query:
+        raise DeviceError(f"device {name!r}: put credentials in username/password, not in base_url")
+    return base_url.rstrip("/")
+
+
+def tls_verify_option(name: str, verify_tls: bool | str) -> bool | ssl.SSLContext:
+    """``verify_tls`` as httpx wants it: True (system CAs), False (no verification: a LAN device
+    with a self-signed certificate), or the path of a CA file / directory that signed the
+    device's certificate (host name checking stays on)."""
+    if isinstance(verify_tls, bool):
+        return verify_tls
+    if isinstance(verify_tls, str) and verify_tls:
+        try:
+            if os.path.isdir(verify_tls):
+                return ssl.create_default_context(capath=verify_tls)
+            return ssl.create_default_context(cafile=verify_tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeviceError(
+                f"device {name!r}: verify_tls: cannot load CA certificates from {verify_tls!r}: {exc}"
+            ) from None
+    raise DeviceError(
+        f"device {name!r}: verify_tls must be true, false or a CA file path, got {verify_tls!r}"
+    )
+
+
+@attrs.define
+class HttpAnswer:
+    """One device call: an HTTP answer, or why none came back."""
+
+    status: int | None = None
+    body: bytes = b""
+    #: Set when no HTTP answer came back (redacted description).
+    error: str | None = None
+    #: With ``error``: the request may have reached the device.
+    maybe_sent: bool = False
+
+    @property
+    def text(self) -> str:
+        return decode_body(self.body)
+
+
+@attrs.define
+class RequestPhase:
+    """Tracks, through httpcore's trace hook, whether the request left for the device."""
+
+    traced: bool = False
+    request_sent: bool = False
+
+    async def trace(self, name: str, info: Mapping[str, object]) -> None:
+        self.traced = True
+        if name.endswith("send_request_headers.complete"):
+            self.request_sent = True
+
+
+# Exceptions raised before the request was written (used when no trace info is available,
+# e.g. with a custom transport): the device cannot have seen the request.
+NOT_SENT_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+
+
+class HttpDevice:
+    """The HTTP client of one device, and the "did it reach the device?" bookkeeping."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        redact: Callable[[str], str],
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | ssl.SSLContext = True,
+        max_connections: int = 4,
+        keepalive_expiry: float = 5.0,
+        user_agent: str = "smpp-bridge",
+    ):
+        self.timeout = timeout
+        self._redact = redact
+        # httpcore's trace hook tells whether the request was written; other transports
+        # (httpx.MockTransport in tests) do not call it.
+        self._traceable = transport is None or isinstance(transport, httpx.AsyncHTTPTransport)
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(
+                verify=verify,
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_connections,
+                    keepalive_expiry=keepalive_expiry,
+                ),
+                retries=0,
+            )
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,  # a LAN device: never through an environment proxy
+            headers={"User-Agent": user_agent},
+        )
+        self.closed = False
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+    ) -> HttpAnswer:
+        """One request with an overall deadline of ``timeout`` seconds. Never raises for
+        network trouble: that comes back as ``HttpAnswer.error`` with ``maybe_sent``."""
+        phase = RequestPhase()
+        try:
+            with trio.move_on_after(self.timeout):
+                response = await self._client.request(
+                    method,
+                    url,
+                    content=content,
+                    headers=headers,
+                    auth=auth,
+                    extensions={"trace": phase.trace},
+                )
+                return HttpAnswer(status=response.status_code, body=response.content)
+            return HttpAnswer(
+                error=f"no answer within {self.timeout:g}s",
+                maybe_sent=self.maybe_sent(phase, None),
+            )
+        except httpx.RequestError as exc:
+            text = str(exc) or "no details"
+            return HttpAnswer(
+                error=self._redact(f"{type(exc).__name__}: {text}"),
+                maybe_sent=self.maybe_sent(phase, exc),
+            )
+
+    def maybe_sent(self, phase: RequestPhase, exc: Exception | None) -> bool:
+        """Could the device have received the request that failed?"""
+        if self._traceable or phase.traced:
+            # Waiting for a pooled connection, connecting, or failing to write: not sent.
+            return phase.request_sent
+        if exc is None:
+            return True  # deadline on an opaque transport: assume the worst
+        return not isinstance(exc, NOT_SENT_ERRORS)
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self._client.aclose()
+
+
+@attrs.define
+class CallCounters:
+    """A driver's running tally of failed device calls, behind ``DeviceHealth``.
+
+    ``ok`` after a good authenticated answer; ``failed`` after anything else (transport error,
+    garbage, refusal). ``protocol`` marks answers the driver could not understand; ``auth``
+    marks a device that refused our credentials (or, for a router, has its API switched off).
+    """
+
+    protocol_errors: int = 0
+    consecutive_errors: int = 0
+    last_error: str = ""
+    auth_failed: bool = False
+
+    def ok(self) -> None:
+        self.consecutive_errors = 0
+        self.auth_failed = False
+
+    def failed(self, detail: str, *, protocol: bool = False, auth: bool = False) -> None:
+        self.consecutive_errors += 1
+        self.last_error = detail
+        if protocol:
+            self.protocol_errors += 1
+        if auth:
+            self.auth_failed = True
+
+    def summary(self) -> str:
+        """"" or "N failed call(s) in a row, last: ..." for a health detail."""
+        if not self.consecutive_errors:
+            return ""
+        return f"{self.consecutive_errors} failed call(s) in a row, last: {self.last_error}"
