@@ -60,11 +60,17 @@ __all__ = [
     "EsmeConfig",
     "FrozenMap",
     "GOIP_DONE_CHOICES",
+    "InboundConfig",
+    "InboundRoute",
     "IPNetwork",
+    "MO_LONG_MODES",
+    "OPTOUT_MT_ACTIONS",
+    "OptoutConfig",
     "Limits",
     "Listener",
     "LOOPBACK_NETWORKS",
     "LoggingConfig",
+    "PduLogConfig",
     "RECEIPT_STATS",
     "ReceiptMapping",
     "ReceiptsConfig",
@@ -94,6 +100,8 @@ LOG_FORMATS = ("text", "json")
 AMBIGUOUS_POLICIES = ("unknown", "resend")
 GOIP_DONE_CHOICES = ("delivered", "accepted")
 RECEIPT_STATS = ("DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD")
+MO_LONG_MODES = ("udh", "payload")  # how a long inbound message reaches an ESME
+OPTOUT_MT_ACTIONS = ("receipt", "reject_submit")  # what happens to an MT to an opted-out number
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # device and route names
 GOIP_MAX_LINES = 64
 
@@ -244,6 +252,7 @@ class EsmeConfig:
     throughput: float = 0.0  # submit_sm segments per second; 0 = unlimited
     enabled: bool = True
     default_route: str | None = None  # route used when no route matches the destination
+    mo_long: str = "udh"  # long inbound SMS as UDH parts ("udh") or one message_payload ("payload")
 
     def allows(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True if a peer at `ip` may bind. IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a
@@ -294,9 +303,19 @@ class AdminConfig:
 
 
 @attrs.frozen
+class PduLogConfig:
+    """Per-ESME, per-day files of every decoded PDU (passwords masked), for integration work."""
+
+    enabled: bool = False
+    dir: Path | None = None  # None: a "pdu-logs" directory next to the store's database
+    retention_days: int = 14  # files older than this many days are deleted
+
+
+@attrs.frozen
 class LoggingConfig:
     level: str = "info"
     format: str = "text"
+    pdu_log: PduLogConfig = attrs.Factory(PduLogConfig)
 
 
 @attrs.frozen
@@ -317,6 +336,7 @@ class ChannelOverride:
 
     enabled: bool = True
     caps: Caps = attrs.Factory(Caps)
+    number: str | None = None  # the SIM's phone number: destination_addr of inbound SMS
 
 
 @attrs.frozen
@@ -359,6 +379,11 @@ class DeviceConfig:
             return False
         override = self.channel_overrides.get(channel)
         return override is None or override.enabled
+
+    def channel_number(self, channel: str) -> str | None:
+        """The phone number configured for `channel` (``channels: {"1": {number: ...}}``)."""
+        override = self.channel_overrides.get(channel)
+        return override.number if override is not None else None
 
     def enabled_channels(self) -> tuple[str, ...]:
         return tuple(ch for ch in self.channel_ids() if self.channel_enabled(ch))
@@ -437,6 +462,50 @@ class ReceiptsConfig:
     )
 
 
+DEFAULT_OPTOUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+DEFAULT_OPTIN_KEYWORDS = ("START", "UNSTOP")
+
+
+@attrs.frozen
+class OptoutConfig:
+    """An inbound SMS whose whole text (trimmed, any case) is one of `keywords` puts its sender
+    on the opt-out list; one of `optin_keywords` takes it off. Keywords are stored upper-case."""
+
+    keywords: tuple[str, ...] = attrs.field(default=DEFAULT_OPTOUT_KEYWORDS, converter=tuple)
+    optin_keywords: tuple[str, ...] = attrs.field(default=DEFAULT_OPTIN_KEYWORDS, converter=tuple)
+    # "receipt": accept the submit, finish it REJECTED with a REJECTD receipt (err 011);
+    # "reject_submit": answer submit_sm with ESME_RINVDSTADR.
+    mt_action: str = "receipt"
+
+
+@attrs.frozen
+class InboundRoute:
+    """Inbound SMS that arrived on `device` (and `channel`, if given), or on the SIM whose
+    configured number is `number`, go to the ESME `esme`."""
+
+    esme: str
+    device: str | None = None
+    channel: str | None = None
+    number: str | None = None
+
+    def matches(self, device: str, channel: str, recipient: str | None) -> bool:
+        if self.number is not None:
+            return recipient is not None and recipient == self.number
+        return device == self.device and (self.channel is None or channel == self.channel)
+
+
+@attrs.frozen
+class InboundConfig:
+    # Where inbound SMS go when no route matches. None: the only ESME, if exactly one is
+    # configured; else they wait (stored) until a route exists.
+    default_esme: str | None = None
+    routes: tuple[InboundRoute, ...] = attrs.field(default=(), converter=tuple)  # first match wins
+    delete_after_commit: bool = False  # delete from the device inbox once stored
+    reassembly_timeout: float = 300.0  # seconds to wait for the missing parts of a long SMS
+    keep: float = 2_592_000.0  # seconds a finished inbound SMS stays in the store (30 d)
+    optout: OptoutConfig = attrs.Factory(OptoutConfig)
+
+
 @attrs.frozen
 class Config:
     smpp: SmppConfig = attrs.Factory(SmppConfig)
@@ -449,6 +518,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = attrs.field(default=(), converter=tuple)  # first match wins
     scheduler: SchedulerConfig = attrs.Factory(SchedulerConfig)
     receipts: ReceiptsConfig = attrs.Factory(ReceiptsConfig)
+    inbound: InboundConfig = attrs.Factory(InboundConfig)
     _by_id: dict[str, EsmeConfig] = attrs.field(init=False, repr=False, eq=False)
     _devices_by_name: dict[str, DeviceConfig] = attrs.field(init=False, repr=False, eq=False)
     _routes_by_name: dict[str, RouteConfig] = attrs.field(init=False, repr=False, eq=False)
@@ -484,6 +554,16 @@ class Config:
         if esme is not None and esme.default_route is not None:
             return self.route(esme.default_route)
         return None
+
+    def inbound_esme(self, device: str, channel: str, recipient: str | None) -> str | None:
+        """The ESME an inbound SMS goes to: the first inbound route that matches, else
+        inbound.default_esme, else the only ESME if there is exactly one, else None."""
+        for route in self.inbound.routes:
+            if route.matches(device, channel, recipient):
+                return route.esme
+        if self.inbound.default_esme is not None:
+            return self.inbound.default_esme
+        return self.esmes[0].system_id if len(self.esmes) == 1 else None
 
 
 def default_demo_config(
@@ -694,6 +774,7 @@ class _Ctx:
         self.broken_routes: set[str] = set()
         self.routes_unreadable = False
         self.route_refs: list[tuple[str, int | None, str]] = []  # (key path, line, route name)
+        self.esme_ids: set[str] = set()  # system_ids of esmes: (inbound routes name them)
         self._constructor = yaml.SafeLoader("")
 
     def error(self, path: str, where: Node | int | None, message: str) -> None:
@@ -1375,7 +1456,8 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         ctx,
         node,
         path,
-        ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled", "default_route"),
+        ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled", "default_route",
+         "mo_long"),
         what="an ESME (a mapping with system_id, password ...)",
     )
     if not m.ok:
@@ -1417,6 +1499,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
     )
     if default_route is not None:
         ctx.route_refs.append((m.path_of("default_route"), m.key_line("default_route"), default_route))
+    mo_long = m.get_choice("mo_long", "udh", MO_LONG_MODES)
     m.finish()
     if system_id is _BAD or system_id is None:
         return None, None
@@ -1429,6 +1512,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         throughput=throughput,
         enabled=enabled,
         default_route=default_route,
+        mo_long=mo_long,
     )
     return esme, m.key_line("system_id")
 
@@ -1459,6 +1543,7 @@ def _load_esmes(ctx: _Ctx, node: Node | None, path: str) -> tuple[EsmeConfig, ..
             )
             continue
         first_line[esme.system_id] = line
+        ctx.esme_ids.add(esme.system_id)
         esmes.append(esme)
     return tuple(esmes)
 
@@ -1513,10 +1598,23 @@ def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
 
 
 def _load_logging(ctx: _Ctx, node: Node | None, path: str) -> LoggingConfig:
-    m = _Map(ctx, node, path, ("level", "format"))
+    m = _Map(ctx, node, path, ("level", "format", "pdu_log"))
     config = LoggingConfig(
         level=m.get_choice("level", "info", LOG_LEVELS),
         format=m.get_choice("format", "text", LOG_FORMATS),
+        pdu_log=_load_pdu_log(ctx, m.node("pdu_log"), m.path_of("pdu_log")),
+    )
+    m.finish()
+    return config
+
+
+def _load_pdu_log(ctx: _Ctx, node: Node | None, path: str) -> PduLogConfig:
+    m = _Map(ctx, node, path, ("enabled", "dir", "retention_days"))
+    directory = m.get_path("dir", None, what="a directory path")
+    config = PduLogConfig(
+        enabled=m.get_bool("enabled", False),
+        dir=None if directory is _BAD else directory,
+        retention_days=m.get_int("retention_days", 14, lo=1, hi=3650),
     )
     m.finish()
     return config
@@ -1737,11 +1835,15 @@ def _load_channel_overrides(
         m.declare((key,))
         value_node = m.node(key)
         om = _Map(
-            ctx, value_node, m.path_of(key), ("enabled", "caps"),
-            what="overrides for one channel (a mapping with enabled, caps)",
+            ctx, value_node, m.path_of(key), ("enabled", "caps", "number"),
+            what="overrides for one channel (a mapping with enabled, caps, number)",
         )
         enabled = om.get_bool("enabled", True)
         caps = _load_caps(ctx, om.node("caps"), om.path_of("caps"), device_caps)
+        number = om.get_str(
+            "number", None, what='the SIM\'s phone number, like "+491701234567"', as_written=True,
+            check=_phone_problem,
+        )
         om.finish()
         if ids is None:
             continue
@@ -1754,7 +1856,7 @@ def _load_channel_overrides(
             ctx.error(m.path_of(key), m.key_line(key), f"channel {channel} is given twice (also as {other!r} at line {line})")
             continue
         first_key[channel] = (key, m.key_line(key))
-        result[channel] = ChannelOverride(enabled=enabled, caps=caps)
+        result[channel] = ChannelOverride(enabled=enabled, caps=caps, number=number)
     m.finish()
     return result
 
@@ -2177,6 +2279,142 @@ def _load_receipts(ctx: _Ctx, node: Node | None, path: str) -> ReceiptsConfig:
     return config
 
 
+# -- inbound SMS -----------------------------------------------------------------------------
+
+
+_PHONE = re.compile(r"^\+?[0-9]{1,20}$")
+_KEYWORD = re.compile(r"^\S{1,20}$")
+
+
+def _phone_problem(value: str) -> str | None:
+    if _PHONE.match(value.strip()):
+        return None
+    return f'expected a phone number: digits with an optional leading +, like "+491701234567", got {value!r}'
+
+
+def _esme_ref(m: _Map, key: str) -> str | None:
+    """An ESME system_id named by `key`, checked against esmes:."""
+    name = m.get_str(key, None, what="the system_id of an ESME (from esmes:)", as_written=True)
+    if not isinstance(name, str):
+        return None
+    if name not in m.ctx.esme_ids:
+        hint = _known_hint(name, sorted(m.ctx.esme_ids), "ESMEs")
+        m.fail(key, m.key_line(key), f"expected the system_id of an ESME, got {name!r}{hint}")
+        return None
+    return name
+
+
+def _load_keywords(m: _Map, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    got = m.get_list(key, "a list of keywords, like [STOP, UNSUBSCRIBE]")
+    if got is None:
+        return default
+    items, _node = got
+    words: list[str] = []
+    for j, item in enumerate(items):
+        value = _item_text(m.ctx, item)
+        if not isinstance(value, str) or not _KEYWORD.match(value.strip()):
+            m.ctx.error(
+                f"{m.path_of(key)}[{j}]", item,
+                "expected a keyword: one word of 1 to 20 characters without spaces "
+                f"(quote words YAML reads otherwise, like \"NO\"), got {_describe(value)}",
+            )
+            m.bad.add(key)
+            continue
+        if value.strip().upper() not in words:
+            words.append(value.strip().upper())
+    return tuple(words)
+
+
+def _load_optout(ctx: _Ctx, node: Node | None, path: str) -> OptoutConfig:
+    d = OptoutConfig()
+    m = _Map(ctx, node, path, ("keywords", "optin_keywords", "mt_action"))
+    keywords = _load_keywords(m, "keywords", d.keywords)
+    optin = _load_keywords(m, "optin_keywords", d.optin_keywords)
+    both = sorted(set(keywords) & set(optin))
+    if both and not {"keywords", "optin_keywords"} & m.bad:
+        m.fail(
+            "optin_keywords", m.key_line("optin_keywords"),
+            f"{', '.join(both)} cannot both opt out and opt in; remove it from one of the lists",
+        )
+    config = OptoutConfig(
+        keywords=keywords,
+        optin_keywords=optin,
+        mt_action=m.get_choice("mt_action", d.mt_action, OPTOUT_MT_ACTIONS),
+    )
+    m.finish()
+    return config
+
+
+def _load_inbound_route(ctx: _Ctx, node: Node, path: str) -> InboundRoute | None:
+    m = _Map(
+        ctx, node, path, ("device", "channel", "number", "esme"),
+        what="an inbound route (a mapping with device [and channel] or number, and esme)",
+    )
+    if not m.ok:
+        return None
+    esme = _esme_ref(m, "esme") if m.has("esme") else m.missing("esme", "the system_id of an ESME")
+    device_name = m.get_str("device", None, what="a device name (from devices:)", as_written=True)
+    channel_text = m.get_str("channel", None, what='a channel id, like "2"', as_written=True)
+    number = m.get_str("number", None, what='a SIM phone number, like "+491701234567"', as_written=True,
+                       check=_phone_problem)
+    channel = None
+    if number is not None and (device_name is not None or channel_text is not None):
+        m.fail("number", m.key_line("number"), "expected either number or device (and channel), not both")
+    elif number is None and device_name is None and channel_text is None and not {"device", "number"} & m.bad:
+        m.ctx.error(path, m.line, "missing: expected device (and optionally channel), or number")
+        m.bad.add("device")
+    if isinstance(device_name, str):
+        device = ctx.devices.get(device_name)
+        if device is None:
+            if device_name not in ctx.broken_devices and not ctx.devices_unreadable:
+                known = sorted({*ctx.devices, *ctx.broken_devices})
+                m.fail("device", m.key_line("device"),
+                       f"unknown device {device_name!r}{_known_hint(device_name, known, 'devices')}")
+        elif isinstance(channel_text, str):
+            channel = _channel_id(device.channel_ids(), channel_text)
+            if channel is None:
+                m.fail("channel", m.key_line("channel"),
+                       f"expected a channel id of device {device_name!r} "
+                       f"({_describe_ids(device.channel_ids())}), got {channel_text!r}")
+    elif channel_text is not None and number is None:
+        m.fail("channel", m.key_line("channel"), "a channel needs its device: add device: <name>")
+    m.finish()
+    if esme is None or esme is _BAD or m.bad:
+        return None
+    return InboundRoute(
+        esme=esme, device=device_name, channel=channel,
+        number=number.strip() if isinstance(number, str) else None,
+    )
+
+
+def _load_inbound(ctx: _Ctx, node: Node | None, path: str) -> InboundConfig:
+    d = InboundConfig()
+    m = _Map(
+        ctx, node, path,
+        ("default_esme", "routes", "delete_after_commit", "reassembly_timeout", "keep", "optout"),
+    )
+    default_esme = _esme_ref(m, "default_esme") if m.has("default_esme") else None
+    routes: list[InboundRoute] = []
+    got = m.get_list("routes", "a list of inbound routes, like [{device: goip1, channel: \"2\", esme: app1}]")
+    if got is not None:
+        for i, item in enumerate(got[0]):
+            route = _load_inbound_route(ctx, item, f"{m.path_of('routes')}[{i}]")
+            if route is not None:
+                routes.append(route)
+    config = InboundConfig(
+        default_esme=default_esme,
+        routes=routes,
+        delete_after_commit=m.get_bool("delete_after_commit", d.delete_after_commit),
+        reassembly_timeout=m.get_number(
+            "reassembly_timeout", d.reassembly_timeout, exclusive=True, what="a number of seconds"
+        ),
+        keep=m.get_number("keep", d.keep, exclusive=True, what="a number of seconds"),
+        optout=_load_optout(ctx, m.node("optout"), m.path_of("optout")),
+    )
+    m.finish()
+    return config
+
+
 # Top-level sections, in file order of the documented example. Key = YAML key = Config field.
 # Order matters once: devices load before routes (routes name devices). References to routes
 # (an ESME's default_route) are checked after every section has loaded.
@@ -2187,6 +2425,7 @@ _SECTIONS: dict[str, Callable[[_Ctx, Node | None, str], Any]] = {
     "routes": _load_routes,
     "scheduler": _load_scheduler,
     "receipts": _load_receipts,
+    "inbound": _load_inbound,  # after esmes and devices: its routes name both
     "store": _load_store,
     "limits": _load_limits,
     "admin": _load_admin,

@@ -8,13 +8,23 @@ content or peer addresses.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .smpp.constants import CommandId, Status
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+DEVICE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30)
 
 
 def command_name(command_id: int) -> str:
@@ -146,8 +156,8 @@ class Metrics:
         )
         self.send_latency = Histogram(
             "smpp_bridge_device_send_latency_seconds",
-            "Duration of one device send call",
-            ["device"],
+            "Duration of one device send call, per channel",
+            ["device", "channel"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30),
             registry=r,
         )
@@ -196,6 +206,111 @@ class Metrics:
             "deliver_sm dropped after waiting longer than receipts.retention",
             registry=r,
         )
+        # -- inbound SMS and opt-out (bridge/inbound.py); smpp_bridge_optouts reads the store
+        self.inbound_received = Counter(
+            "smpp_bridge_inbound_received_total", "Inbound SMS (parts) stored", ["device"], registry=r
+        )
+        self.inbound_duplicates = Counter(
+            "smpp_bridge_inbound_duplicates_total",
+            "Inbox entries not delivered again: already stored (e.g. after a restart), or a part "
+            "number the device handed over twice",
+            ["device"],
+            registry=r,
+        )
+        self.inbound_incomplete = Counter(
+            "smpp_bridge_inbound_incomplete_total",
+            "Long inbound SMS delivered with parts missing (inbound.reassembly_timeout)",
+            ["device"],
+            registry=r,
+        )
+        self.inbound_unrouted = Counter(
+            "smpp_bridge_inbound_unrouted_total",
+            "Inbound SMS stored with no ESME to deliver to (set inbound.default_esme or a route)",
+            ["device"],
+            registry=r,
+        )
+        self.inbound_poll_errors = Counter(
+            "smpp_bridge_inbound_poll_errors_total",
+            "Inbox polls that failed inside the bridge (see the log)",
+            ["device"],
+            registry=r,
+        )
+        self.optouts = Gauge("smpp_bridge_optouts", "Numbers on the opt-out list", registry=r)
+        self.optout_events = Counter(
+            "smpp_bridge_optout_events_total",
+            "Changes of the opt-out list: optout (keyword or admin API) and optin",
+            ["action"],
+            registry=r,
+        )
+        self.optout_blocked = Counter(
+            "smpp_bridge_optout_blocked_total",
+            "Messages to opted-out numbers not sent, by inbound.optout.mt_action "
+            "(reject_submit: refused; receipt: finished REJECTED)",
+            ["esme", "action"],
+            registry=r,
+        )
+        # -- devices: health checks and every driver call (bridge/monitor.py)
+        self.device_up = Gauge(
+            "smpp_bridge_device_up",
+            "1 when the device answered its last health check and accepted our credentials",
+            ["device"],
+            registry=r,
+        )
+        self.device_request_latency = Histogram(
+            "smpp_bridge_device_request_latency_seconds",
+            "Duration of one driver call to a device (send, status, inbox, last_ref, health)",
+            ["device", "operation"],
+            buckets=DEVICE_BUCKETS,
+            registry=r,
+        )
+        self.device_request_errors = Counter(
+            "smpp_bridge_device_request_errors_total",
+            "Driver calls that failed: unreachable, timeout, garbage, refused credentials",
+            ["device", "operation"],
+            registry=r,
+        )
+        self.channel_signal = Gauge(
+            "smpp_bridge_channel_signal",
+            "GSM signal quality the device reports for a channel (GoIP: CSQ 0-31); "
+            "absent when the device does not say",
+            ["device", "channel"],
+            registry=r,
+        )
+        self.channel_registered = Gauge(
+            "smpp_bridge_channel_registered",
+            "1 when the channel's SIM is registered on the GSM network, 0 when it is not",
+            ["device", "channel"],
+            registry=r,
+        )
+        # -- store, counted periodically (a full count is too dear for every scrape)
+        self.messages_by_state = Gauge(
+            "smpp_bridge_store_messages",
+            "Messages in the store by lifecycle state (recounted every 30 s)",
+            ["state"],
+            registry=r,
+        )
+        # -- admin API and config reloads
+        self.admin_requests = Counter(
+            "smpp_bridge_admin_requests_total",
+            "Admin HTTP requests by endpoint and HTTP status code",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "smpp_bridge_config_reloads_total",
+            "Config reloads (SIGHUP or POST /api/reload) by result (applied, invalid)",
+            ["result"],
+            registry=r,
+        )
+        # -- the process
+        from . import __version__
+
+        Info("smpp_bridge_build", "Version of the running bridge", registry=r).info(
+            {"version": __version__}
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self._states: dict[tuple[str, str], str] = {}
 
     CHANNEL_STATES = ("ready", "sending", "cooldown", "quarantine", "paused")
@@ -279,8 +394,64 @@ class SchedulerCollector(Collector):
         )
         if self.dispatcher is not None:
             now = time.time()
-            for (esme, kind), (n, created) in self.dispatcher.stats.items():
+            stats = dict(self.dispatcher.stats)
+            # Every configured ESME has both series, 0 when nothing waits: a series that comes
+            # and goes breaks rate() and makes "no data" look like "no backlog".
+            for esme in getattr(self.dispatcher.config, "esmes", ()):
+                for kind in ("receipt", "mo"):
+                    stats.setdefault((esme.system_id, kind), (0, None))
+            for (esme, kind), (n, created) in stats.items():
                 waiting.add_metric([esme, kind], n)
                 age.add_metric([esme, kind], now - created if created else 0.0)
         yield waiting
         yield age
+
+
+class OpsCollector(Collector):
+    """What ops alert on that is read at scrape time: the disk under the store, and whether each
+    route has a channel that can send now."""
+
+    AVAILABLE = ("ready", "sending")
+
+    def __init__(self, store, scheduler) -> None:  # type: ignore[no-untyped-def]
+        self.store = store
+        self.scheduler = scheduler
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        import os
+
+        free = GaugeMetricFamily(
+            "smpp_bridge_store_disk_free_bytes",
+            "Bytes free for the bridge on the filesystem that holds the store",
+        )
+        size = GaugeMetricFamily(
+            "smpp_bridge_store_disk_size_bytes", "Size of the filesystem that holds the store"
+        )
+        try:
+            st = os.statvfs(self.store.path.parent)
+        except OSError:
+            pass
+        else:
+            free.add_metric([], st.f_bavail * st.f_frsize)
+            size.add_metric([], st.f_blocks * st.f_frsize)
+        yield free
+        yield size
+        total = GaugeMetricFamily(
+            "smpp_bridge_route_channels",
+            "Channels of a route that this bridge runs",
+            labels=["route"],
+        )
+        available = GaugeMetricFamily(
+            "smpp_bridge_route_channels_available",
+            "Channels of a route that can send now (ready or sending; not paused, cooling "
+            "down or quarantined)",
+            labels=["route"],
+        )
+        if self.scheduler is not None:
+            for route, chans in self.scheduler.route_channels.items():
+                total.add_metric([route], len(chans))
+                available.add_metric(
+                    [route], sum(1 for c in chans if c.state in self.AVAILABLE and not c.paused)
+                )
+        yield total
+        yield available

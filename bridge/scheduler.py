@@ -48,6 +48,7 @@ import trio
 
 from . import dlr
 from .devices.base import DeliveryState, Driver, SendOutcome, StatusResult
+from .inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from .lifecycle import State
 from .smpp.text import split_text
 from .store import MessageRecord, QueueEntry, Store
@@ -210,6 +211,27 @@ class Channel:
         """Re-check readiness now (config reload, pause/resume)."""
         self._wake.set()
 
+    def pause(self) -> None:
+        """Take no new message. A message in progress is finished first (a device call cannot
+        be taken back); the state shows "paused" once it is done."""
+        self.paused = True
+        if self.idle:
+            # Waiting for work: leave that wait (with nothing assigned) so the worker sees the
+            # pause at once. Only an idle channel may be woken this way: give() clears idle.
+            self.idle = False
+            self._assign_event.set()
+        self.poke()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.poke()
+        self.sched.wake()
+
+    @property
+    def busy(self) -> bool:
+        """A message is in progress on this channel (sending, or waiting for its status)."""
+        return self.state == "sending"
+
     def load(self, now: float) -> tuple[int, int, float]:
         day, hour = self.caps.load(now)
         return day, hour, self.sched.rng.random()
@@ -323,6 +345,11 @@ class Channel:
         if rec.expire_at is not None and sched.clock() > rec.expire_at:
             await sched.finish(rec.id, dlr.Outcome(State.EXPIRED, "EXPIRED", 0, None, "validity period ended"))
             return
+        if sched.store.is_opted_out(rec.destination_addr):
+            # Never sent to a number that opted out (inbound.py): REJECTD, err 011.
+            sched.metrics.optout_blocked.labels(rec.esme, "receipt").inc()
+            await sched.finish(rec.id, dlr.Outcome(State.REJECTED, "REJECTD", OPTOUT_ERR, OPTOUT_NETWORK_ERROR, "the recipient opted out"))
+            return
         await self._send_parts(rec, await sched.store.parts(rec.id))
 
     async def _send_parts(self, rec: MessageRecord, done_parts: list[Any]) -> None:
@@ -367,7 +394,7 @@ class Channel:
         finally:
             self.inflight = 0
             m.channel_inflight.labels(self.device_name, self.id).set(0)
-        m.send_latency.labels(self.device_name).observe(max(0.0, sched.clock() - started))
+        m.send_latency.labels(self.device_name, self.id).observe(max(0.0, sched.clock() - started))
         o = result.outcome
         m.sends.labels(self.device_name, self.id, o.value).inc()
         if o is SendOutcome.ACCEPTED:
@@ -552,6 +579,8 @@ class Scheduler:
         self._timer_wake = trio.Event()
         self._wake = trio.Event()
         self._tiebreak = itertools.count()
+        # Queued messages whose route is gone (they wait for update_routes).
+        self.unrouted: list[QueueEntry] = []
         self._build()
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -586,6 +615,7 @@ class Scheduler:
             q = self.queues.get(entry.route or "")
             if q is None:
                 log.error("message %s has route %r that no longer exists; it waits for a reload", entry.id, entry.route)
+                self.unrouted.append(entry)
                 return
             q.push(entry, now)
             self._wake.set()
@@ -753,3 +783,61 @@ class Scheduler:
     def queue_stats(self) -> dict[str, tuple[int, float]]:
         now = self.clock()
         return {name: (len(q), q.oldest_age(now)) for name, q in self.queues.items()}
+
+    # -- config reload ---------------------------------------------------------------------------
+
+    async def update_routes(self, config: Any) -> dict[str, Any]:
+        """Apply a reloaded config's routes, scheduler policy and receipt table. Channels keep
+        running as they are (devices and channels change with a restart only): a route that
+        names a channel this bridge does not run gets it after a restart, and the answer lists
+        it. Messages waiting on a route that is gone get the route the new config picks for
+        them, keeping their turn; those that no route fits any more are REJECTED, with a
+        receipt when asked for."""
+        self.config = config
+        self.receipts = dlr.ReceiptPolicy(config.receipts)
+        not_running: list[str] = []
+        route_channels: dict[str, list[Channel]] = {}
+        for ch in self.channels.values():
+            ch.routes = []
+        for route in config.routes:
+            chans: list[Channel] = []
+            for d, c in route.channels:
+                ch = self.channels.get(f"{d}:{c}")
+                if ch is None:
+                    not_running.append(f"{d}:{c}")
+                elif ch not in chans:
+                    chans.append(ch)
+                    ch.routes.append(route.name)
+            route_channels[route.name] = chans
+            self.queues.setdefault(route.name, RouteQueue(route.name))
+        self.route_channels = route_channels
+        waiting: list[QueueEntry] = []
+        for name in [n for n in self.queues if n not in route_channels]:
+            q = self.queues.pop(name)
+            while (entry := q.pop()) is not None:
+                waiting.append(entry)
+        moved = await self.store.reroute_waiting(set(route_channels), self.route_for)
+        new_route = {mid: route for mid, _old, route in moved}
+        waiting += self.unrouted
+        self.unrouted = []
+        now = self.clock()
+        for entry in waiting:
+            route = new_route.get(entry.id, entry.route)
+            q = self.queues.get(route or "")
+            if q is not None:
+                q.push(attrs.evolve(entry, route=route), now)
+        rejected = 0
+        for mid, old, route in moved:
+            if route is None:
+                detail = f"route {old!r} was removed by a config reload and no route matches now"
+                try:
+                    await self.finish(mid, dlr.Outcome(State.REJECTED, "REJECTD", 0, None, detail))
+                    rejected += 1
+                except Exception as exc:  # a channel took it meanwhile: it goes out as it is
+                    log.info("message %s left as it is after the reload: %s", mid, exc)
+        self.wake()
+        return {
+            "rerouted": sum(1 for _m, _o, r in moved if r is not None),
+            "rejected": rejected,
+            "channels_not_running": sorted(set(not_running)),
+        }

@@ -123,18 +123,29 @@ class SmppServer:
         self.route_for: Callable[[str, str], str | None] | None = None
         self.routes_configured = False
         self.on_bind: Callable[[str], None] | None = None
+        # Set by the app when logging.pdu_log is on: log_in(conn, pdu) / log_out(conn, pdu).
+        self.pdu_log: Any = None
 
     # -- config --------------------------------------------------------------------------------
 
     def update_config(self, config: Config) -> None:
-        """Apply a reloaded config: new ESME settings take effect for new requests; binds of
-        ESMEs that were removed or disabled are unbound."""
+        """Apply a reloaded config: new ESME settings take effect for new requests and for the
+        binds that stay. Binds of ESMEs that were removed or disabled, whose password changed,
+        or whose address is no longer allowed are closed; every other bind is kept."""
+        old = self.config
         self.config = config
         for esme_id, conns in list(self.binds.items()):
             esme = config.esme(esme_id)
-            if esme is None or not esme.enabled:
-                for c in conns:
+            before = old.esme(esme_id)
+            for c in list(conns):  # request_close() removes c from conns
+                if esme is None or not esme.enabled:
                     c.request_close("ESME removed or disabled by a config reload")
+                elif before is None or (before.password, before.password_hash) != (esme.password, esme.password_hash):
+                    c.request_close("the ESME's password changed in a config reload: bind again")
+                elif not esme.allows(c.peer):
+                    c.request_close("the ESME's allowed_ips no longer include this address (config reload)")
+                else:
+                    c.esme = esme
         self.buckets.clear()
 
     def bucket(self, esme: EsmeConfig) -> TokenBucket:
@@ -411,6 +422,8 @@ class Connection:
                 if isinstance(event, Rejected):
                     self._on_rejected(event)
                     continue
+                if self.server.pdu_log is not None:
+                    self.server.pdu_log.log_in(self, event)
                 if event.command_id & 0x80000000:
                     self._on_response(event)
                     continue
@@ -487,6 +500,8 @@ class Connection:
             return False
         self._out += data
         self._out_ready.set()
+        if self.server.pdu_log is not None:
+            self.server.pdu_log.log_out(self, pdu)
         self.server.metrics.pdus_out.labels(
             self.esme_id or "unbound", command_name(pdu.command_id), status_name(pdu.command_status)
         ).inc()
@@ -761,8 +776,13 @@ class Connection:
         return out, unsuccess
 
     def _route(self, esme_id: str, dest: str) -> str | None:
-        """The route for a destination; refuses the submit when routes exist and none fits."""
+        """The route for a destination; refuses the submit when routes exist and none fits, or
+        (inbound.optout.mt_action reject_submit) when the number opted out."""
         server = self.server
+        if server.config.inbound.optout.mt_action == "reject_submit" and server.store.is_opted_out(dest):
+            server.metrics.optout_blocked.labels(esme_id, "reject_submit").inc()
+            log.info("submit from %s to %s refused: the number opted out", esme_id, _mask_number(dest))
+            raise _Refuse(Status.RINVDSTADR)  # = inbound.OPTOUT_STATUS
         if not server.routes_configured or server.route_for is None:
             return None  # no devices configured: store only
         route = server.route_for(esme_id, dest)

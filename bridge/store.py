@@ -19,6 +19,18 @@ Rules
   logical message whose id is the id of part 1; the other parts' ids become aliases, so query_sm,
   cancel_sm and receipts work with any of them. Parts whose siblings never come expire after
   ``partial_timeout`` into one EXPIRED message holding what arrived.
+* Inbound SMS (``inbound``): one row per device inbox entry, unique per (device, device_key),
+  committed before anything is deleted on the device; an entry seen again (every poll, and after
+  a restart) is a duplicate and stored once. A row is ``pending`` while it waits for the other
+  parts of its long message or for an ESME route, ``queued`` once its deliver_sm (one, or one
+  per UDH part) is in the outbox (same transaction), ``delivered`` when the ESME acknowledged
+  all of them, ``expired`` when ``receipts.retention`` ended the wait (for the ESME to take it,
+  or for a route to an ESME), ``duplicate`` for a part number the device handed over twice.
+  ``mo`` names the row a long message is delivered as (its first stored part). What the MO
+  looks like on the wire is the caller's business (``InboundPolicy``).
+* Opt-outs (``optouts``): one row per number, matched by ``optout_key`` (digits, without ``+``
+  or ``00``). A STOP/START keyword changes the list in the transaction that completes its MO.
+  ``is_opted_out`` reads an in-memory copy that is updated after each commit.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -157,6 +169,39 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_pending ON outbox(esme, id) WHERE delivered_at IS NULL;
     ALTER TABLE messages ADD COLUMN device TEXT;
     """,
+    # 3: inbound SMS (de-duplicated per device, long ones reassembled) and the opt-out list
+    """
+    CREATE TABLE inbound (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT,
+        text TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        device_key TEXT NOT NULL,
+        concat_ref INTEGER,
+        concat_total INTEGER,
+        concat_seq INTEGER,
+        esme TEXT,
+        state TEXT NOT NULL,
+        mo INTEGER,
+        incomplete INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        done_at REAL,
+        UNIQUE (device, device_key)
+    );
+    CREATE INDEX inbound_pending ON inbound(created_at) WHERE state = 'pending';
+    CREATE INDEX inbound_mo ON inbound(mo);
+    CREATE TABLE optouts (
+        number TEXT PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        keyword TEXT,
+        at REAL NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE INDEX outbox_message ON outbox(kind, message);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -266,6 +311,79 @@ class OutboxItem:
     expire_at: float
     payload: str
     attempts: int
+
+
+INBOUND_STATES = ("pending", "queued", "delivered", "expired", "duplicate")
+# Where the parts of an incomplete long inbound message are missing, its text shows this.
+MISSING_PART = "(...)"
+
+
+def canonical_number(number: str) -> str:
+    """A phone number as the opt-out list shows it: separators dropped, ``00`` -> ``+``."""
+    s = "".join(ch for ch in number.strip() if ch not in " -./()\t")
+    if s.startswith("00") and s[2:].isdigit():
+        return "+" + s[2:]
+    return s
+
+
+def optout_key(number: str) -> str:
+    """What opt-out matching compares: ``+491701234567``, ``00491701234567`` and
+    ``491701234567`` (an ESME writing an international number without ``+``) are one number.
+    A national number (``01701234567``) is not matched to its international form."""
+    return canonical_number(number).removeprefix("+")
+
+
+@attrs.frozen
+class MoMessage:
+    """One inbound message, complete or given up on, as it is delivered to an ESME."""
+
+    id: int  # the inbound row it is delivered as (outbox.message for kind 'mo')
+    device: str
+    channel: str
+    sender: str
+    recipient: str | None
+    text: str
+    received_at: float
+    esme: str | None
+    parts: int = 1
+    incomplete: bool = False
+
+
+class InboundPolicy(Protocol):
+    """What the store asks the inbound side while it commits inbound SMS (on the writer
+    thread: no I/O, no awaiting)."""
+
+    def recipient(self, device: str, channel: str) -> str | None: ...
+
+    def route(self, device: str, channel: str, recipient: str | None) -> str | None: ...
+
+    def rows(self, mo: MoMessage) -> list[tuple[str, float]]:
+        """(deliver_sm payload, expire_at) for each deliver_sm that carries ``mo``."""
+        ...
+
+    def keyword(self, text: str) -> str | None:
+        """"optout", "optin" or None for a complete inbound text."""
+        ...
+
+
+@attrs.define
+class InboundResult:
+    stored: list[int] = attrs.Factory(list)  # new inbound rows
+    duplicates: int = 0  # entries already stored, and part numbers handed over twice
+    queued: list[MoMessage] = attrs.Factory(list)  # MO whose deliver_sm went to the outbox
+    unrouted: list[MoMessage] = attrs.Factory(list)  # complete, but no ESME to deliver to
+    incomplete: list[MoMessage] = attrs.Factory(list)  # given up waiting for parts
+    optouts: list[tuple[str, str]] = attrs.Factory(list)  # (action, number) that changed
+    failed: list[tuple[str, str]] = attrs.Factory(list)  # (device_key, error): not stored
+    expired: int = 0  # rows that waited for a route longer than the retention
+
+    def merge(self, other: InboundResult) -> None:
+        for f in attrs.fields(InboundResult):
+            mine = getattr(self, f.name)
+            if isinstance(mine, list):
+                mine.extend(getattr(other, f.name))
+            else:
+                setattr(self, f.name, mine + getattr(other, f.name))
 
 
 @attrs.frozen
@@ -435,6 +553,10 @@ class Store:
         # and about every ESME that has a new deliver_sm in the outbox (the dlr dispatcher).
         self.on_new_message: Callable[[QueueEntry], None] | None = None
         self.on_outbox: Callable[[str], None] | None = None
+        # Told about every change of the opt-out list: ("optout" | "optin", number).
+        self.on_optout: Callable[[str, str], None] | None = None
+        # optout_key of every opted-out number (the submit and send paths read this).
+        self._optout_keys: set[str] = set()
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -451,6 +573,7 @@ class Store:
         row = c.execute("SELECT value FROM meta WHERE key='last_id'").fetchone()
         self._last_id = max(max_msg, max_part, int(row[0]) if row else 0)
         self.active_count = self._count_active(c)
+        self._optout_keys = {r[0] for r in c.execute("SELECT key FROM optouts")}
 
     @staticmethod
     def _count_active(c: sqlite3.Connection) -> int:
@@ -1189,10 +1312,20 @@ class Store:
 
     def outbox_delivered_nowait(self, item_id: int, done: Done) -> None:
         def op(conn: sqlite3.Connection) -> None:
+            now = self.clock()
             conn.execute(
                 "UPDATE outbox SET delivered_at=?, attempts=attempts+1 WHERE id=?",
-                (self.clock(), item_id),
+                (now, item_id),
             )
+            row = conn.execute("SELECT kind, message FROM outbox WHERE id=?", (item_id,)).fetchone()
+            if row is not None and row[0] == "mo" and row[1] is not None:
+                # An inbound message is delivered once the ESME took every one of its parts.
+                conn.execute(
+                    "UPDATE inbound SET state='delivered', done_at=? WHERE mo=? AND state='queued' "
+                    "AND NOT EXISTS (SELECT 1 FROM outbox WHERE kind='mo' AND message=? "
+                    "AND delivered_at IS NULL)",
+                    (now, row[1], row[1]),
+                )
 
         self.write_nowait(op, done)
 
@@ -1206,10 +1339,24 @@ class Store:
         """Drop deliver_sm that waited longer than their retention (counted by the caller)."""
 
         def op(conn: sqlite3.Connection) -> int:
+            now = self.clock()
+            mos = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT message FROM outbox WHERE kind='mo' AND delivered_at IS NULL "
+                    "AND expire_at < ?",
+                    (now,),
+                )
+            ]
             cur = conn.execute(
                 "UPDATE outbox SET delivered_at=-1 WHERE delivered_at IS NULL AND expire_at < ?",
-                (self.clock(),),
+                (now,),
             )
+            for mo in mos:
+                conn.execute(
+                    "UPDATE inbound SET state='expired', done_at=? WHERE mo=? AND state='queued'",
+                    (now, mo),
+                )
             return cur.rowcount
 
         return await self.write(op)
@@ -1249,6 +1396,332 @@ class Store:
 
         return await self.read(fn)
 
+    async def find_by_number(self, number: str, limit: int = 50) -> list[MessageRecord]:
+        """Messages to ``number``, newest first (admin lookup). ``+4917...``, ``4917...`` and
+        ``004917...`` find each other: the ESME's spelling of a number is kept as it was sent."""
+        digits = number.strip().lstrip("+")
+        if digits.startswith("00"):
+            digits = digits[2:]
+        spellings = (number.strip(), digits, "+" + digits, "00" + digits)
+
+        def fn(conn: sqlite3.Connection) -> list[MessageRecord]:
+            rows = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE destination_addr IN (?,?,?,?) "
+                "ORDER BY id DESC LIMIT ?",
+                (*spellings, limit),
+            ).fetchall()
+            return [_record(r) for r in rows]
+
+        return await self.read(fn)
+
+    async def reroute_waiting(
+        self, routes: set[str], route_for: Callable[[str, str], str | None]
+    ) -> list[tuple[int, str | None, str | None]]:
+        """After a config reload: every message waiting for a channel (queued, scheduled,
+        retry_wait) whose route is not in ``routes`` gets ``route_for(esme, destination)``,
+        with an event saying so. Returns (id, old route, new route) for each; a new route of
+        None (nothing matches) is left for the caller to reject."""
+        waiting = (State.QUEUED.value, State.SCHEDULED.value, State.RETRY_WAIT.value)
+
+        def op(conn: sqlite3.Connection) -> list[tuple[int, str | None, str | None]]:
+            now = self.clock()
+            out: list[tuple[int, str | None, str | None]] = []
+            rows = conn.execute(
+                "SELECT id, esme, destination_addr, route, state FROM messages WHERE state IN (?,?,?)",
+                waiting,
+            ).fetchall()
+            for mid, esme, dest, old, state in rows:
+                if old in routes:
+                    continue
+                new = route_for(esme, dest)
+                out.append((mid, old, new))
+                if new is not None:
+                    conn.execute("UPDATE messages SET route=?, updated_at=? WHERE id=?", (new, now, mid))
+                    conn.execute(
+                        "INSERT INTO events (message, at, state, detail) VALUES (?,?,?,?)",
+                        (mid, now, state, f"route {old!r} removed by a config reload; now route {new!r}"),
+                    )
+            return out
+
+        return await self.write(op)
+
+    # -- inbound SMS ----------------------------------------------------------------------------
+
+    async def known_inbound(self, device: str, keys: list[str]) -> set[str]:
+        """The device_keys among ``keys`` that are already stored for ``device``."""
+
+        def fn(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                rows = conn.execute(
+                    "SELECT device_key FROM inbound WHERE device=? AND device_key IN "
+                    f"({','.join('?' * len(chunk))})",
+                    (device, *chunk),
+                )
+                found.update(r[0] for r in rows)
+            return found
+
+        return await self.read(fn)
+
+    async def add_inbound(self, device: str, items: list[Any], policy: InboundPolicy) -> InboundResult:
+        """Commit inbox entries of ``device`` (``InboundSms``-shaped). Entries already stored are
+        counted as duplicates; a complete message (a single SMS, or the last missing part of a
+        long one) has its deliver_sm queued in the same transaction."""
+
+        def op(conn: sqlite3.Connection) -> InboundResult:
+            res = InboundResult()
+            now = self.clock()
+            for sms in items:
+                # One entry that cannot be stored (a bug) must not keep the others out.
+                hooks = len(self._op_hooks)
+                conn.execute("SAVEPOINT inbound_entry")
+                one = InboundResult()
+                try:
+                    self._insert_inbound(conn, device, sms, now, policy, one)
+                    res.merge(one)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO inbound_entry")
+                    del self._op_hooks[hooks:]
+                    res.failed.append((sms.device_key, f"{type(exc).__name__}: {exc}"))
+                conn.execute("RELEASE inbound_entry")
+            return res
+
+        return await self.write(op)
+
+    def _insert_inbound(
+        self, conn: sqlite3.Connection, device: str, sms: Any, now: float, policy: InboundPolicy,
+        res: InboundResult,
+    ) -> None:
+        recipient = policy.recipient(device, sms.channel)
+        concat = _inbound_concat(sms)
+        ref, total, seq = concat if concat is not None else (None, None, None)
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO inbound (device, channel, sender, recipient, text, received_at, "
+            "device_key, concat_ref, concat_total, concat_seq, esme, state, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,'pending',?)",
+            (
+                device, sms.channel, sms.sender, recipient, sms.text,
+                sms.received_at.timestamp(), sms.device_key, ref, total, seq,
+                policy.route(device, sms.channel, recipient), now,
+            ),
+        )  # fmt: skip
+        if cur.rowcount == 0:
+            res.duplicates += 1
+            return
+        iid = cur.lastrowid
+        assert iid is not None
+        res.stored.append(iid)
+        if concat is None:
+            self._complete_mo(conn, [iid], 1, False, policy, res)
+            return
+        group = self._group_rows(conn, iid)
+        if any(r[1] == seq and r[0] != iid for r in group):
+            # The same part number again under another inbox entry (the network resent it).
+            conn.execute("UPDATE inbound SET state='duplicate', done_at=? WHERE id=?", (now, iid))
+            res.duplicates += 1
+            return
+        if len({r[1] for r in group}) >= (total or 1):
+            self._complete_mo(conn, [r[0] for r in group], total or 1, False, policy, res)
+
+    @staticmethod
+    def _group_rows(conn: sqlite3.Connection, iid: int) -> list[tuple[int, int]]:
+        """(id, seq) of the parts waiting together with row ``iid`` (itself included)."""
+        return conn.execute(
+            "SELECT g.id, g.concat_seq FROM inbound g JOIN inbound me ON me.id=? "
+            "WHERE g.device=me.device AND g.channel=me.channel AND g.sender=me.sender "
+            "AND g.concat_ref=me.concat_ref AND g.concat_total=me.concat_total "
+            "AND g.state='pending' AND g.mo IS NULL ORDER BY g.concat_seq, g.id",
+            (iid,),
+        ).fetchall()
+
+    def _complete_mo(
+        self, conn: sqlite3.Connection, ids: list[int], total: int, incomplete: bool,
+        policy: InboundPolicy, res: InboundResult,
+    ) -> None:
+        """Rows ``ids`` (all parts that arrived) become one MO: opt-out keywords apply, and it is
+        queued for its ESME (or waits for a route)."""
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(
+            "SELECT id, device, channel, sender, recipient, text, received_at, esme, concat_seq "
+            f"FROM inbound WHERE id IN ({marks}) ORDER BY concat_seq, id",
+            ids,
+        ).fetchall()
+        head = min(r[0] for r in rows)
+        first = next(r for r in rows if r[0] == head)
+        mo = MoMessage(
+            id=head, device=first[1], channel=first[2], sender=first[3], recipient=first[4],
+            text=_join_parts([(r[8] or 1, r[5]) for r in rows], total, incomplete),
+            received_at=min(r[6] for r in rows), esme=first[7], parts=len(rows),
+            incomplete=incomplete,
+        )  # fmt: skip
+        conn.execute(
+            f"UPDATE inbound SET mo=?, incomplete=? WHERE id IN ({marks})",
+            (head, int(incomplete), *ids),
+        )
+        if incomplete:
+            res.incomplete.append(mo)
+        action = policy.keyword(mo.text)  # an incomplete text (with MISSING_PART) is no keyword
+        if action is not None:
+            self._change_optout(conn, mo.sender, action, "keyword", mo.text.strip().upper()[:20], res)
+        if mo.esme is None:
+            res.unrouted.append(mo)
+            return
+        self._queue_mo(conn, mo, policy, res)
+
+    def _queue_mo(self, conn: sqlite3.Connection, mo: MoMessage, policy: InboundPolicy, res: InboundResult) -> None:
+        assert mo.esme is not None
+        rows = policy.rows(mo)
+        if not rows:
+            raise ValueError(f"no deliver_sm built for inbound message {mo.id}")
+        for payload, expire_at in rows:
+            self._add_outbox(conn, mo.esme, "mo", mo.id, payload, expire_at)
+        conn.execute("UPDATE inbound SET state='queued', esme=? WHERE mo=?", (mo.esme, mo.id))
+        res.queued.append(mo)
+
+    async def flush_inbound(
+        self, older_than: float, policy: InboundPolicy, unrouted_before: float | None = None
+    ) -> InboundResult:
+        """Long messages whose parts started arriving before ``older_than`` and are still
+        incomplete are delivered with what arrived (marked incomplete); complete messages that
+        had no ESME route are routed again (the config may have changed), or, stored before
+        ``unrouted_before``, given up on (``expired``, counted in ``InboundResult.expired``)."""
+
+        def op(conn: sqlite3.Connection) -> InboundResult:
+            res = InboundResult()
+            if unrouted_before is not None:
+                res.expired = conn.execute(
+                    "UPDATE inbound SET state='expired', done_at=? WHERE state='pending' "
+                    "AND mo IS NOT NULL AND esme IS NULL AND created_at < ?",
+                    (self.clock(), unrouted_before),
+                ).rowcount
+            stale = conn.execute(
+                "SELECT min(id), concat_total FROM inbound WHERE state='pending' AND mo IS NULL "
+                "AND created_at < ? GROUP BY device, channel, sender, concat_ref, concat_total",
+                (older_than,),
+            ).fetchall()
+            for iid, total in stale:
+                ids = [r[0] for r in self._group_rows(conn, iid)]
+                if ids:
+                    self._complete_mo(conn, ids, total or 1, True, policy, res)
+            waiting = conn.execute(
+                "SELECT DISTINCT mo FROM inbound WHERE state='pending' AND mo IS NOT NULL "
+                "AND esme IS NULL"
+            ).fetchall()
+            for (head,) in waiting:
+                mo = self._load_mo(conn, head)
+                esme = policy.route(mo.device, mo.channel, mo.recipient)
+                if esme is None:
+                    continue
+                conn.execute("UPDATE inbound SET esme=? WHERE mo=?", (esme, head))
+                self._queue_mo(conn, attrs.evolve(mo, esme=esme), policy, res)
+            return res
+
+        return await self.write(op)
+
+    @staticmethod
+    def _load_mo(conn: sqlite3.Connection, head: int) -> MoMessage:
+        rows = conn.execute(
+            "SELECT id, device, channel, sender, recipient, text, received_at, esme, concat_seq, "
+            "concat_total, incomplete FROM inbound WHERE mo=? ORDER BY concat_seq, id",
+            (head,),
+        ).fetchall()
+        first = next(r for r in rows if r[0] == head)
+        incomplete = bool(first[10])
+        return MoMessage(
+            id=head, device=first[1], channel=first[2], sender=first[3], recipient=first[4],
+            text=_join_parts([(r[8] or 1, r[5]) for r in rows], first[9] or 1, incomplete),
+            received_at=min(r[6] for r in rows), esme=first[7], parts=len(rows),
+            incomplete=incomplete,
+        )  # fmt: skip
+
+    async def prune_inbound(self, device: str, visible: set[str], before: float) -> int:
+        """Forget finished inbound rows older than ``before`` whose entry the device no longer
+        shows (while it shows one, its row is what keeps it from being delivered again)."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT id, device_key FROM inbound WHERE device=? AND created_at < ? "
+                "AND state IN ('delivered', 'expired', 'duplicate')",
+                (device, before),
+            ).fetchall()
+            gone = [(r[0],) for r in rows if r[1] not in visible]
+            conn.executemany("DELETE FROM inbound WHERE id=?", gone)
+            return len(gone)
+
+        return await self.write(op)
+
+    # -- opt-outs -------------------------------------------------------------------------------
+
+    def is_opted_out(self, number: str) -> bool:
+        """True if ``number`` (as an ESME or a device writes it) is on the opt-out list."""
+        return bool(self._optout_keys) and optout_key(number) in self._optout_keys
+
+    @property
+    def optout_count(self) -> int:
+        return len(self._optout_keys)
+
+    async def list_optouts(self) -> list[dict[str, Any]]:
+        """Every opted-out number, oldest first: {number, keyword, at, source}."""
+
+        def fn(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute("SELECT number, keyword, at, source FROM optouts ORDER BY at, number")
+            return [{"number": r[0], "keyword": r[1], "at": r[2], "source": r[3]} for r in rows]
+
+        return await self.read(fn)
+
+    async def add_optout(self, number: str, source: str = "admin", keyword: str | None = None) -> bool:
+        """Put ``number`` on the opt-out list; False if it was already there."""
+        if not optout_key(number):
+            raise ValueError("expected a phone number, got an empty one")
+
+        def op(conn: sqlite3.Connection) -> bool:
+            res = InboundResult()
+            self._change_optout(conn, number, "optout", source, keyword, res)
+            return bool(res.optouts)
+
+        return await self.write(op)
+
+    async def remove_optout(self, number: str) -> bool:
+        """Take ``number`` off the opt-out list; False if it was not on it."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            res = InboundResult()
+            self._change_optout(conn, number, "optin", "admin", None, res)
+            return bool(res.optouts)
+
+        return await self.write(op)
+
+    def _change_optout(
+        self, conn: sqlite3.Connection, number: str, action: str, source: str, keyword: str | None,
+        res: InboundResult,
+    ) -> None:
+        key = optout_key(number)
+        if not key:
+            return
+        if action == "optout":
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO optouts (number, key, keyword, at, source) VALUES (?,?,?,?,?)",
+                (canonical_number(number), key, keyword, self.clock(), source),
+            )
+        else:
+            cur = conn.execute("DELETE FROM optouts WHERE key=?", (key,))
+        if cur.rowcount == 0:
+            return
+        res.optouts.append((action, canonical_number(number)))
+        keys = self._optout_keys
+        hook = self.on_optout
+
+        def apply() -> None:
+            if action == "optout":
+                keys.add(key)
+            else:
+                keys.discard(key)
+            if hook is not None:
+                hook(action, canonical_number(number))
+
+        self.after_commit(apply)
+
     def database_size(self) -> int:
         total = 0
         for suffix in ("", "-wal", "-shm"):
@@ -1267,6 +1740,31 @@ def _is_fatal(exc: sqlite3.Error) -> bool:
     )
 
 
+def _inbound_concat(sms: Any) -> tuple[int, int, int] | None:
+    """(ref, total, seq) of a part of a long inbound message; None for a whole SMS (also for
+    concat info that cannot be right, which is better delivered as it is than held back)."""
+    ref, total, seq = sms.concat_ref, sms.concat_total, sms.concat_seq
+    if ref is None or total is None or seq is None or total < 2 or not 1 <= seq <= total:
+        return None
+    return ref, total, seq
+
+
+def _join_parts(parts: list[tuple[int, str]], total: int, incomplete: bool) -> str:
+    """Texts of (seq, text) parts in order; each run of missing parts shows MISSING_PART."""
+    if not incomplete:
+        return "".join(t for _seq, t in parts)
+    by_seq = {}
+    for seq, t in parts:
+        by_seq.setdefault(seq, t)
+    out: list[str] = []
+    for seq in range(1, max(total, max(by_seq, default=0)) + 1):
+        if seq in by_seq:
+            out.append(by_seq[seq])
+        elif not out or out[-1] != MISSING_PART:
+            out.append(MISSING_PART)
+    return "".join(out)
+
+
 def _fields_json(msg: NewMessage) -> str:
     return json.dumps(dict(zip(SUBMIT_FIELDS, msg.field_values())))
 
@@ -1278,10 +1776,15 @@ def _fields_from_json(s: str) -> dict[str, Any]:
 __all__ = [
     "Accepted",
     "Event",
+    "InboundPolicy",
+    "InboundResult",
     "MessageRecord",
+    "MoMessage",
     "NewMessage",
     "Store",
     "StoreError",
+    "canonical_number",
     "format_id",
+    "optout_key",
     "parse_id",
 ]

@@ -18,6 +18,7 @@ import smpplib.client
 import smpplib.consts
 
 READY_RE = re.compile(r"SMPP on port\(s\) \[([0-9, ]+)\]")
+ADMIN_RE = re.compile(r"admin HTTP on (\S+):([0-9]+)")
 
 
 class BridgeProcess:
@@ -30,12 +31,18 @@ class BridgeProcess:
         os.chmod(self.config_path, 0o600)
         self.proc: subprocess.Popen[str] | None = None
         self.ports: list[int] = []
+        self.admin_port: int | None = None
         self.output: list[str] = []
         self._reader: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         return self.ports[0]
+
+    @property
+    def admin_url(self) -> str:
+        assert self.admin_port is not None, "start the bridge with with_admin(config)"
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def db_path(self) -> Path:
@@ -58,6 +65,8 @@ class BridgeProcess:
                 self.output.append(line)
                 m = READY_RE.search(line)
                 if m:
+                    admin = ADMIN_RE.search(line)
+                    self.admin_port = int(admin.group(2)) if admin else None
                     self.ports = [int(p) for p in m.group(1).split(",")]
                     ready.set()
 
@@ -128,6 +137,16 @@ def base_config(*, esmes: str | None = None, extra: str = "") -> str:
         + "\n"
         + textwrap.dedent(extra)
     )
+
+
+def with_admin(config_yaml: str, *, token: str | None = None, port: int | None = None) -> str:
+    """The config with the admin HTTP server on (base_config turns it off with port 0)."""
+    block = "admin:\n  port: 0\n"
+    assert block in config_yaml, "expected base_config's admin section"
+    admin = f"admin:\n  host: 127.0.0.1\n  port: {port or free_port()}\n"
+    if token is not None:
+        admin += f"  token: {token}\n"
+    return config_yaml.replace(block, admin)
 
 
 def client(port: int, *, timeout: float = 5, **kw) -> smpplib.client.Client:  # type: ignore[no-untyped-def]
@@ -244,8 +263,12 @@ class EmulatorProcess:
     def faults(self, **changes) -> None:  # type: ignore[no-untyped-def]
         self._call("POST", "/emulator/faults", changes)
 
-    def inject(self, line: int, sender: str, text: str) -> None:
-        self._call("POST", "/emulator/inject", {"line": line, "sender": sender, "text": text})
+    def inject(self, line: int, sender: str, text: str, **extra) -> None:  # type: ignore[no-untyped-def]
+        """An SMS arrives in ``line``'s inbox (extra: when=ISO-8601, mojibake=True)."""
+        self._call("POST", "/emulator/inject", {"line": line, "sender": sender, "text": text, **extra})
+
+    def state(self) -> dict:
+        return self._call("GET", "/emulator/state")
 
     def stop(self) -> None:
         self.proc.kill()
@@ -265,7 +288,8 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type:
 
 
 def goip_config(emulator_url: str, *, lines: int = 4, esmes: str | None = None, scheduler: str = "",
-                caps: str = "per_minute: 0", extra: str = "") -> str:
+                caps: str = "per_minute: 0", extra: str = "", device: str = "") -> str:
+    """``device``: more keys for goip1 (indented by 4 spaces), e.g. inbox_poll_interval."""
     return base_config(
         esmes=esmes,
         extra=f"""
@@ -280,6 +304,7 @@ devices:
     status_poll_interval: 0.1
     status_timeout: 10
     caps: {{{caps}}}
+{device}
 routes:
   - name: all
     channels: [goip1]

@@ -20,6 +20,10 @@ from bridge.config import (
     Limits,
     Listener,
     LoggingConfig,
+    PduLogConfig,
+    InboundConfig,
+    InboundRoute,
+    OptoutConfig,
     LOOPBACK_NETWORKS,
     ReceiptMapping,
     ReceiptsConfig,
@@ -120,6 +124,7 @@ def test_example_documents_every_key():
     not_yaml_keys = {"channel_overrides", "options"}  # a device's `channels:` fills channel_overrides
     for cls in (
         SmppConfig, Listener, Timers, EsmeConfig, StoreConfig, Limits, AdminConfig, LoggingConfig, Config,
+        PduLogConfig, InboundConfig, InboundRoute, OptoutConfig,
         DeviceConfig, Caps, ChannelOverride, RouteConfig, SchedulerConfig, ReceiptsConfig,
     ):
         keys |= {f.name for f in attrs.fields(cls) if not f.name.startswith("_")} - not_yaml_keys
@@ -538,7 +543,7 @@ def test_esmes_required_and_shape():
         (
             "",
             1,
-            "expected a mapping of sections (smpp, esmes, devices, routes, scheduler, receipts, store, "
+            "expected a mapping of sections (smpp, esmes, devices, routes, scheduler, receipts, inbound, store, "
             "limits, admin, logging), got a list",
         )
     ]
@@ -566,7 +571,7 @@ esme: []
             "esmes[0].colour",
             9,
             "unknown key 'colour' (known keys: system_id, password, password_hash, password_env, "
-            "password_file, allowed_ips, max_binds, throughput, enabled, default_route)",
+            "password_file, allowed_ips, max_binds, throughput, enabled, default_route, mo_long)",
         ),
         ("esme", 10, "unknown key 'esme' (did you mean 'esmes'?)"),
     ]

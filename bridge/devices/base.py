@@ -194,6 +194,10 @@ class DeviceHealth:
 class Capability(enum.Enum):
     #: ``delete_inbox`` really removes entries from the device.
     DELETE_INBOX = "delete_inbox"
+    #: ``inbox`` keeps an entry until ``delete_inbox`` acknowledges it (a push protocol: the
+    #: device retransmits, a webhook waits for its answer). The inbox poller then acknowledges
+    #: every stored entry, duplicates included, whatever ``inbound.delete_after_commit`` says.
+    ACK_INBOX = "ack_inbox"
     #: ``status_many`` answers many channels with one device request (poll it per device,
     #: not per channel, if the scheduler can).
     STATUS_BATCH = "status_batch"

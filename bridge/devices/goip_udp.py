@@ -436,7 +436,7 @@ def _bounded_put(d: OrderedDict, key: Any, value: Any, limit: int) -> None:
 class GoipUdpDriver(DriverBase):
     kind = "goip_udp"
     capabilities = frozenset(
-        {Capability.INBOX, Capability.DELETE_INBOX, Capability.DELIVERY_REPORTS}
+        {Capability.INBOX, Capability.DELETE_INBOX, Capability.ACK_INBOX, Capability.DELIVERY_REPORTS}
     )
 
     def __init__(

@@ -313,7 +313,7 @@ class SmsGateDriver(DriverBase):
     kind = "smsgate"
     #: DELETE_INBOX: ``delete_inbox`` acknowledges inbound SMS (see ``handle_webhook_async``).
     capabilities = frozenset(
-        {Capability.DELIVERY_REPORTS, Capability.INBOX, Capability.DELETE_INBOX}
+        {Capability.DELIVERY_REPORTS, Capability.INBOX, Capability.DELETE_INBOX, Capability.ACK_INBOX}
     )
 
     def __init__(

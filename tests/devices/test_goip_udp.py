@@ -198,6 +198,7 @@ def test_constructor_checks():
     assert d.capabilities == {
         Capability.INBOX,
         Capability.DELETE_INBOX,
+        Capability.ACK_INBOX,
         Capability.DELIVERY_REPORTS,
     }
 

@@ -224,6 +224,7 @@ async def test_driver_protocol_and_config_errors(driver):
         Capability.DELIVERY_REPORTS,
         Capability.INBOX,
         Capability.DELETE_INBOX,
+        Capability.ACK_INBOX,
     }
     with pytest.raises(DeviceError):
         await driver.send("3", "+1", "x")
