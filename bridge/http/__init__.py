@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the device emulators and the admin API."""

@@ -1,0 +1,132 @@
+"""Config reload (SIGHUP or POST /api/reload): re-read the file, check it, apply what can change
+while running.
+
+Rules
+-----
+* A file with errors changes nothing: the bridge keeps running on the config it has and the
+  answer lists every error (the same lines ``smpp-bridge check-config`` prints).
+* Applied at once: ``esmes`` (binds that did not change stay bound; binds of removed or disabled
+  ESMEs, of ESMEs whose password changed, or from an address no longer allowed are closed),
+  ``routes`` (waiting messages of a removed route are routed again, or REJECTED when nothing
+  matches), ``scheduler``, ``receipts``, ``limits``, ``logging.level``, and SMPP timers,
+  window and limits for new sessions.
+* Needs a restart (the answer says so, and the running bridge keeps the old values): SMPP
+  listeners, ``store``, ``admin``, ``devices`` (channels are tasks with their own drivers),
+  ``logging.format`` and ``logging.pdu_log``, and any section this module does not know.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from . import logs
+from .config import Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+RESTART_WHY = {
+    "store": "the store is opened once at start",
+    "admin": "the admin HTTP listener is opened once at start",
+    "devices": "device drivers and channel workers are started once; restart to add, remove "
+    "or change devices and channels",
+}
+
+
+def sections() -> list[str]:
+    return [f.name for f in attrs.fields(Config) if not f.name.startswith("_")]
+
+
+async def reload_config(app: Any) -> dict[str, Any]:
+    """Reload ``app.config_path`` into the running ``app``; returns what happened (JSON-ready)."""
+    path = app.config_path
+    if path is None:
+        return {
+            "ok": False,
+            "errors": ["this bridge was started without a config file (demo mode): there is nothing to reload"],
+        }
+    try:
+        new: Config = await trio.to_thread.run_sync(load_config, path)
+    except ConfigError as exc:
+        app.metrics.config_reloads.labels("invalid").inc()
+        errors = [issue.format(exc.source) for issue in exc.issues]
+        log.error(
+            "config reload refused, %d error(s) in %s; still running on the previous config:\n%s",
+            len(errors), path, "\n".join(errors),
+        )  # fmt: skip
+        return {
+            "ok": False,
+            "errors": errors,
+            "hint": f"The bridge keeps running on its previous config. Fix {path} "
+            "(`smpp-bridge check-config FILE` lists the same errors) and reload again.",
+        }
+    old: Config = app.config
+    applied: list[str] = []
+    unchanged: list[str] = []
+    restart: list[dict[str, str]] = []
+    for name in sections():
+        if getattr(old, name) == getattr(new, name):
+            unchanged.append(name)
+        elif name in ("esmes", "routes", "scheduler", "receipts", "limits"):
+            applied.append(name)
+        elif name == "smpp":
+            if old.smpp.listeners != new.smpp.listeners:
+                restart.append({"section": "smpp", "why": "listeners are opened once at start; "
+                                "timers, window and limits apply to new sessions after the restart too"})
+            else:
+                applied.append("smpp")
+        elif name == "logging":
+            if (old.logging.format, old.logging.pdu_log) != (new.logging.format, new.logging.pdu_log):
+                restart.append({"section": "logging", "why": "format and pdu_log are set up at start "
+                                "(level is applied now)"})
+            if old.logging.level != new.logging.level:
+                applied.append("logging")
+        else:
+            restart.append({"section": name, "why": RESTART_WHY.get(name, "this section is read at start")})
+
+    # ESMEs, limits, SMPP timers: the server reads its config on every request.
+    binds_before = sum(len(c) for c in app.server.binds.values())
+    app.server.update_config(new)
+    binds_after = sum(len(c) for c in app.server.binds.values())
+    app.dispatcher.config = new
+    app.monitor.init_series(new)  # series of new ESMEs
+    routes: dict[str, Any] | None = None
+    if app.scheduler is not None:
+        routes = await app.scheduler.update_routes(new)
+        if routes["channels_not_running"]:
+            restart.append({
+                "section": "routes",
+                "why": "these channels are named by a route but not running: "
+                + ", ".join(routes["channels_not_running"]),
+            })  # fmt: skip
+    elif new.routes:
+        restart.append({"section": "routes", "why": "the bridge started without routes; "
+                        "restart it to start sending"})
+        if "routes" in applied:
+            applied.remove("routes")
+    if old.logging.level != new.logging.level:
+        logging.getLogger().setLevel(getattr(logging, new.logging.level.upper(), logging.INFO))
+    logs.update_secrets(logs.collect_secrets(old) + logs.collect_secrets(new),
+                        mask_phone_numbers=new.logging.level != "debug")
+    app.config = new
+    app.metrics.config_reloads.labels("applied").inc()
+    result: dict[str, Any] = {
+        "ok": True,
+        "applied": applied,
+        "restart_required": restart,
+        "unchanged": unchanged,
+        "binds_closed": max(0, binds_before - binds_after),
+    }
+    if routes is not None:
+        result["routes"] = routes
+    log.info(
+        "config reloaded from %s: applied %s; unchanged %s%s",
+        path,
+        ", ".join(applied) or "nothing",
+        ", ".join(unchanged) or "nothing",
+        "; restart needed for " + ", ".join(r["section"] for r in restart) if restart else "",
+    )
+    return result

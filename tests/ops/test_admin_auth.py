@@ -1,0 +1,62 @@
+"""Token checks of the admin API, without a network: constant-time, and never by length."""
+
+from __future__ import annotations
+
+import pytest
+
+import bridge.admin as admin
+from bridge.config import Secret
+from bridge.http.server import Request
+
+TOKEN = "a-long-admin-token-0123456789"
+
+
+class _App:
+    class config:
+        class admin:
+            token = Secret(TOKEN)
+
+
+def request(**headers: str) -> Request:
+    return Request("GET", "/api/status", "/api/status", {}, {k.replace("_", "-"): v for k, v in headers.items()},
+                   b"", peer="127.0.0.1:5555")
+
+
+@pytest.mark.parametrize(
+    "headers, ok",
+    [
+        ({"authorization": f"Bearer {TOKEN}"}, True),
+        ({"authorization": f"bearer {TOKEN}"}, True),
+        ({"x_admin_token": TOKEN}, True),
+        ({"authorization": f"Bearer {TOKEN}x"}, False),
+        ({"authorization": f"Bearer {TOKEN[:-1]}"}, False),
+        ({"authorization": "Bearer "}, False),
+        ({"x_admin_token": ""}, False),
+    ],
+)
+def test_tokens_are_compared_as_fixed_length_digests_in_constant_time(monkeypatch, headers, ok):
+    calls = []
+    real = admin.hmac.compare_digest
+
+    def spy(a, b):  # type: ignore[no-untyped-def]
+        calls.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(admin.hmac, "compare_digest", spy)
+    server = admin.AdminServer(_App)
+    if ok:
+        server._check_auth(request(**headers))
+    else:
+        with pytest.raises(admin.ApiError) as err:
+            server._check_auth(request(**headers))
+        assert err.value.status == 401
+    # Whatever was sent, the comparison is one compare_digest of two SHA-256 digests.
+    assert calls == [(32, 32)]
+
+
+@pytest.mark.parametrize("headers", [{}, {"authorization": f"Basic {TOKEN}"}])
+def test_missing_token_is_refused(headers):
+    server = admin.AdminServer(_App)
+    with pytest.raises(admin.ApiError) as err:
+        server._check_auth(request(**headers))
+    assert err.value.status == 401 and err.value.error == "missing admin token"
