@@ -408,6 +408,8 @@ class RouteConfig:
     prefixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     regex: re.Pattern[str] | None = attrs.field(default=None, converter=_compile_regex)
     channels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_channel_pairs)
+    # When none of this route's channels is healthy, its messages go to this route's channels.
+    failover: str | None = None
 
     @property
     def catch_all(self) -> bool:
@@ -460,6 +462,9 @@ class ReceiptsConfig:
     map: Mapping[str, Mapping[str, ReceiptMapping]] = attrs.field(
         factory=FrozenMap, converter=_freeze_receipt_map
     )
+    # How an SMS is reported when its device never gives a handset report (LTE router and
+    # brevis.one "OK"; a phone whose report did not come within status_timeout).
+    no_report: str = "accepted"
 
 
 DEFAULT_OPTOUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
@@ -1740,6 +1745,130 @@ def _load_goip_http(m: _Map) -> dict[str, Any]:
     }
 
 
+def _load_http_device(m: _Map, what: str, *, default_url: str | None = None,
+                      default_username: str = "admin", username_key: str = "username") -> dict[str, Any]:
+    """url, user name, password: what every HTTP-driven device kind has."""
+    url = m.get_str(
+        "url", default_url, what=f"the {what}'s base URL, like http://192.168.1.50",
+        required=default_url is None, check=_device_url_problem,
+    )
+    username = m.get_str(username_key, default_username, what="a user name", check=_username_problem)
+    return {
+        "url": url.rstrip("/") if isinstance(url, str) else _BAD,
+        "username": username,
+        "password": _load_device_password(m),
+    }
+
+
+def _tls_options(m: _Map) -> dict[str, Any]:
+    opts: dict[str, Any] = {"verify_tls": m.get_bool("verify_tls", True)}
+    if m.has("ca_file"):
+        path = m.get_path("ca_file", None)
+        if path is not None and _check_file(m, "ca_file", path, m.node("ca_file")):
+            opts["verify_tls"] = str(path)
+    return opts
+
+
+def _load_router(m: _Map) -> dict[str, Any]:
+    """An LTE router with "send SMS via URL" (Teltonika style; reference/devices.md section 3)."""
+    fields = _load_http_device(m, "router")
+    options = {"method": m.get_choice("method", "post", ("post", "get")), **_tls_options(m)}
+    if m.has("modem"):
+        options["modem"] = m.get_str("modem", None, what="the modem id, like 1-1")
+    return {**fields, "lines": 1, "options": options}
+
+
+def _load_brevis(m: _Map) -> dict[str, Any]:
+    """A brevis.one SMS gateway (/api.php; reference/devices.md section 4)."""
+    fields = _load_http_device(m, "brevis.one gateway")
+    options = {
+        "method": m.get_choice("method", "post", ("post", "get")),
+        "hexmode": m.get_choice("hexmode", "auto", ("auto", "always", "never")),
+        **_tls_options(m),
+    }
+    return {**fields, "lines": 1, "options": options}
+
+
+def _load_smsgateway24(m: _Map) -> dict[str, Any]:
+    """An Android phone through the SmsGateway24 cloud API (reference/devices.md section 5)."""
+    fields = _load_http_device(m, "SmsGateway24 API", default_url="https://smsgateway24.com",
+                               default_username="", username_key="email")
+    if isinstance(fields["username"], str) and not fields["username"]:
+        fields["username"] = m.missing("email", "the SmsGateway24 account's e-mail address")
+    device_id = m.get_int("device_id", 0, lo=1) if m.has("device_id") else m.missing(
+        "device_id", "the phone's device id in SmsGateway24")
+    sims = m.get_int("sims", 1, lo=1, hi=2)
+    options = {
+        "device_id": device_id,
+        "offline_after": m.get_number("offline_after", 300.0, exclusive=True, what="a number of seconds"),
+        **_tls_options(m),
+    }
+    return {**fields, "lines": sims, "options": options}
+
+
+_WEBHOOK_SECRET_KEYS = ("webhook_secret", "webhook_secret_env", "webhook_secret_file")
+
+
+def _load_smsgate(m: _Map) -> dict[str, Any]:
+    """An Android phone running SMSGate (android-sms-gateway) in local server mode
+    (reference/devices.md section 6)."""
+    fields = _load_http_device(m, "phone", default_username="sms")
+    sims = m.get_int("sims", 1, lo=1, hi=3)
+    secret, _ = _read_secret(m, _WEBHOOK_SECRET_KEYS, check=_device_password_problem,
+                             alternatives="webhook_secret_env or webhook_secret_file")
+    options: dict[str, Any] = {
+        "with_delivery_report": m.get_bool("with_delivery_report", True),
+        "register_webhooks": m.get_bool("register_webhooks", False),
+        "webhook_secret": secret,
+        **_tls_options(m),
+    }
+    if m.has("webhook_url"):
+        options["webhook_url"] = m.get_str("webhook_url", None, what="the URL the phone calls",
+                                           check=_device_url_problem)
+    if options["register_webhooks"] and "webhook_url" not in options:
+        m.missing("webhook_url", "the bridge's webhook URL as the phone reaches it, like "
+                  "https://bridge.lan:8025/webhooks/smsgate/<device name>")
+    return {**fields, "lines": sims, "options": options}
+
+
+def _load_goip_udp(m: _Map) -> dict[str, Any]:
+    """A GoIP whose SMS server is the bridge (UDP; reference/devices.md section 2)."""
+    password = _load_device_password(m)
+    if isinstance(password, Secret) and (";" in password.reveal() or any(c.isspace() for c in password.reveal())):
+        m.fail("password", m.key_line("password"), "the GoIP SMS-server password cannot contain ';' or spaces")
+        password = _BAD
+    options: dict[str, Any] = {
+        "listen_host": m.get_str("listen_host", "0.0.0.0", what="an address to listen on", check=_host_problem),
+        "listen_port": m.get_int("listen_port", 44444, lo=1, hi=65535),
+        "keepalive_timeout": m.get_number("keepalive_timeout", 92.0, exclusive=True, what="a number of seconds"),
+        "resend_send": m.get_bool("resend_send", False),
+    }
+    lines: Any = _BAD
+    node = m.node("line_ids")
+    if node is None:
+        m.missing("line_ids", 'a map of channel -> the line id set on the GoIP, like {1: gw1, 2: gw2}')
+    elif not isinstance(node, MappingNode):
+        m.fail("line_ids", node, 'expected a map of channel -> line id, like {1: gw1, 2: gw2}')
+    else:
+        ids: dict[str, str] = {}
+        for key_node, value_node in node.value:
+            key = str(_scalar_or_bad(m.ctx, key_node)).lstrip("0") or "0"
+            value = _scalar_or_bad(m.ctx, value_node)
+            if not isinstance(value, (str, int)) or not str(value) or ";" in str(value):
+                m.fail("line_ids", value_node, f"expected a line id for channel {key}, got {_describe(value)}")
+                continue
+            ids[key] = str(value)
+        expected = [str(i) for i in range(1, len(ids) + 1)]
+        if ids and sorted(ids, key=lambda k: int(k) if k.isdigit() else 0) != expected:
+            m.fail("line_ids", node, f"expected channels numbered 1..{len(ids)}, got {', '.join(sorted(ids))}")
+        elif ids:
+            lines = len(ids)
+            options["line_ids"] = ids
+        else:
+            m.fail("line_ids", node, "expected at least one channel")
+    return {"url": None, "username": "", "password": password, "lines": lines, "options": options}
+
+
 @attrs.frozen
 class _DeviceKind:
     """What one device kind adds to the common device keys.
@@ -1756,6 +1885,27 @@ class _DeviceKind:
 # Adding a device kind = one entry here (and its driver + emulator elsewhere).
 _DEVICE_KINDS: dict[str, _DeviceKind] = {
     "goip_http": _DeviceKind(keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "lines"), load=_load_goip_http),
+    "goip_udp": _DeviceKind(
+        keys=("listen_host", "listen_port", "line_ids", *_DEVICE_PASSWORD_KEYS, "keepalive_timeout", "resend_send"),
+        load=_load_goip_udp,
+    ),
+    "router": _DeviceKind(
+        keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "method", "modem", "verify_tls", "ca_file"),
+        load=_load_router,
+    ),
+    "brevis": _DeviceKind(
+        keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "method", "hexmode", "verify_tls", "ca_file"),
+        load=_load_brevis,
+    ),
+    "smsgateway24": _DeviceKind(
+        keys=("url", "email", *_DEVICE_PASSWORD_KEYS, "device_id", "sims", "offline_after", "verify_tls", "ca_file"),
+        load=_load_smsgateway24,
+    ),
+    "smsgate": _DeviceKind(
+        keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "sims", "with_delivery_report", *_WEBHOOK_SECRET_KEYS,
+              "register_webhooks", "webhook_url", "verify_tls", "ca_file"),
+        load=_load_smsgate,
+    ),
 }
 DEVICE_KINDS: tuple[str, ...] = tuple(_DEVICE_KINDS)
 
@@ -1983,7 +2133,7 @@ def _load_devices(ctx: _Ctx, node: Node | None, path: str) -> tuple[DeviceConfig
 # -- routes ----------------------------------------------------------------------------------
 
 
-_ROUTE_KEYS = ("name", "prefixes", "regex", "channels")
+_ROUTE_KEYS = ("name", "prefixes", "regex", "channels", "failover")
 _PREFIX = re.compile(r"^\+?[0-9]{1,20}$")
 
 
@@ -2132,13 +2282,22 @@ def _load_route(ctx: _Ctx, node: Node, path: str) -> tuple[RouteConfig | None, s
     prefixes = _load_prefixes(m)
     regex = _load_regex(m)
     channels = _load_route_channels(m)
+    failover = m.get_str("failover", None, what="the name of another route", as_written=True)
+    if failover is not None and failover is not _BAD:
+        if failover == name:
+            m.fail("failover", m.key_line("failover"), "a route cannot fail over to itself")
+        else:
+            ctx.route_refs.append((m.path_of("failover"), m.key_line("failover"), failover))
     m.finish()
     line = m.key_line("name")
     if name is _BAD:
         return None, None, line
     if len(ctx.issues) > before:
         return None, name, line
-    return RouteConfig(name=name, prefixes=prefixes, regex=regex, channels=channels), name, line
+    return RouteConfig(
+        name=name, prefixes=prefixes, regex=regex, channels=channels,
+        failover=failover if isinstance(failover, str) else None,
+    ), name, line
 
 
 def _load_routes(ctx: _Ctx, node: Node | None, path: str) -> tuple[RouteConfig, ...]:
@@ -2179,7 +2338,7 @@ def _load_routes(ctx: _Ctx, node: Node | None, path: str) -> tuple[RouteConfig, 
 
 
 def _check_route_refs(ctx: _Ctx) -> None:
-    """Every ESME default_route names a route."""
+    """Every ESME default_route and every route failover names a route."""
     if ctx.routes_unreadable:
         return
     for path, line, name in ctx.route_refs:
@@ -2269,9 +2428,10 @@ def _load_receipt_map(ctx: _Ctx, node: Node | None, path: str) -> dict[str, dict
 
 def _load_receipts(ctx: _Ctx, node: Node | None, path: str) -> ReceiptsConfig:
     d = ReceiptsConfig()
-    m = _Map(ctx, node, path, ("goip_done", "retention", "map"))
+    m = _Map(ctx, node, path, ("goip_done", "no_report", "retention", "map"))
     config = ReceiptsConfig(
         goip_done=m.get_choice("goip_done", d.goip_done, GOIP_DONE_CHOICES),
+        no_report=m.get_choice("no_report", d.no_report, GOIP_DONE_CHOICES),
         retention=m.get_number("retention", d.retention, exclusive=True, what="a number of seconds"),
         map=_load_receipt_map(ctx, m.node("map"), m.path_of("map")),
     )

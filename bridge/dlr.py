@@ -116,12 +116,15 @@ class ReceiptPolicy:
 
     def __init__(self, receipts_config: Any = None) -> None:
         self.goip_done = getattr(receipts_config, "goip_done", "delivered")
+        self.no_report = getattr(receipts_config, "no_report", "accepted")
         self.overrides: Mapping[str, Mapping[str, Any]] = getattr(receipts_config, "map", {}) or {}
 
     def network_stat(self, kind: str) -> str:
-        if kind.startswith("goip"):
-            return "DELIVRD" if self.goip_done == "delivered" else "ACCEPTD"
-        return "DELIVRD"
+        """The receipt for "handed to the network, no handset report": GoIP HTTP's DONE follows
+        receipts.goip_done; every other kind (router/brevis OK, a phone or GoIP UDP line whose
+        report did not come in time) follows receipts.no_report."""
+        policy = self.goip_done if kind == "goip_http" else self.no_report
+        return "DELIVRD" if policy == "delivered" else "ACCEPTD"
 
     def part_outcome(self, kind: str, result: str, code: str | None) -> Outcome:
         override = self.overrides.get(kind, {}).get(code or "") if code else None

@@ -183,6 +183,12 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.failovers = Counter(
+            "smpp_bridge_route_failovers_total",
+            "Messages handed to a failover route's channel because their route had no healthy channel",
+            ["route", "failover"],
+            registry=r,
+        )
         self.scheduler_errors = Counter(
             "smpp_bridge_scheduler_internal_errors_total",
             "Internal errors while handling a message (the message was requeued)",

@@ -47,15 +47,30 @@ import attrs
 import trio
 
 from . import dlr
-from .devices.base import DeliveryState, Driver, SendOutcome, StatusResult
+from .devices.base import Capability, DeliveryState, Driver, SendOutcome, StatusResult
 from .inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from .lifecycle import State
-from .smpp.text import split_text
+from .smpp.text import message_class, split_text
 from .store import MessageRecord, QueueEntry, Store
 
 log = logging.getLogger(__name__)
 
 WAITING = (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED, State.ACCEPTED)
+# Device kinds that take a long text whole and send it as one concatenated SMS themselves
+# (Android apps); every other kind gets each part as a separate plain SMS.
+WHOLE_TEXT_KINDS = frozenset({"smsgate", "smsgateway24"})
+TRACK_TICK = 0.25  # seconds between passes over messages waiting for handset reports
+
+
+def _send_options(driver: Driver) -> frozenset[str]:
+    """Optional keywords this driver's send() takes (flash, urgent)."""
+    import inspect
+
+    try:
+        params = inspect.signature(driver.send).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(n for n in ("flash", "urgent") if n in params)
 
 
 # -- caps and pacing ----------------------------------------------------------------------------
@@ -185,6 +200,12 @@ class Channel:
         self.key = f"{device.name}:{channel_id}"
         self.driver = driver
         self.kind: str = device.kind
+        # Devices with real handset reports free the channel once the device took the message
+        # and follow its status in the background (Scheduler.track); the others (GoIP HTTP:
+        # one status slot per line) hold the channel until the status is final.
+        self.reports = Capability.DELIVERY_REPORTS in getattr(driver, "capabilities", ())
+        self.whole_text = device.kind in WHOLE_TEXT_KINDS
+        self.send_options = _send_options(driver)
         self.caps = CapCounter(device.channel_caps(channel_id), sched.rng)
         self.routes: list[str] = []
         self.state = "ready"  # ready | sending | cooldown | quarantine | paused
@@ -226,6 +247,11 @@ class Channel:
         self.paused = False
         self.poke()
         self.sched.wake()
+
+    @property
+    def healthy(self) -> bool:
+        """Able to send now or soon: not cooling down, quarantined or paused."""
+        return not self.paused and self.state in ("ready", "sending")
 
     @property
     def busy(self) -> bool:
@@ -354,10 +380,11 @@ class Channel:
 
     async def _send_parts(self, rec: MessageRecord, done_parts: list[Any]) -> None:
         sched = self.sched
-        parts = split_text(rec.text or "").parts
+        parts = [rec.text or ""] if self.whole_text else split_text(rec.text or "").parts
         total = len(parts)
+        done = ("network", "delivered", "sent") if self.reports else ("network", "delivered")
         results: dict[int, tuple[str, str | None]] = {
-            p.seq: (p.state, p.error) for p in done_parts if p.state in ("network", "delivered")
+            p.seq: (p.state, p.error) for p in done_parts if p.state in done
         }
         for seq, text in enumerate(parts, 1):
             if seq in results:
@@ -373,7 +400,11 @@ class Channel:
             results[seq] = outcome
             if outcome[0] in ("failed", "unknown"):
                 break
-        await sched.finish(rec.id, sched.receipts.combine(self.kind, list(results.values())), kind=self.kind)
+        if any(r[0] == "sent" for r in results.values()) and not any(r[0] in ("failed", "unknown") for r in results.values()):
+            # Every part is with the device: its handset reports are followed in the background.
+            sched.track(rec.id)
+            return
+        await sched.finish(rec.id, sched.receipts.combine(self.kind, [r for r in results.values() if r[0] != "sent"]), kind=self.kind)
 
     async def _send_one(self, rec: MessageRecord, seq: int, total: int, text: str) -> tuple[str, str | None] | None:
         """Send one part and wait for its final status. Returns (result, error code) or None when
@@ -389,8 +420,13 @@ class Channel:
         m.channel_inflight.labels(self.device_name, self.id).set(1)
         started = sched.clock()
         self.caps.record(started)
+        options: dict[str, bool] = {}
+        if "flash" in self.send_options:
+            options["flash"] = message_class(rec.data_coding) == 0
+        if "urgent" in self.send_options:
+            options["urgent"] = rec.priority >= 2
         try:
-            result = await self.driver.send(self.id, rec.destination_addr, text)
+            result = await self.driver.send(self.id, rec.destination_addr, text, **options)
         finally:
             self.inflight = 0
             m.channel_inflight.labels(self.device_name, self.id).set(0)
@@ -415,7 +451,7 @@ class Channel:
             m.channel_failures.labels(self.device_name, self.id, "channel_down").inc()
         elif o is SendOutcome.AUTH_FAILED:
             await sched.requeue(rec.id, "device refused credentials")
-            sched.quarantine_device(self.device_name, "device refused our credentials: check username/password")
+            sched.quarantine_device(self.device_name, result.detail or "device refused our credentials: check username/password")
             m.channel_failures.labels(self.device_name, self.id, "auth_failed").inc()
         elif o is SendOutcome.REJECTED:
             m.channel_failures.labels(self.device_name, self.id, "rejected").inc()
@@ -443,6 +479,8 @@ class Channel:
             await sched.intermediate(rec.id)
         if seq == total:
             await sched.store.move(rec.id, State.SENT, f"device took all {total} part(s)")
+        if self.reports:
+            return ("sent", None)  # followed by Scheduler.track; the channel is free
         status = await self._poll(ref)
         result = _part_result(status)
         await sched.store.update_part(rec.id, seq, result[0], error=result[1])
@@ -455,8 +493,13 @@ class Channel:
         interval = self.device.status_poll_interval
         deadline = self.sched.clock() + self.device.status_timeout
         last = StatusResult(DeliveryState.UNKNOWN, detail="no status read yet", poll_failed=True)
+        first = True
         while True:
-            await trio.sleep(interval)
+            if not first:
+                await trio.sleep(interval)
+            elif self.kind == "goip_http":
+                await trio.sleep(interval)  # the line is busy for seconds: nothing to see yet
+            first = False
             status = await self.driver.status(self.id, ref)
             if status.poll_failed:
                 self.sched.metrics.status_poll_failures.labels(self.device_name).inc()
@@ -520,6 +563,8 @@ class Channel:
                     parts = await sched.store.parts(rec.id)
                     await sched.finish(rec.id, sched.receipts.combine(self.kind, [(x.state, x.error) for x in parts if x.state != "submitting"]), kind=self.kind)
                     return
+            if self.reports:
+                continue  # with the device: Scheduler.track follows its report
             status = await self._poll(p.ref)
             result = _part_result(status)
             self.last_ref = p.ref
@@ -581,6 +626,10 @@ class Scheduler:
         self._tiebreak = itertools.count()
         # Queued messages whose route is gone (they wait for update_routes).
         self.unrouted: list[QueueEntry] = []
+        # Messages with every part at a device that gives handset reports: id -> since.
+        self._tracked: dict[int, float] = {}
+        self._track_polled: dict[tuple[int, int], float] = {}
+        self._track_wake = trio.Event()
         self._build()
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -660,6 +709,73 @@ class Scheduler:
         for esme, kind, payload, expire_at in rows:
             await self.store.add_outbox(esme, kind, mid, payload, expire_at)
 
+    # -- handset reports followed in the background ----------------------------------------------
+
+    def track(self, mid: int) -> None:
+        """Follow the status of every part of ``mid`` (all with a device that gives handset
+        reports) until each is final or its device's status_timeout passes; then finish it."""
+        if mid not in self._tracked:
+            self._tracked[mid] = self.clock()
+            self._track_wake.set()
+
+    async def _tracker(self) -> None:
+        while True:
+            if not self._tracked:
+                self._track_wake = trio.Event()
+                await self._track_wake.wait()
+            for mid, since in list(self._tracked.items()):
+                try:
+                    if await self._check_tracked(mid, since):
+                        self._tracked.pop(mid, None)
+                except Exception:
+                    log.exception("following the reports of message %s failed; will retry", mid)
+            await trio.sleep(TRACK_TICK)
+
+    async def _check_tracked(self, mid: int, since: float) -> bool:
+        """True when the message is finished (or gone)."""
+        parts = await self.store.parts(mid)
+        if not parts:
+            return True
+        now = self.clock()
+        results: list[tuple[str, str | None]] = []
+        kind = "goip_http"
+        for p in parts:
+            device = self.config.device(p.device)
+            driver = self.drivers.get(p.device)
+            kind = device.kind if device is not None else kind
+            if p.state != "sent":
+                results.append((p.state, p.error))
+                continue
+            if driver is None or device is None:
+                results.append(("unknown", None))
+                continue
+            last_poll = self._track_polled.get((mid, p.seq), 0.0)
+            if now - last_poll < device.status_poll_interval:
+                return False
+            self._track_polled[(mid, p.seq)] = now
+            status = await driver.status(p.channel, p.ref)
+            if status.poll_failed:
+                self.metrics.status_poll_failures.labels(p.device).inc()
+            elif status.state.final and status.state is not DeliveryState.SENT:
+                result = _part_result(status)
+                await self.store.update_part(mid, p.seq, result[0], error=result[1])
+                results.append(result)
+                continue
+            if now - max(since, p.sent_at or since) < device.status_timeout:
+                return False  # keep waiting for this part's handset report
+            # No handset report in time. The device took the part (it answered the send), so it
+            # counts as handed to the network, unless the device says it no longer knows it.
+            gone = status.state is DeliveryState.UNKNOWN and not status.poll_failed
+            result = ("unknown", None) if gone else ("network", None)
+            await self.store.update_part(mid, p.seq, result[0], error="no handset report within status_timeout")
+            results.append(result)
+        for p in parts:
+            self._track_polled.pop((mid, p.seq), None)
+        rec = await self.store.get(f"{mid:010d}")
+        if rec is not None and rec.state is State.SENT:
+            await self.finish(mid, self.receipts.combine(kind, results), kind=kind)
+        return True
+
     def resolve_ambiguity(self, pre_ref: str | None, now_ref: str | None) -> str:
         """reconciled_sent | reconciled_not_sent | policy_unknown | policy_resend."""
         if pre_ref is not None and now_ref:
@@ -685,7 +801,9 @@ class Scheduler:
         for entry in await self.store.load_active():
             if entry.state in (State.SUBMITTING, State.SENT):
                 ch = self.channels.get(f"{entry.device}:{entry.channel}")
-                if ch is not None:
+                if ch is not None and ch.reports and entry.state is State.SENT:
+                    self.track(entry.id)
+                elif ch is not None:
                     ch.recover.append(entry)
                 else:
                     log.error("message %s was on channel %s:%s, which is gone; applying the ambiguity policy", entry.id, entry.device, entry.channel)
@@ -715,6 +833,7 @@ class Scheduler:
             nursery.start_soon(self._dispatcher)
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._expiry_sweeper)
+            nursery.start_soon(self._tracker)
             task_status.started()
 
     async def _dispatcher(self) -> None:
@@ -729,6 +848,8 @@ class Scheduler:
         handed = 0
         for name, q in self.queues.items():
             chans = self.route_channels.get(name, ())
+            if len(q) and not any(c.healthy for c in chans):
+                chans = self._failover_channels(name)
             while len(q):
                 idle = [c for c in chans if c.idle]
                 if not idle:
@@ -740,6 +861,19 @@ class Scheduler:
                 ch.give(entry)
                 handed += 1
         return handed
+
+    def _failover_channels(self, name: str) -> list[Channel]:
+        """The channels of the first healthy route along this route's failover chain."""
+        seen = {name}
+        route = self.config.route(name)
+        while route is not None and route.failover and route.failover not in seen:
+            seen.add(route.failover)
+            chans = self.route_channels.get(route.failover, [])
+            if any(c.healthy for c in chans):
+                self.metrics.failovers.labels(name, route.failover).inc()
+                return chans
+            route = self.config.route(route.failover)
+        return []
 
     def _choose(self, idle: list[Channel], entry: QueueEntry, now: float) -> Channel:
         if entry.channel and len(idle) > 1:

@@ -200,9 +200,9 @@ devices:
             "expected a device name: 1-32 characters of lowercase letters, digits, '_' and '-', "
             "starting with a letter or digit, got 'GoIP1'",
         ),
-        ("devices[1].kind", 11, "expected a device kind: one of 'goip_http', got 'goip_htp' (did you mean 'goip_http'?)"),
+        ("devices[1].kind", 11, "expected a device kind: one of 'goip_http', 'goip_udp', 'router', 'brevis', 'smsgateway24', 'smsgate', got 'goip_htp' (did you mean 'goip_http'?)"),
         ("devices[2].name", 14, "missing: expected a device name"),
-        ("devices[3].kind", 18, "missing: expected a device kind: one of 'goip_http'"),
+        ("devices[3].kind", 18, "missing: expected a device kind: one of 'goip_http', 'goip_udp', 'router', 'brevis', 'smsgateway24', 'smsgate'"),
         ("devices[4]", 20, "expected a device (a mapping with name, kind ...), got 'just-a-name'"),
     ]
 
@@ -556,7 +556,7 @@ routes:
         ),
         ("routes[2].prefixes", 27, 'expected a list of destination prefixes, like ["+49", "0049"], got \'+49\''),
         ("routes[3].name", 28, "duplicate route name 'r2' (first used at line 22)"),
-        ("routes[4].colour", 32, "unknown key 'colour' (known keys: name, prefixes, regex, channels)"),
+        ("routes[4].colour", 32, "unknown key 'colour' (known keys: name, prefixes, regex, channels, failover)"),
     ]
 
 
@@ -768,7 +768,7 @@ receipts:
     assert problems(text) == [
         ("receipts.goip_done", 5, "expected one of 'delivered', 'accepted', got 'done'"),
         ("receipts.retention", 6, "expected a number of seconds greater than 0, got -1"),
-        ("receipts.map.goip", 8, "unknown key 'goip' (did you mean 'goip_http'?)"),
+        ("receipts.map.goip", 8, "unknown key 'goip' (did you mean 'goip_udp'?)"),
         ("receipts.map.goip_http.1.stat", 11, f"expected a receipt stat: one of {stats}, got 'LOST'"),
         ("receipts.map.goip_http.2.err", 12, "expected an integer from 0 to 999, got 1000"),
         ("receipts.map.goip_http.3.stat", 13, f"missing: expected a receipt stat: one of {stats}"),
@@ -863,7 +863,8 @@ def test_device_secrets_never_in_repr():
 
 
 def test_device_kinds_registry():
-    assert DEVICE_KINDS == ("goip_http",)
+    # Every kind has a driver (bridge.devices.build_driver) and an emulator.
+    assert DEVICE_KINDS == ("goip_http", "goip_udp", "router", "brevis", "smsgateway24", "smsgate")
 
 
 # --------------------------------------------------------------------------------------------
