@@ -86,7 +86,7 @@ class Bridge:
 
     def start(self, timeout: float = 30.0) -> None:
         cmd = [
-            sys.executable, "-m", "bridge.cli", "demo",
+            sys.executable, "-m", "bridge.cli", "demo", "--admin-port", "0",
             "--smpp-port", str(free_port()),
             "--data-dir", str(self.data_dir),
             "--log-level", self.log_level,

@@ -30,7 +30,8 @@ def _free_port() -> int:
 def demo_bridge(tmp_path: Path):  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "data"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "demo", "--smpp-port", str(_free_port()), "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "bridge.cli", "demo", "--smpp-port", str(_free_port()), "--data-dir", str(data_dir),
+         "--admin-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
