@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import inspect
 import itertools
 import logging
 import math
@@ -64,11 +65,9 @@ TRACK_TICK = 0.25  # seconds between passes over messages waiting for handset re
 
 def _send_options(driver: Driver) -> frozenset[str]:
     """Optional keywords this driver's send() takes (flash, urgent)."""
-    import inspect
-
     try:
         params = inspect.signature(driver.send).parameters
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         return frozenset()
     return frozenset(n for n in ("flash", "urgent") if n in params)
 
@@ -155,29 +154,33 @@ class CapCounter:
 
 
 class RouteQueue:
-    """Messages of one route waiting for a channel: a heap by (-priority, id)."""
+    """Messages of one route waiting for a channel: a heap of (-priority, id).
+
+    Kept small on purpose (a long backlog lives here): per message one heap tuple and one
+    dict entry (when it was queued); the channel a retried message last failed on, only for
+    those that have one."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._heap: list[tuple[int, int, QueueEntry]] = []
+        self._heap: list[tuple[int, int]] = []
         self._queued_at: dict[int, float] = {}
+        self._last: dict[int, tuple[str | None, str | None]] = {}
 
     def push(self, entry: QueueEntry, now: float) -> None:
         if entry.id in self._queued_at:
             return
-        heapq.heappush(self._heap, (-entry.priority, entry.id, entry))
+        heapq.heappush(self._heap, (-entry.priority, entry.id))
         self._queued_at[entry.id] = now
+        if entry.channel is not None:
+            self._last[entry.id] = (entry.device, entry.channel)
 
     def pop(self) -> QueueEntry | None:
         while self._heap:
-            _p, mid, entry = heapq.heappop(self._heap)
+            neg_priority, mid = heapq.heappop(self._heap)
             if self._queued_at.pop(mid, None) is not None:
-                return entry
+                device, channel = self._last.pop(mid, (None, None))
+                return QueueEntry(mid, self.name, -neg_priority, State.QUEUED, device=device, channel=channel)
         return None
-
-    def push_front(self, entry: QueueEntry, now: float) -> None:
-        """Back to the queue without losing its turn (its id keeps it near the front)."""
-        self.push(entry, now)
 
     def __len__(self) -> int:
         return len(self._queued_at)

@@ -308,7 +308,9 @@ class Connection:
         self._window = trio.Semaphore(server.config.smpp.window)
         self._nursery: trio.Nursery | None = None
         self._cancel: trio.CancelScope | None = None
-        self._m_in: dict[int, Any] = {}
+        self._m_in: dict[int, Any] = {}  # metric children, per command (and status) ...
+        self._m_out: dict[tuple[int, int], Any] = {}  # ... cached: labels() is not free
+        self._m_accepted: Any = None
         self._registered = False
 
     # -- public --------------------------------------------------------------------------------
@@ -502,9 +504,13 @@ class Connection:
         self._out_ready.set()
         if self.server.pdu_log is not None:
             self.server.pdu_log.log_out(self, pdu)
-        self.server.metrics.pdus_out.labels(
-            self.esme_id or "unbound", command_name(pdu.command_id), status_name(pdu.command_status)
-        ).inc()
+        key = (pdu.command_id, pdu.command_status)
+        child = self._m_out.get(key)
+        if child is None:
+            child = self._m_out[key] = self.server.metrics.pdus_out.labels(
+                self.esme_id or "unbound", command_name(pdu.command_id), status_name(pdu.command_status)
+            )
+        child.inc()
         return True
 
     def _respond(self, request: Pdu, status: int = Status.ROK, **params: Any) -> None:
@@ -611,6 +617,7 @@ class Connection:
         self.bind_type = BIND_TYPES[CommandId(pdu.command_id)]
         self.interface_version = pdu.params.get("interface_version", IF_VERSION_34)
         self._m_in.clear()
+        self._m_out.clear()
         resp = make_response(pdu, Status.ROK, system_id=server.config.smpp.system_id)
         resp.tlvs[Tag.SC_INTERFACE_VERSION] = IF_VERSION_34
         self._send(resp)
@@ -664,7 +671,10 @@ class Connection:
                 log.error("submit from %s not stored: %s", esme.system_id, error)
                 self._respond(pdu, Status.RSYSERR)
                 return
-            server.metrics.accepted.labels(esme.system_id).inc(segments)
+            accepted = self._m_accepted
+            if accepted is None:
+                accepted = self._m_accepted = server.metrics.accepted.labels(esme.system_id)
+            accepted.inc(segments)
             if pdu.command_id == C.SUBMIT_MULTI:
                 ids, unsuccess = result
                 self._respond(pdu, message_id=ids, unsuccess_smes=unsuccess)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -226,6 +227,17 @@ SUBMIT_FIELDS = (
 )
 
 
+_submit_values = operator.attrgetter(*SUBMIT_FIELDS)
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, esme, state, created_at, updated_at, "
+    + ", ".join(SUBMIT_FIELDS)
+    + ", body, text, esme_parts, receipt_id, error, final_at) VALUES (?,?,?,?,?,"
+    + ",".join("?" * len(SUBMIT_FIELDS))
+    + ",?,?,?,?,?,?)"
+)
+_REG_DLR_INDEX = SUBMIT_FIELDS.index("registered_delivery")
+
+
 @attrs.define(slots=True)
 class NewMessage:
     """One submit_sm (or one part of a long message) as the front end hands it to the store."""
@@ -257,7 +269,7 @@ class NewMessage:
         return f"{self.source_addr}|{self.destination_addr}|{bits}:{ref}|{total}"
 
     def field_values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, f) for f in SUBMIT_FIELDS)
+        return _submit_values(self)
 
 
 def _initial_state(msg: NewMessage, now: float) -> State:
@@ -768,14 +780,10 @@ class Store:
             state = _initial_state(msg, now)
         text = decode_short_message(msg.data_coding, body)
         values = list(msg.field_values())
-        values[SUBMIT_FIELDS.index("registered_delivery")] = registered_delivery
+        values[_REG_DLR_INDEX] = registered_delivery
         final_at = now if lifecycle.is_final(state) else None
         conn.execute(
-            "INSERT INTO messages (id, esme, state, created_at, updated_at, "
-            + ", ".join(SUBMIT_FIELDS)
-            + ", body, text, esme_parts, receipt_id, error, final_at) VALUES (?,?,?,?,?,"
-            + ",".join("?" * len(SUBMIT_FIELDS))
-            + ",?,?,?,?,?,?)",
+            _INSERT_MESSAGE,
             (mid, msg.esme, state.value, now, now, *values, body, text, esme_parts, receipt_id,
              error, final_at),
         )

@@ -190,6 +190,9 @@ def _split_udh(pdu: Any, body: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
 def extract(pdu: Any) -> tuple[bytes, Concat | None]:
     """The message body (UDH removed) and its concatenation info, from a submit_sm,
     deliver_sm or data_sm ``Pdu``. Raises ConcatError (see the module docstring)."""
+    if not pdu.tlvs and not int(pdu.params.get("esm_class") or 0) & ESM_UDHI:
+        # The common case: one short_message, no UDH, no TLVs.
+        return _raw_body(pdu), None
     ies, body = _split_udh(pdu, _raw_body(pdu))
     sar = _concat_from_sar(pdu.tlvs)
     concat = _concat_from_ies(ies) or sar
