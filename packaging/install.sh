@@ -122,7 +122,7 @@ run install -m 0644 "$SRC/config/grafana/smpp-bridge.json" "$PREFIX/share/grafan
 run install -m 0644 "$SRC/config/prometheus/prometheus.yml" "$PREFIX/share/prometheus.yml"
 run install -m 0644 "$SRC/config/prometheus/alerts.yml" "$PREFIX/share/alerts.yml"
 run install -d -m 0755 "$PREFIX/docs"
-run install -m 0644 "$SRC/docs/operations.md" "$PREFIX/docs/operations.md"
+run install -m 0644 "$SRC/README.md" "$PREFIX/docs/README.md"
 
 say "config in $CONF_DIR"
 run install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
@@ -170,5 +170,5 @@ smpp-bridge is installed. Next:
   3. Start it:   sudo systemctl start smpp-bridge && journalctl -u smpp-bridge -f
   4. Look:       smpp-bridge status
   5. Monitoring: $PREFIX/share/ has the Prometheus scrape config, the alert rules and the
-     Grafana dashboard; see $PREFIX/docs/operations.md.
+     Grafana dashboard; see "Operations" in $PREFIX/docs/README.md.
 EOF
