@@ -61,7 +61,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-import attrs
 import httpx
 
 from bridge.devices.base import (
@@ -294,26 +293,7 @@ class BrevisDriver(DriverBase):
         if self.telauto is not None:
             params.append(("telauto", "true" if self.telauto else "false"))
         answer = await self._call(params, [("flash", "true")] if flash else [])
-        if answer.error is not None:
-            self._counters.failed(answer.error)
-            if answer.maybe_sent:
-                result = SendResult(
-                    SendOutcome.AMBIGUOUS,
-                    detail=f"request sent, no answer ({answer.error}): "
-                    "the SMS may or may not have gone out",
-                )
-            else:
-                result = SendResult(SendOutcome.ERROR, detail=f"not sent: {answer.error}")
-        else:
-            assert answer.status is not None
-            result, garbage = _classify_send(answer.status, answer.body)
-            result = attrs.evolve(result, detail=self._redact(result.detail))
-            if result.outcome is SendOutcome.AUTH_FAILED:
-                self._counters.failed(result.detail, auth=True)
-            elif result.outcome in (SendOutcome.ERROR, SendOutcome.AMBIGUOUS):
-                self._counters.failed(result.detail, protocol=garbage)
-            else:
-                self._counters.ok()
+        result = self._counters.judge_send(answer, _classify_send, self._redact)
         log.debug(
             "brevis %s send (hexmode=%s, flash=%s) -> %s",
             self.name,

@@ -28,7 +28,7 @@ import attrs
 import httpx
 import trio
 
-from bridge.devices.base import DeviceError
+from bridge.devices.base import DeviceError, SendOutcome, SendResult
 
 __all__ = [
     "DETAIL_BODY_LIMIT",
@@ -264,6 +264,35 @@ class CallCounters:
             self.protocol_errors += 1
         if auth:
             self.auth_failed = True
+
+    def judge_send(
+        self,
+        answer: HttpAnswer,
+        classify: Callable[[int, bytes | str], tuple[SendResult, bool]],
+        redact: Callable[[str], str],
+    ) -> SendResult:
+        """The SendResult for one send call's answer, counted here: a transport failure is
+        ERROR (the request never left) or AMBIGUOUS (it may have reached the device); a device
+        answer goes through ``classify(status, body) -> (result, was_garbage)``; every detail
+        is redacted."""
+        if answer.error is not None:
+            self.failed(answer.error)
+            if answer.maybe_sent:
+                return SendResult(
+                    SendOutcome.AMBIGUOUS,
+                    detail=f"request sent, no answer ({answer.error}): the SMS may or may not have gone out",
+                )
+            return SendResult(SendOutcome.ERROR, detail=f"not sent: {answer.error}")
+        assert answer.status is not None
+        result, garbage = classify(answer.status, answer.body)
+        result = attrs.evolve(result, detail=redact(result.detail))
+        if result.outcome is SendOutcome.AUTH_FAILED:
+            self.failed(result.detail, auth=True)
+        elif result.outcome in (SendOutcome.ERROR, SendOutcome.AMBIGUOUS):
+            self.failed(result.detail, protocol=garbage)
+        else:
+            self.ok()
+        return result
 
     def summary(self) -> str:
         """"" or "N failed call(s) in a row, last: ..." for a health detail."""
