@@ -12,6 +12,12 @@ Rules
   request from a browser page of another origin (an ``Origin`` header that is not this server)
   is refused, token or not: a web page cannot make a local bridge reload or pause a channel.
 * Reads never change anything. Writes: opt-outs, pause/resume/drain of a channel, reload.
+* ``POST /webhooks/smsgate/<device>`` takes an SMSGate phone's webhooks (inbound SMS, handset
+  reports). The phone sends no token and calls from the LAN, so this one route skips the token
+  and the loopback-Host/Origin checks: the HMAC signature over body and timestamp, made with the
+  device's ``webhook_secret``, authenticates it (the driver checks it; 401 when it is wrong or
+  stale). Bodies are small (the server's 64 KiB limit). This is why SMSGate webhooks need the
+  admin port (admin.port not 0, on an address the phone reaches).
 * Every answer is JSON (``/metrics`` and PDU log downloads excepted); errors say what to do next.
   The OpenAPI 3 description is at ``/api/openapi.json`` (`bridge.openapi`).
 """
@@ -63,11 +69,14 @@ Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 
 class _Route:
-    def __init__(self, method: str, template: str, handler: Handler, *, open: bool = False) -> None:
+    def __init__(self, method: str, template: str, handler: Handler, *, open: bool = False,
+                 any_host: bool = False) -> None:
         self.method = method
         self.template = template
         self.handler = handler
         self.open = open
+        # Called by devices, not people: no Host/Origin checks (it authenticates itself).
+        self.any_host = any_host
         pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
         self.regex = re.compile(f"^{pattern}$")
 
@@ -121,6 +130,7 @@ class AdminServer:
             r("POST", "/api/reload", self.reload),
             r("GET", "/api/pdu-logs", self.list_pdu_logs),
             r("GET", "/api/pdu-logs/{esme}/{date}", self.get_pdu_log),
+            r("POST", "/webhooks/smsgate/{device}", self.smsgate_webhook, open=True, any_host=True),
         ]
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -149,7 +159,8 @@ class AdminServer:
         endpoint = "other"
         try:
             route, params, endpoint = self._match(req)
-            self._check_origin(req)
+            if not route.any_host:
+                self._check_origin(req)
             if not route.open:
                 self._check_auth(req)
             resp = await route.handler(req, params)
@@ -486,6 +497,19 @@ class AdminServer:
     async def reload(self, req: Request, _p: dict[str, str]) -> Response:
         result = await self.app.reload()
         return json_response(result, status=200 if result.get("ok") else 422)
+
+    # -- device webhooks ------------------------------------------------------------------------
+
+    async def smsgate_webhook(self, req: Request, p: dict[str, str]) -> Response:
+        """An SMSGate phone's webhook. The driver verifies the HMAC signature (401 otherwise) and,
+        for an inbound SMS, answers only once the SMS is stored (503 meanwhile: the phone retries)."""
+        name = p["device"]
+        driver = self.app.drivers.get(name)
+        if driver is None or getattr(driver, "kind", None) != "smsgate":
+            raise ApiError(404, f"no smsgate device {name!r} runs in this bridge",
+                           "the webhook URL ends in the device's name from the config: /webhooks/smsgate/NAME")
+        status, detail = await driver.handle_webhook_async(dict(req.headers), req.body)
+        return json_response({"ok": 200 <= status < 300, "detail": detail}, status=status)
 
     # -- PDU logs -------------------------------------------------------------------------------
 

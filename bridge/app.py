@@ -2,7 +2,10 @@
 
 Order of life:
   1. open the store (migrations run here; a broken database stops the start with a clear error)
-  2. start the store's writer, then the SMPP listeners and the housekeeping tasks
+  2. start the store's writer, the device drivers that listen themselves (GoIP SMS-server mode:
+     ``serve()``), then the scheduler, the SMPP listeners, the admin HTTP server (which also
+     takes the SMSGate phones' webhooks) and the housekeeping tasks; register the SMSGate
+     webhooks where configured
   3. on SIGTERM/SIGINT: unbind every ESME (bounded wait), then cancel everything; the store's
      writer is the last to stop so that every submit already read is answered
 """
@@ -110,6 +113,11 @@ class App:
                     self._cancel = nursery.cancel_scope
                     for fn in self._extra:
                         await nursery.start(fn)
+                    # Drivers that listen themselves (GoIP SMS-server mode: the GoIP calls us)
+                    # before anything sends through them.
+                    for name, driver in self.drivers.items():
+                        if callable(getattr(driver, "serve", None)):
+                            await nursery.start(self._serve_driver, name, driver)
                     await nursery.start(self.dispatcher.run)
                     await nursery.start(self.inbound.run)
                     if self.scheduler is not None:
@@ -120,6 +128,9 @@ class App:
                     self.smpp_ports = await nursery.start(self.server.serve)
                     if self.config.admin.enabled:
                         self.admin_port = await nursery.start(self.admin.serve)
+                    self._check_webhooks()
+                    for device in self._webhook_devices():
+                        nursery.start_soon(self._register_webhooks, device)
                     nursery.start_soon(self._sweep_partials)
                     if self.handle_signals:
                         nursery.start_soon(self._signals)
@@ -135,6 +146,62 @@ class App:
             self.store.close()
             self.stopped.set()
             log.info("bridge stopped")
+
+    async def _serve_driver(self, name: str, driver: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await driver.serve(task_status=task_status)
+        except OSError as exc:
+            where = f" on {getattr(driver, 'host', '?')}:{getattr(driver, 'port', '?')}"
+            raise OSError(exc.errno, f"device {name} cannot listen{where}: {exc.strerror or exc}. "
+                          "Is another program (or another device of this config) using that port?") from None
+
+    def _smsgate_devices(self) -> list[Any]:
+        return [d for d in self.config.devices if d.kind == "smsgate" and d.name in self.drivers]
+
+    def _webhook_devices(self) -> list[Any]:
+        """SMSGate devices whose webhooks the bridge registers on the phone at start."""
+        if self.admin_port is None:
+            return []
+        return [d for d in self._smsgate_devices() if d.options.get("register_webhooks")]
+
+    def _check_webhooks(self) -> None:
+        """SMSGate webhooks come to the admin HTTP port: say so when that cannot work."""
+        for d in self._smsgate_devices():
+            path = f"/webhooks/smsgate/{d.name}"
+            if d.options.get("webhook_secret") is None:
+                log.info("device %s (smsgate): no webhook_secret, so no webhooks: handset reports come from "
+                         "polling only and inbound SMS cannot reach the bridge", d.name)
+            elif self.admin_port is None:
+                log.warning("device %s (smsgate): its webhooks (inbound SMS, handset reports) come to the admin "
+                            "HTTP port at POST %s, but the admin HTTP server is off (admin.port: 0): inbound SMS "
+                            "from this phone cannot reach the bridge. Set admin.port", d.name, path)
+            url = d.options.get("webhook_url")
+            if url and not str(url).rstrip("/").endswith(path):
+                log.warning("device %s (smsgate): webhook_url %s does not end in %s, where the bridge takes this "
+                            "phone's webhooks", d.name, url, path)
+
+    async def _register_webhooks(self, device: Any) -> None:
+        """Point the phone's webhooks at the bridge (register_webhooks: true). A phone that
+        cannot be reached now is tried again later, with growing pauses; this never stops the
+        bridge."""
+        driver = self.drivers[device.name]
+        url = device.options["webhook_url"]
+        pause = 5.0
+        while True:
+            try:
+                setup = await driver.register_webhooks(url)
+                ok, detail = setup.ok, setup.detail
+            except Exception as exc:  # a driver bug must not stop the bridge
+                log.exception("device %s: registering webhooks failed", device.name)
+                ok, detail = False, f"{type(exc).__name__}"
+            if ok:
+                log.info("device %s: webhooks registered on the phone for %s (new: %s; already there: %s)",
+                         device.name, url, ", ".join(setup.created) or "none", ", ".join(setup.existing) or "none")
+                return
+            log.warning("device %s: could not register webhooks for %s (%s); trying again in %.0f s",
+                        device.name, url, detail, pause)
+            await trio.sleep(pause)
+            pause = min(pause * 2, 300.0)
 
     async def stop(self) -> None:
         """Graceful stop: unbind ESMEs (bounded), then end run()."""

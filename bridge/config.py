@@ -360,6 +360,10 @@ class DeviceConfig:
     inbox_poll_interval: float = 10.0
     enabled: bool = True
     caps: Caps = attrs.Factory(Caps)
+    # Seconds between health checks; a device found down (unreachable, refusing our credentials,
+    # a phone not seen) gets no messages until it is up again, and a channel found not
+    # registered on the GSM network rests like after a logout.
+    health_interval: float = 30.0
     channel_overrides: Mapping[str, ChannelOverride] = attrs.field(factory=FrozenMap, converter=FrozenMap)
     options: Mapping[str, Any] = attrs.field(factory=FrozenMap, converter=FrozenMap)
 
@@ -1911,7 +1915,7 @@ DEVICE_KINDS: tuple[str, ...] = tuple(_DEVICE_KINDS)
 
 _DEVICE_KEYS = (
     "name", "kind", "enabled", "timeout", "status_poll_interval", "status_timeout",
-    "inbox_poll_interval", "caps", "channels",
+    "inbox_poll_interval", "health_interval", "caps", "channels",
 )
 _CAPS_KEYS = ("per_minute", "per_hour", "per_day", "day_reset", "jitter")
 _HHMM = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
@@ -2057,6 +2061,7 @@ def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None,
     status_poll_interval = seconds("status_poll_interval", 2.0)
     status_timeout = seconds("status_timeout", 60.0)
     inbox_poll_interval = seconds("inbox_poll_interval", 10.0)
+    health_interval = seconds("health_interval", 30.0)
     _check_order(
         m, "status_poll_interval", status_poll_interval, "status_timeout", status_timeout,
         "the status would never be polled before the bridge gives up on it", strict=True,
@@ -2079,6 +2084,7 @@ def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None,
         status_poll_interval=status_poll_interval,
         status_timeout=status_timeout,
         inbox_poll_interval=inbox_poll_interval,
+        health_interval=health_interval,
         enabled=enabled,
         caps=caps,
         channel_overrides=overrides,

@@ -4,10 +4,11 @@
   health ...) is timed into ``smpp_bridge_device_request_latency_seconds`` and counted in
   ``smpp_bridge_device_request_errors_total`` when it failed, per device and operation. The
   scheduler and the pollers call it exactly as they would call the driver.
-* `Monitor` asks every device for its health every ``HEALTH_SECONDS`` (device up, per channel:
-  GSM registration and signal) and recounts the messages by state every ``COUNT_SECONDS``
-  (a GROUP BY over the whole table: too dear for every scrape). The admin API shows the last
-  answers.
+* `Monitor` asks every device for its health every ``health_interval`` seconds (device up, per
+  channel: GSM registration and signal) and tells the scheduler (``Scheduler.device_health``),
+  which takes a device that is down, or a channel that is not registered, out of service. It
+  also recounts the messages by state every ``COUNT_SECONDS`` (a GROUP BY over the whole table:
+  too dear for every scrape). The admin API shows the last answers.
 """
 
 from __future__ import annotations
@@ -84,8 +85,12 @@ class InstrumentedDriver:
             self._errors.labels(self.name, operation).inc()
         return result
 
-    async def send(self, channel: str, destination: str, text: str) -> Any:
-        return await self._call("send", _send_failed, self.driver.send, channel, destination, text)
+    async def send(self, channel: str, destination: str, text: str, **options: Any) -> Any:
+        # options: the keywords the driver's own send() takes (flash, urgent; see
+        # scheduler._send_options, which looks through this wrapper).
+        return await self._call(
+            "send", _send_failed, lambda: self.driver.send(channel, destination, text, **options)
+        )
 
     async def status(self, channel: str, ref: str | None) -> Any:
         return await self._call("status", _status_failed, self.driver.status, channel, ref)
@@ -181,7 +186,8 @@ class Monitor:
     async def _health_loop(self, name: str, driver: Any) -> None:
         while True:
             await self.check(name, driver)
-            await trio.sleep(self.HEALTH_SECONDS)
+            d = self.config.device(name)
+            await trio.sleep(d.health_interval if d is not None else self.HEALTH_SECONDS)
 
     async def check(self, name: str, driver: Any) -> DeviceHealth:
         """One health check of one device; updates the metrics and the admin API's view."""
@@ -207,6 +213,9 @@ class Monitor:
                 log.warning("device %s is down: %s", name, health.detail)
         elif previous is None and not health.ok:
             log.warning("device %s is down at start: %s", name, health.detail)
+        if self.scheduler is not None:
+            # A device found down gets no messages; its routes fail over (Scheduler.device_health).
+            self.scheduler.device_health(name, health)
         for ch in self.channels_of(name):
             c = health.channels.get(ch)
             registered = c.registered if c is not None else None

@@ -259,5 +259,25 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/webhooks/smsgate/{device}": {
+                "post": {
+                    "summary": "An SMSGate phone's webhook (sms:received, sms:sent, sms:delivered, sms:failed)",
+                    "description": "Called by the phone, not by people: no admin token and no Host check. "
+                    "X-Timestamp and X-Signature (hex HMAC-SHA256 of body + timestamp with the device's "
+                    "webhook_secret) authenticate it. An inbound SMS is answered 200 only once it is stored.",
+                    "security": [],
+                    "parameters": [
+                        {"name": "device", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json("taken (or a repeat of an event already taken)"),
+                        "400": _json("authentic, but the body is malformed"),
+                        "401": _json("missing, wrong or stale signature"),
+                        "403": _json("no webhook_secret configured for this device"),
+                        "404": _error("no smsgate device of that name"),
+                        "503": _json("inbound SMS not stored yet; the phone retries"),
+                    },
+                }
+            },
         },
     }

@@ -61,12 +61,16 @@ WAITING = (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED, State.ACCEPTED)
 # (Android apps); every other kind gets each part as a separate plain SMS.
 WHOLE_TEXT_KINDS = frozenset({"smsgate", "smsgateway24"})
 TRACK_TICK = 0.25  # seconds between passes over messages waiting for handset reports
+TRACK_CONCURRENCY = 32  # messages whose reports are checked at the same time
 
 
 def _send_options(driver: Driver) -> frozenset[str]:
     """Optional keywords this driver's send() takes (flash, urgent)."""
+    # Look through wrappers (monitor.InstrumentedDriver passes keywords on): what counts is
+    # what the device's own driver takes.
+    inner = getattr(driver, "driver", driver)
     try:
-        params = inspect.signature(driver.send).parameters
+        params = inspect.signature(inner.send).parameters
     except (AttributeError, TypeError, ValueError):
         return frozenset()
     return frozenset(n for n in ("flash", "urgent") if n in params)
@@ -223,6 +227,11 @@ class Channel:
         self.recover: list[QueueEntry] = []
         self.inflight = 0
         self._wake = trio.Event()
+        # Why the channel rests, when a health check can end the rest early (it is probed at
+        # once, Scheduler.device_health): "device_up" - taken out because its device was down;
+        # "registered" - GSM logout (a health check or a send said so). None: only its own
+        # probe ends it (errors: the back-off must hold).
+        self.back_when: str | None = None
 
     # the dispatcher's side
 
@@ -245,11 +254,25 @@ class Channel:
             self.idle = False
             self._assign_event.set()
         self.poke()
+        self.sched.wake()  # its route may now have no healthy channel: failover
 
     def resume(self) -> None:
         self.paused = False
         self.poke()
         self.sched.wake()
+
+    def take_out(self, reason: str, *, cooldown: float | None = None) -> None:
+        """Out of service now: quarantined (probed when it ends) or, with ``cooldown``, resting
+        like after a GSM logout. A channel waiting idle for work leaves that wait, so it rests
+        and probes instead of taking the next message."""
+        if cooldown is not None:
+            self.cooldown(cooldown, reason)
+        else:
+            self._penalise(reason, probe=True)
+        if self.idle:
+            self.idle = False
+            self._assign_event.set()
+        self.poke()
 
     @property
     def healthy(self) -> bool:
@@ -333,13 +356,20 @@ class Channel:
             return False
         log.info("channel %s is back after %s", self.key, self.state)
         self.consecutive_errors = 0
+        self.back_when = None
         self._set_state("ready")
         return True
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
+            was_healthy = self.healthy
             self.state = state
             self.sched.metrics.set_channel_state(self.device_name, self.id, state)
+            if was_healthy and not self.healthy:
+                # Its route may have no healthy channel left: the dispatcher must look again
+                # (failover), also for a message this channel just put back in the queue (the
+                # dispatcher may have looked while this channel still counted as healthy).
+                self.sched.wake()
 
     def cooldown(self, seconds: float, reason: str) -> None:
         self.down_until = self.sched.clock() + seconds
@@ -451,6 +481,7 @@ class Channel:
         elif o is SendOutcome.CHANNEL_DOWN:
             await sched.requeue(rec.id, f"channel down: {result.detail}")
             self.cooldown(sched.config.scheduler.logout_cooldown, result.detail or "GSM logout")
+            self.back_when = "registered"  # a health check that sees it registered ends the rest
             m.channel_failures.labels(self.device_name, self.id, "channel_down").inc()
         elif o is SendOutcome.AUTH_FAILED:
             await sched.requeue(rec.id, "device refused credentials")
@@ -722,17 +753,32 @@ class Scheduler:
             self._track_wake.set()
 
     async def _tracker(self) -> None:
-        while True:
-            if not self._tracked:
-                self._track_wake = trio.Event()
-                await self._track_wake.wait()
-            for mid, since in list(self._tracked.items()):
-                try:
+        # Each message is checked in a task of its own (at most TRACK_CONCURRENCY at once), and
+        # a pass never waits for a slow one: a phone that takes its timeout to answer a status
+        # poll must not hold up the reports of every other device's messages.
+        limiter = trio.CapacityLimiter(TRACK_CONCURRENCY)
+        checking: set[int] = set()
+
+        async def check(mid: int, since: float) -> None:
+            try:
+                async with limiter:
                     if await self._check_tracked(mid, since):
                         self._tracked.pop(mid, None)
-                except Exception:
-                    log.exception("following the reports of message %s failed; will retry", mid)
-            await trio.sleep(TRACK_TICK)
+            except Exception:
+                log.exception("following the reports of message %s failed; will retry", mid)
+            finally:
+                checking.discard(mid)
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                if not self._tracked:
+                    self._track_wake = trio.Event()
+                    await self._track_wake.wait()
+                for mid, since in list(self._tracked.items()):
+                    if mid not in checking:
+                        checking.add(mid)
+                        nursery.start_soon(check, mid, since)
+                await trio.sleep(TRACK_TICK)
 
     async def _check_tracked(self, mid: int, since: float) -> bool:
         """True when the message is finished (or gone)."""
@@ -775,7 +821,9 @@ class Scheduler:
         for p in parts:
             self._track_polled.pop((mid, p.seq), None)
         rec = await self.store.get(f"{mid:010d}")
-        if rec is not None and rec.state is State.SENT:
+        # SUBMITTING too: a crash between the last part's "sent" and the message's move to SENT
+        # leaves it there, and recovery hands it to this tracker (every part is with the device).
+        if rec is not None and rec.state in (State.SENT, State.SUBMITTING):
             await self.finish(mid, self.receipts.combine(kind, results), kind=kind)
         return True
 
@@ -790,7 +838,48 @@ class Scheduler:
     def quarantine_device(self, device: str, reason: str) -> None:
         for ch in self.channels.values():
             if ch.device_name == device:
-                ch._penalise(reason, probe=True)
+                # take_out, not just _penalise: an idle channel of the device must leave its
+                # wait for work, or it would take the next message while quarantined.
+                ch.take_out(reason)
+                # Refused credentials (or a switched-off API) concern the whole device, and its
+                # health check tells when they are accepted again: back then, not after the
+                # whole (doubling) quarantine.
+                ch.back_when = "device_up"
+
+    def device_health(self, device: str, health: Any) -> None:
+        """A health check's answer (bridge/monitor.py). A device that is down (unreachable,
+        refusing our credentials, a phone not seen for offline_after) is taken out of service:
+        its ready channels are quarantined and probed, so routes with a failover use it
+        meanwhile. A ready channel the device reports as not registered on the GSM network
+        (GoIP line logged out, GoIP SMS-server line without keepalive) rests for
+        ``logout_cooldown``. A channel taken out this way comes back as soon as a later check
+        finds the device well (through its probe). Channels busy with a message are left to
+        that message's outcome."""
+        now = self.clock()
+        why = "refuses our credentials" if health.auth_failed else "is down"
+        taken: list[str] = []
+        for ch in self.channels.values():
+            if ch.device_name != device:
+                continue
+            c = health.channels.get(ch.id) if health.ok else None
+            if ch.state == "ready" and not ch.paused:
+                if not health.ok:
+                    taken.append(ch.id)
+                    ch.take_out(f"health check: device {why}: {health.detail}")
+                    ch.back_when = "device_up"
+                elif c is not None and c.registered is False:
+                    ch.take_out("health check: not registered on the GSM network",
+                                cooldown=self.config.scheduler.logout_cooldown)
+                    ch.back_when = "registered"
+            elif ch.state in ("cooldown", "quarantine") and health.ok and ch.down_until > now:
+                if (ch.back_when == "device_up" and (c is None or c.registered is not False)) or (
+                    ch.back_when == "registered" and c is not None and c.registered is True
+                ):
+                    ch.down_until = now  # probe now
+                    ch.poke()
+        if taken:
+            log.warning("device %s %s (%s): channel(s) %s out of service until it is well again",
+                        device, why, health.detail, ", ".join(taken))
 
     # -- running --------------------------------------------------------------------------------
 
@@ -854,7 +943,7 @@ class Scheduler:
             if len(q) and not any(c.healthy for c in chans):
                 chans = self._failover_channels(name)
             while len(q):
-                idle = [c for c in chans if c.idle]
+                idle = [c for c in chans if c.idle and c.healthy]
                 if not idle:
                     break
                 entry = q.pop()

@@ -342,3 +342,155 @@ def receipt_fields(pdu) -> dict:  # type: ignore[no-untyped-def]
     fields = dict(re.findall(r"(id|sub|dlvrd|stat|err):(\S+)", text))
     fields["text"] = text
     return fields
+
+
+# -- every device kind's emulator as its own process ------------------------------------------
+
+EMULATOR_READY_RE = re.compile(r"emulator ready\b.*?https?://[^\s:/]+:(\d+)/")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class KindEmulator:
+    """``smpp-bridge emulate KIND --port 0 ...`` in a child process, driven over its HTTP test
+    hooks (``/emulator/sent``, ``/emulator/state``, ``/emulator/faults``, ``/emulator/inject``).
+
+    The port is read from the emulator's "emulator ready ... http://HOST:PORT/" line (for
+    goip_udp: the port of its test hooks; the GoIP itself talks UDP to the bridge). ``restart``
+    starts it again on the same port (a phone that went away and came back)."""
+
+    def __init__(self, kind: str, *args: str, port: int = 0) -> None:
+        self.kind = kind
+        self.args = [str(a) for a in args]
+        self.port = port
+        self.output: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.start()
+
+    def start(self, timeout: float = 20.0) -> KindEmulator:
+        flag = "--control-port" if self.kind == "goip_udp" else "--port"
+        self.output = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "emulate", self.kind, flag, str(self.port),
+             "--log-level", "warning", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+        port: list[int] = []
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                m = EMULATOR_READY_RE.search(line)
+                if m and not ready.is_set():
+                    port.append(int(m.group(1)))
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or not port:
+            self.stop()
+            raise RuntimeError(f"{self.kind} emulator did not start:\n" + "".join(self.output))
+        self.port = port[0]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, method: str, path: str, body: dict | None = None):  # type: ignore[no-untyped-def]
+        import httpx
+
+        r = httpx.request(method, self.url + path, json=body, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def sent(self) -> list[dict]:
+        return self.call("GET", "/emulator/sent")
+
+    def state(self) -> dict:
+        return self.call("GET", "/emulator/state")
+
+    def faults(self, **changes) -> dict:  # type: ignore[no-untyped-def]
+        return self.call("POST", "/emulator/faults", changes)
+
+    def inject(self, **fields) -> dict:  # type: ignore[no-untyped-def]
+        return self.call("POST", "/emulator/inject", fields)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self) -> KindEmulator:
+        self.stop()
+        return self.start()
+
+
+def start_emulators(*specs: tuple) -> list[KindEmulator]:  # type: ignore[type-arg]
+    """Start several emulators at once (each spec: (kind, *args)); they boot in parallel."""
+    out: list[KindEmulator | None] = [None] * len(specs)
+    errors: list[BaseException] = []
+
+    def boot(i: int, spec: tuple) -> None:  # type: ignore[type-arg]
+        try:
+            out[i] = KindEmulator(spec[0], *spec[1:])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot, args=(i, s)) for i, s in enumerate(specs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for e in out:
+            if e is not None:
+                e.stop()
+        raise errors[0]
+    return [e for e in out if e is not None]
+
+
+def admin(bridge: BridgeProcess, method: str, path: str, body: dict | None = None):  # type: ignore[no-untyped-def]
+    """Call the bridge's admin API (started with with_admin) and return the JSON answer."""
+    import httpx
+
+    r = httpx.request(method, bridge.admin_url + path, json=body, timeout=10)
+    return r.json()
+
+
+def channel_states(bridge: BridgeProcess) -> dict[str, str]:
+    """{"device:channel": state} from the admin API's /api/status."""
+    st = admin(bridge, "GET", "/api/status")
+    return {c["key"]: c["state"] for d in st["devices"] for c in d["channels"]}
+
+
+def message_state(bridge: BridgeProcess, message_id: str) -> str:
+    return admin(bridge, "GET", f"/api/messages/{message_id}")["message"]["state"]
+
+
+def bind_trx(bridge: BridgeProcess, system_id: str = "alice", password: str = "secret1"):  # type: ignore[no-untyped-def]
+    c = client(bridge.port)
+    c.bind_transceiver(system_id=system_id, password=password)
+    return c
+
+
+def no_more_deliver_sm(c: smpplib.client.Client, seconds: float = 1.0) -> list:
+    """Every deliver_sm that arrives within ``seconds`` (expected: none)."""
+    got: list = []
+    c.set_message_received_handler(lambda pdu: got.append(pdu))
+    c._socket.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            c.read_once()
+        except socket.timeout:
+            pass
+    return got

@@ -45,6 +45,16 @@ as after a reboot), ``push_results``, ``repeat_results``. Per line: ``logout``/`
 
 Every SMS the device took is recorded in ``sent`` (with ``error`` for those that failed), every
 datagram it got (passwords masked) in ``received``.
+
+Test hooks over HTTP (not on the real device, which has no such thing; no auth; loopback by
+default), served by ``serve_control`` on a port of its own (``smpp-bridge emulate goip_udp
+--control-port``), so a test can drive an emulator that runs as its own process:
+``GET /emulator/sent``, ``GET /emulator/state``, ``POST /emulator/inject`` (JSON: line, sender,
+text[, smscnum]) -> ``{"ok", "seq"}``, ``POST /emulator/keepalive`` (JSON, optional: line) and
+``POST /emulator/faults`` (JSON: any ``GoipUdpFaults`` field, plus ``logout`` {line:
+seconds|null}, ``login`` [lines], ``silence`` {line: bool}, ``fail_next`` {line: [count,
+errorstatus]}, ``line_errors`` {line: errorstatus|null}, ``delivery`` {number: [state|null,
+delay|null]}, ``delivery_state`` state|null, ``signal`` {line: n}, ``occupy`` {line: seconds}).
 """
 
 from __future__ import annotations
@@ -59,6 +69,8 @@ from typing import Any
 
 import attrs
 import trio
+
+from bridge.emulators.http import HttpServer, Request, Response, json_response
 
 __all__ = ["GoipUdpEmulator", "GoipUdpFaults", "UdpSentSms", "run_goip_udp_emulator"]
 
@@ -634,6 +646,138 @@ class GoipUdpEmulator:
             f"sms_no:{job.sms_no};state:{report_state};num:{job.number}"
         ).encode("utf-8")
         self._start_push(state, "DELIVER", seq, data, self.max_report_pushes)
+
+
+    # ---------------------------------------------------------------- test hooks over HTTP
+
+    async def serve_control(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve the HTTP test hooks (see the module docstring) until cancelled;
+        ``task_status.started(actual_port)``. Run it next to ``run()``."""
+        server = HttpServer(self._control, name="goip-udp-emulator control")
+        await server.serve(host, port, task_status=task_status)
+
+    async def _control(self, request: Request) -> Response:
+        try:
+            if request.path == "/emulator/sent" and request.method == "GET":
+                return json_response([_sent_json(s) for s in self.sent])
+            if request.path == "/emulator/state" and request.method == "GET":
+                return json_response(self.state_json())
+            if request.path == "/emulator/inject" and request.method == "POST":
+                data = _json_object(request)
+                smscnum = data.get("smscnum")
+                seq = self.inject_sms(
+                    data["line"],
+                    str(data["sender"]),
+                    str(data["text"]),
+                    smscnum=None if smscnum is None else str(smscnum),
+                )
+                return json_response({"ok": True, "seq": seq})
+            if request.path == "/emulator/keepalive" and request.method == "POST":
+                data = _json_object(request) if request.body else {}
+                self.keepalive_now(data.get("line"))
+                return json_response({"ok": True})
+            if request.path == "/emulator/faults" and request.method == "POST":
+                self.apply_faults(_json_object(request))
+                return json_response(self.state_json())
+        except (KeyError, ValueError, TypeError) as exc:
+            return json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return json_response({"ok": False, "error": "no such emulator endpoint"}, status=404)
+
+    def apply_faults(self, data: Mapping[str, Any]) -> None:
+        """The ``POST /emulator/faults`` body: fault fields and per-line controls."""
+        fields = {f.name for f in attrs.fields(GoipUdpFaults)}
+        for key, value in data.items():
+            if key == "logout":
+                for line, seconds in value.items():
+                    self.logout(line, seconds)
+            elif key == "login":
+                for line in value:
+                    self.login(line)
+            elif key == "silence":
+                for line, silent in value.items():
+                    self.silence(line, bool(silent))
+            elif key == "fail_next":
+                for line, (count, errorstatus) in value.items():
+                    self.fail_next(line, int(count), errorstatus)
+            elif key == "line_errors":
+                for line, errorstatus in value.items():
+                    self.set_line_error(line, errorstatus)
+            elif key == "delivery":
+                for number, (state, delay) in value.items():
+                    self.set_delivery(str(number), state, delay)
+            elif key == "delivery_state":
+                self.delivery_state = None if value is None else int(value)
+            elif key == "signal":
+                for line, signal in value.items():
+                    self.set_signal(line, int(signal))
+            elif key == "occupy":
+                for line, seconds in value.items():
+                    self.occupy(line, float(seconds))
+            elif key in fields:
+                setattr(self.faults, key, value)
+            else:
+                raise KeyError(f"unknown fault {key!r}")
+
+    def state_json(self) -> dict[str, Any]:
+        """Lines (registered, logged out, silent, busy), pushes and faults, as JSON."""
+        now = trio.current_time()
+        return {
+            "server": f"{self.server[0]}:{self.server[1]}",
+            "sent": len(self.sent),
+            "faults": attrs.asdict(self.faults),
+            "delivery_state": self.delivery_state,
+            "dropped": dict(self.dropped),
+            "lines": {
+                n: {
+                    "line_id": s.line_id,
+                    "registered": s.registered,
+                    "keepalives_sent": s.keepalives_sent,
+                    "logged_out": s.logged_out(now),
+                    "silent": s.silent,
+                    "busy": now < s.busy_until,
+                    "fail_next": list(s.fail_next),
+                    "line_error": s.line_error,
+                    "signal": s.signal,
+                }
+                for n, s in self._lines.items()
+            },
+            "pushes": {
+                str(seq): {
+                    "line": p.line,
+                    "kind": p.kind,
+                    "attempts": p.attempts,
+                    "acked": p.acked.is_set(),
+                    "errors": list(p.errors),
+                }
+                for seq, p in self._pushes.items()
+            },
+        }
+
+
+def _json_object(request: Request) -> Mapping[str, Any]:
+    data = request.json()
+    if not isinstance(data, Mapping):
+        raise TypeError("expected a JSON object")
+    return data
+
+
+def _sent_json(s: UdpSentSms) -> dict[str, Any]:
+    return {
+        "line": s.line,
+        "destination": s.destination,
+        "text": s.text,
+        "sendid": s.sendid,
+        "telid": s.telid,
+        "sms_no": s.sms_no,
+        "at": s.at.isoformat(),
+        "error": s.error,
+    }
 
 
 async def run_goip_udp_emulator(
