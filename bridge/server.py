@@ -58,7 +58,8 @@ ASYNC_REQUESTS = frozenset({C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
 OUTBUF_LIMIT = 1 << 20  # stop reading while this much of our output is unsent
 DEST_RE = re.compile(r"^\+?[0-9]{1,20}$")
 # Bind brute-force slowdown: after this many failures from one IP within the window, each
-# further attempt waits FAIL_DELAY seconds before it is answered.
+# further attempt waits FAIL_DELAY seconds before it is answered, and attempts from that IP
+# take turns: one per FAIL_DELAY, however many connections it opens at once.
 FAIL_LIMIT = 5
 FAIL_WINDOW = 60.0
 FAIL_DELAY = 2.0
@@ -116,6 +117,7 @@ class SmppServer:
         self.pending_accepts = 0
         self.ports: list[int] = []
         self._fails: dict[str, deque[float]] = {}
+        self._next_try: dict[str, float] = {}  # IP -> earliest time its next bind is looked at
         self._cancel: trio.CancelScope | None = None
         self._conn_nursery: trio.Nursery | None = None
         self._rr: dict[str, int] = {}
@@ -260,13 +262,21 @@ class SmppServer:
             return 0.0
         while q and now - q[0] > FAIL_WINDOW:
             q.popleft()
-        return FAIL_DELAY if len(q) >= FAIL_LIMIT else 0.0
+        if len(q) < FAIL_LIMIT:
+            return 0.0
+        # Reserve this attempt's turn: parallel connections queue up instead of each waiting
+        # FAIL_DELAY at the same time.
+        at = max(now, self._next_try.get(ip, 0.0)) + FAIL_DELAY
+        self._next_try[ip] = at
+        return at - now
 
     def note_bind_failure(self, ip: str) -> None:
         q = self._fails.setdefault(ip, deque(maxlen=100))
         q.append(time.monotonic())
         if len(self._fails) > 10_000:  # bounded memory under a distributed attack
-            self._fails.pop(next(iter(self._fails)))
+            oldest = next(iter(self._fails))
+            self._fails.pop(oldest)
+            self._next_try.pop(oldest, None)
 
 
 class _Outstanding:

@@ -96,6 +96,8 @@ class GoipFaults:
     garbage: bool = False
     #: Answer bytes that are not HTTP at all, then close.
     raw_garbage: bool = False
+    #: Answer this HTTP status (e.g. 500) with an error page instead of doing anything (0: off).
+    http_error: int = 0
     #: send_status.xml answers broken XML.
     malformed_status_xml: bool = False
     #: Status line and headers end in bare LF (what the real device does).
@@ -113,7 +115,7 @@ class GoipFaults:
     fail_code: str = "2172"
     #: Every send on these lines ends DONE with this error code: {line: code}.
     line_errors: dict[int, str] = attrs.field(factory=dict, converter=_line_map)
-    #: Which pages delay/hang/garbage/raw_garbage apply to ("send", "status", "inbox",
+    #: Which pages delay/hang/garbage/raw_garbage/http_error apply to ("send", "status", "inbox",
     #: "health"); None = all.
     pages: frozenset[str] | None = attrs.field(default=None, converter=_page_set)
 
@@ -318,6 +320,10 @@ class GoipEmulator:
         affected = faults.applies_to(page)
         if affected and faults.raw_garbage:
             return RawReply(RAW_GARBAGE, delay=faults.delay)
+        if affected and faults.http_error:
+            reply = self._reply(f"<html><body>{faults.http_error} Error</body></html>", status=faults.http_error)
+            reply.delay = faults.delay
+            return reply
         if affected and faults.hang and not (page == "send" and faults.hang_after_processing):
             return HANG
 

@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""Soak: many ESMEs with many binds submitting at a steady rate for a long time. Is the bridge's
+resident memory flat after warm-up, does it keep its file descriptors, is latency stable?
+
+    python bench/soak.py --minutes 10          # the full form: 20 ESMEs x 10 binds, 10 minutes
+    python bench/soak.py --seconds 20          # what CI runs (tests/reliability/test_soak.py)
+    python bench/soak.py --minutes 10 --lines 32   # end to end: through an emulated GoIP, with receipts
+
+What it does: starts the bridge (``smpp-bridge run``) with ``--esmes`` ESMEs, binds each
+``--binds`` times (transceivers), and submits ``--rate`` submit_sm per second in total, spread
+evenly over the binds (paced, not as fast as possible: a soak looks for drift, not for the
+ceiling; bench/ingest.py measures the ceiling), each bind with at most ``--window`` outstanding.
+Every ``--interval`` seconds it prints the bridge's VmRSS and open file descriptors (from
+/proc/<pid>) and the submit latency p50/p99/max of that interval (submit_sm written -> its
+submit_sm_resp read, i.e. including the durable commit).
+
+Where the messages go. By default the bridge has no devices and no routes: every message is
+stored (ESME_ROK after the commit) and stays there, so nothing in the bridge's memory has to
+grow with the number of messages, and a growing RSS would be a leak. (With devices, the
+in-memory route queues grow with any backlog the devices cannot keep up with, which is memory
+in use, not a leak.) ``--lines N`` runs the end-to-end variant instead: an emulated GoIP with N
+fast lines and one route, every submit asking for a receipt; keep ``--rate`` below what the lines
+can send (about 5 per second per line) so there is no backlog.
+
+What "flat" means here (the verdict at the end):
+
+* warm-up is the first ``--warmup`` fraction of the run (20 %): first connections, SQLite's page
+  cache, Python's allocator arenas and the metric series all fill up there;
+* memory: the largest VmRSS after warm-up is at most 10 % (and at least 4 MiB) above the VmRSS
+  at the end of warm-up; the least-squares slope of VmRSS after warm-up is printed as MiB/hour;
+* file descriptors: at the end (the lowest of the last three samples: SQLite briefly opens a
+  temporary file now and then) no more than at the end of warm-up;
+* latency: no upward drift. Over the intervals after warm-up, the median p50 of the last third
+  is at most 1.5 x (+1 ms) that of the first third, and the median p99 at most 3 x (+5 ms): the
+  p99 of one interval swings by a few x with the disk's fsync times on a shared machine, while a
+  cost that grows with the number of stored messages would go far past these bounds.
+
+The allocator: the bridge is started with ``MALLOC_ARENA_MAX=2`` (``--malloc-arena-max``; 0
+keeps glibc's default of 8 arenas per core). With glibc's default, the store's worker threads
+spread their allocations over many malloc arenas and VmRSS creeps up by about 1 MiB a minute for
+at least ten minutes while the Python heap stays flat (tracemalloc); with two arenas it stays
+within a band of a few MiB. Deployments should set it too (systemd ``Environment=``).
+
+Every submit must be answered ESME_ROK and be in the store at the end (counted rows).
+Exit status 0 when all of that holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import socket
+import sqlite3
+import statistics
+import struct
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+from e2e_support import BridgeProcess, EmulatorProcess, base_config  # noqa: E402
+
+from bridge.smpp.constants import CommandId  # noqa: E402
+from bridge.smpp.pdu import Pdu, encode  # noqa: E402
+
+HEADER = struct.Struct(">IIII")
+C = CommandId
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))]
+
+
+def soak_config(esmes: int, binds: int, emulator_url: str | None, lines: int) -> str:
+    block = "".join(
+        f"""
+        - system_id: soak{i:02d}
+          password: pw{i:02d}
+          allowed_ips: [127.0.0.1]
+          max_binds: {binds}
+        """
+        for i in range(1, esmes + 1)
+    )
+    extra = "limits:\n  queue_depth: 100000000\n"
+    if emulator_url:
+        extra += textwrap.dedent(f"""
+            devices:
+              - name: goip1
+                kind: goip_http
+                url: {emulator_url}
+                username: admin
+                password: admin
+                lines: {lines}
+                timeout: 5
+                status_poll_interval: 0.1
+                status_timeout: 20
+                inbox_poll_interval: 10
+                caps: {{per_minute: 0}}
+            routes:
+              - name: all
+                channels: [goip1]
+            """)
+    return base_config(esmes=textwrap.dedent(block), extra=extra)
+
+
+class Bind:
+    __slots__ = ("sock", "seq", "outstanding", "inbuf", "out", "esme")
+
+    def __init__(self, sock: socket.socket, esme: str) -> None:
+        self.sock = sock
+        self.esme = esme
+        self.seq = 1
+        self.outstanding: dict[int, float] = {}
+        self.inbuf = bytearray()
+        self.out = bytearray()
+
+
+def bind(port: int, system_id: str, password: str) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(encode(Pdu(C.BIND_TRANSCEIVER, 0, 1, {"system_id": system_id, "password": password, "interface_version": 0x34})))
+    head = b""
+    while len(head) < 16:
+        chunk = s.recv(16 - len(head))
+        if not chunk:
+            raise RuntimeError(f"bind of {system_id} closed")
+        head += chunk
+    length, cid, status, _seq = HEADER.unpack(head)
+    rest = length - 16
+    while rest > 0:
+        rest -= len(s.recv(rest))
+    if cid != C.BIND_TRANSCEIVER_RESP or status != 0:
+        raise RuntimeError(f"bind of {system_id} refused: 0x{status:08X}")
+    s.setblocking(False)
+    return s
+
+
+def run_soak(
+    seconds: float,
+    *,
+    esmes: int = 20,
+    binds: int = 10,
+    rate: float = 400.0,
+    window: int = 10,
+    interval: float = 10.0,
+    warmup: float = 0.2,
+    lines: int = 0,
+    malloc_arena_max: int = 2,
+    workdir: Path | None = None,
+    say: Any = print,
+) -> dict[str, Any]:
+    tmp = None
+    saved_env = os.environ.get("MALLOC_ARENA_MAX")
+    if malloc_arena_max:
+        os.environ["MALLOC_ARENA_MAX"] = str(malloc_arena_max)  # read by glibc in the child at start
+    else:
+        os.environ.pop("MALLOC_ARENA_MAX", None)
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="smpp-bridge-soak-")
+        workdir = Path(tmp.name)
+    emulator = EmulatorProcess(lines=lines, send_duration=0.05) if lines else None
+    bridge = BridgeProcess(workdir, soak_config(esmes, binds, emulator.url if emulator else None, lines))
+    samples: list[dict[str, Any]] = []
+    accepted = errors = receipts = 0
+    try:
+        bridge.start()
+        pid = bridge.proc.pid
+        sel = selectors.DefaultSelector()
+        all_binds: list[Bind] = []
+        for i in range(1, esmes + 1):
+            for _ in range(binds):
+                b = Bind(bind(bridge.port, f"soak{i:02d}", f"pw{i:02d}"), f"soak{i:02d}")
+                all_binds.append(b)
+                sel.register(b.sock, selectors.EVENT_READ, b)
+        say(f"soak: {esmes} ESMEs x {binds} binds = {len(all_binds)} sessions, {rate:g} submit_sm/s for {seconds:g} s, "
+            f"{'end to end through ' + str(lines) + ' GoIP lines' if lines else 'store only (no routes)'}, "
+            f"MALLOC_ARENA_MAX={malloc_arena_max or 'unset (glibc default)'}; "
+            f"bridge pid {pid}, RSS {rss_kb(pid) / 1024:.1f} MiB, {fd_count(pid)} fds after the binds")
+        say(f"{'t (s)':>6} {'submits':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'RSS MiB':>8} {'fds':>5}"
+            + (f" {'receipts':>8}" if lines else ""))
+        registered = 1 if lines else 0
+        started = time.monotonic()
+        next_sample = started + interval
+        sent_total = 0
+        rr = 0
+        lat: list[float] = []
+        int_errors = int_receipts = 0
+        n_binds = len(all_binds)
+        stalled = 0
+        while True:
+            now = time.monotonic()
+            if now - started >= seconds:
+                break
+            due = int((now - started) * rate) - sent_total
+            tries = 0
+            while due > 0 and tries < n_binds:
+                b = all_binds[rr % n_binds]
+                rr += 1
+                if len(b.outstanding) >= window:
+                    tries += 1
+                    continue
+                tries = 0
+                b.seq += 1
+                sent_total += 1
+                pdu = Pdu(C.SUBMIT_SM, 0, b.seq, {
+                    "source_addr_ton": 5, "source_addr": "soak", "dest_addr_ton": 1, "dest_addr_npi": 1,
+                    "destination_addr": f"+49170{sent_total % 10_000_000:07d}", "registered_delivery": registered,
+                    "short_message": f"soak {sent_total}".encode()})
+                b.out += encode(pdu)
+                b.outstanding[b.seq] = now
+                due -= 1
+            if due > 0:
+                stalled += due  # every bind has a full window: the bridge is not keeping up
+            for b in all_binds:
+                if b.out:
+                    try:
+                        n = b.sock.send(b.out)
+                        del b.out[:n]
+                    except BlockingIOError:
+                        pass
+            for key, _ev in sel.select(timeout=0.005):
+                b = key.data
+                try:
+                    chunk = b.sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise RuntimeError(f"the bridge closed a session of {b.esme}")
+                b.inbuf += chunk
+                t = time.monotonic()
+                pos = 0
+                buf = b.inbuf
+                while len(buf) - pos >= 16:
+                    length, cid, status, seq = HEADER.unpack_from(buf, pos)
+                    if len(buf) - pos < length:
+                        break
+                    if cid == C.SUBMIT_SM_RESP:
+                        sent_at = b.outstanding.pop(seq, None)
+                        if sent_at is not None:
+                            if status == 0:
+                                accepted += 1
+                                lat.append(t - sent_at)
+                            else:
+                                errors += 1
+                                int_errors += 1
+                    elif cid == C.DELIVER_SM:
+                        receipts += 1
+                        int_receipts += 1
+                        b.out += HEADER.pack(17, C.DELIVER_SM_RESP, 0, seq) + b"\0"
+                    elif cid == C.ENQUIRE_LINK:
+                        b.out += HEADER.pack(16, C.ENQUIRE_LINK_RESP, 0, seq)
+                    pos += length
+                del buf[:pos]
+            if now >= next_sample:
+                sample = {
+                    "t": round(now - started, 1), "submits": len(lat), "errors": int_errors,
+                    "p50_ms": round(percentile(lat, 50) * 1000, 2), "p99_ms": round(percentile(lat, 99) * 1000, 2),
+                    "max_ms": round(max(lat, default=0) * 1000, 2), "rss_kb": rss_kb(pid), "fds": fd_count(pid),
+                    "receipts": int_receipts,
+                }
+                samples.append(sample)
+                say(f"{sample['t']:>6.0f} {sample['submits']:>8} {sample['errors']:>6} {sample['p50_ms']:>7.2f} "
+                    f"{sample['p99_ms']:>7.2f} {sample['max_ms']:>7.2f} {sample['rss_kb'] / 1024:>8.1f} {sample['fds']:>5}"
+                    + (f" {int_receipts:>8}" if lines else ""))
+                lat = []
+                int_errors = int_receipts = 0
+                next_sample += interval
+        # Collect the last answers, then unbind everything.
+        deadline = time.monotonic() + 10
+        while any(b.outstanding for b in all_binds) and time.monotonic() < deadline:
+            for key, _ev in sel.select(timeout=0.05):
+                b = key.data
+                try:
+                    chunk = b.sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                b.inbuf += chunk
+                pos = 0
+                while len(b.inbuf) - pos >= 16:
+                    length, cid, status, seq = HEADER.unpack_from(b.inbuf, pos)
+                    if len(b.inbuf) - pos < length:
+                        break
+                    if cid == C.SUBMIT_SM_RESP and b.outstanding.pop(seq, None) is not None:
+                        accepted += status == 0
+                        errors += status != 0
+                    elif cid == C.DELIVER_SM:
+                        b.sock.setblocking(True)
+                        b.sock.sendall(HEADER.pack(17, C.DELIVER_SM_RESP, 0, seq) + b"\0")
+                        b.sock.setblocking(False)
+                    pos += length
+                del b.inbuf[:pos]
+        unanswered = sum(len(b.outstanding) for b in all_binds)
+        for b in all_binds:
+            try:
+                b.sock.setblocking(True)
+                b.sock.settimeout(2)
+                b.sock.sendall(HEADER.pack(16, C.UNBIND, 0, 0x7FFFFFF0))
+            except OSError:
+                pass
+        for b in all_binds:
+            b.sock.close()
+        final_rss, final_fds = rss_kb(pid), fd_count(pid)
+        code = bridge.stop()
+        with sqlite3.connect(f"file:{bridge.db_path}?mode=ro", uri=True) as db:
+            stored = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    finally:
+        bridge.kill()
+        if emulator is not None:
+            emulator.stop()
+        if saved_env is None:
+            os.environ.pop("MALLOC_ARENA_MAX", None)
+        else:
+            os.environ["MALLOC_ARENA_MAX"] = saved_env
+    result = verdict(samples, warmup)
+    result.update(
+        malloc_arena_max=malloc_arena_max, esmes=esmes, binds=binds, sessions=esmes * binds, rate=rate, seconds=seconds, lines=lines,
+        sent=sent_total, accepted=accepted, errors=errors, unanswered=unanswered, stored=stored,
+        receipts=receipts, stalled=stalled, final_rss_kb=final_rss, final_fds=final_fds, stop_exit_code=code,
+        samples=samples,
+    )
+    result["ok"] = bool(result["ok"] and errors == 0 and unanswered == 0 and stored == accepted == sent_total)
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+def verdict(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
+    """Flat memory, no fd growth, stable latency (see the module docstring)."""
+    if len(samples) < 3:
+        return {"ok": False, "why": "too few samples (run longer or use a shorter --interval)"}
+    w = max(1, round(len(samples) * warmup))
+    base, after = samples[w - 1], samples[w:]
+    rss0 = base["rss_kb"]
+    rss_max = max(s["rss_kb"] for s in after)
+    growth_kb = rss_max - rss0
+    allowed_kb = max(4096, rss0 * 0.10)
+    ts = [s["t"] for s in after]
+    ys = [s["rss_kb"] for s in after]
+    slope = 0.0
+    if len(after) >= 2 and max(ts) > min(ts):
+        mt, my = statistics.fmean(ts), statistics.fmean(ys)
+        slope = sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / sum((t - mt) ** 2 for t in ts)
+    fd0 = base["fds"]
+    fd_max = max(s["fds"] for s in after)
+    # SQLite opens a temporary file now and then (a GROUP BY of the monitor): one sample may
+    # catch it. Growth is a count that does not come back down.
+    fd_end = min(s["fds"] for s in after[-3:])
+    third = max(1, len(after) // 3)
+    p50_first = statistics.median(s["p50_ms"] for s in after[:third])
+    p50_last = statistics.median(s["p50_ms"] for s in after[-third:])
+    p99_first = statistics.median(s["p99_ms"] for s in after[:third])
+    p99_last = statistics.median(s["p99_ms"] for s in after[-third:])
+    memory_flat = growth_kb <= allowed_kb
+    fds_flat = fd_end <= fd0
+    # p99 of a 20 s interval on a shared machine swings by a few x with the disk's fsync times;
+    # a real drift (cost growing with the number of stored messages) would go far past this.
+    latency_stable = p50_last <= 1.5 * p50_first + 1 and p99_last <= 3 * p99_first + 5
+    return {
+        "warmup_samples": w,
+        "rss_after_warmup_kb": rss0,
+        "rss_max_after_warmup_kb": rss_max,
+        "rss_growth_kb": growth_kb,
+        "rss_growth_allowed_kb": round(allowed_kb),
+        "rss_slope_mib_per_hour": round(slope * 3600 / 1024, 2),
+        "fds_after_warmup": fd0,
+        "fds_max_after_warmup": fd_max,
+        "fds_at_end": fd_end,
+        "p50_ms_first_third": p50_first,
+        "p50_ms_last_third": p50_last,
+        "p99_ms_first_third": p99_first,
+        "p99_ms_last_third": p99_last,
+        "p50_ms_median": statistics.median(s["p50_ms"] for s in after),
+        "memory_flat": memory_flat,
+        "fds_flat": fds_flat,
+        "latency_stable": latency_stable,
+        "ok": memory_flat and fds_flat and latency_stable,
+    }
+
+
+def format_verdict(r: dict[str, Any]) -> str:
+    if "rss_after_warmup_kb" not in r:
+        return f"soak: {r.get('why')}"
+    return "\n".join([
+        f"soak: {r['sessions']} sessions, {r['sent']:,} submits in {r['seconds']:g} s: ESME_ROK {r['accepted']:,}, "
+        f"errors {r['errors']}, unanswered {r['unanswered']}, stored {r['stored']:,}"
+        + (f", receipts {r['receipts']:,}" if r["lines"] else "")
+        + (f"; the bridge fell behind the pace by {r['stalled']} submits" if r["stalled"] else ""),
+        f"  memory: VmRSS {r['rss_after_warmup_kb'] / 1024:.1f} MiB after warm-up, at most "
+        f"{r['rss_max_after_warmup_kb'] / 1024:.1f} MiB later (+{r['rss_growth_kb'] / 1024:.1f} MiB, allowed "
+        f"+{r['rss_growth_allowed_kb'] / 1024:.1f}), slope {r['rss_slope_mib_per_hour']:+.2f} MiB/h: "
+        f"{'flat' if r['memory_flat'] else 'GROWING'}",
+        f"  file descriptors: {r['fds_after_warmup']} after warm-up, {r['fds_at_end']} at the end "
+        f"(at most {r['fds_max_after_warmup']} in between): "
+        f"{'no growth' if r['fds_flat'] else 'GROWING'}",
+        f"  latency (medians of the intervals, first third after warm-up -> last third): p50 "
+        f"{r['p50_ms_first_third']:.2f} -> {r['p50_ms_last_third']:.2f} ms, p99 {r['p99_ms_first_third']:.2f} -> "
+        f"{r['p99_ms_last_third']:.2f} ms: {'stable' if r['latency_stable'] else 'DRIFTING'}",
+        f"  {'OK' if r['ok'] else 'FAILED'}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Soak the bridge: flat memory, no fd growth, stable latency.")
+    length = ap.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, help="run length in minutes (full form: 10)")
+    length.add_argument("--seconds", type=float, help="run length in seconds")
+    ap.add_argument("--esmes", type=int, default=20)
+    ap.add_argument("--binds", type=int, default=10, help="binds per ESME")
+    ap.add_argument("--rate", type=float, default=400.0, help="submit_sm per second over all binds")
+    ap.add_argument("--window", type=int, default=10, help="outstanding submit_sm per bind, at most")
+    ap.add_argument("--interval", type=float, help="seconds per printed sample (default: run length / 30, 2..30)")
+    ap.add_argument("--warmup", type=float, default=0.2, help="fraction of the run that is warm-up")
+    ap.add_argument("--lines", type=int, default=0, help="end to end through an emulated GoIP with this many lines")
+    ap.add_argument("--malloc-arena-max", type=int, default=2,
+                    help="MALLOC_ARENA_MAX for the bridge (default 2, as recommended for deployment; 0: glibc's default)")
+    ap.add_argument("--json", metavar="FILE", help="also write every figure and sample to FILE")
+    a = ap.parse_args(argv)
+    seconds = a.seconds if a.seconds is not None else 60 * (a.minutes if a.minutes is not None else 10)
+    interval = a.interval or min(30.0, max(2.0, seconds / 30))
+    r = run_soak(seconds, esmes=a.esmes, binds=a.binds, rate=a.rate, window=a.window, interval=interval,
+                 warmup=a.warmup, lines=a.lines, malloc_arena_max=a.malloc_arena_max)
+    print(format_verdict(r))
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=2))
+    return 0 if r["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
