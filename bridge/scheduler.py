@@ -50,7 +50,7 @@ import trio
 from . import dlr
 from .devices.base import Capability, DeliveryState, Driver, SendOutcome, StatusResult
 from .inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
-from .lifecycle import State
+from .lifecycle import InvalidTransition, State
 from .smpp.text import message_class, split_text
 from .store import MessageRecord, QueueEntry, Store
 
@@ -61,6 +61,7 @@ WAITING = (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED, State.ACCEPTED)
 # (Android apps); every other kind gets each part as a separate plain SMS.
 WHOLE_TEXT_KINDS = frozenset({"smsgate", "smsgateway24"})
 TRACK_TICK = 0.25  # seconds between passes over messages waiting for handset reports
+RESCUE_DELAY = 2.0  # seconds before a message whose handling failed is taken up again
 TRACK_CONCURRENCY = 32  # messages whose reports are checked at the same time
 
 
@@ -291,10 +292,11 @@ class Channel:
     # the worker
 
     async def run(self) -> None:
-        for entry in self.recover:
-            await self._guarded(self._resume, entry)
-        self.recover = []
         while True:
+            # What this channel was doing before a restart, or a message whose handling failed
+            # (the store could not write): finished here, on this channel, before anything new.
+            while self.recover:
+                await self._guarded(self._resume, self.recover.pop(0))
             await self._wait_ready()
             self._assign_event = trio.Event()
             self.idle = True
@@ -311,15 +313,16 @@ class Channel:
         except trio.Cancelled:
             raise
         except Exception:
-            log.exception("channel %s: internal error on message %s; requeueing it", self.key, entry.id)
+            log.exception(
+                "channel %s: handling message %s failed (the store could not write, or a bug); "
+                "it is taken up again from its stored state in %.0f s",
+                self.key, entry.id, RESCUE_DELAY,
+            )  # fmt: skip
             self.sched.metrics.scheduler_errors.inc()
-            try:
-                rec = await self.sched.store.get(f"{entry.id:010d}")
-                if rec is not None and rec.state is State.SUBMITTING:
-                    await self.sched.store.move(entry.id, State.RETRY_WAIT, "internal error", next_attempt_at=self.sched.clock() + 5)
-            except Exception:
-                log.exception("could not requeue message %s", entry.id)
-            await trio.sleep(1)
+            await trio.sleep(RESCUE_DELAY)
+            # Like crash recovery: the stored state says where the message is (still queued,
+            # or with a device: reconciled through the device), so nothing is lost or sent twice.
+            self.recover.append(entry)
 
     async def _wait_ready(self) -> None:
         while True:
@@ -572,7 +575,18 @@ class Channel:
         """After a restart: finish what this channel was doing when the bridge stopped."""
         sched = self.sched
         rec = await sched.store.get(f"{entry.id:010d}")
-        if rec is None or rec.state not in (State.SUBMITTING, State.SENT):
+        if rec is None:
+            return
+        if rec.state in (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED):
+            # Never reached a device: back to its queue (or its timer).
+            row = await sched.store.read(lambda c: c.execute(
+                "SELECT route, next_attempt_at FROM messages WHERE id=?", (rec.id,)).fetchone())
+            sched.on_new_message(QueueEntry(
+                rec.id, row[0] if row else entry.route, rec.priority, rec.state,
+                rec.schedule_at, rec.expire_at, row[1] if row else None,
+            ))  # fmt: skip
+            return
+        if rec.state not in (State.SUBMITTING, State.SENT):
             return
         parts = await sched.store.parts(rec.id)
         pending = [p for p in parts if p.state in ("submitting", "sent")]
@@ -981,8 +995,11 @@ class Scheduler:
                 _due, _n, entry = heapq.heappop(self._timers)
                 try:
                     await self.store.move(entry.id, State.QUEUED, "scheduled time reached" if entry.state is State.SCHEDULED else "retry")
-                except Exception as exc:  # cancelled or expired meanwhile
+                except (InvalidTransition, KeyError) as exc:  # cancelled or expired meanwhile
                     log.debug("timer for message %s: %s", entry.id, exc)
+                except Exception as exc:  # the store cannot write now: try again shortly
+                    log.warning("timer for message %s: %s; trying again in %.0f s", entry.id, exc, RESCUE_DELAY)
+                    heapq.heappush(self._timers, (now + RESCUE_DELAY, next(self._tiebreak), entry))
             self._timer_wake = trio.Event()
             delay = self._timers[0][0] - self.clock() if self._timers else 3600
             with trio.move_on_after(max(0.0, delay)):

@@ -250,12 +250,6 @@ async def test_full_and_read_only_database_in_process(tmp_path):
     assert not refused & set(stored.values())  # nothing refused stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN BUG (scheduler.py Channel._guarded): when a store write fails while a channel "
-    "handles a message (disk full, read-only), the message is dropped from the in-memory queues "
-    "and stays queued/submitting in the store until the bridge restarts",
-)
 async def test_store_outage_does_not_strand_messages_being_sent(tmp_path):
     from bridge.emulators.goip import GoipEmulator
 
