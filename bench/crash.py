@@ -380,7 +380,7 @@ def format_result(r: dict[str, Any]) -> str:
         f"  device sends {r['device_sends']}; duplicates {r['duplicate_sends']} (unexplained {r['unexplained_duplicates']}); "
         f"DELIVRD but never sent: {r['delivrd_never_sent']}",
         f"  ambiguous device calls: {amb['parts']} parts, {amb['log_lines']} decisions {amb['decisions'] or '{}'}, "
-        f"final resolutions {amb['by_final_resolution'] or '{}'} ({r['ambiguous_events_in_store']} store events)",
+        f"final resolutions {amb['by_final_resolution'] or '{}'} ({r['ambiguous_events_in_store']} retries recorded in the store's events)",
         f"  receipts: missing {r['receipts_missing']}, duplicated (at-least-once) {r['receipts_duplicated']}, stats {r['receipt_stats']}",
         f"  PRAGMA integrity_check: {r['integrity_check']}",
         f"  {'OK' if r['ok'] else 'FAILED'}",

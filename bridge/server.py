@@ -59,7 +59,8 @@ OUTBUF_LIMIT = 1 << 20  # stop reading while this much of our output is unsent
 DEST_RE = re.compile(r"^\+?[0-9]{1,20}$")
 # Bind brute-force slowdown: after this many failures from one IP within the window, each
 # further attempt waits FAIL_DELAY seconds before it is answered, and attempts from that IP
-# take turns: one per FAIL_DELAY, however many connections it opens at once.
+# take turns: one per FAIL_DELAY, however many connections it opens at once. An attempt whose
+# turn would come after session_init is refused at once, unchecked (see bind_failure_delay).
 FAIL_LIMIT = 5
 FAIL_WINDOW = 60.0
 FAIL_DELAY = 2.0
@@ -255,7 +256,12 @@ class SmppServer:
         self._rr[esme_id] = start + 1
         return conns[start:] + conns[:start]
 
-    def bind_failure_delay(self, ip: str) -> float:
+    def bind_failure_delay(self, ip: str) -> float | None:
+        """Seconds a bind from ``ip`` waits before it is checked (0: at once), or None: refuse it
+        at once without checking it, because the attempts already waiting their turn from that
+        address fill the session_init time (such a turn would never come: the timer closes the
+        connection first). Reserving no turn then keeps the queue, and so any lockout of that
+        address, shorter than session_init."""
         now = time.monotonic()
         q = self._fails.get(ip)
         if not q:
@@ -267,6 +273,8 @@ class SmppServer:
         # Reserve this attempt's turn: parallel connections queue up instead of each waiting
         # FAIL_DELAY at the same time.
         at = max(now, self._next_try.get(ip, 0.0)) + FAIL_DELAY
+        if at - now > max(FAIL_DELAY, self.config.smpp.timers.session_init):
+            return None
         self._next_try[ip] = at
         return at - now
 
@@ -597,7 +605,9 @@ class Connection:
         password = pdu.params.get("password", "")
         esme = server.config.esme(system_id)
         status, reason = Status.ROK, ""
-        if esme is None:
+        if delay is None:
+            status, reason = Status.RBINDFAIL, "too many failed binds from this address; not checked"
+        elif esme is None:
             status, reason = Status.RINVSYSID, "unknown system_id"
         elif not esme.enabled:
             status, reason = Status.RBINDFAIL, "ESME disabled in config"
@@ -921,6 +931,10 @@ def _bind_hint(reason: str) -> str:
         "unknown system_id": "Check the client's system_id against esmes[].system_id.",
         "wrong password": "Check the client's password; repeated failures from one IP are slowed down.",
         "ESME disabled in config": "Set enabled: true for this ESME and reload.",
+        "too many failed binds from this address; not checked": (
+            f"Binds from this address are checked one per {FAIL_DELAY:g} s after repeated failures: "
+            "fix the client's password and let it retry slowly."
+        ),
     }.get(
         reason,
         "Add the client's address to allowed_ips and reload."

@@ -171,6 +171,8 @@ def test_device_faults_leave_nothing_stuck(tmp_path, gone_s, wave1, wave2, trick
             time.sleep(0.5)
         metrics = scrape(bridge.admin_url)
         stop_storm.set()
+        tx.c.unbind()
+        tx.c.disconnect()
         sent = {name: em.all_sent() for name, em in devices.items()}
         sent_after_return = len(devices["gone"].sent())
     finally:
