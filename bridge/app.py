@@ -49,10 +49,14 @@ class App:
         *,
         handle_signals: bool = False,
         config_path: str | os.PathLike[str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        # The wall clock every part reads for its time-driven decisions (validity, schedules,
+        # partial timeouts, caps, receipt dates, retention). Tests pass a simulated one.
+        self.clock = clock
         self.config = config
         self.config_path = config_path  # what a reload (SIGHUP, POST /api/reload) re-reads
-        self.started_at = time.time()
+        self.started_at = clock()
         self.ready = False  # set once every part has started (GET /readyz)
         self.handle_signals = handle_signals
         self.metrics = Metrics()
@@ -61,20 +65,21 @@ class App:
             synchronous=config.store.synchronous,
             partial_timeout=config.store.partial_timeout,
             on_commit=self.metrics.on_commit,
+            clock=clock,
         )
-        self.server = SmppServer(config, self.store, self.metrics)
+        self.server = SmppServer(config, self.store, self.metrics, clock=clock)
         # Every driver call is timed and its failures counted (bridge/monitor.py).
         self.drivers = {d.name: instrument(build_driver(d), self.metrics) for d in config.devices if d.enabled}
         self.scheduler: Scheduler | None = None
         if config.routes:
-            self.scheduler = Scheduler(config, self.store, self.drivers, self.metrics)
+            self.scheduler = Scheduler(config, self.store, self.drivers, self.metrics, clock=clock)
             self.store.on_new_message = self.scheduler.on_new_message
             self.server.route_for = self.scheduler.route_for
             self.server.routes_configured = True
         self.dispatcher = Dispatcher(self.store, self.server, self.metrics, config)
         self.store.on_outbox = self.dispatcher.wake
         self.server.on_bind = self.dispatcher.wake
-        self.inbound = Inbound(config, self.store, self.drivers, self.metrics)
+        self.inbound = Inbound(config, self.store, self.drivers, self.metrics, clock=clock)
         self.store.on_optout = self.inbound.on_optout
         self.metrics.add_collector(StoreCollector(self.store))
         self.metrics.add_collector(SchedulerCollector(self.scheduler, self.dispatcher))
@@ -87,6 +92,7 @@ class App:
                 config.logging.pdu_log.retention_days,
                 show_bodies=config.logging.level == "debug",
                 is_esme=lambda system_id: self.server.config.esme(system_id) is not None,
+                clock=clock,
             )
             self.server.pdu_log = self.pdu_log
         self.admin = AdminServer(self)

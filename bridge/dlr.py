@@ -26,7 +26,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -164,11 +164,13 @@ def wants_receipt(registered_delivery: int, state: State) -> bool:
     return False
 
 
-def _ts(t: float | None) -> dt.datetime:
-    return dt.datetime.fromtimestamp(t if t is not None else time.time(), dt.UTC)
+def _ts(t: float | None, clock: Callable[[], float] = time.time) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t if t is not None else clock(), dt.UTC)
 
 
-def receipt_params(rec: MessageRecord, outcome: Outcome, *, intermediate: bool = False) -> dict[str, Any]:
+def receipt_params(
+    rec: MessageRecord, outcome: Outcome, *, intermediate: bool = False, clock: Callable[[], float] = time.time
+) -> dict[str, Any]:
     """The deliver_sm (as payload dict) that reports ``outcome`` for ``rec``."""
     rid = rec.receipt_message_id
     if intermediate:
@@ -181,8 +183,8 @@ def receipt_params(rec: MessageRecord, outcome: Outcome, *, intermediate: bool =
         rid,
         submitted=min(rec.esme_parts, 999),
         delivered=min(delivered, 999),
-        submit_date=_ts(rec.created_at),
-        done_date=_ts(rec.final_at if rec.final_at is not None else rec.updated_at),
+        submit_date=_ts(rec.created_at, clock),
+        done_date=_ts(rec.final_at if rec.final_at is not None else rec.updated_at, clock),
         stat=stat,
         err=err,
         text=rec.text or "",
@@ -205,16 +207,22 @@ def receipt_params(rec: MessageRecord, outcome: Outcome, *, intermediate: bool =
 
 
 def receipt_rows(
-    rec: MessageRecord, outcome: Outcome, retention: float, *, intermediate: bool = False
+    rec: MessageRecord,
+    outcome: Outcome,
+    retention: float,
+    *,
+    intermediate: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> list[tuple[str, str, str, float]]:
-    """Outbox rows for store.move(outbox=...): none unless the ESME asked."""
+    """Outbox rows for store.move(outbox=...): none unless the ESME asked. ``clock`` is the
+    wall clock (the app's, so tests can move it) for the retention expiry."""
     if intermediate:
         if not rec.registered_delivery & REG_INTERMEDIATE:
             return []
     elif not wants_receipt(rec.registered_delivery, outcome.state):
         return []
-    payload = encode_payload(receipt_params(rec, outcome, intermediate=intermediate))
-    return [(rec.esme, "receipt", payload, time.time() + retention)]
+    payload = encode_payload(receipt_params(rec, outcome, intermediate=intermediate, clock=clock))
+    return [(rec.esme, "receipt", payload, clock() + retention)]
 
 
 # -- outbox payloads: deliver_sm params + TLVs as JSON --------------------------------------------

@@ -742,7 +742,7 @@ class Scheduler:
             mid,
             outcome.state,
             outcome.detail,
-            outbox=lambda r: dlr.receipt_rows(r, outcome, retention),
+            outbox=lambda r: dlr.receipt_rows(r, outcome, retention, clock=self.clock),
             error=outcome.detail or None,
         )
         self.metrics.messages_final.labels(outcome.state.value).inc()
@@ -753,7 +753,7 @@ class Scheduler:
         rec = await self.store.get(f"{mid:010d}")
         if rec is None or not rec.registered_delivery & 0x10:
             return
-        rows = dlr.receipt_rows(rec, dlr.Outcome(State.SENT, "ENROUTE"), self.config.receipts.retention, intermediate=True)
+        rows = dlr.receipt_rows(rec, dlr.Outcome(State.SENT, "ENROUTE"), self.config.receipts.retention, intermediate=True, clock=self.clock)
         for esme, kind, payload, expire_at in rows:
             await self.store.add_outbox(esme, kind, mid, payload, expire_at)
 
@@ -926,7 +926,7 @@ class Scheduler:
                 self.on_new_message(entry)
 
     async def finish_rejected_no_route(self, rec: MessageRecord) -> None:
-        rows = dlr.receipt_rows(rec, dlr.Outcome(State.REJECTED, "REJECTD"), self.config.receipts.retention)
+        rows = dlr.receipt_rows(rec, dlr.Outcome(State.REJECTED, "REJECTD"), self.config.receipts.retention, clock=self.clock)
         for esme, kind, payload, expire_at in rows:
             await self.store.add_outbox(esme, kind, rec.id, payload, expire_at)
 
@@ -1013,7 +1013,7 @@ class Scheduler:
                 now = self.clock()
                 expired = await self.store.expire_waiting(
                     now,
-                    lambda r: dlr.receipt_rows(r, dlr.Outcome(State.EXPIRED, "EXPIRED", 0, None, "validity period ended"), retention),
+                    lambda r: dlr.receipt_rows(r, dlr.Outcome(State.EXPIRED, "EXPIRED", 0, None, "validity period ended"), retention, clock=self.clock),
                 )
                 if expired:
                     self.metrics.messages_final.labels("expired").inc(len(expired))
