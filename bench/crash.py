@@ -246,7 +246,7 @@ def run_crash(
     if send_delay:
         # The GoIP takes each SMS at once but answers send.html late: a kill in that window
         # leaves a part "submitting" that only the device can tell about (an ambiguous send).
-        emulator.faults(delay=send_delay, pages=["send"])
+        emulator.faults(delay=send_delay, endpoints=["send"])
     bridge = BridgeProcess(workdir, crash_config(emulator.url, lines, policy))
     logs: list[str] = []
     up = {"port": None}

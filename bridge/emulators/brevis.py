@@ -1,6 +1,6 @@
 """brevis.one SMS Gateway emulator: its HTTP API (``/api.php``), quirks and faults included.
 
-Wire format (reference/devices.md section 4, seed 003): GET or POST ``/api.php`` with
+Wire format (docs/devices/brevis.md): GET or POST ``/api.php`` with
 ``username``, ``password``, ``to``, ``text`` and the optional ``mode``, ``hexmode``, ``flash``,
 ``telauto``, ``ring``. Answers (text, with the same HTTP status):
 
@@ -11,11 +11,11 @@ Wire format (reference/devices.md section 4, seed 003): GET or POST ``/api.php``
 * 403 ``403 Forbidden - Your User has no right to send SMS over API.``;
 * 408 ``FAILED - Timeout or see Gateway logs for more information.``.
 
-Where the seed does not say, the emulator picks and marks it [I]: success is HTTP 200 with the
+Where the vendor's manual does not say, the emulator picks and marks it [I]: success is HTTP 200 with the
 body ``success_body`` (default ``OK``); credentials are checked before the other parameters
 (a request with only username/password answers ``Parameter miss`` when they are right);
 ``hexmode=true`` text is the hex of UTF-8 bytes; ``flash`` and ``ring`` count when present at
-all (the seed: "by adding the parameter"); modes are ``number`` (default; an unknown mode falls
+all (the manual: "by adding the parameter"); modes are ``number`` (default; an unknown mode falls
 back to it, as documented), ``telnumber``, ``group``, ``contact`` - the emulator knows no
 groups or contacts, so those answer the gateway-logs error; a number that is not
 ``+``/``00``/digits (3..20) is a wrong number.
@@ -23,9 +23,9 @@ groups or contacts, so those answer the gateway-logs error; a number that is not
 The real gateway speaks HTTPS with a self-signed certificate: pass ``ssl_context`` to serve
 TLS; without it the emulator serves plain HTTP.
 
-Test hooks (not on the real device; no auth): ``GET /emulator/sent``, ``GET /emulator/state``,
-``POST /emulator/faults`` (JSON: any ``BrevisFaults`` field, plus ``api_access`` true/false and
-``fail_next`` [count, answer]).
+Faults and test hooks are the shared ones (``bridge/emulators/faults.py``, docs/emulators.md);
+the one endpoint is ``send``. There is no inbox (no ``/emulator/inject``); ``POST
+/emulator/faults`` also takes ``api_access`` true/false and ``fail_next`` [count, answer].
 
 Every SMS the emulator "sends" is recorded in ``BrevisEmulator.sent`` (text decoded from hex
 when it came in hex mode); every request (method, path, raw target) in
@@ -45,15 +45,8 @@ from typing import Any
 import attrs
 import trio
 
-from bridge.emulators.http import (
-    HANG,
-    HttpServer,
-    RawReply,
-    Reply,
-    Request,
-    Response,
-    json_response,
-)
+from bridge.emulators.faults import HttpDeviceEmulator, HttpFaults
+from bridge.emulators.http import HttpServer, Request, Response
 
 __all__ = [
     "BrevisEmulator",
@@ -79,8 +72,6 @@ ANSWERS = {
     "timeout": (408, ERR_TIMEOUT),
 }
 MODES = ("number", "telnumber", "group", "contact")
-GARBAGE = b"\x00\xff\xfe\x1b[31m<<brevis>> $#@!\r\n\x7f not an API answer"
-RAW_GARBAGE = b"\x16\x03\x01\x00garbage, not HTTP at all\r\n\r\n"
 _NUMBER = re.compile(r"^\+?\d{3,20}$")
 
 
@@ -93,19 +84,13 @@ def _answer_key(value: str | None) -> str | None:
 
 
 @attrs.define
-class BrevisFaults:
-    """Misbehaviour switches; change them at any time (``emulator.faults.hang = True``)."""
+class BrevisFaults(HttpFaults):
+    """The shared switches (``HttpFaults``; ``delay`` comes on top of ``send_duration``) and
+    the gateway's own quirks."""
 
-    #: Seconds to wait before every answer (on top of ``send_duration``).
-    delay: float = 0.0
-    #: Never answer (the connection stays open until the client gives up).
-    hang: bool = False
-    #: With ``hang``: still send the SMS (the answer is lost, not the request).
-    hang_after_processing: bool = True
-    #: Answer HTTP 200 with a garbage body.
-    garbage: bool = False
-    #: Answer bytes that are not HTTP at all, then close.
-    raw_garbage: bool = False
+    ENDPOINTS = frozenset({"send"})
+    DEVICE = "brevis"
+
     #: Every send answers this instead of sending: "error", "parameter", "unauthorized",
     #: "forbidden", "timeout" (see ``ANSWERS``). None: normal.
     answer: str | None = attrs.field(default=None, converter=_answer_key)
@@ -113,16 +98,12 @@ class BrevisFaults:
     timeout_sends: bool = False
     #: Numbers matching this regular expression (re.search) answer the gateway-logs error.
     wrong_number: str | None = None
-    #: Errors come with their HTTP status (the seed); False: always HTTP 200, text only.
+    #: Errors come with their HTTP status (as documented); False: always HTTP 200, text only.
     status_codes: bool = True
     #: The body of a successful send [I].
     success_body: str = "OK"
     #: Gateways bought before 2021 ignore ``flash``.
     flash_supported: bool = True
-    #: Keep connections open; False answers HTTP/1.0 style (no Content-Length, close).
-    keep_alive: bool = True
-    #: Write answers this many bytes at a time (0: at once).
-    drip: int = 0
 
 
 @attrs.frozen
@@ -169,7 +150,9 @@ def _present(params: Mapping[str, str], name: str) -> bool:
     return name in params
 
 
-class BrevisEmulator:
+class BrevisEmulator(HttpDeviceEmulator):
+    GARBAGE = b"\x00\xff\xfe\x1b[31m<<brevis>> $#@!\r\n\x7f not an API answer"
+
     def __init__(
         self,
         username: str = "apiuser",
@@ -182,14 +165,12 @@ class BrevisEmulator:
         clock: Callable[[], float] = time.monotonic,
         **fault_options: Any,
     ):
-        if faults is not None and fault_options:
-            raise TypeError("pass either faults= or fault options, not both")
+        self._init_faults(BrevisFaults, faults, fault_options)
         self.username = username
         self.password = password
         self.api_access = api_access
         self.send_duration = send_duration
         self.ssl_context = ssl_context
-        self.faults = faults if faults is not None else BrevisFaults(**fault_options)
         self.sent: list[BrevisSentSms] = []
         self.requests: list[BrevisRequest] = []
         self._clock = clock
@@ -198,14 +179,6 @@ class BrevisEmulator:
         self.server = HttpServer(self.handle, name="brevis-emulator")
 
     # ---------------------------------------------------------------- runtime controls
-
-    @property
-    def port(self) -> int | None:
-        return self.server.port
-
-    @property
-    def connections_opened(self) -> int:
-        return self.server.stats.connections_opened
 
     def fail_next(self, count: int = 1, answer: str = "error") -> None:
         """The next ``count`` sends answer ``answer`` (a key of ``ANSWERS``)."""
@@ -235,26 +208,17 @@ class BrevisEmulator:
         task_status.started(self.server.port)
         await trio.serve_listeners(self.server.handle_stream, tls)
 
-    async def handle(self, request: Request) -> Reply:
-        if request.path.startswith("/emulator/"):
-            return self._control(request)
+    def route(self, request: Request) -> str | None:
         self.requests.append(BrevisRequest(request.method, request.path, request.target))
-        if request.path != API_PATH:
-            return self._reply("404 Not Found", status=404)
-        faults = self.faults
-        if faults.raw_garbage:
-            return RawReply(RAW_GARBAGE, delay=faults.delay)
-        if faults.hang and not faults.hang_after_processing:
-            return HANG
+        return "send" if request.path == API_PATH else None
+
+    def not_found(self, request: Request) -> Response:
+        return self._reply("404 Not Found", status=404)
+
+    async def process(self, endpoint: str, request: Request) -> Response:
         if request.method not in ("GET", "POST"):
             return self._reply("405 Method Not Allowed", status=405)
-        reply = await self._api(request)
-        if faults.hang:
-            return HANG
-        if faults.garbage and reply.status == 200:
-            reply.body = GARBAGE
-        reply.delay = faults.delay
-        return reply
+        return await self._api(request)
 
     def _reply(self, body: str | bytes, status: int = 200) -> Response:
         faults = self.faults
@@ -265,9 +229,6 @@ class BrevisEmulator:
             body=body,
             content_type="text/html; charset=UTF-8",
             headers=[("Server", "Apache"), ("X-Powered-By", "PHP")],
-            close_delimited=not faults.keep_alive,
-            http_version="1.1" if faults.keep_alive else "1.0",
-            drip=faults.drip,
         )
 
     def _error(self, key: str) -> Response:
@@ -331,43 +292,14 @@ class BrevisEmulator:
 
     # ---------------------------------------------------------------- test hooks over HTTP
 
-    def _control(self, request: Request) -> Response:
-        try:
-            if request.path == "/emulator/sent" and request.method == "GET":
-                return json_response([s.as_json() for s in self.sent])
-            if request.path == "/emulator/state" and request.method == "GET":
-                return json_response(self._state_json())
-            if request.path == "/emulator/faults" and request.method == "POST":
-                self._apply_faults(request.json())
-                return json_response(self._state_json())
-        except (KeyError, ValueError, TypeError) as exc:
-            return json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status=400)
-        return json_response({"ok": False, "error": "no such emulator endpoint"}, status=404)
+    def apply_control(self, key: str, value: Any) -> bool:
+        if key != "api_access":
+            return False
+        self.api_access = bool(value)
+        return True
 
-    def _apply_faults(self, data: Any) -> None:
-        if not isinstance(data, Mapping):
-            raise TypeError("expected a JSON object")
-        fields = {f.name for f in attrs.fields(BrevisFaults)}
-        for key, value in data.items():
-            if key == "api_access":
-                self.api_access = bool(value)
-            elif key == "fail_next":
-                count, answer = value
-                self.fail_next(int(count), str(answer))
-            elif key in fields:
-                setattr(self.faults, key, value)
-            else:
-                raise KeyError(f"unknown fault {key!r}")
-
-    def _state_json(self) -> dict[str, Any]:
-        return {
-            "api_access": self.api_access,
-            "sent": len(self.sent),
-            "fail_next": list(self._fail_next),
-            "connections_opened": self.connections_opened,
-            "requests": self.server.stats.requests,
-            "faults": attrs.asdict(self.faults),
-        }
+    def device_state(self) -> dict[str, Any]:
+        return {"api_access": self.api_access, "fail_next": list(self._fail_next)}
 
 
 async def run_brevis_emulator(

@@ -1,6 +1,6 @@
 """GoIP GSM gateway emulator: the HTTP API of a GoIP-1..32, quirks and faults included.
 
-Wire format (reference/devices.md section 1):
+Wire format (docs/devices/goip.md, the HTTP API):
 
 * ``GET /default/en_US/send.html?u=&p=&l=<line>&n=<number>&m=<text>`` ->
   ``Sending,L1 Send SMS to:<n>; ID:<8 hex>`` | ``ERROR,L1 busy`` | ``ERROR,L1 GSM logout`` |
@@ -13,17 +13,17 @@ Wire format (reference/devices.md section 1):
 
 Headers end in bare LF by default, like the real device.
 
-Where the reference does not say, the emulator picks and marks it [I]: ``pos`` in the inbox
+Where the device's documentation does not say, the emulator picks and marks it [I]: ``pos`` in the inbox
 script is the ring's write pointer (the slot the next SMS goes to); deleting empties the slot
 in place (no compaction); a line number the device does not have answers
 ``ERROR,L<n> no such line``; wrong credentials on send_status.xml get the same
 ``ERROR,user or password error`` text as send.html.
 
-Test hooks (not on the real device; no auth; the emulator listens on 127.0.0.1 by default):
-``GET /emulator/sent``, ``GET /emulator/state``, ``POST /emulator/inject`` (form or JSON:
-line, sender, text[, when ISO-8601][, mojibake]) and ``POST /emulator/faults`` (JSON: any
-``GoipFaults`` field, plus ``logout`` {line: seconds|null}, ``login`` [lines],
-``fail_next`` {line: [count, code]}, ``line_errors`` {line: code|null}).
+Faults and test hooks are the shared ones (``bridge/emulators/faults.py``, docs/emulators.md);
+endpoints are ``send``, ``status``, ``inbox``, ``health``. ``POST /emulator/inject`` takes
+line, sender, text[, when ISO-8601][, mojibake]; ``POST /emulator/faults`` also takes
+``logout`` {line: seconds|null}, ``login`` [lines], ``fail_next`` {line: [count, code]} and
+``line_errors`` {line: code|null}.
 
 Every SMS the emulator "sends" is recorded in ``GoipEmulator.sent``.
 """
@@ -34,7 +34,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
@@ -42,15 +42,8 @@ from xml.sax.saxutils import escape as xml_escape
 import attrs
 import trio
 
-from bridge.emulators.http import (
-    HANG,
-    HttpServer,
-    RawReply,
-    Reply,
-    Request,
-    Response,
-    json_response,
-)
+from bridge.emulators.faults import HttpDeviceEmulator, HttpFaults
+from bridge.emulators.http import HttpServer, Request, Response
 
 __all__ = ["GoipEmulator", "GoipFaults", "SentSms", "run_goip_emulator"]
 
@@ -64,18 +57,6 @@ PAGES = {
     f"{PREFIX}/status.xml": "health",
 }
 AUTH_ERROR = "ERROR,user or password error"
-GARBAGE = b"\x00\xff\xfe<<GARBAGE>> \x1b[31m$#@!\r\n\x7f not a GoIP answer"
-RAW_GARBAGE = b"\x16\x03\x01\x00garbage, not HTTP at all\r\n\r\n"
-
-
-def _page_set(value: Iterable[str] | None) -> frozenset[str] | None:
-    if value is None:
-        return None
-    pages = frozenset(value)
-    unknown = pages - set(PAGES.values())
-    if unknown:
-        raise ValueError(f"unknown GoIP pages {sorted(unknown)}; known: {sorted(PAGES.values())}")
-    return pages
 
 
 def _line_map(value: Mapping[Any, Any] | None) -> dict[int, str]:
@@ -83,31 +64,18 @@ def _line_map(value: Mapping[Any, Any] | None) -> dict[int, str]:
 
 
 @attrs.define
-class GoipFaults:
-    """Misbehaviour switches; change them at any time (``emulator.faults.hang = True``)."""
+class GoipFaults(HttpFaults):
+    """The shared switches (``HttpFaults``) and the GoIP's own quirks."""
 
-    #: Seconds to wait before every answer.
-    delay: float = 0.0
-    #: Never answer (the connection stays open until the client gives up).
-    hang: bool = False
-    #: With ``hang`` on send.html: still send the SMS (the answer is lost, not the request).
-    hang_after_processing: bool = True
-    #: Answer HTTP 200 with a garbage body.
-    garbage: bool = False
-    #: Answer bytes that are not HTTP at all, then close.
-    raw_garbage: bool = False
-    #: Answer this HTTP status (e.g. 500) with an error page instead of doing anything (0: off).
-    http_error: int = 0
+    ENDPOINTS = frozenset(PAGES.values())
+    DEVICE = "GoIP"
+
     #: send_status.xml answers broken XML.
     malformed_status_xml: bool = False
     #: Status line and headers end in bare LF (what the real device does).
     bare_lf: bool = True
     #: send.html answers are wrapped in newlines ("\nSending,...\n"), as some firmware does.
     wrap_newlines: bool = False
-    #: Keep connections open; False answers HTTP/1.0 style (no Content-Length, close).
-    keep_alive: bool = True
-    #: Write answers this many bytes at a time (0: at once); tests TCP segment boundaries.
-    drip: int = 0
     #: A text starting with '[' gets HTTP 500 (firmware GHSFVT-1.1-67).
     http500_on_bracket: bool = True
     #: Probability that a send ends DONE with ``fail_code``.
@@ -115,12 +83,6 @@ class GoipFaults:
     fail_code: str = "2172"
     #: Every send on these lines ends DONE with this error code: {line: code}.
     line_errors: dict[int, str] = attrs.field(factory=dict, converter=_line_map)
-    #: Which pages delay/hang/garbage/raw_garbage/http_error apply to ("send", "status", "inbox",
-    #: "health"); None = all.
-    pages: frozenset[str] | None = attrs.field(default=None, converter=_page_set)
-
-    def applies_to(self, page: str) -> bool:
-        return self.pages is None or page in self.pages
 
 
 @attrs.frozen
@@ -176,7 +138,9 @@ class _Line:
         return self.slot_id, "DONE", self.slot_error
 
 
-class GoipEmulator:
+class GoipEmulator(HttpDeviceEmulator):
+    GARBAGE = b"\x00\xff\xfe<<GARBAGE>> \x1b[31m$#@!\r\n\x7f not a GoIP answer"
+
     def __init__(
         self,
         lines: int = 8,
@@ -199,8 +163,7 @@ class GoipEmulator:
     ):
         if lines < 1:
             raise ValueError("a GoIP has at least one line")
-        if faults is not None and fault_options:
-            raise TypeError("pass either faults= or fault options, not both")
+        self._init_faults(GoipFaults, faults, fault_options)
         self.lines = lines
         self.username = username
         self.password = password
@@ -208,7 +171,6 @@ class GoipEmulator:
         self.inbox_slots = inbox_slots
         self.status_slots = max(status_slots, lines)
         self.device_tz = device_tz
-        self.faults = faults if faults is not None else GoipFaults(**fault_options)
         self.sent: list[SentSms] = []
         self.deleted: list[tuple[int, int]] = []
         self._clock = clock
@@ -225,14 +187,6 @@ class GoipEmulator:
         self.server = HttpServer(self.handle, name=f"goip-emulator({lines})")
 
     # ---------------------------------------------------------------- runtime controls
-
-    @property
-    def connections_opened(self) -> int:
-        return self.server.stats.connections_opened
-
-    @property
-    def port(self) -> int | None:
-        return self.server.port
 
     def _line(self, line: int) -> _Line:
         try:
@@ -300,63 +254,33 @@ class GoipEmulator:
 
     # ---------------------------------------------------------------- serving
 
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve until cancelled; ``task_status.started(actual_port)``."""
-        await self.server.serve(host, port, task_status=task_status)
+    def route(self, request: Request) -> str | None:
+        return PAGES.get(request.path)
 
-    async def handle(self, request: Request) -> Reply:
-        if request.path.startswith("/emulator/"):
-            return self._control(request)
-        page = PAGES.get(request.path)
-        if page is None:
-            return self._reply("404 Not Found", status=404)
-        faults = self.faults
-        affected = faults.applies_to(page)
-        if affected and faults.raw_garbage:
-            return RawReply(RAW_GARBAGE, delay=faults.delay)
-        if affected and faults.http_error:
-            reply = self._reply(f"<html><body>{faults.http_error} Error</body></html>", status=faults.http_error)
-            reply.delay = faults.delay
-            return reply
-        if affected and faults.hang and not (page == "send" and faults.hang_after_processing):
-            return HANG
+    async def process(self, endpoint: str, request: Request) -> Response:
+        if endpoint == "send":
+            return self._send(request)
+        if endpoint == "status":
+            return self._send_status(request)
+        if endpoint == "inbox":
+            return self._inbox(request)
+        return self._health(request)
 
-        if page == "send":
-            reply = self._send(request)
-        elif page == "status":
-            reply = self._send_status(request)
-        elif page == "inbox":
-            reply = self._inbox(request)
-        else:
-            reply = self._health(request)
+    def not_found(self, request: Request) -> Response:
+        return self._reply("404 Not Found", status=404)
 
-        if affected and faults.hang:
-            return HANG
-        if affected and faults.garbage and reply.status == 200:
-            reply.body = GARBAGE
-        if affected:
-            reply.delay = faults.delay
-        return reply
+    def error_page(self, status: int) -> Response:
+        return self._reply(f"<html><body>{status} Error</body></html>", status=status)
 
     def _reply(
         self, body: str | bytes, status: int = 200, content_type: str = "text/html"
     ) -> Response:
-        faults = self.faults
         return Response(
             status=status,
             body=body,
             content_type=content_type,
             headers=[("Server", "LibHTTPD/1.0"), ("Cache-Control", "no-cache")],
-            eol=b"\n" if faults.bare_lf else b"\r\n",
-            close_delimited=not faults.keep_alive,
-            http_version="1.1" if faults.keep_alive else "1.0",
-            drip=faults.drip,
+            eol=b"\n" if self.faults.bare_lf else b"\r\n",
         )
 
     def _credentials_ok(self, params: Mapping[str, str]) -> bool:
@@ -502,66 +426,38 @@ class GoipEmulator:
 
     # ---------------------------------------------------------------- test hooks over HTTP
 
-    def _control(self, request: Request) -> Response:
-        try:
-            if request.path == "/emulator/sent" and request.method == "GET":
-                return json_response([s.as_json() for s in self.sent])
-            if request.path == "/emulator/state" and request.method == "GET":
-                return json_response(self._state_json())
-            if request.path == "/emulator/inject" and request.method == "POST":
-                data = (
-                    request.json()
-                    if "json" in request.headers.get("content-type", "")
-                    else request.params
-                )
-                when = datetime.fromisoformat(data["when"]) if data.get("when") else None
-                slot = self.inject_sms(
-                    int(data["line"]),
-                    str(data["sender"]),
-                    str(data["text"]),
-                    when,
-                    mojibake=str(data.get("mojibake", "")).lower() in ("1", "true", "yes"),
-                )
-                return json_response({"ok": True, "slot": slot})
-            if request.path == "/emulator/faults" and request.method == "POST":
-                self._apply_faults(request.json())
-                return json_response(self._state_json())
-        except (KeyError, ValueError, TypeError) as exc:
-            return json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status=400)
-        return json_response({"ok": False, "error": "no such emulator endpoint"}, status=404)
+    def inject_from(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        when = datetime.fromisoformat(data["when"]) if data.get("when") else None
+        slot = self.inject_sms(
+            int(data["line"]),
+            str(data["sender"]),
+            str(data["text"]),
+            when,
+            mojibake=str(data.get("mojibake", "")).lower() in ("1", "true", "yes"),
+        )
+        return {"slot": slot}
 
-    def _apply_faults(self, data: Mapping[str, Any]) -> None:
-        if not isinstance(data, Mapping):
-            raise TypeError("expected a JSON object")
-        fields = {f.name for f in attrs.fields(GoipFaults)}
-        for key, value in data.items():
-            if key == "logout":
-                for line, seconds in value.items():
-                    self.logout(int(line), seconds)
-            elif key == "login":
-                for line in value:
-                    self.login(int(line))
-            elif key == "fail_next":
-                for line, (count, code) in value.items():
-                    self.fail_next(int(line), int(count), str(code))
-            elif key == "line_errors":
-                for line, code in value.items():
-                    self.set_line_error(int(line), code)
-            elif key in fields:
-                setattr(self.faults, key, value)  # attrs runs the field's converter
-            else:
-                raise KeyError(f"unknown fault {key!r}")
+    def apply_control(self, key: str, value: Any) -> bool:
+        if key == "logout":
+            for line, seconds in value.items():
+                self.logout(int(line), seconds)
+        elif key == "login":
+            for line in value:
+                self.login(int(line))
+        elif key == "fail_next":
+            for line, (count, code) in value.items():
+                self.fail_next(int(line), int(count), str(code))
+        elif key == "line_errors":
+            for line, code in value.items():
+                self.set_line_error(int(line), code)
+        else:
+            return False
+        return True
 
-    def _state_json(self) -> dict[str, Any]:
+    def device_state(self) -> dict[str, Any]:
         now = self._clock()
-        faults = attrs.asdict(self.faults)
-        faults["pages"] = sorted(self.faults.pages) if self.faults.pages is not None else None
         return {
             "lines": self.lines,
-            "sent": len(self.sent),
-            "connections_opened": self.connections_opened,
-            "requests": self.server.stats.requests,
-            "faults": faults,
             "line_state": {
                 str(n): {
                     "busy": s.busy(now),

@@ -1,6 +1,6 @@
 """LTE router "send SMS via URL" emulator (Teltonika RUT style), quirks and faults included.
 
-Wire format (reference/devices.md section 3, seed 001). Every endpoint takes ``username``,
+Wire format (docs/devices/router.md). Every endpoint takes ``username``,
 ``password`` and its own parameters by GET (query) or POST (form body):
 
 * ``/cgi-bin/sms_send`` (``number``, ``text``[, ``modem``]) -> ``OK`` | ``ERROR`` |
@@ -25,11 +25,11 @@ reused by the next SMS (lowest free first); dates are ``%a %b %d %H:%M:%S %Y`` i
 A multipart SMS whose parts have not all arrived shows `` <part_missing> `` for each missing
 part, in place (the shape seen on real routers: ``Text:  <part_missing>  <part_missing> res``).
 
-Test hooks (not on the real device; no auth; the emulator listens on 127.0.0.1 by default):
-``GET /emulator/sent``, ``GET /emulator/state``, ``POST /emulator/inject`` (form or JSON:
-sender, text[, when ISO-8601][, part_missing]), ``POST /emulator/complete`` (index, text: the
-missing part arrives) and ``POST /emulator/faults`` (JSON: any ``RouterFaults`` field, plus
-``enabled`` true/false and ``fail_next`` [count, answer]).
+Faults and test hooks are the shared ones (``bridge/emulators/faults.py``, docs/emulators.md);
+endpoints are ``send``, ``list``, ``read``, ``delete``, ``total``. ``POST /emulator/inject``
+takes sender, text[, when ISO-8601][, part_missing]; ``POST /emulator/complete`` (index, text)
+makes the missing part arrive; ``POST /emulator/faults`` also takes ``enabled`` true/false and
+``fail_next`` [count, answer].
 
 Every SMS the emulator "sends" is recorded in ``RouterEmulator.sent``; every request (method,
 path, raw target) in ``RouterEmulator.requests``, for tests that check where credentials went.
@@ -40,22 +40,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 import attrs
 import trio
 
-from bridge.emulators.http import (
-    HANG,
-    HttpServer,
-    RawReply,
-    Reply,
-    Request,
-    Response,
-    json_response,
-)
+from bridge.emulators.faults import HttpDeviceEmulator, HttpFaults, form_or_json
+from bridge.emulators.http import HttpServer, Request, Response, json_response
 
 __all__ = [
     "RouterEmulator",
@@ -79,8 +72,6 @@ SEPARATOR = "-" * 30
 PART_MISSING = " <part_missing> "
 AUTH_ERROR = "Bad username or password"
 SEND_ANSWERS = ("OK", "ERROR", "TIMEOUT", "WRONG_NUMBER")
-GARBAGE = b"\x00\xff\xfe<html>\x1b[31mrouter says $#@!\r\n\x7f not an SMS API answer"
-RAW_GARBAGE = b"\x16\x03\x01\x00garbage, not HTTP at all\r\n\r\n"
 _NUMBER = re.compile(r"^\+?\d{3,20}$")
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -88,18 +79,6 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 class StorageFull(ValueError):
     """The SIM's SMS storage is full (a real modem refuses the SMS; the network retries)."""
-
-
-def _endpoint_set(value: Iterable[str] | None) -> frozenset[str] | None:
-    if value is None:
-        return None
-    names = frozenset(value)
-    unknown = names - set(ENDPOINTS.values())
-    if unknown:
-        raise ValueError(
-            f"unknown router endpoints {sorted(unknown)}; known: {sorted(ENDPOINTS.values())}"
-        )
-    return names
 
 
 def _answer_word(value: str | None) -> str | None:
@@ -117,19 +96,13 @@ def _auth_style(value: str) -> str:
 
 
 @attrs.define
-class RouterFaults:
-    """Misbehaviour switches; change them at any time (``emulator.faults.hang = True``)."""
+class RouterFaults(HttpFaults):
+    """The shared switches (``HttpFaults``; ``delay`` comes on top of ``send_duration``) and
+    the router's own quirks."""
 
-    #: Seconds to wait before every answer (on top of ``send_duration`` for sends).
-    delay: float = 0.0
-    #: Never answer (the connection stays open until the client gives up).
-    hang: bool = False
-    #: With ``hang`` on sms_send: still send the SMS (the answer is lost, not the request).
-    hang_after_processing: bool = True
-    #: Answer HTTP 200 with a garbage body.
-    garbage: bool = False
-    #: Answer bytes that are not HTTP at all, then close.
-    raw_garbage: bool = False
+    ENDPOINTS = frozenset(ENDPOINTS.values())
+    DEVICE = "router"
+
     #: Every send answers this word instead of OK ("ERROR", "TIMEOUT", "WRONG_NUMBER").
     answer: str | None = attrs.field(default=None, converter=_answer_word)
     #: A TIMEOUT answer still sends the SMS (the modem transmitted it after the router gave up).
@@ -144,16 +117,6 @@ class RouterFaults:
     trailing_newline: bool = True
     #: Firmware that only takes GET: POST answers HTTP 405.
     get_only: bool = False
-    #: Keep connections open; False answers HTTP/1.0 style (no Content-Length, close).
-    keep_alive: bool = True
-    #: Write answers this many bytes at a time (0: at once).
-    drip: int = 0
-    #: Which endpoints delay/hang/garbage/raw_garbage apply to ("send", "list", "read",
-    #: "delete", "total"); None = all.
-    endpoints: frozenset[str] | None = attrs.field(default=None, converter=_endpoint_set)
-
-    def applies_to(self, endpoint: str) -> bool:
-        return self.endpoints is None or endpoint in self.endpoints
 
 
 @attrs.frozen
@@ -209,7 +172,9 @@ def _router_date(when: datetime) -> str:
     )
 
 
-class RouterEmulator:
+class RouterEmulator(HttpDeviceEmulator):
+    GARBAGE = b"\x00\xff\xfe<html>\x1b[31mrouter says $#@!\r\n\x7f not an SMS API answer"
+
     def __init__(
         self,
         username: str = "user1",
@@ -225,8 +190,7 @@ class RouterEmulator:
         clock: Callable[[], float] = time.monotonic,
         **fault_options: Any,
     ):
-        if faults is not None and fault_options:
-            raise TypeError("pass either faults= or fault options, not both")
+        self._init_faults(RouterFaults, faults, fault_options)
         if storage < 1:
             raise ValueError("storage must hold at least one SMS")
         self.username = username
@@ -237,7 +201,6 @@ class RouterEmulator:
         self.first_index = first_index
         self.device_tz = device_tz
         self.empty_answer = empty_answer
-        self.faults = faults if faults is not None else RouterFaults(**fault_options)
         self.sent: list[RouterSentSms] = []
         self.deleted: list[int] = []
         self.requests: list[RouterRequest] = []
@@ -248,14 +211,6 @@ class RouterEmulator:
         self.server = HttpServer(self.handle, name="router-emulator")
 
     # ---------------------------------------------------------------- runtime controls
-
-    @property
-    def port(self) -> int | None:
-        return self.server.port
-
-    @property
-    def connections_opened(self) -> int:
-        return self.server.stats.connections_opened
 
     def fail_next(self, count: int = 1, answer: str = "ERROR") -> None:
         """The next ``count`` sends answer ``answer`` (ERROR, TIMEOUT, WRONG_NUMBER)."""
@@ -314,41 +269,19 @@ class RouterEmulator:
 
     # ---------------------------------------------------------------- serving
 
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve until cancelled; ``task_status.started(actual_port)``."""
-        await self.server.serve(host, port, task_status=task_status)
-
-    async def handle(self, request: Request) -> Reply:
-        if request.path.startswith("/emulator/"):
-            return self._control(request)
+    def route(self, request: Request) -> str | None:
         self.requests.append(RouterRequest(request.method, request.path, request.target))
-        endpoint = ENDPOINTS.get(request.path)
-        if endpoint is None:
-            return self._reply("404 Not Found", status=404, newline=False)
-        faults = self.faults
-        affected = faults.applies_to(endpoint)
-        if affected and faults.raw_garbage:
-            return RawReply(RAW_GARBAGE, delay=faults.delay)
-        if affected and faults.hang and not (endpoint == "send" and faults.hang_after_processing):
-            return HANG
-        if request.method not in ("GET", "POST") or (request.method == "POST" and faults.get_only):
+        return ENDPOINTS.get(request.path)
+
+    def not_found(self, request: Request) -> Response:
+        return self._reply("404 Not Found", status=404, newline=False)
+
+    async def process(self, endpoint: str, request: Request) -> Response:
+        if request.method not in ("GET", "POST") or (
+            request.method == "POST" and self.faults.get_only
+        ):
             return self._reply("405 Method Not Allowed", status=405)
-
-        reply = await self._dispatch(endpoint, request)
-
-        if affected and faults.hang:
-            return HANG
-        if affected and faults.garbage and reply.status == 200:
-            reply.body = GARBAGE
-        if affected:
-            reply.delay = faults.delay
-        return reply
+        return await self._dispatch(endpoint, request)
 
     async def _dispatch(self, endpoint: str, request: Request) -> Response:
         params = request.params
@@ -376,9 +309,6 @@ class RouterEmulator:
             body=body,
             content_type="text/plain",
             headers=[("Server", "uhttpd"), ("Cache-Control", "no-cache")],
-            close_delimited=not faults.keep_alive,
-            http_version="1.1" if faults.keep_alive else "1.0",
-            drip=faults.drip,
         )
 
     # sms_send
@@ -464,70 +394,34 @@ class RouterEmulator:
 
     # ---------------------------------------------------------------- test hooks over HTTP
 
-    def _control(self, request: Request) -> Response:
-        try:
-            if request.path == "/emulator/sent" and request.method == "GET":
-                return json_response([s.as_json() for s in self.sent])
-            if request.path == "/emulator/state" and request.method == "GET":
-                return json_response(self._state_json())
-            if request.path == "/emulator/inject" and request.method == "POST":
-                data = self._data(request)
-                when = datetime.fromisoformat(data["when"]) if data.get("when") else None
-                index = self.inject_sms(
-                    str(data["sender"]),
-                    str(data["text"]),
-                    when,
-                    part_missing=str(data.get("part_missing", "")).lower() in ("1", "true", "yes"),
-                )
-                return json_response({"ok": True, "index": index})
-            if request.path == "/emulator/complete" and request.method == "POST":
-                data = self._data(request)
-                self.complete_sms(int(data["index"]), str(data["text"]))
-                return json_response({"ok": True})
-            if request.path == "/emulator/faults" and request.method == "POST":
-                self._apply_faults(request.json())
-                return json_response(self._state_json())
-        except (KeyError, ValueError, TypeError) as exc:
-            return json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status=400)
-        return json_response({"ok": False, "error": "no such emulator endpoint"}, status=404)
-
-    @staticmethod
-    def _data(request: Request) -> Mapping[str, Any]:
-        if "json" in request.headers.get("content-type", ""):
-            data = request.json()
-            if not isinstance(data, Mapping):
-                raise TypeError("expected a JSON object")
-            return data
-        return request.params
-
-    def _apply_faults(self, data: Any) -> None:
-        if not isinstance(data, Mapping):
-            raise TypeError("expected a JSON object")
-        fields = {f.name for f in attrs.fields(RouterFaults)}
-        for key, value in data.items():
-            if key == "enabled":
-                self.enabled = bool(value)
-            elif key == "fail_next":
-                count, answer = value
-                self.fail_next(int(count), str(answer))
-            elif key in fields:
-                setattr(self.faults, key, value)  # attrs runs the field's converter
-            else:
-                raise KeyError(f"unknown fault {key!r}")
-
-    def _state_json(self) -> dict[str, Any]:
-        faults = attrs.asdict(self.faults)
-        faults["endpoints"] = (
-            sorted(self.faults.endpoints) if self.faults.endpoints is not None else None
+    def inject_from(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        when = datetime.fromisoformat(data["when"]) if data.get("when") else None
+        index = self.inject_sms(
+            str(data["sender"]),
+            str(data["text"]),
+            when,
+            part_missing=str(data.get("part_missing", "")).lower() in ("1", "true", "yes"),
         )
+        return {"index": index}
+
+    def control_extra(self, request: Request) -> Response | None:
+        if request.path == "/emulator/complete" and request.method == "POST":
+            data = form_or_json(request)
+            self.complete_sms(int(data["index"]), str(data["text"]))
+            return json_response({"ok": True})
+        return None
+
+    def apply_control(self, key: str, value: Any) -> bool:
+        if key != "enabled":
+            return False
+        self.enabled = bool(value)
+        return True
+
+    def device_state(self) -> dict[str, Any]:
         return {
             "enabled": self.enabled,
-            "sent": len(self.sent),
             "inbox": {str(i): text for i, text in self.inbox_entries().items()},
             "fail_next": list(self._fail_next),
-            "connections_opened": self.connections_opened,
-            "requests": self.server.stats.requests,
-            "faults": faults,
         }
 
 

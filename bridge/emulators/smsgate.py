@@ -1,8 +1,7 @@
 """SMSGate emulator: the android-sms-gateway app in Local Server mode, with a simulated phone
 that calls the registered webhooks.
 
-Wire format (reference/devices.md section 6 and the app's docs), HTTP Basic auth on every
-route:
+Wire format (docs/devices/smsgate.md), HTTP Basic auth on every route:
 
 * ``POST /message`` ``{"id"?, "textMessage":{"text"} | "message", "phoneNumbers":[…],
   "simNumber"?, "withDeliveryReport"?, "priority"?}`` -> 202 ``{"id","state":"Pending",
@@ -31,10 +30,11 @@ Where the docs do not say, the emulator picks and marks it [I]: a duplicate mess
 409; a ``simNumber`` the phone lacks is 400; ``sms:sent`` carries ``partsCount`` only when
 ``parts_count_in_payload`` is on; failure reasons look like ``RESULT_ERROR_GENERIC_FAILURE``.
 
-Test hooks (not on the real app; no auth): ``GET /emulator/sent``, ``GET /emulator/state``,
-``GET /emulator/webhook_log``, ``POST /emulator/inject`` (JSON: sender, text[, sim][, when]),
-``POST /emulator/faults`` (JSON: any ``SmsGateFaults`` field, plus ``fail_next``
-{count, reason, part}).
+Faults and test hooks are the shared ones (``bridge/emulators/faults.py``, docs/emulators.md);
+endpoints are ``message`` (POST /message), ``status`` (GET /message/{id}), ``webhooks``,
+``health``. ``POST /emulator/inject`` takes sender, text[, sim][, when]; ``GET
+/emulator/webhook_log`` lists every webhook attempt; ``POST /emulator/faults`` also takes
+``fail_next`` {count, reason, part}.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import random
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
@@ -55,15 +55,8 @@ import attrs
 import httpx
 import trio
 
-from bridge.emulators.http import (
-    HANG,
-    HttpServer,
-    Reply,
-    Request,
-    Response,
-    json_response,
-    unauthorized,
-)
+from bridge.emulators.faults import HttpDeviceEmulator, HttpFaults, status_phrase
+from bridge.emulators.http import HttpServer, Request, Response, json_response, unauthorized
 from bridge.smpp.text import split_text
 
 __all__ = [
@@ -82,37 +75,17 @@ WEBHOOK_EVENTS = frozenset(
     {"sms:received", "sms:sent", "sms:delivered", "sms:failed", "sms:data-received", "system:ping"}
 )
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-GARBAGE = b"\x00\xffKtor: <html>Internal</html> \x1b[0m not JSON"
 _ID_ALPHABET = string.ascii_letters + string.digits + "_-"
 
 
-def _endpoint_set(value: Iterable[str] | None) -> frozenset[str] | None:
-    if value is None:
-        return None
-    endpoints = frozenset(value)
-    unknown = endpoints - ENDPOINTS
-    if unknown:
-        raise ValueError(f"unknown SMSGate endpoints {sorted(unknown)}; known: {sorted(ENDPOINTS)}")
-    return endpoints
-
-
 @attrs.define
-class SmsGateFaults:
-    """Misbehaviour switches; change them at any time (``emulator.faults.hang = True``)."""
+class SmsGateFaults(HttpFaults):
+    """The shared switches (``HttpFaults``; ``hang_after_processing`` applies to POST
+    /message) and the app's own misbehaviour."""
 
-    #: Seconds to wait before every answer.
-    delay: float = 0.0
-    #: Never answer.
-    hang: bool = False
-    #: With ``hang`` on POST /message: still take the message (the answer is lost).
-    hang_after_processing: bool = True
-    #: Answer HTTP 500 without doing anything.
-    http500: bool = False
-    #: Answer HTTP 200 with a body that is not JSON (after doing the work).
-    garbage: bool = False
-    #: Which endpoints delay/hang/http500/garbage apply to ("message" = POST /message,
-    #: "status" = GET /message/{id}, "webhooks", "health"); None = all.
-    endpoints: frozenset[str] | None = attrs.field(default=None, converter=_endpoint_set)
+    ENDPOINTS = ENDPOINTS
+    DEVICE = "SMSGate"
+
     #: Sign webhooks with a wrong key.
     wrong_signature: bool = False
     #: Send webhooks with an X-Timestamp 10 minutes old.
@@ -121,9 +94,6 @@ class SmsGateFaults:
     duplicate_webhooks: bool = False
     #: Part reports in reverse order, and sms:sent only after the first report.
     out_of_order_parts: bool = False
-
-    def applies_to(self, endpoint: str) -> bool:
-        return self.endpoints is None or endpoint in self.endpoints
 
 
 @attrs.frozen
@@ -184,7 +154,10 @@ class _Message:
     plan: _FailPlan | None = None
 
 
-class SmsGateEmulator:
+class SmsGateEmulator(HttpDeviceEmulator):
+    PROCESSING = frozenset({"message"})
+    GARBAGE = b"\x00\xffKtor: <html>Internal</html> \x1b[0m not JSON"
+
     def __init__(
         self,
         username: str = "sms",
@@ -206,8 +179,7 @@ class SmsGateEmulator:
         wall_clock: Callable[[], float] = time.time,
         **fault_options: Any,
     ):
-        if faults is not None and fault_options:
-            raise TypeError("pass either faults= or fault options, not both")
+        self._init_faults(SmsGateFaults, faults, fault_options)
         if not 1 <= sims <= 3:
             raise ValueError("the app knows SIM numbers 1..3")
         self.username = username
@@ -223,7 +195,6 @@ class SmsGateEmulator:
         self.webhook_timeout = webhook_timeout
         self.device_tz = device_tz
         self.require_https_webhooks = require_https_webhooks
-        self.faults = faults if faults is not None else SmsGateFaults(**fault_options)
         self.sent: list[SentMessage] = []
         self.webhook_log: list[WebhookAttempt] = []
         self.webhooks: dict[str, dict[str, str]] = {}
@@ -242,14 +213,6 @@ class SmsGateEmulator:
         self.server = HttpServer(self.handle, name="smsgate-emulator")
 
     # ---------------------------------------------------------------- runtime controls
-
-    @property
-    def port(self) -> int | None:
-        return self.server.port
-
-    @property
-    def connections_opened(self) -> int:
-        return self.server.stats.connections_opened
 
     def fail_next(
         self, count: int = 1, reason: str = "RESULT_ERROR_GENERIC_FAILURE", part: int | None = None
@@ -311,33 +274,22 @@ class SmsGateEmulator:
                 self._nursery = None
                 self._client = None
 
-    async def handle(self, request: Request) -> Reply:
-        if request.path.startswith("/emulator/"):
-            return self._control(request)
-        route = self._route(request)
-        if route is None:
-            return self._json({"message": "Not Found"}, 404)
-        endpoint, action = route
+    def route(self, request: Request) -> str | None:
+        found = self._route(request)
+        return None if found is None else found[0]
+
+    def not_found(self, request: Request) -> Response:
+        return self._json({"message": "Not Found"}, 404)
+
+    def error_page(self, status: int) -> Response:
+        return self._json({"message": status_phrase(status)}, status)
+
+    async def process(self, endpoint: str, request: Request) -> Response:
         if not request.check_basic_auth(self.username, self.password):
             return unauthorized("SMS Gateway")
-        faults = self.faults
-        affected = faults.applies_to(endpoint)
-        if (
-            affected
-            and faults.hang
-            and not (endpoint == "message" and faults.hang_after_processing)
-        ):
-            return HANG
-        if affected and faults.http500:
-            return self._json({"message": "Internal Server Error"}, 500, delay=faults.delay)
-        reply = action(request)
-        if affected and faults.hang:
-            return HANG
-        if affected and faults.garbage and reply.status < 300:
-            reply.body = GARBAGE
-        if affected:
-            reply.delay = faults.delay
-        return reply
+        found = self._route(request)
+        assert found is not None
+        return found[1](request)
 
     def _route(self, request: Request) -> tuple[str, Callable[[Request], Response]] | None:
         path, method = request.path.rstrip("/") or "/", request.method
@@ -354,12 +306,11 @@ class SmsGateEmulator:
         return None
 
     @staticmethod
-    def _json(obj: Any, status: int = 200, *, delay: float = 0.0) -> Response:
+    def _json(obj: Any, status: int = 200) -> Response:
         return Response(
             status=status,
             body=json.dumps(obj, ensure_ascii=False),
             content_type="application/json; charset=UTF-8",
-            delay=delay,
         )
 
     # -- POST /message
@@ -652,55 +603,24 @@ class SmsGateEmulator:
 
     # ---------------------------------------------------------------- test hooks over HTTP
 
-    def _control(self, request: Request) -> Response:
-        try:
-            if request.path == "/emulator/sent" and request.method == "GET":
-                return json_response([s.as_json() for s in self.sent])
-            if request.path == "/emulator/state" and request.method == "GET":
-                return json_response(self._state_json())
-            if request.path == "/emulator/webhook_log" and request.method == "GET":
-                return json_response([attrs.asdict(a) for a in self.webhook_log])
-            if request.path == "/emulator/inject" and request.method == "POST":
-                data = request.json()
-                when = datetime.fromisoformat(data["when"]) if data.get("when") else None
-                event_id = self.inject_sms(
-                    str(data["sender"]), str(data["text"]), sim=data.get("sim", 1), when=when
-                )
-                return json_response({"ok": True, "event_id": event_id})
-            if request.path == "/emulator/faults" and request.method == "POST":
-                self._apply_faults(request.json())
-                return json_response(self._state_json())
-        except (KeyError, ValueError, TypeError) as exc:
-            return json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status=400)
-        return json_response({"ok": False, "error": "no such emulator endpoint"}, status=404)
-
-    def _apply_faults(self, data: Mapping[str, Any]) -> None:
-        if not isinstance(data, Mapping):
-            raise TypeError("expected a JSON object")
-        fields = {f.name for f in attrs.fields(SmsGateFaults)}
-        for key, value in data.items():
-            if key == "fail_next":
-                self.fail_next(
-                    int(value.get("count", 1)),
-                    str(value.get("reason", "RESULT_ERROR_GENERIC_FAILURE")),
-                    value.get("part"),
-                )
-            elif key in fields:
-                setattr(self.faults, key, value)
-            else:
-                raise KeyError(f"unknown fault {key!r}")
-
-    def _state_json(self) -> dict[str, Any]:
-        faults = attrs.asdict(self.faults)
-        faults["endpoints"] = (
-            sorted(self.faults.endpoints) if self.faults.endpoints is not None else None
+    def inject_from(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        when = datetime.fromisoformat(data["when"]) if data.get("when") else None
+        sim = data.get("sim", 1)
+        event_id = self.inject_sms(
+            str(data["sender"]), str(data["text"]), sim=None if sim is None else int(sim), when=when
         )
+        return {"event_id": event_id}
+
+    def control_extra(self, request: Request) -> Response | None:
+        if request.path == "/emulator/webhook_log" and request.method == "GET":
+            return json_response([attrs.asdict(a) for a in self.webhook_log])
+        return None
+
+    def device_state(self) -> dict[str, Any]:
         return {
-            "sent": len(self.sent),
             "webhooks": list(self.webhooks.values()),
             "webhook_attempts": len(self.webhook_log),
             "webhooks_pending": self._pending,
-            "faults": faults,
             "messages": {
                 m.id: {"state": m.state, "parts": m.parts, "delivered_parts": m.delivered_parts}
                 for m in self._messages.values()

@@ -1,6 +1,6 @@
-"""SmsGateway24 emulator: the cloud API of seed 004 plus a simulated phone behind it.
+"""SmsGateway24 emulator: the service's cloud API plus a simulated phone behind it.
 
-Wire format (reference/devices.md section 5), GET or form POST to ``/getdata/<method>``:
+Wire format (docs/devices/smsgateway24.md), GET or form POST to ``/getdata/<method>``:
 
 * ``gettoken(email, pass)`` -> ``{"error":0,"message":"OK","token":"<32 hex>"}`` |
   ``{"error":1,"message":"Login or password incorrect"}``
@@ -24,7 +24,7 @@ code (``fail_code`` for all, ``fail_next`` for the next few) ends the SMS with 8
 with 9/10/11/12/100/101 instead of 6. While the phone is offline nothing moves and
 ``lastseen`` stays where it was.
 
-Where the seed does not say, the emulator picks and marks it [I]: a bad or expired token is
+Where the service's documentation does not say, the emulator picks and marks it [I]: a bad or expired token is
 ``{"error":1,"message":"Token is wrong or expired"}``; an unknown sms_id is
 ``{"error":1,"message":"Sms not found"}``; another device id is ``"Device not found"``; a
 missing parameter is ``"<name> is required"``; a SIM slot the phone lacks is ``"Wrong sim"``;
@@ -32,11 +32,11 @@ missing parameter is ``"<name> is required"``; a SIM slot the phone lacks is ``"
 not honoured; the rows of ``getallsms`` carry a ``sim`` field; an incoming SMS (status 5) has
 its sender in ``sendto``.
 
-Test hooks (not on the real service; no auth): ``GET /emulator/sent``, ``GET /emulator/state``,
-``POST /emulator/inject`` (form or JSON: sender, text[, sim 0|1][, when ISO-8601]) and
-``POST /emulator/faults`` (JSON: any ``Sg24Faults`` field, plus ``online`` bool,
-``offline_for`` seconds (phone last seen that long ago), ``expire_tokens`` true,
-``fail_next`` [count, code], ``fail_code`` code|null, ``final_status``, ``timeline``).
+Faults and test hooks are the shared ones (``bridge/emulators/faults.py``, docs/emulators.md);
+endpoints are the method names (``METHODS``). ``POST /emulator/inject`` takes sender, text[, sim
+0|1][, when ISO-8601]; ``POST /emulator/faults`` also takes ``online`` bool, ``offline_for``
+seconds (phone last seen that long ago), ``expire_tokens`` true, ``fail_next`` [count, code],
+``fail_code`` code|null, ``final_status`` and ``timeline``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -54,14 +54,8 @@ from zoneinfo import ZoneInfo
 import attrs
 import trio
 
-from bridge.emulators.http import (
-    HANG,
-    HttpServer,
-    Reply,
-    Request,
-    Response,
-    json_response,
-)
+from bridge.emulators.faults import HttpDeviceEmulator, HttpFaults
+from bridge.emulators.http import HttpServer, Request, Response
 
 __all__ = [
     "METHODS",
@@ -95,45 +89,22 @@ STATUS_TITLE = {
 }
 FAIL_CODES = frozenset({8, 9, 10, 11, 12, 100, 101})
 FINAL = frozenset({5, 6, 7} | FAIL_CODES)
-GARBAGE = b"<html><body><h1>502 Bad Gateway</h1>\x00\xff cloudflare</body></html>"
 ONLINE_WINDOW = 120.0
 
 
-def _method_set(value: Iterable[str] | None) -> frozenset[str] | None:
-    if value is None:
-        return None
-    methods = frozenset(value)
-    unknown = methods - METHODS
-    if unknown:
-        raise ValueError(
-            f"unknown SmsGateway24 methods {sorted(unknown)}; known: {sorted(METHODS)}"
-        )
-    return methods
-
-
 @attrs.define
-class Sg24Faults:
-    """Misbehaviour switches; change them at any time (``emulator.faults.hang = True``)."""
+class Sg24Faults(HttpFaults):
+    """The shared switches (``HttpFaults``; ``hang_after_processing`` applies to addsms and
+    smstosend) and the service's own quirks."""
 
-    #: Seconds to wait before every answer.
-    delay: float = 0.0
-    #: Never answer (the connection stays open until the client gives up).
-    hang: bool = False
-    #: With ``hang`` on addsms/smstosend: still save the SMS (the answer is lost, not the call).
-    hang_after_processing: bool = True
-    #: Answer HTTP 200 with an HTML body (after processing the call).
-    garbage: bool = False
-    #: Answer HTTP 500 (without processing the call).
-    http500: bool = False
-    #: Answer every call with ``{"error":1,"message":<this>}`` (without processing it).
+    ENDPOINTS = METHODS
+    DEVICE = "SmsGateway24"
+
+    #: Answer every call with ``{"error":1,"message":<this>}`` (without processing it; the
+    #: ``endpoints`` switch applies).
     error_message: str | None = None
     #: PHP quirk: every number in an answer as a string ("sms_id":"62807347").
     string_numbers: bool = False
-    #: Which methods delay/hang/garbage/http500/error_message apply to; None = all.
-    methods: frozenset[str] | None = attrs.field(default=None, converter=_method_set)
-
-    def applies_to(self, method: str) -> bool:
-        return self.methods is None or method in self.methods
 
 
 @attrs.frozen
@@ -186,7 +157,10 @@ class _Token:
     calls: int = 0
 
 
-class SmsGateway24Emulator:
+class SmsGateway24Emulator(HttpDeviceEmulator):
+    PROCESSING = frozenset({"addsms", "smstosend"})
+    GARBAGE = b"<html><body><h1>502 Bad Gateway</h1>\x00\xff cloudflare</body></html>"
+
     def __init__(
         self,
         email: str = "user@example.com",
@@ -209,8 +183,7 @@ class SmsGateway24Emulator:
         wall: Callable[[], datetime] | None = None,
         **fault_options: Any,
     ):
-        if faults is not None and fault_options:
-            raise TypeError("pass either faults= or fault options, not both")
+        self._init_faults(Sg24Faults, faults, fault_options)
         if sims not in (1, 2):
             raise ValueError("a phone has 1 or 2 SIM slots")
         self.email = email
@@ -225,7 +198,6 @@ class SmsGateway24Emulator:
         self.server_tz = ZoneInfo(server_tz)
         self.server_tz_name = server_tz
         self.title = title
-        self.faults = faults if faults is not None else Sg24Faults(**fault_options)
         self.sent: list[SentSms] = []
         #: Calls per method, for tests ("gettoken" counts token renewals).
         self.calls: Counter[str] = Counter()
@@ -260,14 +232,6 @@ class SmsGateway24Emulator:
         if code is not None and int(code) not in FAIL_CODES:
             raise ValueError(f"fail codes are {sorted(FAIL_CODES)}")
         return None if code is None else int(code)
-
-    @property
-    def port(self) -> int | None:
-        return self.server.port
-
-    @property
-    def connections_opened(self) -> int:
-        return self.server.stats.connections_opened
 
     def set_timeline(self, timeline: Sequence[float]) -> None:
         self.timeline = self._check_timeline(timeline)
@@ -353,51 +317,26 @@ class SmsGateway24Emulator:
 
     # ---------------------------------------------------------------- serving
 
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        await self.server.serve(host, port, task_status=task_status)
-
-    async def handle(self, request: Request) -> Reply:
-        if request.path.startswith("/emulator/"):
-            return self._control(request)
+    def route(self, request: Request) -> str | None:
         prefix = "/getdata/"
-        method = (
-            request.path[len(prefix) :].strip("/").lower()
-            if request.path.startswith(prefix)
-            else ""
-        )
+        if not request.path.startswith(prefix):
+            return None
+        method = request.path[len(prefix) :].strip("/").lower()
         if method not in METHODS:
-            return Response(status=404, body="<html><body>404 Not Found</body></html>")
+            return None
         self.calls[method] += 1
-        faults = self.faults
-        affected = faults.applies_to(method)
-        processing_call = method in ("addsms", "smstosend")
-        if affected and faults.hang and not (processing_call and faults.hang_after_processing):
-            return HANG
-        if affected and faults.http500:
-            return Response(
-                status=500,
-                body="<html><body>500 Internal Server Error</body></html>",
-                delay=faults.delay,
-            )
-        if affected and faults.error_message is not None:
-            return self._json({"error": 1, "message": faults.error_message}, delay=faults.delay)
+        return method
 
+    def early_answer(self, endpoint: str, request: Request) -> Response | None:
+        if self.faults.error_message is None:
+            return None
+        return self._json({"error": 1, "message": self.faults.error_message})
+
+    async def process(self, endpoint: str, request: Request) -> Response:
         self._tick(self._clock())
-        params = request.params
-        answer = getattr(self, f"_m_{method}")(params)
-        if affected and faults.hang:
-            return HANG
-        if affected and faults.garbage:
-            return Response(status=200, body=GARBAGE, delay=faults.delay)
-        return self._json(answer, delay=faults.delay if affected else 0.0)
+        return self._json(getattr(self, f"_m_{endpoint}")(request.params))
 
-    def _json(self, obj: Mapping[str, Any], *, delay: float = 0.0) -> Response:
+    def _json(self, obj: Mapping[str, Any]) -> Response:
         if self.faults.string_numbers:
             obj = _stringify_numbers(obj)
         return Response(
@@ -405,7 +344,6 @@ class SmsGateway24Emulator:
             body=json.dumps(obj, ensure_ascii=False),
             content_type="application/json",
             headers=[("Server", "nginx"), ("Cache-Control", "no-cache, private")],
-            delay=delay,
         )
 
     # -- auth
@@ -598,72 +536,43 @@ class SmsGateway24Emulator:
 
     # ---------------------------------------------------------------- test hooks over HTTP
 
-    def _control(self, request: Request) -> Response:
-        try:
-            if request.path == "/emulator/sent" and request.method == "GET":
-                return json_response([s.as_json() for s in self.sent])
-            if request.path == "/emulator/state" and request.method == "GET":
-                return json_response(self._state_json())
-            if request.path == "/emulator/inject" and request.method == "POST":
-                data = (
-                    request.json()
-                    if "json" in request.headers.get("content-type", "")
-                    else request.params
-                )
-                when = datetime.fromisoformat(data["when"]) if data.get("when") else None
-                sms_id = self.inject_sms(
-                    str(data["sender"]), str(data["text"]), sim=int(data.get("sim", 0)), when=when
-                )
-                return json_response({"ok": True, "sms_id": sms_id})
-            if request.path == "/emulator/faults" and request.method == "POST":
-                self._apply_faults(request.json())
-                return json_response(self._state_json())
-        except (KeyError, ValueError, TypeError) as exc:
-            return json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status=400)
-        return json_response({"ok": False, "error": "no such emulator endpoint"}, status=404)
+    def inject_from(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        when = datetime.fromisoformat(data["when"]) if data.get("when") else None
+        sms_id = self.inject_sms(
+            str(data["sender"]), str(data["text"]), sim=int(data.get("sim", 0)), when=when
+        )
+        return {"sms_id": sms_id}
 
-    def _apply_faults(self, data: Mapping[str, Any]) -> None:
-        if not isinstance(data, Mapping):
-            raise TypeError("expected a JSON object")
-        fields = {f.name for f in attrs.fields(Sg24Faults)}
-        for key, value in data.items():
-            if key == "online":
-                self.set_online(bool(value))
-            elif key == "offline_for":
-                self.set_online(False, seen_ago=float(value))
-            elif key == "expire_tokens":
-                if value:
-                    self.expire_tokens()
-            elif key == "fail_next":
-                count, code = value
-                self.fail_next(int(count), int(code))
-            elif key == "fail_code":
-                self.set_fail_code(value)
-            elif key == "final_status":
-                self.set_final_status(int(value))
-            elif key == "timeline":
-                self.set_timeline(value)
-            elif key in fields:
-                setattr(self.faults, key, value)
-            else:
-                raise KeyError(f"unknown fault {key!r}")
+    def apply_control(self, key: str, value: Any) -> bool:
+        if key == "online":
+            self.set_online(bool(value))
+        elif key == "offline_for":
+            self.set_online(False, seen_ago=float(value))
+        elif key == "expire_tokens":
+            if value:
+                self.expire_tokens()
+        elif key == "fail_code":
+            self.set_fail_code(value)
+        elif key == "final_status":
+            self.set_final_status(int(value))
+        elif key == "timeline":
+            self.set_timeline(value)
+        else:
+            return False
+        return True
 
-    def _state_json(self) -> dict[str, Any]:
+    def device_state(self) -> dict[str, Any]:
         self._tick(self._clock())
-        faults = attrs.asdict(self.faults)
-        faults["methods"] = sorted(self.faults.methods) if self.faults.methods is not None else None
         return {
             "device_id": self.device_id,
             "phone_online": self.phone_online,
             "last_seen": self._last_seen.isoformat(),
-            "sent": len(self.sent),
             "tokens": len(self._tokens),
             "calls": dict(self.calls),
             "timeline": list(self.timeline),
             "final_status": self.final_status,
             "fail_code": self.fail_code,
             "fail_next": list(self._fail_next),
-            "faults": faults,
             "sms": {str(s.id): s.status for s in self._sms.values()},
         }
 

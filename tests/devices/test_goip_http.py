@@ -495,7 +495,7 @@ async def test_deadline_while_waiting_for_a_pooled_connection_is_error(emu):
 
 async def test_slow_answer_within_timeout_is_fine(emu, driver):
     emu.faults.delay = 0.15
-    emu.faults.pages = {"send"}
+    emu.faults.endpoints = {"send"}
     result = await driver.send("1", "+1", "slow")
     assert result.outcome is SendOutcome.ACCEPTED
 

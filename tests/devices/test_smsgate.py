@@ -578,10 +578,10 @@ async def test_ambiguous_send_is_reconciled_through_our_own_id(emu):
 async def test_http500_garbage_and_health(emu, driver):
     health = await driver.health()
     assert health.ok and "app pass" in health.detail
-    emu.faults.http500 = True
+    emu.faults.http_error = 500
     result = await driver.send("1", "+4915752982212", "x")
     assert result.outcome is SendOutcome.ERROR and result.http_status == 500
-    emu.faults.http500 = False
+    emu.faults.http_error = 0
     emu.faults.garbage = True
     emu.faults.endpoints = {"message", "status"}
     result = await driver.send("1", "+4915752982212", "x")

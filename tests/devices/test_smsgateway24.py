@@ -317,7 +317,7 @@ async def test_token_renewal_after_expiry_and_concurrent_calls_share_one(emu, dr
 
 async def test_fresh_token_refused_at_once_is_auth_failure(emu, driver):
     emu.faults.error_message = "Token is wrong or expired"
-    emu.faults.methods = {"addsms"}
+    emu.faults.endpoints = {"addsms"}
     result = await driver.send("1", "+1", "x")
     assert result.outcome is SendOutcome.AUTH_FAILED
     assert emu.calls["addsms"] == 2 and emu.calls["gettoken"] == 2
@@ -407,7 +407,7 @@ async def test_hang_on_addsms_is_ambiguous(emu):
     try:
         await d.health()  # token first
         emu.faults.hang = True
-        emu.faults.methods = {"addsms"}
+        emu.faults.endpoints = {"addsms"}
         result = await d.send("1", "+1", "lost answer")
         assert result.outcome is SendOutcome.AMBIGUOUS
         assert len(emu.sent) == 1  # it was saved: exactly why this is ambiguous
@@ -424,7 +424,7 @@ async def test_hang_on_gettoken_is_error_not_ambiguous(emu):
     d = make_driver(emu, timeout=0.3)
     try:
         emu.faults.hang = True
-        emu.faults.methods = {"gettoken"}
+        emu.faults.endpoints = {"gettoken"}
         result = await d.send("1", "+1", "x")
         assert result.outcome is SendOutcome.ERROR  # addsms was never called
         assert emu.calls["addsms"] == 0
@@ -434,10 +434,10 @@ async def test_hang_on_gettoken_is_error_not_ambiguous(emu):
 
 async def test_http500_garbage_and_error_bodies(emu, driver):
     await driver.health()
-    emu.faults.http500 = True
+    emu.faults.http_error = 500
     result = await driver.send("1", "+1", "x")
     assert result.outcome is SendOutcome.ERROR and result.http_status == 500
-    emu.faults.http500 = False
+    emu.faults.http_error = 0
     emu.faults.garbage = True
     result = await driver.send("1", "+1", "x")
     assert result.outcome is SendOutcome.AMBIGUOUS and "not JSON" in result.detail

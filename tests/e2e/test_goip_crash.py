@@ -27,9 +27,9 @@ def emulator():
 def crash_mid_send(tmp_path, emulator, *, processed: bool) -> tuple[BridgeProcess, str]:
     """Submit one message and kill -9 the bridge while its send.html call is unanswered."""
     if processed:
-        emulator.faults(delay=30, pages=["send"])  # the device sends, its answer is slow
+        emulator.faults(delay=30, endpoints=["send"])  # the device sends, its answer is slow
     else:
-        emulator.faults(hang=True, hang_after_processing=False, pages=["send"])
+        emulator.faults(hang=True, hang_after_processing=False, endpoints=["send"])
     bridge = BridgeProcess(tmp_path, goip_config(emulator.url, lines=1, extra="")).start()
     c = client(bridge.port)
     c.bind_transmitter(system_id="alice", password="secret1")

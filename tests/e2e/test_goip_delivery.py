@@ -152,7 +152,7 @@ def test_unreadable_answer_is_reconciled_not_resent(tmp_path, emulator):
     bridge = start(tmp_path, emulator, lines=2)
     try:
         # The device takes the SMS but answers garbage: the bridge must not send it twice.
-        emulator.faults(garbage=True, pages=["send"])
+        emulator.faults(garbage=True, endpoints=["send"])
         c = trx(bridge)
         mid = submit(c, b"sent exactly once", registered_delivery=1).message_id.decode()
         (dlr,) = receive_deliver_sm(c, 1, timeout=20)
@@ -167,7 +167,7 @@ def test_transient_error_is_retried_on_another_line(tmp_path, emulator):
     bridge = start(tmp_path, emulator, lines=2)
     try:
         # The device answers non-HTTP bytes before doing anything: not sent, retry later.
-        emulator.faults(raw_garbage=True, pages=["send"])
+        emulator.faults(raw_garbage=True, endpoints=["send"])
         c = trx(bridge)
         mid = submit(c, b"second time lucky", registered_delivery=1).message_id.decode()
         wait_for(lambda: bridge_events(bridge, mid).count("retry_wait") >= 1, timeout=15)

@@ -127,12 +127,12 @@ async def test_faults_at_construction():
         logged_out={1: None},
         bare_lf=False,
         wrap_newlines=True,
-        pages=["send"],
+        endpoints=["send"],
     )
-    assert emulator.faults.bare_lf is False and emulator.faults.pages == frozenset({"send"})
+    assert emulator.faults.bare_lf is False and emulator.faults.endpoints == frozenset({"send"})
     assert emulator._lines[1].logged_out(emulator._clock())
     with pytest.raises(ValueError):
-        GoipFaults(pages=["nope"])
+        GoipFaults(endpoints=["nope"])
     with pytest.raises(TypeError):
         GoipEmulator(faults=GoipFaults(), hang=True)
 
@@ -196,14 +196,14 @@ async def test_control_endpoints(emu, client):
         "/emulator/faults",
         json={
             "bare_lf": False,
-            "pages": ["status"],
+            "endpoints": ["status"],
             "logout": {"2": 30},
             "fail_next": {"1": [2, "2172"]},
             "line_errors": {"2": "99"},
         },
     )
     state = r.json()
-    assert state["faults"]["bare_lf"] is False and state["faults"]["pages"] == ["status"]
+    assert state["faults"]["bare_lf"] is False and state["faults"]["endpoints"] == ["status"]
     assert state["line_state"]["2"]["logged_out"] and state["line_state"]["1"]["fail_next"] == [
         "2172",
         "2172",
@@ -256,7 +256,7 @@ async def test_hang_garbage_and_malformed_faults(emu, client):
     emu.faults.raw_garbage = False
 
     emu.faults.hang = True
-    emu.faults.pages = {"status"}
+    emu.faults.endpoints = {"status"}
     with pytest.raises(httpx.ReadTimeout):
         await client.get(STATUS, params=CREDS, timeout=0.2)
     # Other pages still answer, and so does the hung page once the fault is cleared.

@@ -253,10 +253,10 @@ async def test_webhook_faults(emu, client, receiver):
 
 
 async def test_http_faults(emu, client):
-    emu.faults.http500 = True
+    emu.faults.http_error = 500
     assert (await send(client)).status_code == 500
     assert emu.sent == []
-    emu.faults.http500 = False
+    emu.faults.http_error = 0
     emu.faults.garbage = True
     emu.faults.endpoints = {"message"}
     r = await send(client)

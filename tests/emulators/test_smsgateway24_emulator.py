@@ -198,9 +198,9 @@ async def test_faults(emu, client):
     answer = await call(client, "addsms", token=tok, sendto="+1", body="x", device_id="260")
     assert answer["error"] == "0" and isinstance(answer["sms_id"], str)
     emu.faults.string_numbers = False
-    emu.faults.http500 = True
+    emu.faults.http_error = 500
     assert (await client.post("/getdata/gettoken", data=LOGIN)).status_code == 500
-    emu.faults.http500 = False
+    emu.faults.http_error = 0
     emu.faults.garbage = True
     r = await client.post(
         "/getdata/addsms", data={"token": tok, "sendto": "+1", "body": "y", "device_id": "260"}
@@ -209,14 +209,14 @@ async def test_faults(emu, client):
     assert len(emu.sent) == 2  # garbage answers come after the work
     emu.faults.garbage = False
     emu.faults.error_message = "Subscription expired"
-    emu.faults.methods = {"addsms"}
+    emu.faults.endpoints = {"addsms"}
     assert await call(client, "addsms", token=tok, sendto="+1", body="z", device_id="260") == {
         "error": 1,
         "message": "Subscription expired",
     }
     assert (await call(client, "getallsms", token=tok))["error"] == 0  # other methods unaffected
     with pytest.raises(ValueError):
-        Sg24Faults(methods={"nope"})
+        Sg24Faults(endpoints={"nope"})
 
 
 async def test_hang(emu):

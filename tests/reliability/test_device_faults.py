@@ -26,10 +26,10 @@ from reliability_support import Goip, ReceiptCollector, metric_sum, scrape, size
 
 FAULTS = {
     # device name -> emulator faults (GoipFaults fields) it answers with all along
-    "timeouts": {"delay": 3, "pages": ["send"]},  # takes the SMS, answers after our 1 s timeout
-    "hangs": {"hang": True, "hang_after_processing": False, "pages": ["send"]},  # never answers, never sends
-    "http500": {"http_error": 500, "pages": ["send"]},
-    "garbage": {"garbage": True, "pages": ["send"]},  # sends, then answers garbage
+    "timeouts": {"delay": 3, "endpoints": ["send"]},  # takes the SMS, answers after our 1 s timeout
+    "hangs": {"hang": True, "hang_after_processing": False, "endpoints": ["send"]},  # never answers, never sends
+    "http500": {"http_error": 500, "endpoints": ["send"]},
+    "garbage": {"garbage": True, "endpoints": ["send"]},  # sends, then answers garbage
     "badxml": {"malformed_status_xml": True},  # sends; its status page is broken XML
     "logouts": {},  # a GSM logout storm (below)
     "gone": {},  # switched off, then on again (below)
