@@ -11,14 +11,14 @@ Wire format (docs/devices/brevis.md): GET or POST ``/api.php`` with
 * 403 ``403 Forbidden - Your User has no right to send SMS over API.``;
 * 408 ``FAILED - Timeout or see Gateway logs for more information.``.
 
-Where the vendor's manual does not say, the emulator picks and marks it [I]: success is HTTP 200 with the
-body ``success_body`` (default ``OK``); credentials are checked before the other parameters
-(a request with only username/password answers ``Parameter miss`` when they are right);
-``hexmode=true`` text is the hex of UTF-8 bytes; ``flash`` and ``ring`` count when present at
-all (the manual: "by adding the parameter"); modes are ``number`` (default; an unknown mode falls
-back to it, as documented), ``telnumber``, ``group``, ``contact`` - the emulator knows no
-groups or contacts, so those answer the gateway-logs error; a number that is not
-``+``/``00``/digits (3..20) is a wrong number.
+Where the vendor's manual does not say, the emulator picks and marks it [I]: success is HTTP 200
+with the body ``success_body`` (default ``OK``); credentials are checked before the other
+parameters (a request with only username/password answers ``Parameter miss`` when they are right);
+``hexmode=true`` text is the hex of UTF-8 bytes; ``flash`` and ``ring`` count when present at all
+(the manual: "by adding the parameter"); modes are ``number`` (default; an unknown mode falls back
+to it, as documented), ``telnumber``, ``group``, ``contact`` - the emulator knows no groups or
+contacts, so those answer the gateway-logs error; a number that is not ``+``/``00``/digits (3..20)
+is a wrong number.
 
 The real gateway speaks HTTPS with a self-signed certificate: pass ``ssl_context`` to serve
 TLS; without it the emulator serves plain HTTP.

@@ -184,7 +184,8 @@ class HttpDeviceEmulator:
 
     def error_page(self, status: int) -> Response:
         """The answer for ``http_error``."""
-        return Response(status=status, body=f"<html><body>{status} {status_phrase(status)}</body></html>")
+        page = f"<html><body>{status} {status_phrase(status)}</body></html>"
+        return Response(status=status, body=page)
 
     def early_answer(self, endpoint: str, request: Request) -> Response | None:
         """A device-specific fault that answers before any work is done (None: none)."""

@@ -13,11 +13,11 @@ Wire format (docs/devices/goip.md, the HTTP API):
 
 Headers end in bare LF by default, like the real device.
 
-Where the device's documentation does not say, the emulator picks and marks it [I]: ``pos`` in the inbox
-script is the ring's write pointer (the slot the next SMS goes to); deleting empties the slot
-in place (no compaction); a line number the device does not have answers
-``ERROR,L<n> no such line``; wrong credentials on send_status.xml get the same
-``ERROR,user or password error`` text as send.html.
+Where the device's documentation does not say, the emulator picks and marks it [I]: ``pos`` in the
+inbox script is the ring's write pointer (the slot the next SMS goes to); deleting empties the slot
+in place (no compaction); a line number the device does not have answers ``ERROR,L<n> no such
+line``; wrong credentials on send_status.xml get the same ``ERROR,user or password error`` text as
+send.html.
 
 Faults and test hooks are the shared ones (``bridge/emulators/faults.py``, docs/emulators.md);
 endpoints are ``send``, ``status``, ``inbox``, ``health``. ``POST /emulator/inject`` takes

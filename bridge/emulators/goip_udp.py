@@ -1,6 +1,6 @@
 """GoIP emulator, "SMS server" UDP mode: the GoIP as the UDP *client* of the bridge.
 
-Wire format: reference/devices.md section 2. Each emulated line has its own UDP socket (its own
+Wire format: docs/devices/goip.md, part 2. Each emulated line has its own UDP socket (its own
 source port, as on the real device) and:
 
 * sends a keepalive ``req:N;id:<id>;pass:<pw>;...;signal:..;gsm_status:LOGIN|LOGOUT;...`` every
@@ -24,7 +24,7 @@ included): a repeated MSG or PASSWORD for a known sendid repeats the prompt; a r
 a (sendid, telid) already taken never sends again - it gets ``WAIT`` while sending and the same
 ``OK``/``ERROR`` afterwards.
 
-Where the reference does not say, the emulator picks and marks it [I]:
+Where the device's documentation does not say, the emulator picks and marks it [I]:
 
 * [I] ``push_results`` (default True): after answering WAIT, the device sends the OK/ERROR by
   itself when the SMS is done. With False, only a repeated SEND gets the result (the server

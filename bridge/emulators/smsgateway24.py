@@ -24,13 +24,13 @@ code (``fail_code`` for all, ``fail_next`` for the next few) ends the SMS with 8
 with 9/10/11/12/100/101 instead of 6. While the phone is offline nothing moves and
 ``lastseen`` stays where it was.
 
-Where the service's documentation does not say, the emulator picks and marks it [I]: a bad or expired token is
-``{"error":1,"message":"Token is wrong or expired"}``; an unknown sms_id is
-``{"error":1,"message":"Sms not found"}``; another device id is ``"Device not found"``; a
-missing parameter is ``"<name> is required"``; a SIM slot the phone lacks is ``"Wrong sim"``;
-``online`` is true when the phone was seen in the last 120 s; ``timetosend`` is recorded but
-not honoured; the rows of ``getallsms`` carry a ``sim`` field; an incoming SMS (status 5) has
-its sender in ``sendto``.
+Where the service's documentation does not say, the emulator picks and marks it [I]: a bad or
+expired token is ``{"error":1,"message":"Token is wrong or expired"}``; an unknown sms_id is
+``{"error":1,"message":"Sms not found"}``; another device id is ``"Device not found"``; a missing
+parameter is ``"<name> is required"``; a SIM slot the phone lacks is ``"Wrong sim"``; ``online`` is
+true when the phone was seen in the last 120 s; ``timetosend`` is recorded but not honoured; the
+rows of ``getallsms`` carry a ``sim`` field; an incoming SMS (status 5) has its sender in
+``sendto``.
 
 Faults and test hooks are the shared ones (``bridge/emulators/faults.py``, docs/emulators.md);
 endpoints are the method names (``METHODS``). ``POST /emulator/inject`` takes sender, text[, sim
