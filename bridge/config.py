@@ -1728,7 +1728,7 @@ def _load_device_password(m: _Map) -> Any:
 
 
 def _load_goip_http(m: _Map) -> dict[str, Any]:
-    """Keys of a GoIP driven over its HTTP API (reference/devices.md section 1)."""
+    """Keys of a GoIP driven over its HTTP API (docs/devices/goip.md, part 1)."""
     url = m.get_str(
         "url", None, what="the GoIP's base URL, like http://192.168.1.50", required=True,
         check=_device_url_problem,
@@ -1774,7 +1774,7 @@ def _tls_options(m: _Map) -> dict[str, Any]:
 
 
 def _load_router(m: _Map) -> dict[str, Any]:
-    """An LTE router with "send SMS via URL" (Teltonika style; reference/devices.md section 3)."""
+    """An LTE router with "send SMS via URL" (Teltonika style; docs/devices/router.md)."""
     fields = _load_http_device(m, "router")
     options = {"method": m.get_choice("method", "post", ("post", "get")), **_tls_options(m)}
     if m.has("modem"):
@@ -1783,7 +1783,7 @@ def _load_router(m: _Map) -> dict[str, Any]:
 
 
 def _load_brevis(m: _Map) -> dict[str, Any]:
-    """A brevis.one SMS gateway (/api.php; reference/devices.md section 4)."""
+    """A brevis.one SMS gateway (/api.php; docs/devices/brevis.md)."""
     fields = _load_http_device(m, "brevis.one gateway")
     options = {
         "method": m.get_choice("method", "post", ("post", "get")),
@@ -1794,7 +1794,7 @@ def _load_brevis(m: _Map) -> dict[str, Any]:
 
 
 def _load_smsgateway24(m: _Map) -> dict[str, Any]:
-    """An Android phone through the SmsGateway24 cloud API (reference/devices.md section 5)."""
+    """An Android phone through the SmsGateway24 cloud API (docs/devices/smsgateway24.md)."""
     fields = _load_http_device(m, "SmsGateway24 API", default_url="https://smsgateway24.com",
                                default_username="", username_key="email")
     if isinstance(fields["username"], str) and not fields["username"]:
@@ -1815,7 +1815,7 @@ _WEBHOOK_SECRET_KEYS = ("webhook_secret", "webhook_secret_env", "webhook_secret_
 
 def _load_smsgate(m: _Map) -> dict[str, Any]:
     """An Android phone running SMSGate (android-sms-gateway) in local server mode
-    (reference/devices.md section 6)."""
+    (docs/devices/smsgate.md)."""
     fields = _load_http_device(m, "phone", default_username="sms")
     sims = m.get_int("sims", 1, lo=1, hi=3)
     secret, _ = _read_secret(m, _WEBHOOK_SECRET_KEYS, check=_device_password_problem,
@@ -1836,7 +1836,7 @@ def _load_smsgate(m: _Map) -> dict[str, Any]:
 
 
 def _load_goip_udp(m: _Map) -> dict[str, Any]:
-    """A GoIP whose SMS server is the bridge (UDP; reference/devices.md section 2)."""
+    """A GoIP whose SMS server is the bridge (UDP; docs/devices/goip.md, part 2)."""
     password = _load_device_password(m)
     if isinstance(password, Secret) and (";" in password.reveal() or any(c.isspace() for c in password.reveal())):
         m.fail("password", m.key_line("password"), "the GoIP SMS-server password cannot contain ';' or spaces")

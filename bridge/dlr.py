@@ -263,7 +263,7 @@ def decode_payload(payload: str) -> Pdu:
 
 
 class Dispatcher:
-    """Delivers outbox rows (receipts, and MO messages later) to bound ESMEs."""
+    """Delivers outbox rows (receipts and MO messages) to bound ESMEs."""
 
     RESCAN_SECONDS = 5.0
     STATS_SECONDS = 5.0

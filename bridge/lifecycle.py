@@ -6,7 +6,7 @@ Rules
   ``TRANSITIONS`` below; any move that is not in the table raises ``InvalidTransition``. Nothing
   else in the bridge decides what may follow what: the store checks every state change here.
 * A message enters the bridge as ``ACCEPTED`` at the moment its row is committed to the store. Only
-  then does the ESME hear ESME_ROK (ARCHITECTURE.md rule 1).
+  then does the ESME hear ESME_ROK (docs/architecture.md, rule 1).
 * ``SCHEDULED`` waits for schedule_delivery_time, ``QUEUED`` waits for a free channel of its route,
   ``RETRY_WAIT`` waits out a back-off after a transient failure.
 * ``SUBMITTING`` means a device call for one of its parts may be in flight. A crash in this state

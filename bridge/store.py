@@ -533,7 +533,7 @@ class _Waiter:
 
 
 class Store:
-    """The bridge's SQLite store. Create, then ``async with store.running():`` inside a nursery."""
+    """The bridge's SQLite store. Create, then start ``store.run`` (the writer) in a nursery."""
 
     def __init__(
         self,

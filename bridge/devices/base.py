@@ -4,7 +4,7 @@ Rules for every driver:
 
 * One driver object stands for one device (one GoIP, one router, one phone). It is shared by
   all channel tasks of that device; the scheduler guarantees that a *channel* never has two
-  calls of ``send`` in flight (ARCHITECTURE rule 4). Calls on *different* channels may run
+  calls of ``send`` in flight (docs/architecture.md, rule 4). Calls on *different* channels may run
   concurrently.
 * A normal device answer is a result, never an exception: "line busy", "wrong password",
   "garbage on the wire", "timed out" all come back as a ``SendResult`` / ``StatusResult``.
@@ -144,7 +144,7 @@ class InboundSms:
     #: When the device received it, timezone-aware UTC.
     received_at: datetime
     #: Stable de-duplication key for this inbox entry, the same on every poll and across
-    #: restarts (the store keeps seen keys; ARCHITECTURE rule 6).
+    #: restarts (the store keeps seen keys; docs/architecture.md rule 6).
     device_key: str
     #: The entry as the device showed it (for the event log and for debugging).
     raw: str

@@ -1,4 +1,4 @@
-"""brevis.one SMS Gateway driver, HTTP API (reference/devices.md section 4, seed 003).
+"""brevis.one SMS Gateway driver, HTTP API (docs/devices/brevis.md).
 Config kind ``brevis``.
 
 One driver per gateway; one channel, "1" (the gateway picks its modem itself; its API has no
@@ -22,7 +22,7 @@ Wire facts this driver depends on:
   readable text that is none of those errors counts as success.
 * No message id, no delivery status, no inbox through this API.
 
-Hex mode: the seed's example ``48616c6c6f2064696573206973742065696e65205465737420534d53`` is
+Hex mode: the vendor manual's example ``48616c6c6f2064696573206973742065696e65205465737420534d53`` is
 "Hallo dies ist eine Test SMS" one byte per character, i.e. the hex of the text's bytes, not of
 UCS-2 (which would read ``00480061...``). The driver therefore hex-encodes the UTF-8 bytes
 (lower case, as the example). With ``hexmode="auto"`` (default) it does so only when the text
@@ -31,14 +31,14 @@ characters - which is where a gateway's form decoding and charset handling can m
 plain ASCII goes as readable text (easier to read in the gateway's own logs). ``"always"`` and
 ``"never"`` force it.
 
-Flash: the seed calls ``flash`` a *query parameter* ("By adding the parameter ... to the query
+Flash: the manual calls ``flash`` a *query parameter* ("By adding the parameter ... to the query
 string" for its sibling ``ring``), so ``flash=true`` goes into the URL's query string - with
 POST too (it is no secret) - and into the form body as well.
 
 Outcome decisions (``parse_send_answer``):
 
 * HTTP 200 with a readable success text -> ACCEPTED, ``ref=None``.
-* 400 ``Error. See Gateway logs...`` -> ERROR: retried with back-off. Most causes the seed lists
+* 400 ``Error. See Gateway logs...`` -> ERROR: retried with back-off. Most causes the manual lists
   are permanent for the message (a wrong number), but "wrong mode" is a configuration error
   that would otherwise fail every message, and the gateway's logs may show transient causes;
   retries end in UNDELIV after the scheduler's attempts anyway.

@@ -1,4 +1,4 @@
-"""GoIP GSM gateway driver, HTTP API (reference/devices.md section 1).
+"""GoIP GSM gateway driver, HTTP API (docs/devices/goip.md, part 1).
 
 One driver per GoIP; one shared ``httpx.AsyncClient`` (keep-alive, a few pooled connections)
 for all its lines. Channels are the line numbers "1".."N".
@@ -10,7 +10,7 @@ Wire facts this driver depends on:
 * send_status.xml keeps one slot per line for the LAST message only. ``status`` therefore
   compares the slot's id with our ref: another id means our message's status is gone
   (UNKNOWN). The scheduler must read the final status before it sends the next message on the
-  line (ARCHITECTURE rule 4).
+  line (docs/architecture.md, rule 4).
 * Real GoIPs end their response headers in bare LF. httpx's parser (h11 >= 0.14, checked with
   h11 0.16) accepts bare LF per RFC 9112 section 2.2, including across TCP segment boundaries;
   the tests run the emulator in bare-LF mode, byte by byte.

@@ -1,4 +1,4 @@
-"""GoIP GSM gateway driver, "SMS server" UDP protocol (reference/devices.md section 2).
+"""GoIP GSM gateway driver, "SMS server" UDP protocol (docs/devices/goip.md, part 2).
 
 Here the bridge *is* the GoIP's SMS server: every GoIP line is configured (web UI, "SMS" ->
 "SMS Server") with the bridge's address and port, a line id (e.g. ``gw1``) and a password. The
@@ -97,7 +97,7 @@ Inbound SMS (Capability.INBOX + Capability.DELETE_INBOX meaning "acknowledge")
 -----------------------------------------------------------------------------
 A RECEIVE is NOT acknowledged when it arrives. It waits in memory; ``inbox()`` returns every
 received-but-unacknowledged SMS (each time, like the HTTP inbox); ``delete_inbox(items)`` sends
-``RECEIVE N OK`` for them - call it only after the SMS is committed to the store (ARCHITECTURE
+``RECEIVE N OK`` for them - call it only after the SMS is committed to the store (docs/architecture.md
 rule 1), and call it for duplicates the store already had too, or the GoIP keeps retransmitting
 them. Until acknowledged, the GoIP retransmits the RECEIVE every few seconds; retransmissions
 are de-duplicated: ``device_key = "<line id>|<N>|<sha1(srcnum, msg)[:12]>"``, the same for

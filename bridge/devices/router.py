@@ -1,5 +1,5 @@
-"""LTE router "send SMS via URL" driver (Teltonika RUT style; reference/devices.md section 3,
-seed 001). Config kind ``router``.
+"""LTE router "send SMS via URL" driver (Teltonika RUT style; docs/devices/router.md).
+Config kind ``router``.
 
 One driver per router; one channel, "1" (the router's one modem / SIM).
 
@@ -14,8 +14,8 @@ Wire facts this driver depends on:
   ``WRONG_NUMBER``, or ``Disabled`` when the SMS gateway's Post/Get API is switched off.
   Refused credentials: HTTP 401/403 or a 200 body such as ``Bad username or password``,
   depending on the firmware; both are recognised.
-* ``%n`` inside ``text`` is a line break (seed 001). The driver sends each line break as the
-  two raw characters ``%n`` - exactly as the seed's example URL does - and percent-encodes
+* ``%n`` inside ``text`` is a line break (the router manual). The driver sends each line break as the
+  two raw characters ``%n`` - exactly as the manual's example URL does - and percent-encodes
   everything else (a literal ``%`` goes out as ``%25``). ``%n`` is never a valid
   percent-escape (``n`` is not a hex digit), so a lenient CGI decoder leaves it alone and the
   router turns it into a line break whether it converts before or after URL-decoding.

@@ -1,6 +1,6 @@
 """Android phone via SMSGate (the android-sms-gateway app, Local Server mode).
 
-Reference/devices.md section 6, and the app's public docs (sms-gate.app: sending messages,
+docs/devices/smsgate.md, from the app's public docs (sms-gate.app: sending messages,
 status tracking, webhooks, health). The app runs an HTTP server on the phone
 (``http://<phone>:8080``, HTTP Basic auth with the username/password shown in the app).
 One driver per phone; channels "1".."sims" are the app's ``simNumber`` values (1-based).
@@ -696,7 +696,7 @@ class SmsGateDriver(DriverBase):
     ) -> tuple[int, str]:
         """Like ``handle_webhook``, but for ``sms:received`` answers 200 only once the bridge
         has stored the SMS (its inbox poller called ``delete_inbox`` for it), so the phone's
-        retry covers a crash between the webhook and the store (ARCHITECTURE rule 1). Not
+        retry covers a crash between the webhook and the store (docs/architecture.md, rule 1). Not
         stored within ``ack_timeout`` seconds -> 503: the app retries later with the same event
         id, which is recognised. Keep ``ack_timeout`` under the app's 30 s answer limit."""
         status, text, pending_key = self._handle_webhook(headers, body)

@@ -1,4 +1,4 @@
-"""Android phone via SmsGateway24 (reference/devices.md section 5, seed 004).
+"""Android phone via SmsGateway24 (docs/devices/smsgateway24.md).
 
 SmsGateway24 is a cloud service: the bridge talks to ``<base>/getdata/<method>`` (form POST),
 and the SmsGateway24 app on the phone polls the cloud for SMS to send and reports back.
@@ -7,9 +7,9 @@ One driver per phone (``device_id``); channels "1".."sims" are the phone's SIM s
 Wire facts this driver depends on:
 
 * ``gettoken(email, pass)`` -> ``{"error":0,"token":"…"}``; wrong credentials ->
-  ``{"error":1,"message":"Login or password incorrect"}`` [S]. The driver keeps the token and
-  renews it when an answer says it is bad. The seed does not document how a bad or expired
-  token is signalled [I]: any ``{"error":1}`` whose message mentions the token, or an HTTP
+  ``{"error":1,"message":"Login or password incorrect"}``. The driver keeps the token and
+  renews it when an answer says it is bad. The API docs do not say how a bad or expired
+  token is signalled (our inference): any ``{"error":1}`` whose message mentions the token, or an HTTP
   401/403, counts as "token bad". The call is then retried ONCE with a fresh token (safe: an
   error answer means the cloud did not act on the call). Concurrent calls that hit the same
   bad token share one renewal.
@@ -83,7 +83,7 @@ __all__ = [
 
 log = logging.getLogger("bridge.devices.smsgateway24")
 
-#: Every status the seed documents, as the seed words it.
+#: Every status the API documents, in its words (docs/devices/smsgateway24.md, Statuses).
 STATUS_TEXT: dict[int, str] = {
     1: "pending on the server",
     2: "taken by the phone",

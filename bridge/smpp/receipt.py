@@ -9,7 +9,7 @@ Choices and why:
 * sub, dlvrd and err are three zero-padded digits and the dates exactly ten digits: aiosmpplib
   parses the dates with ``%y%m%d%H%M`` and the counters with ``int()`` and lets the ValueError
   escape its receive loop on anything else (12-digit dates, non-numeric values; see
-  shared/reference/smpp.md); fixed-width parsers expect three digits. Values outside 0-999 are refused
+  docs/smpp.md, Delivery receipts); fixed-width parsers expect three digits. Values outside 0-999 are refused
   (ValueError) rather than silently clipped: put a wider device error code in the
   network_error_code TLV (2 octets), and a receipt-text err the caller maps to 0-999.
 * ``Text:`` with a capital T, as in the spec's example. jSMPP looks for exactly "Text:" (older

@@ -4,8 +4,8 @@ Feed it the bytes the peer sent (``receive_data``), pull events (``next_event``)
 PDUs you want to send (``send``), write the bytes it returns. No sockets, no trio, no clocks:
 timers (session_init, enquire_link, inactivity, response) belong to the caller.
 
-The rules (SMPP 3.4 §2.2-2.3, and /work/shared/reference/smpp.md)
------------------------------------------------------------------
+The rules (SMPP 3.4 §2.2-2.3; docs/smpp.md, Sessions and bind types)
+--------------------------------------------------------------------
 
 States: OPEN (TCP up, not bound) -> BOUND_TX / BOUND_RX / BOUND_TRX -> UNBINDING -> CLOSED.
 

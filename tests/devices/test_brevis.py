@@ -1,4 +1,4 @@
-"""brevis.one gateway driver: answer classification on the seed's literal answers, then the
+"""brevis.one gateway driver: answer classification on the manual's literal answers, then the
 driver over real sockets (plain HTTP and HTTPS) against the brevis emulator."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ async def driver(emu):
 # pure functions
 
 
-def test_hex_is_of_utf8_bytes_like_the_seed_example():
+def test_hex_is_of_utf8_bytes_like_the_manual_example():
     assert encode_hex("Hallo dies ist eine Test SMS") == (
         "48616c6c6f2064696573206973742065696e65205465737420534d53"
     )

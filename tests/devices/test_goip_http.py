@@ -162,7 +162,7 @@ STATUS_XML = """<?xml version="1.0" encoding="utf-8"?>
 def test_parse_send_status_xml_and_judge():
     slots = parse_send_status_xml("\n\n" + STATUS_XML + "\n")
     assert slots["1"] == LineSlot("00000e7c", "DONE", "")
-    assert slots["10"].ref == "0000abcd"  # two-digit lines (the seed's tag[-1] would break)
+    assert slots["10"].ref == "0000abcd"  # two-digit lines (reading only the last character of the tag would break)
     assert judge_slot("1", slots["1"], "00000e7c").state is DeliveryState.SENT
     assert judge_slot("1", slots["1"], "00000E7C").state is DeliveryState.SENT
     assert judge_slot("1", slots["1"], "00000e7b").state is DeliveryState.UNKNOWN

@@ -90,7 +90,7 @@ async def driver(emu):
 
 
 def test_encode_text_line_breaks_and_percent():
-    assert encode_text("Line one\nLine two") == "Line%20one%nLine%20two"  # the seed's example
+    assert encode_text("Line one\nLine two") == "Line%20one%nLine%20two"  # the manual's example
     assert encode_text("a\r\nb\n\nc") == "a%nb%n%nc"
     assert encode_text("100% sure & +1 = ü") == "100%25%20sure%20%26%20%2B1%20%3D%20%C3%BC"
     assert encode_text("") == ""
@@ -292,7 +292,7 @@ async def test_send_get_puts_parameters_in_the_query(emu):
     request = emu.requests[-1]
     assert request.method == "GET"
     assert request.target.startswith("/cgi-bin/sms_send?username=")
-    assert "&text=Line%20one%nLine%20two" in request.target  # raw %n, as in the seed
+    assert "&text=Line%20one%nLine%20two" in request.target  # raw %n, as in the manual's example
     assert emu.sent[-1].text == "Line one\nLine two" and emu.sent[-1].method == "GET"
 
 

@@ -171,7 +171,7 @@ SEED_GETALLSMS = {
 }
 
 
-def test_parse_inbox_rows_seed_shape_and_php_empty_list():
+def test_parse_inbox_rows_documented_shape_and_php_empty_list():
     items = parse_inbox_rows(SEED_GETALLSMS, channels=("1", "2"))
     assert len(items) == 1  # the outgoing row (status 2) is not inbox
     sms = items[0]

@@ -31,13 +31,13 @@ async def client(emu):
         yield c
 
 
-async def test_seed_examples(emu, client):
+async def test_manual_examples(emu, client):
     # 4.1 / 5.1: plain SMS by GET and POST.
     r = await client.get(API, params={"text": "Test", "to": "00491701234567", **CREDS, "mode": "number"})
     assert (r.status_code, r.text) == (200, "OK")
     r = await client.post(API, data={**CREDS, "to": "01701234567", "text": "Test", "mode": "number"})
     assert r.status_code == 200
-    # 4.3: hex mode, the seed's own hex string.
+    # 4.3: hex mode, the manual's own hex string.
     r = await client.get(
         API,
         params={

@@ -55,7 +55,7 @@ async def raw_get(port: int, target: str) -> bytes:
 
 
 async def test_send_get_and_post_with_percent_n(emu, client):
-    # The seed's example URL, byte for byte: %20 spaces and a raw %n line break.
+    # The manual's example URL, byte for byte: %20 spaces and a raw %n line break.
     data = await raw_get(
         emu.test_port,
         f"{SEND}?username=user1&password=user_pass&text=Line%20one%nLine%20two&number=07700900123",

@@ -1,4 +1,4 @@
-"""The SmsGateway24 emulator spoken to with plain httpx: the seed's wire format, the simulated
+"""The SmsGateway24 emulator spoken to with plain httpx: the documented wire format, the simulated
 phone's timeline, token expiry, the offline phone, faults and the /emulator hooks."""
 
 from __future__ import annotations
