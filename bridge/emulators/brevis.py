@@ -151,6 +151,7 @@ def _present(params: Mapping[str, str], name: str) -> bool:
 
 
 class BrevisEmulator(HttpDeviceEmulator):
+    SWITCHES = frozenset({"api_access"})
     GARBAGE = b"\x00\xff\xfe\x1b[31m<<brevis>> $#@!\r\n\x7f not an API answer"
 
     def __init__(
@@ -291,12 +292,6 @@ class BrevisEmulator(HttpDeviceEmulator):
         return self._reply(faults.success_body)
 
     # ---------------------------------------------------------------- test hooks over HTTP
-
-    def apply_control(self, key: str, value: Any) -> bool:
-        if key != "api_access":
-            return False
-        self.api_access = bool(value)
-        return True
 
     def device_state(self) -> dict[str, Any]:
         return {"api_access": self.api_access, "fail_next": list(self._fail_next)}

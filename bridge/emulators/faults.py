@@ -132,6 +132,9 @@ class HttpDeviceEmulator:
 
     #: Endpoints that carry out an order, where ``hang_after_processing`` applies.
     PROCESSING: ClassVar[frozenset[str]] = frozenset({"send"})
+    #: Boolean attributes of the device that ``POST /emulator/faults`` may switch
+    #: (the router's ``enabled``, the brevis user's ``api_access``).
+    SWITCHES: ClassVar[frozenset[str]] = frozenset()
     #: The body a ``garbage`` answer carries.
     GARBAGE: ClassVar[bytes] = b"\x00\xff\xfe\x1b[31m$#@!\r\n\x7f not a device answer"
 
@@ -280,6 +283,9 @@ class HttpDeviceEmulator:
         fields = {f.name for f in attrs.fields(type(self.faults))}
         for key, value in data.items():
             if self.apply_control(key, value):
+                continue
+            if key in self.SWITCHES:
+                setattr(self, key, bool(value))
                 continue
             if key == "fail_next" and hasattr(self, "fail_next"):
                 # [count, what...] or {"count": n, ...}: the device's own fail_next() arguments

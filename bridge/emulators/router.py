@@ -173,6 +173,7 @@ def _router_date(when: datetime) -> str:
 
 
 class RouterEmulator(HttpDeviceEmulator):
+    SWITCHES = frozenset({"enabled"})
     GARBAGE = b"\x00\xff\xfe<html>\x1b[31mrouter says $#@!\r\n\x7f not an SMS API answer"
 
     def __init__(
@@ -410,12 +411,6 @@ class RouterEmulator(HttpDeviceEmulator):
             self.complete_sms(int(data["index"]), str(data["text"]))
             return json_response({"ok": True})
         return None
-
-    def apply_control(self, key: str, value: Any) -> bool:
-        if key != "enabled":
-            return False
-        self.enabled = bool(value)
-        return True
 
     def device_state(self) -> dict[str, Any]:
         return {
