@@ -77,7 +77,7 @@ def test_example_loads(tmp_path):
     assert crm.password is None and crm.password_hash.startswith("pbkdf2_sha256$")
     assert crm.allows("10.20.3.4") and not crm.allows("10.21.0.1")
     assert cfg.smpp.listeners == (Listener("0.0.0.0", 2775),)
-    assert cfg.store.path == Path("/var/lib/smpp-bridge/bridge.sqlite3")
+    assert cfg.store.path == tmp_path / "data" / "bridge.sqlite3"  # store.path unset; tests/ops/test_operator_cli.py
     assert cfg.admin == AdminConfig()
     (goip1,) = cfg.devices
     assert cfg.device("goip1") is goip1
