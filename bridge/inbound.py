@@ -70,8 +70,10 @@ OPTOUT_NETWORK_ERROR = (NET_SMPP, int(Status.RINVDSTADR))
 
 
 def mask_number(number: str) -> str:
-    """Phone numbers in logs keep their prefix only (as the SMPP server logs them)."""
-    return number[:5] + "*" * max(0, len(number) - 5)
+    """Phone numbers in logs keep their prefix only (as the SMPP server logs them): logs.mask_number."""
+    from .logs import mask_number as mask
+
+    return mask(number)
 
 
 # -- opt-out keywords -------------------------------------------------------------------------

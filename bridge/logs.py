@@ -65,7 +65,12 @@ _NUMBER = re.compile(r"(?<![\w+])(?:\+\d{6,15}|00[1-9]\d{8,12})(?!\w)")
 
 
 def mask_number(number: str) -> str:
-    return number[:5] + "*" * max(0, len(number) - 5)
+    """The one masking of phone numbers in logs: the international prefix as written (``+`` or
+    ``00``, when there is one) and the first four digits stay, every later character is a ``*``:
+    ``+4915550001`` -> ``+4915******``, ``004915550001`` -> ``004915******``."""
+    keep = len(number) - len(number.lstrip("+")) if number.startswith("+") else (2 if number.startswith("00") else 0)
+    keep += 4
+    return number[:keep] + "*" * max(0, len(number) - keep)
 
 
 def mask_numbers(text: str) -> str:

@@ -954,5 +954,7 @@ def _reason_label(event: Rejected) -> str:
 
 
 def _mask_number(number: str) -> str:
-    """Phone numbers in logs keep their prefix only (personal data)."""
-    return number[:5] + "*" * max(0, len(number) - 5)
+    """Phone numbers in logs keep their prefix only (personal data): logs.mask_number."""
+    from .logs import mask_number
+
+    return mask_number(number)
