@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import os
 import sys
@@ -23,19 +24,79 @@ def _setup_logging(level: str = "info") -> None:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from .config import ConfigError, load_config, store_location_issues
 
+    if not _apply_env_file(args):
+        return 1
     try:
-        load_config(args.file)
+        config = load_config(args.file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         print(f"{len(exc.issues)} error(s) in {args.file}", file=sys.stderr)
+        _env_hint(exc, args)
         return 1
     except OSError as exc:
         print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
         return 1
+    issues = store_location_issues(config)
+    if issues:
+        print(str(ConfigError(issues, args.file)), file=sys.stderr)
+        print(f"{len(issues)} error(s) in {args.file}", file=sys.stderr)
+        return 1
     print(f"{args.file}: OK")
     return 0
+
+
+def load_env_file(path: str) -> dict[str, str]:
+    """``NAME=value`` lines, as systemd's ``EnvironmentFile=`` reads them (the subset a secrets
+    file needs): blank lines and lines starting with ``#`` or ``;`` are skipped, ``export`` in
+    front is allowed, a value in single or double quotes loses them. Raises ValueError naming
+    the line for anything else, and for a file other users can read."""
+    with open(path, encoding="utf-8") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        text = f.read()
+    if os.name == "posix" and mode & 0o004:
+        raise ValueError(f"{path} can be read by every user (mode {mode & 0o777:o}): it holds secrets; "
+                         f"chmod 0640 {path} (or 0600)")
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        name, sep, value = line.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise ValueError(f"{path}:{n}: expected NAME=value (NAME of letters, digits and _)")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[name] = value
+    return out
+
+
+def _apply_env_file(args: argparse.Namespace) -> bool:
+    """--env-file FILE: put its variables into this process's environment (they win over
+    variables already set, as with systemd's EnvironmentFile=). False after printing why not."""
+    path = getattr(args, "env_file", None)
+    if not path:
+        return True
+    try:
+        os.environ.update(load_env_file(path))
+    except OSError as exc:
+        print(f"{path}: cannot read the environment file: {exc.strerror}", file=sys.stderr)
+        return False
+    except (ValueError, UnicodeDecodeError) as exc:
+        print(f"{exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _env_hint(exc: Exception, args: argparse.Namespace) -> None:
+    """A missing ``*_env`` variable, checked outside systemd: point at --env-file."""
+    if "is not set" in str(exc) and not getattr(args, "env_file", None):
+        print("The *_env secrets come from the environment: pass the file the service uses, "
+              "e.g. --env-file /etc/smpp-bridge/secrets.env", file=sys.stderr)
 
 
 def _run_app(config, banner: str | None = None, config_path: str | None = None) -> int:  # type: ignore[no-untyped-def]
@@ -54,23 +115,64 @@ def _run_app(config, banner: str | None = None, config_path: str | None = None) 
                 )
                 print(banner.format(ports=app.smpp_ports, port=app.smpp_ports[0], admin=admin), flush=True)
 
-    return _trio_run(main)
+    return _trio_run(main, config_ports(config, config_path or "the config"))
 
 
-def _trio_run(main: Any) -> int:
+# (port, host, what, how to change it): the ports a command listens on, for a clear message
+# when one of them is taken.
+Port = tuple[int, str, str, str]
+
+
+def _trio_run(main: Any, ports: list[Port] | None = None) -> int:
     try:
         trio.run(main)
     except KeyboardInterrupt:
         pass
-    except (OSError, BaseExceptionGroup) as exc:
-        # A port in use, a store directory that cannot be created: say so plainly.
-        errors, rest = (exc.split(OSError) if isinstance(exc, BaseExceptionGroup) else (exc, None))
-        if errors is None or rest is not None:
-            raise
-        for err in _leaves(errors):
-            print(f"smpp-bridge stopped: {err}", file=sys.stderr)
-        return 2
+    except BaseExceptionGroup as group:
+        # Ctrl-C inside a nursery arrives wrapped in a group: still just a stop.
+        interrupts, rest = group.split(KeyboardInterrupt)
+        if rest is None:
+            return 0
+        return _stopped_by_oserror(rest, ports)
+    except OSError as exc:
+        return _stopped_by_oserror(exc, ports)
     return 0
+
+
+def _stopped_by_oserror(exc: BaseException, ports: list[Port] | None) -> int:
+    """A port in use, a store directory that cannot be created: say so plainly, with the fix."""
+    errors, rest = (exc.split(OSError) if isinstance(exc, BaseExceptionGroup) else (exc, None))
+    if errors is None or rest is not None:
+        raise exc
+    for err in _leaves(errors):
+        if isinstance(err, OSError) and err.errno == errno.EADDRINUSE:
+            print(f"smpp-bridge stopped: {_port_in_use(ports or [])}", file=sys.stderr)
+        else:
+            print(f"smpp-bridge stopped: {err}", file=sys.stderr)
+    return 2
+
+
+def _port_in_use(ports: list[Port]) -> str:
+    """Which of the ports is taken (probed now that ours are closed), and how to pick another."""
+    import socket
+
+    busy = []
+    for port, host, what, how in ports:
+        if not port:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    busy.append(f"port {port} ({what} on {host}) is already in use by another program: "
+                                f"stop that program, or choose another port with {how}")
+    if busy:
+        return "; ".join(busy)
+    listed = ", ".join(f"{port} ({what}: {how})" for port, _h, what, how in ports if port) or "?"
+    return f"a port is already in use (this run listens on {listed})"
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -80,13 +182,19 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from .config import ConfigError, load_config, store_location_issues
 
+    if not _apply_env_file(args):
+        return 2
     try:
         config = load_config(args.config)
+        issues = store_location_issues(config)
+        if issues:
+            raise ConfigError(issues, args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         print("The bridge did not start: fix the errors above (smpp-bridge check-config FILE).", file=sys.stderr)
+        _env_hint(exc, args)
         return 2
     except OSError as exc:
         print(f"{args.config}: cannot read: {exc.strerror}", file=sys.stderr)
@@ -99,18 +207,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def config_ports(config: Any, source: str) -> list[Port]:
+    """The ports a config listens on, each with the key that sets it."""
+    out: list[Port] = [
+        (lst.port, lst.host, "SMPP", f"smpp.listeners[{i}].port in {source}")
+        for i, lst in enumerate(config.smpp.listeners)
+    ]
+    if config.admin.enabled:
+        out.append((config.admin.port, config.admin.host, "admin HTTP", f"admin.port in {source}"))
+    return out
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     _setup_logging(args.log_level)
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="smpp-bridge-demo-"))
-    return _trio_run(lambda: run_demo(args.site, data_dir, args.smpp_port, args.admin_port))
+    ports: list[Port] = [(args.smpp_port, "127.0.0.1", "SMPP", "--smpp-port"),
+                         (args.admin_port, "127.0.0.1", "admin HTTP", "--admin-port (0 turns it off)")]
+    return _trio_run(lambda: run_demo(args.site, data_dir, args.smpp_port, args.admin_port), ports)
 
 
 def _cmd_hash_password(args: argparse.Namespace) -> int:
     from .passwords import hash_password
 
-    pw = args.password if args.password is not None else getpass.getpass("password: ")
+    if args.password is not None:
+        pw = args.password
+    elif not sys.stdin.isatty():
+        pw = sys.stdin.readline().rstrip("\n")  # a script piping it in: one line, no prompt
+    else:
+        pw = getpass.getpass("password: ")
+        if getpass.getpass("the same password again: ") != pw:
+            print("the two passwords differ: nothing hashed, run it again", file=sys.stderr)
+            return 2
     try:
         print(hash_password(pw))
     except ValueError as exc:
@@ -245,7 +374,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    return _trio_run(main)
+    return _trio_run(main, [(port, args.host, f"{args.kind} emulator HTTP", "--port (0 = any free port)")])
 
 
 def _emulate_goip_udp(args: argparse.Namespace) -> int:
@@ -286,15 +415,19 @@ def _emulate_goip_udp(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    return _trio_run(main)
+    return _trio_run(main, [(args.control_port, args.host, "test hooks HTTP", "--control-port (0 = any free port)")])
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     import httpx
 
+    if not _apply_env_file(args):
+        return 2
     url, token = _admin_target(args)
     if url is None:
         return 2
+    if args.ready:
+        return _check_ready(url, args.timeout)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         r = httpx.get(url.rstrip("/") + "/api/status", headers=headers, timeout=args.timeout)
@@ -308,7 +441,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if r.status_code == 401:
         print(
             f"the admin API at {url} refused the token ({r.json().get('error', '')}): pass --token-file FILE, "
-            "set SMPP_BRIDGE_ADMIN_TOKEN, or --config FILE to read admin.token from the bridge's config",
+            "set SMPP_BRIDGE_ADMIN_TOKEN, or --config FILE (with --env-file FILE for admin.token_env) "
+            "to read admin.token from the bridge's config",
             file=sys.stderr,
         )
         return 2
@@ -325,6 +459,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_ready(url: str, timeout: float) -> int:
+    """``status --ready``: /readyz only (no token needed); exit 0 when ready, 1 when not. For
+    container HEALTHCHECKs and scripts."""
+    import httpx
+
+    try:
+        r = httpx.get(url.rstrip("/") + "/readyz", timeout=timeout)
+    except httpx.HTTPError as exc:
+        print(f"not ready: cannot reach the admin API at {url}: {exc}", file=sys.stderr)
+        return 1
+    if r.status_code != 200:
+        print(f"not ready: {url}/readyz answered HTTP {r.status_code}: {r.text[:200]}", file=sys.stderr)
+        return 1
+    print("ready")
+    return 0
+
+
 def _admin_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(admin URL, token) from --admin/--token/--token-file, the environment or --config."""
     url = args.admin or os.environ.get("SMPP_BRIDGE_ADMIN_URL")
@@ -336,24 +487,62 @@ def _admin_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
             print(f"{args.token_file}: cannot read: {exc.strerror}", file=sys.stderr)
             return None, None
     if args.config:
-        from .config import ConfigError, load_config
-
         try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            print(str(exc), file=sys.stderr)
-            print(f"cannot read the admin settings from {args.config}: fix the errors above", file=sys.stderr)
+            host, port, config_token = _admin_section(args.config, need_token=token is None and not args.ready)
+        except ValueError as exc:
+            print(f"{args.config}: {exc}", file=sys.stderr)
             return None, None
-        if not config.admin.enabled:
+        if not port:
             print(f"{args.config}: admin.port is 0, so the admin API is off; set a port and restart", file=sys.stderr)
             return None, None
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.admin.host, config.admin.host)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         if ":" in host:
             host = f"[{host}]"
-        url = url or f"http://{host}:{config.admin.port}"
-        if token is None and config.admin.token is not None:
-            token = config.admin.token.reveal()
+        url = url or f"http://{host}:{port}"
+        token = token if token is not None else config_token
     return url or "http://127.0.0.1:8025", token
+
+
+def _admin_section(path: str, *, need_token: bool) -> tuple[str, int, str | None]:
+    """(host, port, token) from a config's ``admin`` section alone. ``status`` talks to a bridge
+    that already runs with this file: the rest of it (ESME and device secrets, the store) is not
+    its business, so a secret it cannot resolve there does not stop it."""
+    import yaml
+
+    from .config import AdminConfig
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror} (the bridge's config is readable by root and "
+                         "its user only: use sudo, or pass --admin URL and --token-file)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a readable YAML file ({exc}); smpp-bridge check-config says more") from None
+    admin = (data or {}).get("admin") if isinstance(data, dict) else None
+    admin = admin if isinstance(admin, dict) else {}
+    host, port = admin.get("host", AdminConfig.host), admin.get("port", AdminConfig.port)
+    if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
+        raise ValueError("admin.host / admin.port: expected a host name and a port number; "
+                         "smpp-bridge check-config says more")
+    token = None
+    if need_token:
+        if isinstance(admin.get("token"), str):
+            token = admin["token"]
+        elif isinstance(admin.get("token_env"), str):
+            token = os.environ.get(admin["token_env"])
+            if token is None:
+                raise ValueError(f"admin.token_env: environment variable {admin['token_env']} is not set "
+                                 "(pass --env-file /etc/smpp-bridge/secrets.env, or --token-file)")
+        elif isinstance(admin.get("token_file"), str):
+            token_path = Path(admin["token_file"]).expanduser()
+            if not token_path.is_absolute():
+                token_path = Path(path).absolute().parent / token_path
+            try:
+                token = token_path.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"admin.token_file: cannot read {token_path}: {exc.strerror}") from None
+    return host, port, token
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -442,17 +631,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the bridge with a config file")
     run.add_argument("--config", "-c", required=True, help="path to bridge.yaml")
+    run.add_argument("--env-file", metavar="FILE", help="read NAME=value secrets (the *_env keys) from this file first, as the systemd unit does: /etc/smpp-bridge/secrets.env")
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file and list every error")
-    check.add_argument("file")
+    check.add_argument("file", help="path to bridge.yaml")
+    check.add_argument("--env-file", metavar="FILE", help="read NAME=value secrets (the *_env keys) from this file first, as the systemd unit does: /etc/smpp-bridge/secrets.env")
     check.set_defaults(func=_cmd_check_config)
 
     demo = sub.add_parser("demo", help="run on an embedded default config (loopback only)")
-    demo.add_argument("--smpp-port", type=int, default=2775)
+    demo.add_argument("--smpp-port", type=int, default=2775, help="SMPP port to listen on (loopback) [2775]")
     demo.add_argument("--data-dir", help="where the SQLite store lives (default: a new temporary folder)")
     demo.add_argument("--admin-port", type=int, default=8025, help="admin API and /metrics port; 0 turns it off")
-    demo.add_argument("--log-level", default="info")
+    demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                      help="log level [info]")
     demo.add_argument("--site", choices=["goip", "mixed"], default="goip",
                       help="goip: one emulated GoIP (8 lines); mixed: a GoIP, a GoIP in SMS-server mode, "
                       "an LTE router and an Android phone, routed by prefix with failover [goip]")
@@ -463,12 +655,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", "-c", help="read the admin URL and token from this bridge.yaml")
     st.add_argument("--token", help="admin token (visible in ps: prefer --token-file or SMPP_BRIDGE_ADMIN_TOKEN)")
     st.add_argument("--token-file", help="file holding the admin token")
+    st.add_argument("--env-file", metavar="FILE", help="read admin.token_env's variable from this file "
+                    "(/etc/smpp-bridge/secrets.env) when using --config")
     st.add_argument("--json", action="store_true", help="print the raw JSON")
-    st.add_argument("--timeout", type=float, default=10.0)
+    st.add_argument("--ready", action="store_true",
+                    help="only ask /readyz (no token needed): exit 0 when ready, 1 when not (health checks)")
+    st.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer [10]")
     st.set_defaults(func=_cmd_status)
 
     hp = sub.add_parser("hash-password", help="print a salted hash for esmes[].password_hash")
-    hp.add_argument("--password", help="the password (prompted for when omitted)")
+    hp.add_argument("--password", help="the password (visible in ps; when omitted it is asked for twice, "
+                    "or read as one line from standard input when that is not a terminal)")
     hp.set_defaults(func=_cmd_hash_password)
 
     em = sub.add_parser(
@@ -479,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
         "has test hooks under /emulator/ (sent, state, faults, inject); goip_udp serves them "
         "on --control-port.",
     )
-    em.add_argument("kind", choices=EMULATOR_KINDS)
+    em.add_argument("kind", choices=EMULATOR_KINDS, help="the device kind to emulate")
     em.add_argument("--port", type=int, help="HTTP port [goip 8081, router 8082, brevis 8083, "
                     "smsgateway24 8084, smsgate 8085; 0 = any free port]")
     em.add_argument("--host", default="127.0.0.1", help="address to listen on (goip_udp: to send from)")
@@ -489,7 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--send-duration", type=float,
                     help="seconds the modem/line is busy per SMS [goip 2.5, others 0.5]")
     em.add_argument("--seed", type=int, help="random seed (ids, faults), for repeatable runs")
-    em.add_argument("--log-level", default="info")
+    em.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                    help="log level [info]")
     g = em.add_argument_group("goip")
     g.add_argument("--lines", type=int, default=8, help="GSM lines [8]")
     g = em.add_argument_group("goip_udp (the GoIP calls the bridge's SMS-server port)")
@@ -535,7 +733,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `smpp-bridge status --json | head`: the reader has gone; stop quietly, as cat does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a program a closed pipe stopped
+    return int(code)
 
 
 if __name__ == "__main__":

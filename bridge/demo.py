@@ -172,14 +172,22 @@ def _admin_line(app: Any) -> str:
 
 
 def _smpplib_example(port: int, destination: str) -> str:
+    """A script that runs as printed (tests/ops/test_operator_cli.py runs it): send one
+    message, print its id and its delivery receipt, unbind."""
     return (
-        "  for example, with smpplib:\n"
+        "  for example, with smpplib (pip install smpplib), as a script:\n"
         "    import smpplib.client\n"
         f"    c = smpplib.client.Client('127.0.0.1', {port}); c.connect()\n"
         "    c.bind_transceiver(system_id='demo', password='demo')\n"
+        "    receipts = []\n"
+        "    c.set_message_sent_handler(lambda pdu: print('accepted as', pdu.message_id.decode()))\n"
+        "    c.set_message_received_handler(lambda pdu: receipts.append(pdu.short_message.decode()))\n"
         f"    c.send_message(source_addr='demo', destination_addr='{destination}',\n"
         "                   short_message=b'hello', registered_delivery=1)\n"
-        "    c.listen()  # prints nothing by itself: set c.set_message_received_handler(print)\n"
+        "    while not receipts:  # the submit_sm_resp, then the receipt (a few seconds)\n"
+        "        c.read_once()\n"
+        "    print('receipt:', receipts[0])\n"
+        "    c.unbind(); c.disconnect()\n"
     )
 
 
