@@ -13,10 +13,15 @@ States: OPEN (TCP up, not bound) -> BOUND_TX / BOUND_RX / BOUND_TRX -> UNBINDING
    session moves to BOUND_* when *we send* the bind_*_resp with ESME_ROK answering that bind;
    an error bind_*_resp leaves it in OPEN (the caller normally closes). A second bind while
    the first is unanswered is refused with ESME_RINVBNDSTS.
-2. submit_sm, submit_multi, query_sm, cancel_sm, replace_sm come from the ESME, only in
-   BOUND_TX or BOUND_TRX. deliver_sm and alert_notification go from us, only to BOUND_RX or
-   BOUND_TRX. data_sm, enquire_link, unbind and generic_nack go either way in every bound
-   state. A bind in a bound state gets ESME_RALYBND.
+2. What each bind may carry follows from who sends messages to whom. A transmitter bind
+   carries messages from the ESME to us: submit_sm, submit_multi, data_sm, query_sm,
+   cancel_sm and replace_sm come from the ESME only in BOUND_TX or BOUND_TRX. A receiver bind
+   carries messages from us to the ESME: deliver_sm, data_sm and alert_notification go from
+   us only to BOUND_RX or BOUND_TRX. So data_sm goes either way, but each way only over the
+   bind type that carries that direction: a receiver that sends data_sm is refused with
+   ESME_RINVBNDSTS like one that sends submit_sm, and data_sm_resp is expected from the ESME
+   only where we may have sent it a data_sm. enquire_link, unbind and generic_nack go either
+   way in every bound state. A bind in a bound state gets ESME_RALYBND.
 3. A request that the table below does not allow in the current state is answered with its
    own *_resp carrying ESME_RINVBNDSTS (generic_nack ESME_RINVBNDSTS for the requests that
    have no *_resp: outbind, alert_notification). Responses and generic_nack are never
@@ -28,6 +33,12 @@ States: OPEN (TCP up, not bound) -> BOUND_TX / BOUND_RX / BOUND_TRX -> UNBINDING
    accept the responses to what we sent before (deliver_sm_resp ...). Sending an ESME_ROK
    unbind_resp, or receiving an unbind_resp, moves to CLOSED. After CLOSED nothing more is
    accepted: every further PDU is reported with close=True and no answer.
+8. Half-close: the peer may shut its writing side (EOF) right after its last request and
+   still wait for the answers; some clients do exactly that when they stop. EOF ends the
+   input (``next_event`` returns Closed once the complete PDUs before it are consumed; a
+   partial PDU is dropped) but not the output: the state is kept, and every answer to what
+   was read before the EOF may still be sent. Requests of our own (deliver_sm, enquire_link,
+   unbind) are refused after EOF: the peer can no longer answer them. ``peer_closed`` tells.
 5. Framing: command_length below 16 or above ``max_pdu_len`` means the byte stream can no
    longer be trusted: answer generic_nack ESME_RINVCMDLEN, close, and produce no more events.
    An unknown command_id gets generic_nack ESME_RINVCMDID; a known request with a malformed
@@ -94,7 +105,7 @@ NEED_DATA = _sentinel("NEED_DATA")
 """next_event(): no whole PDU buffered; call receive_data() first."""
 
 Closed = _sentinel("Closed")
-"""next_event(): no more events will come (the peer closed the connection, or framing was lost)."""
+"""next_event(): no more events will come (the peer closed its side (EOF), or framing was lost)."""
 
 
 @attrs.frozen(slots=True)
@@ -121,18 +132,19 @@ C = CommandId
 S = SessionState
 
 BIND_REQUESTS = frozenset({C.BIND_TRANSMITTER, C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
-# Requests only the ESME issues, only over a transmitter-capable bind.
-_ESME_TX = frozenset({C.SUBMIT_SM, C.SUBMIT_MULTI, C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
+# Requests the ESME issues, only over a transmitter-capable bind (messages ESME -> SMSC).
+_ESME_TX = frozenset({C.SUBMIT_SM, C.SUBMIT_MULTI, C.DATA_SM, C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
 _ESME_TX_RESP = frozenset(c | RESPONSE_BIT for c in _ESME_TX)
-# Requests only we (the SMSC) issue, only over a receiver-capable bind.
-_SMSC_RX = frozenset({C.DELIVER_SM, C.ALERT_NOTIFICATION})
+# Requests we (the SMSC) issue, only over a receiver-capable bind (messages SMSC -> ESME).
+_SMSC_RX = frozenset({C.DELIVER_SM, C.DATA_SM, C.ALERT_NOTIFICATION})
+_SMSC_RX_RESP = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP})  # alert_notification has none
 # Either side, any bound state. (unbind_resp is not here: once an unbind has gone either way
 # the session is UNBINDING, and only there is an unbind_resp due.)
-_BOTH = frozenset({C.DATA_SM, C.ENQUIRE_LINK, C.UNBIND})
-_BOTH_RESP = frozenset({C.DATA_SM_RESP, C.ENQUIRE_LINK_RESP})
+_BOTH = frozenset({C.ENQUIRE_LINK, C.UNBIND})
+_BOTH_RESP = frozenset({C.ENQUIRE_LINK_RESP})
 
 _RECV_TX = _ESME_TX | _BOTH | _BOTH_RESP | {C.GENERIC_NACK}
-_RECV_RX = _BOTH | _BOTH_RESP | {C.DELIVER_SM_RESP, C.GENERIC_NACK}
+_RECV_RX = _SMSC_RX_RESP | _BOTH | _BOTH_RESP | {C.GENERIC_NACK}
 _SEND_TX = _ESME_TX_RESP | _BOTH | _BOTH_RESP | {C.GENERIC_NACK}
 _SEND_RX = _SMSC_RX | _BOTH | _BOTH_RESP | {C.GENERIC_NACK}
 
@@ -196,7 +208,7 @@ class ServerSession:
         self.interface_version: int | None = None
         self._buf = bytearray()
         self._off = 0
-        self._eof = False
+        self._eof = False  # the peer closed its side: no more input (rule 8)
         self._dead = False  # framing lost: no more events
         self._seq = 0
         # (bind command id, sequence_number) of the bind received and not yet answered.
@@ -214,6 +226,11 @@ class ServerSession:
     @property
     def bound(self) -> bool:
         return self.state in _BOUND
+
+    @property
+    def peer_closed(self) -> bool:
+        """The peer sent EOF: nothing more will be read; answers may still be sent (rule 8)."""
+        return self._eof
 
     def next_sequence(self) -> int:
         """A fresh sequence_number for a request we originate: 1 .. 0x7FFFFFFF, wrapping."""
@@ -278,7 +295,9 @@ class ServerSession:
         self._off = 0
 
     def _closed(self) -> Any:
-        self._set_state(SessionState.CLOSED)
+        # EOF (rule 8): the input is over, the state (and what may be answered) is kept.
+        self._buf = bytearray()
+        self._off = 0
         return Closed
 
     def _handle(self, cid: int, status: int, seq: int, data: bytes) -> Any:
@@ -358,6 +377,8 @@ class ServerSession:
         """
         cid = pdu.command_id
         ok_status = pdu.command_status == 0
+        if self._eof and not cid & RESPONSE_BIT:
+            raise LocalProtocolError(f"may not send {_name(cid)}: the peer closed its side and cannot answer")
         new_state = None
         clear_pending = False
         if cid in self._send_ok:

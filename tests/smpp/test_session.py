@@ -84,11 +84,13 @@ def session_in(state: SessionState) -> ServerSession:
 # The table, written again here from the spec (§2.3) as the second source of truth.
 # -------------------------------------------------------------------------------------------
 
-ESME_TX = {C.SUBMIT_SM, C.SUBMIT_MULTI, C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM}
-ANY_BOUND = {C.DATA_SM, C.ENQUIRE_LINK, C.UNBIND}
+# A transmitter bind carries messages ESME -> SMSC, a receiver bind SMSC -> ESME; data_sm goes
+# each way only over the bind type that carries that direction.
+ESME_TX = {C.SUBMIT_SM, C.SUBMIT_MULTI, C.DATA_SM, C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM}
+ANY_BOUND = {C.ENQUIRE_LINK, C.UNBIND}
 EXPECTED_IN = {
     S.OPEN: BINDS,
-    S.BOUND_TX: ESME_TX | ANY_BOUND | {C.DATA_SM_RESP, C.ENQUIRE_LINK_RESP, C.GENERIC_NACK},
+    S.BOUND_TX: ESME_TX | ANY_BOUND | {C.ENQUIRE_LINK_RESP, C.GENERIC_NACK},
     S.BOUND_RX: ANY_BOUND | {C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.ENQUIRE_LINK_RESP, C.GENERIC_NACK},
     S.BOUND_TRX: ESME_TX
     | ANY_BOUND
@@ -107,13 +109,11 @@ EXPECTED_IN = {
 ESME_TX_RESP = {c | RESP for c in ESME_TX}
 EXPECTED_OUT = {
     S.OPEN: {C.GENERIC_NACK},  # + bind_*_resp answering the pending bind (tested separately)
-    S.BOUND_TX: ESME_TX_RESP
-    | {C.DATA_SM, C.DATA_SM_RESP, C.ENQUIRE_LINK, C.ENQUIRE_LINK_RESP, C.UNBIND, C.GENERIC_NACK},
+    S.BOUND_TX: ESME_TX_RESP | {C.ENQUIRE_LINK, C.ENQUIRE_LINK_RESP, C.UNBIND, C.GENERIC_NACK},
     S.BOUND_RX: {
         C.DELIVER_SM,
         C.ALERT_NOTIFICATION,
         C.DATA_SM,
-        C.DATA_SM_RESP,
         C.ENQUIRE_LINK,
         C.ENQUIRE_LINK_RESP,
         C.UNBIND,
@@ -124,13 +124,12 @@ EXPECTED_OUT = {
         C.DELIVER_SM,
         C.ALERT_NOTIFICATION,
         C.DATA_SM,
-        C.DATA_SM_RESP,
         C.ENQUIRE_LINK,
         C.ENQUIRE_LINK_RESP,
         C.UNBIND,
         C.GENERIC_NACK,
     },
-    S.UNBINDING: ESME_TX_RESP | {C.UNBIND_RESP, C.ENQUIRE_LINK_RESP, C.DATA_SM_RESP, C.GENERIC_NACK},
+    S.UNBINDING: ESME_TX_RESP | {C.UNBIND_RESP, C.ENQUIRE_LINK_RESP, C.GENERIC_NACK},
     S.CLOSED: set(),
 }
 
@@ -523,11 +522,34 @@ def test_eof() -> None:
     assert isinstance(ev, Pdu)
     assert s.next_event() is Closed  # the partial PDU is dropped
     assert isinstance(Closed, Closed)
-    assert s.state is S.CLOSED
+    assert s.peer_closed
     assert s.next_event() is Closed
     s.receive_data(b"")  # repeated EOF is fine
     with pytest.raises(LocalProtocolError):
         s.receive_data(b"more")
+
+
+def test_half_close_keeps_answers_sendable() -> None:
+    """A peer that shuts its write side right after its requests still gets every answer;
+    requests of ours are refused (it could not answer them)."""
+    s = bound(C.BIND_TRANSCEIVER)
+    s.receive_data(wire(C.SUBMIT_SM, 7, destination_addr="1", short_message=b"x") + wire(C.UNBIND, 8))
+    s.receive_data(b"")
+    sub, unbind = s.next_event(), s.next_event()
+    assert s.next_event() is Closed
+    assert s.state is S.UNBINDING
+    s.send(make_response(sub, message_id="m1"))
+    with pytest.raises(LocalProtocolError):
+        s.send(Pdu(C.DELIVER_SM, 0, s.next_sequence(), {"short_message": b"x"}))
+    s.send(make_response(unbind))
+    assert s.state is S.CLOSED
+
+
+def test_receiver_may_not_send_data_sm() -> None:
+    s = bound(C.BIND_RECEIVER)
+    ev = one_event(s, wire(C.DATA_SM, 3, destination_addr="1"))
+    assert isinstance(ev, Rejected) and ev.answer == Pdu(C.DATA_SM_RESP, Status.RINVBNDSTS, 3)
+    assert not ev.close
 
 
 def test_eof_in_open() -> None:
