@@ -357,10 +357,9 @@ class Dispatcher:
     async def _send_one(self, esme: str, item: OutboxItem, limiter: trio.Semaphore) -> None:
         ok = False
         try:
-            receivers = self.server.receivers(esme)
-            if not receivers:
+            conn = self.server.next_receiver(esme)  # one turn per item: an even spread over binds
+            if conn is None:
                 return
-            conn = receivers[0]
             pdu = decode_payload(item.payload)
             resp = await conn.request(pdu)
             ok = resp is not None and resp.command_status == Status.ROK and resp.command_id == CommandId.DELIVER_SM_RESP

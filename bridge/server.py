@@ -247,14 +247,21 @@ class SmppServer:
                 del self.binds[conn.esme_id]
 
     def receivers(self, esme_id: str) -> list[Connection]:
-        """Bound sessions of an ESME that can take deliver_sm (RX and TRX), in round-robin
-        order starting after the one used last."""
-        conns = [c for c in self.binds.get(esme_id, ()) if c.can_receive]
+        """Bound sessions of an ESME that can take deliver_sm (RX and TRX), in bind order.
+        Only a look: it does not move the turn (see next_receiver)."""
+        return [c for c in self.binds.get(esme_id, ()) if c.can_receive]
+
+    def next_receiver(self, esme_id: str) -> Connection | None:
+        """The receiver bind whose turn it is to take the next deliver_sm of an ESME (receipt or
+        MO), or None when it has none. Call it once per item: each call moves the turn on, so
+        items go to the ESME's receiver binds in turn and each bind gets an even share."""
+        conns = self.receivers(esme_id)
         if not conns:
-            return conns
-        start = self._rr.get(esme_id, 0) % len(conns)
-        self._rr[esme_id] = start + 1
-        return conns[start:] + conns[:start]
+            self._rr.pop(esme_id, None)
+            return None
+        turn = self._rr.get(esme_id, 0) % len(conns)
+        self._rr[esme_id] = turn + 1
+        return conns[turn]
 
     def bind_failure_delay(self, ip: str) -> float | None:
         """Seconds a bind from ``ip`` waits before it is checked (0: at once), or None: refuse it
