@@ -121,6 +121,8 @@ class SmppServer:
         self._next_try: dict[str, float] = {}  # IP -> earliest time its next bind is looked at
         self._cancel: trio.CancelScope | None = None
         self._conn_nursery: trio.Nursery | None = None
+        self._accept_scopes: list[trio.CancelScope] = []
+        self.shutting_down = False  # set by shutdown(): no new connections, no new binds
         self._rr: dict[str, int] = {}
         # Set by the app: routes a destination (None: store unrouted), and hears about binds.
         self.route_for: Callable[[str, str], str | None] | None = None
@@ -177,10 +179,16 @@ class SmppServer:
         async with trio.open_nursery() as nursery:
             self._conn_nursery = nursery
             for spec, sock in listeners:
-                nursery.start_soon(self._accept_loop, spec, sock)
+                scope = trio.CancelScope()
+                self._accept_scopes.append(scope)
+                nursery.start_soon(self._accept_loop, spec, sock, scope)
             task_status.started(self.ports)
 
-    async def _accept_loop(self, spec: Listener, sock: trio.SocketListener) -> None:
+    async def _accept_loop(self, spec: Listener, sock: trio.SocketListener, scope: trio.CancelScope) -> None:
+        with scope:  # cancelled by shutdown(): the listening socket is closed, new connections refused
+            await self._accept_on(spec, sock)
+
+    async def _accept_on(self, spec: Listener, sock: trio.SocketListener) -> None:
         ssl_context = None
         if spec.tls is not None:
             import ssl
@@ -225,7 +233,15 @@ class SmppServer:
             gauge.dec()
 
     async def shutdown(self) -> None:
-        """Graceful stop: unbind every session and wait at most unbind_grace for answers."""
+        """Graceful stop: stop listening (new connections are refused by the OS), refuse binds on
+        the connections already open, unbind every session and wait at most unbind_grace for
+        answers. A bind accepted now would only be unbound again a moment later, and the ESME
+        could not tell that from a bridge that works: refusing it sends the client to retry."""
+        if not self.shutting_down:
+            log.info("SMPP: shutting down: no new connections or binds; unbinding %d session(s)", len(self.binds))
+        self.shutting_down = True
+        for scope in self._accept_scopes:
+            scope.cancel()
         grace = self.config.smpp.timers.unbind_grace
         with trio.move_on_after(grace + 1):
             async with trio.open_nursery() as n:
@@ -612,7 +628,9 @@ class Connection:
         password = pdu.params.get("password", "")
         esme = server.config.esme(system_id)
         status, reason = Status.ROK, ""
-        if delay is None:
+        if server.shutting_down:
+            status, reason = Status.RBINDFAIL, "the bridge is shutting down"
+        elif delay is None:
             status, reason = Status.RBINDFAIL, "too many failed binds from this address; not checked"
         elif esme is None:
             status, reason = Status.RINVSYSID, "unknown system_id"
@@ -930,6 +948,8 @@ def _bind_fail_label(reason: str) -> str:
         return "max_binds"
     if reason.startswith("ESME disabled"):
         return "disabled"
+    if reason == "the bridge is shutting down":
+        return "shutting_down"
     return "other"
 
 
@@ -938,6 +958,8 @@ def _bind_hint(reason: str) -> str:
         "unknown system_id": "Check the client's system_id against esmes[].system_id.",
         "wrong password": "Check the client's password; repeated failures from one IP are slowed down.",
         "ESME disabled in config": "Set enabled: true for this ESME and reload.",
+        "the bridge is shutting down": "The client should bind again in a moment (to this bridge once it "
+        "has restarted, or to another one).",
         "too many failed binds from this address; not checked": (
             f"Binds from this address are checked one per {FAIL_DELAY:g} s after repeated failures: "
             "fix the client's password and let it retry slowly."

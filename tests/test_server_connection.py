@@ -144,6 +144,61 @@ def stored_messages(config) -> int:  # type: ignore[no-untyped-def]
         db.close()
 
 
+# -- 4. shutdown --------------------------------------------------------------------------------
+
+
+async def test_bind_during_shutdown_is_refused(config, caplog):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config, _NoStore())
+        bound, _c1, _e1 = connect(nursery, server)
+        await bound.bind()
+        nursery.start_soon(server.shutdown)
+        unbind = await bound.recv()  # shutdown has started: our unbind to the bound session
+        assert unbind is not None and unbind.command_id == C.UNBIND
+        late, _c2, ended = connect(nursery, server)
+        with trio.fail_after(10):
+            resp = await late.bind()
+            assert await late.recv() is None
+            await ended.wait()
+        await bound.send(make_response(unbind))
+        nursery.cancel_scope.cancel()
+    assert resp.command_status == Status.RBINDFAIL
+    assert "shutting down" in caplog.text
+    assert "acme" not in server.binds
+
+
+async def test_no_new_connections_once_shutdown_starts(config):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config, _NoStore())
+        ports = await nursery.start(server.serve)
+        # One bound session keeps shutdown busy for its unbind grace.
+        with socket.create_connection(("127.0.0.1", ports[0])) as s1:
+            s1.sendall(encode(Pdu(C.BIND_TRANSCEIVER, 0, 1, {"system_id": "acme", "password": "secret1"})))
+            await trio.to_thread.run_sync(s1.recv, 1024)
+            nursery.start_soon(server.shutdown)
+            await trio.to_thread.run_sync(s1.recv, 1024)  # our unbind: shutdown has started
+            outcome = await trio.to_thread.run_sync(try_to_bind, ports[0])
+        nursery.cancel_scope.cancel()
+    assert outcome in ("refused", "closed"), outcome
+
+
+def try_to_bind(port: int) -> object:
+    """Connect and bind: 'refused' (nobody listens), 'closed' (closed without an answer), or
+    what came back. A socket timeout is an error: nothing may be left waiting."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except ConnectionRefusedError:
+        return "refused"
+    with s:
+        s.settimeout(5)
+        try:
+            s.sendall(encode(Pdu(C.BIND_TRANSCEIVER, 0, 1, {"system_id": "acme", "password": "secret1"})))
+            data = s.recv(1024)
+        except (ConnectionResetError, BrokenPipeError):
+            return "closed"
+        return "closed" if data == b"" else decode(data)
+
+
 # -- 5. receipts spread evenly over receiver binds ----------------------------------------------
 
 
