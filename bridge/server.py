@@ -56,6 +56,11 @@ BIND_TYPES = {
 SUBMIT_LIKE = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI})
 ASYNC_REQUESTS = frozenset({C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
 OUTBUF_LIMIT = 1 << 20  # stop reading while this much of our output is unsent
+# After our last answer is written (and our side shut), how long we keep reading, and dropping,
+# whatever the peer still sends while we wait for it to close. Closing a socket that still has
+# unread input makes the kernel send a reset, which can destroy our last answers before the
+# peer has read them; a peer that neither closes nor talks is closed when this runs out.
+CLOSE_LINGER = 2.0
 DEST_RE = re.compile(r"^\+?[0-9]{1,20}$")
 # Bind brute-force slowdown: after this many failures from one IP within the window, each
 # further attempt waits FAIL_DELAY seconds before it is answered, and attempts from that IP
@@ -337,7 +342,10 @@ class Connection:
         self._out_ready = trio.Event()
         self._room = trio.Event()  # set by the writer when the output buffer is below its limit
         self._room.set()
-        self._writer_done = trio.Event()  # the writer flushed everything after request_close
+        self._writer_done = trio.Event()  # the writer flushed everything and stopped
+        self._output_done = False  # no more output: the writer stops once it has flushed
+        self._ended = trio.Event()  # run() is over and the stream closed
+        self._read_scope = trio.CancelScope()  # cancelled by request_close: stop reading requests
         self._closing = False
         self._close_reason = ""
         self._outstanding: dict[int, _Outstanding] = {}
@@ -346,6 +354,12 @@ class Connection:
         self._inflight = 0  # submits waiting for their commit
         self._inflight_zero = trio.Event()
         self._inflight_zero.set()
+        self._handlers = 0  # request handlers running as tasks (unbind, query_sm ...)
+        self._handlers_zero = trio.Event()
+        self._handlers_zero.set()
+        # The session state the timers last saw, and when (trio time): no state without a timer.
+        self._timed_state: SessionState | None = None
+        self._timed_since = 0.0
         self._window = trio.Semaphore(server.config.smpp.window)
         self._nursery: trio.Nursery | None = None
         self._cancel: trio.CancelScope | None = None
@@ -365,13 +379,15 @@ class Connection:
         return self.session.state in (SessionState.BOUND_RX, SessionState.BOUND_TRX) and not self._closing
 
     def request_close(self, reason: str) -> None:
-        """Close after what is queued has been written."""
+        """Close the connection: read no further requests, answer those already read, then
+        close (see run() for the steps and the timers that bound each)."""
         if not self._closing:
             log.info("closing SMPP session %s from %s: %s", self.esme_id or "(unbound)", self.peer, reason)
+            self._close_reason = reason
         # A closing session no longer counts as a bind (max_binds, receivers).
         self._unregister()
         self._closing = True
-        self._close_reason = reason
+        self._read_scope.cancel()
         self._out_ready.set()
 
     def _unregister(self) -> None:
@@ -400,33 +416,48 @@ class Connection:
                 self._outstanding.pop(pdu.sequence_number, None)
 
     async def unbind_and_close(self, grace: float) -> None:
+        """Shutdown: answer the submits in flight, unbind, close; all within ``grace`` each."""
         if self.bound and not self._closing:
             with trio.move_on_after(grace):
                 await self._inflight_zero.wait()
             await self.request(Pdu(C.UNBIND), timeout=grace)
         self.request_close("shutting down")
         with trio.move_on_after(grace):
-            await self._writer_done.wait()
+            await self._ended.wait()
         if self._cancel is not None:
             self._cancel.cancel()
 
     # -- task tree -----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Serve the connection until it closes.
+
+        Closing, whoever starts it (the peer's EOF or unbind, a timer, a failed bind, a reload,
+        shutdown), goes the same way, and every step has a timer:
+
+        1. Read no further requests. (A peer's EOF ends the reading by itself; a close decided
+           here cancels the read.)
+        2. Wait for the answers still owed for requests already read: submits waiting for their
+           commit, unbind, query_sm / cancel_sm / replace_sm. At most the response timer. A
+           client that shuts its write side right after submit_sm gets its submit_sm_resp,
+           and does not resend a message it believes lost.
+        3. Write everything queued; at most the response timer again (a peer that does not read).
+        4. If the peer has not closed yet: shut our write side, then read and drop its input
+           until it closes, at most CLOSE_LINGER seconds (see there why).
+        5. Close the stream.
+        """
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._timers)
-                try:
-                    await self._reader()
-                finally:
-                    # Let queued answers (e.g. a bind failure's resp) go out, briefly.
-                    self.request_close(self._close_reason or "connection ended")
-                    with trio.move_on_after(2):
-                        await self._writer_done.wait()
-                    nursery.cancel_scope.cancel()
+                peer_closed = False
+                with self._read_scope:
+                    peer_closed = await self._reader()
+                self.request_close(self._close_reason or "connection ended")
+                await self._finish(peer_closed)
+                nursery.cancel_scope.cancel()
         finally:
             self._unregister()
             for waiter in self._outstanding.values():
@@ -437,8 +468,44 @@ class Connection:
                         await self.stream.aclose()
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         pass
+            self._ended.set()
 
-    async def _reader(self) -> None:
+    async def _finish(self, peer_closed: bool) -> None:
+        """Steps 2-4 of closing (see run())."""
+        t = self.server.config.smpp.timers
+        with trio.move_on_after(t.response) as answers:
+            await self._inflight_zero.wait()
+            await self._handlers_zero.wait()
+        if answers.cancelled_caught:
+            log.warning(
+                "SMPP session %s from %s closes with %d answer(s) not given within the response timer "
+                "(%g s); the ESME will resend those messages. Check the store's health (disk, latency)",
+                self.esme_id or "(unbound)",
+                self.peer,
+                self._inflight + self._handlers,
+                t.response,
+            )
+        self._output_done = True
+        self._out_ready.set()
+        with trio.move_on_after(t.response):
+            await self._writer_done.wait()
+        if peer_closed or not self._writer_done.is_set():
+            return
+        if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            try:
+                await self.stream.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+        with trio.move_on_after(CLOSE_LINGER):
+            try:
+                while await self.stream.receive_some(65536):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def _reader(self) -> bool:
+        """Read and dispatch requests until the peer's EOF (returns True), a lost connection or a
+        close decided here (returns False; request_close cancels the read)."""
         session = self.session
         while not self._closing:
             if len(self._out) > OUTBUF_LIMIT:
@@ -449,19 +516,18 @@ class Connection:
                 data = await self.stream.receive_some(65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._close_reason = f"connection lost: {exc or type(exc).__name__}"
-                return
+                return False
             self.last_rx = time.monotonic()
             session.receive_data(data)
-            if not data:
-                self._close_reason = "peer closed the connection"
-                return
             while not self._closing:
                 event = session.next_event()
                 if event is NEED_DATA:
                     break
                 if isinstance(event, Closed):
-                    self._close_reason = "peer closed the connection"
-                    return
+                    if session.peer_closed:
+                        self._close_reason = "peer closed the connection"
+                        return True
+                    return False  # framing lost: the Rejected before it asked to close
                 if isinstance(event, Rejected):
                     self._on_rejected(event)
                     continue
@@ -471,12 +537,13 @@ class Connection:
                     self._on_response(event)
                     continue
                 await self._on_request(event)
+        return False
 
     async def _writer(self) -> None:
         """Writes everything queued, coalescing many answers into one send."""
         while True:
             if not self._out:
-                if self._closing:
+                if self._output_done:
                     self._writer_done.set()
                     return
                 self._out_ready = trio.Event()
@@ -498,44 +565,51 @@ class Connection:
                 self._room.set()
 
     async def _timers(self) -> None:
+        """Every state of the connection has a timer: OPEN (no bind yet) session_init; bound
+        ones inactivity and enquire_link; UNBINDING and CLOSED (an unbind went one way or the
+        other, and the close that should follow did not) the response timer; closing itself is
+        bounded step by step in run()."""
         t = self.server.config.smpp.timers
         while True:
             await trio.sleep(min(1.0, t.session_init / 4, t.response / 4))
             now = time.monotonic()
+            state = self.session.state
+            if state is not self._timed_state:
+                self._timed_state = state
+                self._timed_since = trio.current_time()
+            if self._closing:
+                continue
             if not self.bound:
-                if self.session.state == SessionState.OPEN and now - self.connected_at > t.session_init:
-                    self.request_close(f"no bind within session_init timer ({t.session_init:g} s)")
-                    self._kill_soon()
+                if state == SessionState.OPEN:
+                    if now - self.connected_at > t.session_init:
+                        self.request_close(f"no bind within session_init timer ({t.session_init:g} s)")
+                elif trio.current_time() - self._timed_since > t.response:
+                    self.request_close(f"unbind not completed within the response timer ({t.response:g} s)")
                 continue
             idle = now - self.last_rx
             if idle > t.inactivity:
                 self.request_close(f"no traffic for {t.inactivity:g} s (inactivity timer)")
-                self._kill_soon()
             elif self._enquire_seq is not None:
                 if now - self._enquire_sent > t.response:
                     self.request_close("peer did not answer enquire_link: dead connection")
-                    self._kill_soon()
             elif idle > t.enquire_link:
                 pdu = Pdu(C.ENQUIRE_LINK, sequence_number=self.session.next_sequence())
                 self._enquire_seq = pdu.sequence_number
                 self._enquire_sent = now
                 self._send(pdu)
 
-    def _kill_soon(self) -> None:
-        """Close now-ish even if the reader is blocked on a silent peer."""
-        assert self._nursery is not None
-
-        async def kill() -> None:
-            with trio.move_on_after(1):
-                await self._writer_done.wait()
-            if self._cancel is not None:
-                self._cancel.cancel()
-
-        self._nursery.start_soon(kill)
-
     # -- output --------------------------------------------------------------------------------
 
     def _send(self, pdu: Pdu) -> bool:
+        if self._output_done:
+            log.warning(
+                "%s to %s (%s) not sent: the connection had already closed its output (the answer came "
+                "later than the response timer)",
+                command_name(pdu.command_id),
+                self.peer,
+                self.esme_id or "unbound",
+            )
+            return False
         try:
             data = self.session.send(pdu)
         except LocalProtocolError as exc:
@@ -598,18 +672,36 @@ class Connection:
         elif cid in BIND_TYPES:
             await self._on_bind(pdu)
         elif cid == C.UNBIND:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._on_unbind, pdu)
+            self._spawn(self._on_unbind, pdu)
         elif cid in ASYNC_REQUESTS:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._on_store_request, pdu)
+            self._spawn(self._on_store_request, pdu)
         else:
             # Anything else the session table let through that we do not serve
             # (e.g. alert_notification has no response; outbind is SMSC->ESME only).
             if cid not in (C.ALERT_NOTIFICATION, C.OUTBIND, C.GENERIC_NACK):
                 self._respond(pdu, Status.RINVCMDID)
 
+    def _spawn(self, handler: Callable[[Pdu], Any], pdu: Pdu) -> None:
+        """Run a request's handler as a task, counted until it has answered (closing waits)."""
+        assert self._nursery is not None
+        self._handlers += 1
+        if self._handlers == 1:
+            self._handlers_zero = trio.Event()
+
+        async def run() -> None:
+            try:
+                await handler(pdu)
+            finally:
+                self._handlers -= 1
+                if self._handlers == 0:
+                    self._handlers_zero.set()
+
+        self._nursery.start_soon(run)
+
     async def _on_unbind(self, pdu: Pdu) -> None:
+        """The ESME unbinds: answer its submits in flight, then unbind_resp, then close. The
+        ESME should close the connection once it has the unbind_resp; if it does not, run()
+        closes it after CLOSE_LINGER."""
         # Answer the submits still waiting for their commit before we say goodbye.
         with trio.move_on_after(self.server.config.smpp.timers.response):
             await self._inflight_zero.wait()

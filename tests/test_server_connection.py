@@ -144,6 +144,258 @@ def stored_messages(config) -> int:  # type: ignore[no-untyped-def]
         db.close()
 
 
+# -- 1. every request read before the peer's EOF is answered -------------------------------------
+
+
+async def test_submit_then_half_close_is_answered_and_stored_once(config):
+    """aiosmpplib (and others) shut their write side right after the last request: the
+    submit_sm_resp must still come, or the client resends and the recipient gets it twice."""
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        peer, _conn, ended = connect(nursery, server)
+        await peer.bind()
+        sub = await peer.send(submit_pdu())
+        await peer.stream.send_eof()
+        with trio.fail_after(10):
+            answers = await peer.recv_all()
+            await ended.wait()
+        nursery.cancel_scope.cancel()
+    assert [(p.command_id, p.command_status, p.sequence_number) for p in answers] == [
+        (C.SUBMIT_SM_RESP, Status.ROK, sub.sequence_number)
+    ]
+    assert answers[0].params["message_id"]
+    server.store.close()
+    assert stored_messages(config) == 1
+
+
+async def test_many_submits_then_half_close_are_all_answered(config):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        peer, _conn, ended = connect(nursery, server)
+        await peer.bind()
+        seqs = [(await peer.send(submit_pdu(b"m%d" % i))).sequence_number for i in range(20)]
+        await peer.stream.send_eof()
+        with trio.fail_after(10):
+            answers = await peer.recv_all()
+            await ended.wait()
+        nursery.cancel_scope.cancel()
+    assert sorted(p.sequence_number for p in answers) == seqs
+    assert {(p.command_id, p.command_status) for p in answers} == {(C.SUBMIT_SM_RESP, Status.ROK)}
+    server.store.close()
+    assert stored_messages(config) == 20
+
+
+async def test_submit_unbind_then_half_close_gets_both_answers(config):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        peer, _conn, ended = connect(nursery, server)
+        await peer.bind()
+        sub = await peer.send(submit_pdu())
+        unbind = await peer.send(Pdu(C.UNBIND))
+        await peer.stream.send_eof()
+        with trio.fail_after(10):
+            answers = await peer.recv_all()
+            await ended.wait()
+        nursery.cancel_scope.cancel()
+    assert [(p.command_id, p.command_status, p.sequence_number) for p in answers] == [
+        (C.SUBMIT_SM_RESP, Status.ROK, sub.sequence_number),
+        (C.UNBIND_RESP, Status.ROK, unbind.sequence_number),
+    ]
+
+
+async def test_unbind_then_half_close_gets_unbind_resp(config):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        peer, _conn, ended = connect(nursery, server)
+        await peer.bind()
+        unbind = await peer.send(Pdu(C.UNBIND))
+        await peer.stream.send_eof()
+        with trio.fail_after(10):
+            answers = await peer.recv_all()
+            await ended.wait()
+        nursery.cancel_scope.cancel()
+    assert [(p.command_id, p.command_status, p.sequence_number) for p in answers] == [
+        (C.UNBIND_RESP, Status.ROK, unbind.sequence_number)
+    ]
+
+
+async def test_query_then_half_close_is_answered(config):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        peer, _conn, ended = connect(nursery, server)
+        await peer.bind()
+        await peer.send(submit_pdu())
+        resp = await peer.recv()
+        assert resp is not None and resp.command_status == Status.ROK
+        query = await peer.send(Pdu(C.QUERY_SM, params={"message_id": resp.params["message_id"]}))
+        await peer.stream.send_eof()
+        with trio.fail_after(10):
+            answers = await peer.recv_all()
+            await ended.wait()
+        nursery.cancel_scope.cancel()
+    assert [(p.command_id, p.command_status, p.sequence_number) for p in answers] == [
+        (C.QUERY_SM_RESP, Status.ROK, query.sequence_number)
+    ]
+
+
+async def test_submit_then_close_by_config_reload_is_answered(config):
+    """A close decided on our side (here: the ESME was removed by a reload) also answers what
+    was read before."""
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        peer, conn, ended = connect(nursery, server)
+        await peer.bind()
+        sub = await peer.send(submit_pdu())
+        # Wait until the server has read it (it is waiting for its commit or answered).
+        while not conn._inflight and not peer.buf:
+            await trio.sleep(0)
+        conn.request_close("test: closed on our side")
+        with trio.fail_after(10):
+            answers = await peer.recv_all()
+            await ended.wait()
+        nursery.cancel_scope.cancel()
+    assert [(p.command_id, p.command_status, p.sequence_number) for p in answers] == [
+        (C.SUBMIT_SM_RESP, Status.ROK, sub.sequence_number)
+    ]
+
+
+def submit_unbind_half_close(port: int) -> list[Pdu]:
+    """Over real TCP: bind, submit_sm, unbind, shutdown(SHUT_WR); read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(encode(Pdu(C.BIND_TRANSCEIVER, 0, 1, {"system_id": "acme", "password": "secret1"})))
+        s.sendall(encode(Pdu(C.SUBMIT_SM, 0, 2, {"destination_addr": "+4917012345", "short_message": b"hi"})))
+        s.sendall(encode(Pdu(C.UNBIND, 0, 3)))
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    out = []
+    while data:
+        n = struct.unpack(">I", data[:4])[0]
+        out.append(decode(data[:n]))
+        data = data[n:]
+    return out
+
+
+async def test_real_tcp_half_close_after_submit_and_unbind(config):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        ports = await nursery.start(server.serve)
+        with trio.fail_after(20):
+            answers = await trio.to_thread.run_sync(submit_unbind_half_close, ports[0])
+        nursery.cancel_scope.cancel()
+    assert [(p.command_id, p.command_status, p.sequence_number) for p in answers] == [
+        (C.BIND_TRANSCEIVER_RESP, Status.ROK, 1),
+        (C.SUBMIT_SM_RESP, Status.ROK, 2),
+        (C.UNBIND_RESP, Status.ROK, 3),
+    ]
+    server.store.close()
+    assert stored_messages(config) == 1
+
+
+# -- 2. no state without a timer ----------------------------------------------------------------
+
+
+@pytest.fixture
+def autojump_clock():  # type: ignore[no-untyped-def]
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_silent_peer_after_unbind_resp_is_disconnected(config, autojump_clock):
+    """The ESME unbinds, gets its unbind_resp, and then neither closes nor says anything: we
+    close within a short bounded time instead of holding the slot forever."""
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config, _NoStore())
+        peer, _conn, ended = connect(nursery, server)
+        await peer.bind()
+        await peer.send(Pdu(C.UNBIND))
+        t0 = trio.current_time()
+        resp = await peer.recv()
+        assert resp is not None and resp.command_id == C.UNBIND_RESP
+        with trio.fail_after(3600):
+            assert await peer.recv() is None  # we closed
+            await ended.wait()
+        took = trio.current_time() - t0
+        nursery.cancel_scope.cancel()
+    assert took <= config.smpp.timers.response + 1
+    assert not server.connections and not server.binds
+
+
+async def test_silent_peer_after_failed_bind_is_disconnected(config, autojump_clock):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config, _NoStore())
+        peer, _conn, ended = connect(nursery, server)
+        t0 = trio.current_time()
+        resp = await peer.bind(password="wrong")
+        assert resp.command_status == Status.RINVPASWD
+        with trio.fail_after(3600):
+            assert await peer.recv() is None
+            await ended.wait()
+        took = trio.current_time() - t0
+        nursery.cancel_scope.cancel()
+    assert took <= config.smpp.timers.response + 1  # not the session_init timer, nor never
+
+
+async def test_silent_peer_after_our_unbind_is_disconnected(config, autojump_clock):
+    """We unbind (shutdown) and the ESME never answers nor closes: closed within the grace."""
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config, _NoStore())
+        peer, conn, ended = connect(nursery, server)
+        await peer.bind()
+        t0 = trio.current_time()
+        nursery.start_soon(server.shutdown)
+        got = await peer.recv()
+        assert got is not None and got.command_id == C.UNBIND
+        with trio.fail_after(3600):
+            assert await peer.recv() is None
+            await ended.wait()
+        took = trio.current_time() - t0
+        nursery.cancel_scope.cancel()
+    assert took <= config.smpp.timers.unbind_grace + 2
+
+
+async def test_silent_peer_in_unbinding_without_our_unbind_task_is_disconnected(config, autojump_clock):
+    """Whatever put the session in UNBINDING, a timer ends it: here an unbind sent with
+    request() whose answer never comes, and nobody closes afterwards."""
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config, _NoStore())
+        peer, conn, ended = connect(nursery, server)
+        await peer.bind()
+        t0 = trio.current_time()
+        nursery.start_soon(conn.request, Pdu(C.UNBIND))
+        got = await peer.recv()
+        assert got is not None and got.command_id == C.UNBIND
+        with trio.fail_after(3600):
+            assert await peer.recv() is None
+            await ended.wait()
+        took = trio.current_time() - t0
+        nursery.cancel_scope.cancel()
+    assert took <= 2 * config.smpp.timers.response + 2
+
+
+# -- 3. a receiver may not submit ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cid", [C.DATA_SM, C.SUBMIT_SM, C.SUBMIT_MULTI, C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM])
+async def test_receiver_bind_may_not_submit(config, cid):
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        peer, _conn, ended = connect(nursery, server)
+        await peer.bind(C.BIND_RECEIVER)
+        params = {"destination_addr": "+4917012345", "short_message": b"x", "message_id": "1"}
+        if cid == C.SUBMIT_MULTI:
+            params = {"dest_addresses": [{"dest_flag": 1, "destination_addr": "+4917012345"}], "short_message": b"x"}
+        req = await peer.send(Pdu(cid, params=params))
+        with trio.fail_after(10):
+            resp = await peer.recv()
+        nursery.cancel_scope.cancel()
+    assert resp is not None
+    assert (resp.command_id, resp.command_status, resp.sequence_number) == (
+        cid | 0x80000000, Status.RINVBNDSTS, req.sequence_number)
+    server.store.close()
+    assert stored_messages(config) == 0
+
+
 # -- 4. shutdown --------------------------------------------------------------------------------
 
 
