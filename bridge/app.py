@@ -25,7 +25,7 @@ import trio
 from .admin import AdminServer
 from .config import Config
 from .devices import build_driver
-from .dlr import Dispatcher
+from .dlr import Dispatcher, Receipts
 from .inbound import Inbound
 from .logs import PduLog
 from .metrics import Metrics, OpsCollector, SchedulerCollector, StoreCollector
@@ -67,6 +67,9 @@ class App:
             on_commit=self.metrics.on_commit,
             clock=clock,
         )
+        # Final states the store decides itself (cancel_sm, incomplete long messages) carry
+        # their receipts in the same transaction, built with the config in force.
+        self.store.final_receipts = Receipts(lambda: self.config, clock).final
         self.server = SmppServer(config, self.store, self.metrics, clock=clock)
         # Every driver call is timed and its failures counted (bridge/monitor.py).
         self.drivers = {d.name: instrument(build_driver(d), self.metrics) for d in config.devices if d.enabled}

@@ -102,6 +102,7 @@ AMBIGUOUS_POLICIES = ("unknown", "resend")
 GOIP_DONE_CHOICES = ("delivered", "accepted")
 RECEIPT_STATS = ("DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD")
 MO_LONG_MODES = ("udh", "payload")  # how a long inbound message reaches an ESME
+RECEIPT_MODES = ("combined", "per_part")  # receipts for a long message: one, or one per part
 OPTOUT_MT_ACTIONS = ("receipt", "reject_submit")  # what happens to an MT to an opted-out number
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # device and route names
 GOIP_MAX_LINES = 64
@@ -254,6 +255,9 @@ class EsmeConfig:
     enabled: bool = True
     default_route: str | None = None  # route used when no route matches the destination
     mo_long: str = "udh"  # long inbound SMS as UDH parts ("udh") or one message_payload ("payload")
+    # Receipts for a long message: one for the whole message ("combined") or one per part id
+    # the ESME was given ("per_part").
+    receipts: str = "combined"
 
     def allows(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True if a peer at `ip` may bind. IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a
@@ -1467,7 +1471,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         node,
         path,
         ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled", "default_route",
-         "mo_long"),
+         "mo_long", "receipts"),
         what="an ESME (a mapping with system_id, password ...)",
     )
     if not m.ok:
@@ -1510,6 +1514,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
     if default_route is not None:
         ctx.route_refs.append((m.path_of("default_route"), m.key_line("default_route"), default_route))
     mo_long = m.get_choice("mo_long", "udh", MO_LONG_MODES)
+    receipts = m.get_choice("receipts", "combined", RECEIPT_MODES)
     m.finish()
     if system_id is _BAD or system_id is None:
         return None, None
@@ -1523,6 +1528,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         enabled=enabled,
         default_route=default_route,
         mo_long=mo_long,
+        receipts=receipts,
     )
     return esme, m.key_line("system_id")
 

@@ -4,7 +4,13 @@ Rules
 -----
 * What a device said about each part is turned into one message outcome by a per-device-kind
   table (``DEFAULT_TABLES``), which config can override per error code (``receipts.map``).
-  A long message gets ONE combined receipt: DELIVRD only if every part was delivered.
+  A long message gets ONE combined receipt: DELIVRD only if every part was delivered. An ESME
+  with ``receipts: per_part`` gets one receipt per part id it was given instead (each with the
+  message's combined outcome: the bridge re-splits the text for the device, so a device part
+  is not an ESME part).
+* Every final state gets its receipt in the transaction that stores it, also those the store
+  decides itself (cancel_sm: DELETED; parts that never completed: EXPIRED): ``Receipts.final``
+  is the store's ``final_receipts``.
 * GoIP's HTTP ``DONE`` means the network took the part, not that a handset got it. By default it
   is reported as DELIVRD; ``receipts.goip_done: accepted`` reports ACCEPTD instead (message
   state ACKNOWLEDGED).
@@ -17,6 +23,11 @@ Rules
 * Delivery: per ESME, in outbox order, over its RX/TRX binds in turn, within each bind's window,
   until deliver_sm_resp says ESME_ROK. Nothing is dropped after a few tries: an ESME that is not
   bound gets its backlog on its next bind; only ``receipts.retention`` ends a wait (counted).
+* An answer that can never turn into ESME_ROK for this deliver_sm (``PERMANENT_REFUSALS``)
+  ends it: the row is marked refused with the status, counted in
+  ``smpp_bridge_outbox_refused_total{esme,kind,status}`` and logged once. Any other error (or
+  no answer) is retried with a back-off per row, doubling up to ``RETRY_MAX`` seconds, until
+  the retention ends it. Receipts and MO go the same way.
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ from .smpp.constants import (
 )
 from .smpp.pdu import Pdu
 from .smpp.receipt import build_receipt_text, receipt_tlvs
-from .store import MessageRecord, OutboxItem, Store
+from .store import MessageRecord, OutboxItem, Store, format_id
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +180,22 @@ def _ts(t: float | None, clock: Callable[[], float] = time.time) -> dt.datetime:
 
 
 def receipt_params(
-    rec: MessageRecord, outcome: Outcome, *, intermediate: bool = False, clock: Callable[[], float] = time.time
+    rec: MessageRecord, outcome: Outcome, *, intermediate: bool = False, part_id: int | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
-    """The deliver_sm (as payload dict) that reports ``outcome`` for ``rec``."""
-    rid = rec.receipt_message_id
+    """The deliver_sm (as payload dict) that reports ``outcome`` for ``rec``; with ``part_id``,
+    for that one part of a long message (per-part receipts: sub:001)."""
+    rid = rec.receipt_message_id if part_id is None else format_id(part_id)
+    submitted = rec.esme_parts if part_id is None else 1
     if intermediate:
         stat, smpp_state, err, net = "ENROUTE", MessageState.ENROUTE, 0, None
     else:
         stat, smpp_state = outcome.stat, STATE_TO_SMPP[outcome.state]
         err, net = outcome.err, outcome.network_error
-    delivered = rec.esme_parts if outcome.state in SUCCESS_STATES and not intermediate else 0
+    delivered = submitted if outcome.state in SUCCESS_STATES and not intermediate else 0
     text = build_receipt_text(
         rid,
-        submitted=min(rec.esme_parts, 999),
+        submitted=min(submitted, 999),
         delivered=min(delivered, 999),
         submit_date=_ts(rec.created_at, clock),
         done_date=_ts(rec.final_at if rec.final_at is not None else rec.updated_at, clock),
@@ -207,22 +221,57 @@ def receipt_params(
 
 
 def receipt_rows(
-    rec: MessageRecord,
-    outcome: Outcome,
-    retention: float,
-    *,
-    intermediate: bool = False,
-    clock: Callable[[], float] = time.time,
+    rec: MessageRecord, outcome: Outcome, retention: float, *, intermediate: bool = False,
+    per_part: bool = False, clock: Callable[[], float] = time.time,
 ) -> list[tuple[str, str, str, float]]:
-    """Outbox rows for store.move(outbox=...): none unless the ESME asked. ``clock`` is the
-    wall clock (the app's, so tests can move it) for the retention expiry."""
+    """Outbox rows for store.move(outbox=...): none unless the ESME asked. ``per_part``: one
+    row per part id of a long message (the record's part_ids, filled in by the store).
+    ``clock`` is the wall clock (the app's, so tests can move it) for dates and the expiry."""
     if intermediate:
         if not rec.registered_delivery & REG_INTERMEDIATE:
             return []
     elif not wants_receipt(rec.registered_delivery, outcome.state):
         return []
+    expire_at = clock() + retention
+    if per_part and rec.esme_parts > 1 and rec.part_ids:
+        return [
+            (rec.esme, "receipt",
+             encode_payload(receipt_params(rec, outcome, intermediate=intermediate, part_id=p, clock=clock)), expire_at)
+            for p in sorted((rec.id, *rec.part_ids))
+        ]  # fmt: skip
     payload = encode_payload(receipt_params(rec, outcome, intermediate=intermediate, clock=clock))
-    return [(rec.esme, "receipt", payload, clock() + retention)]
+    return [(rec.esme, "receipt", payload, expire_at)]
+
+
+SMPP_STAT = {state: stat for stat, state in STAT_TO_STATE.items()}
+
+
+def final_outcome(rec: MessageRecord) -> Outcome:
+    """The outcome a final state the store decided on reports (no device code behind it)."""
+    return Outcome(rec.state, SMPP_STAT[rec.state], 0, None, rec.error or "")
+
+
+class Receipts:
+    """Builds receipt rows with the config in force (``config()`` is read on every call, so a
+    reload applies at once): receipts.retention, and each ESME's ``receipts`` mode."""
+
+    def __init__(self, config: Callable[[], Any], clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._clock = clock
+
+    def per_part(self, esme: str) -> bool:
+        found = self._config().esme(esme)
+        return found is not None and getattr(found, "receipts", "combined") == "per_part"
+
+    def rows(self, rec: MessageRecord, outcome: Outcome, *, intermediate: bool = False) -> list[tuple[str, str, str, float]]:
+        return receipt_rows(
+            rec, outcome, self._config().receipts.retention, intermediate=intermediate,
+            per_part=self.per_part(rec.esme), clock=self._clock,
+        )  # fmt: skip
+
+    def final(self, rec: MessageRecord) -> list[tuple[str, str, str, float]]:
+        """Store.final_receipts: the receipt for a final state the store itself decided."""
+        return self.rows(rec, final_outcome(rec))
 
 
 # -- outbox payloads: deliver_sm params + TLVs as JSON --------------------------------------------
@@ -262,11 +311,46 @@ def decode_payload(payload: str) -> Pdu:
 # -- delivery to ESMEs ----------------------------------------------------------------------------
 
 
+# deliver_sm_resp statuses that can never become ESME_ROK for the deliver_sm they answer: the
+# ESME says the PDU itself is wrong or unwanted (its address, its coding, a TLV, its length),
+# or its application refuses this message for good (RX_P_APPN, RX_R_APPN). Sending the same
+# bytes again cannot help, so the row ends, refused. Everything else is transient and
+# retried with a back-off until receipts.retention: RSYSERR (the ESME's own trouble),
+# RX_T_APPN (temporary by definition), RMSGQFUL, RTHROTTLED, RINVBNDSTS (a bind mix-up), no
+# answer within the response timer, and any vendor code we do not know.
+PERMANENT_REFUSALS: dict[int, str] = {
+    Status.RINVMSGLEN: "message length invalid",
+    Status.RINVCMDLEN: "command length invalid",
+    Status.RINVCMDID: "the ESME does not take deliver_sm",
+    Status.RINVSRCADR: "source address invalid",
+    Status.RINVDSTADR: "destination address invalid",
+    Status.RINVESMCLASS: "esm_class invalid",
+    Status.RINVSRCTON: "source TON invalid",
+    Status.RINVSRCNPI: "source NPI invalid",
+    Status.RINVDSTTON: "destination TON invalid",
+    Status.RINVDSTNPI: "destination NPI invalid",
+    Status.RX_P_APPN: "permanent application error",
+    Status.RX_R_APPN: "the ESME rejects this message",
+    Status.RINVOPTPARSTREAM: "TLV stream invalid",
+    Status.ROPTPARNOTALLWD: "TLV not allowed",
+    Status.RINVPARLEN: "TLV length invalid",
+    Status.RMISSINGOPTPARAM: "TLV missing",
+    Status.RINVOPTPARAMVAL: "TLV value invalid",
+    Status.RINVDCS: "data_coding invalid",
+}
+
+
+def is_permanent_refusal(status: int) -> bool:
+    return status in PERMANENT_REFUSALS
+
+
 class Dispatcher:
     """Delivers outbox rows (receipts and MO messages) to bound ESMEs."""
 
     RESCAN_SECONDS = 5.0
     STATS_SECONDS = 5.0
+    RETRY_BASE = 1.0  # seconds before a row the ESME did not take is offered again, doubling
+    RETRY_MAX = 300.0
 
     def __init__(self, store: Store, server: Any, metrics: Any, config: Any) -> None:
         self.store = store
@@ -355,7 +439,7 @@ class Dispatcher:
                     await limiter.acquire()
 
     async def _send_one(self, esme: str, item: OutboxItem, limiter: trio.Semaphore) -> None:
-        ok = False
+        ok = settled = False
         try:
             conn = self.server.next_receiver(esme)  # one turn per item: an even spread over binds
             if conn is None:
@@ -371,15 +455,41 @@ class Dispatcher:
                     self._settling.discard(item_id)
 
                 self.store.outbox_delivered_nowait(item.id, done)
+            elif resp is not None and is_permanent_refusal(resp.command_status):
+                self._refused(esme, item, resp.command_status)
+                settled = True
             else:
                 why = "no answer" if resp is None else f"status 0x{resp.command_status:08x}"
                 self._failures[esme] = self._failures.get(esme, 0) + 1
                 self.metrics.outbox_retries.labels(esme, item.kind).inc()
-                log.info("deliver_sm %s to %s not accepted (%s); will retry", item.kind, esme, why)
+                delay = min(self.RETRY_MAX, self.RETRY_BASE * 2 ** min(item.attempts, 20))
+                log.info("deliver_sm %s to %s not accepted (%s); will retry in %.0f s", item.kind, esme, why, delay)
+                self.store.outbox_retry_nowait(item.id, self.store.clock() + delay, self._settled(item.id))
+                settled = True
         finally:
-            if not ok:
+            if not ok and not settled:
                 self._settling.discard(item.id)
             limiter.release()
+
+    def _settled(self, item_id: int) -> Callable[[Any, BaseException | None], None]:
+        """Keeps the row out of rescans until its new mark is committed."""
+
+        def done(_r: Any, _error: BaseException | None) -> None:
+            self._settling.discard(item_id)
+
+        return done
+
+    def _refused(self, esme: str, item: OutboxItem, status: int) -> None:
+        label = f"0x{status:08x}"
+        self.metrics.outbox_refused.labels(esme, item.kind, label).inc()
+        what = f"message {item.message}" if item.kind == "receipt" else f"inbound message {item.message}"
+        log.warning(
+            "ESME %s refused the deliver_sm (%s for %s) for good: status %s (%s); it is not sent "
+            "again. Check why the ESME refuses it (its logs, its address or coding rules); the "
+            "row stays in the store as refused",
+            esme, item.kind, what, label, PERMANENT_REFUSALS.get(status, "unknown"),
+        )  # fmt: skip
+        self.store.outbox_refused_nowait(item.id, status, self._settled(item.id))
 
     async def _housekeeping(self) -> None:
         while True:

@@ -61,7 +61,8 @@ CANCELLABLE = REPLACEABLE
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.ACCEPTED: frozenset({S.SCHEDULED, S.QUEUED, S.REJECTED, S.EXPIRED, S.DELETED}),
     S.SCHEDULED: frozenset({S.QUEUED, S.REJECTED, S.EXPIRED, S.DELETED}),
-    S.QUEUED: frozenset({S.SUBMITTING, S.REJECTED, S.EXPIRED, S.DELETED}),
+    # QUEUED -> SCHEDULED: replace_sm gave it a schedule_delivery_time in the future.
+    S.QUEUED: frozenset({S.SUBMITTING, S.SCHEDULED, S.REJECTED, S.EXPIRED, S.DELETED}),
     S.SUBMITTING: frozenset(
         {
             S.SUBMITTING,  # next part of a long message

@@ -212,6 +212,13 @@ class Metrics:
             "deliver_sm dropped after waiting longer than receipts.retention",
             registry=r,
         )
+        self.outbox_refused = Counter(
+            "smpp_bridge_outbox_refused_total",
+            "deliver_sm (receipt or MO) an ESME refused for good with a permanent error status; "
+            "not sent again",
+            ["esme", "kind", "status"],
+            registry=r,
+        )
         # -- inbound SMS and opt-out (bridge/inbound.py); smpp_bridge_optouts reads the store
         self.inbound_received = Counter(
             "smpp_bridge_inbound_received_total", "Inbound SMS (parts) stored", ["device"], registry=r

@@ -665,6 +665,8 @@ class Scheduler:
         self.clock = clock
         self.rng = rng or random.Random()
         self.receipts = dlr.ReceiptPolicy(config.receipts)
+        # Receipt rows with the config in force (retention, each ESME's receipts mode).
+        self.receipt_rows = dlr.Receipts(lambda: self.config, clock)
         self.queues: dict[str, RouteQueue] = {}
         self.channels: dict[str, Channel] = {}
         self.route_channels: dict[str, list[Channel]] = {}
@@ -737,12 +739,11 @@ class Scheduler:
         await self.store.move(rec.id, State.RETRY_WAIT, detail, attempts=attempts, next_attempt_at=self.clock() + delay)
 
     async def finish(self, mid: int, outcome: dlr.Outcome, *, kind: str | None = None) -> None:
-        retention = self.config.receipts.retention
         rec = await self.store.move(
             mid,
             outcome.state,
             outcome.detail,
-            outbox=lambda r: dlr.receipt_rows(r, outcome, retention, clock=self.clock),
+            outbox=lambda r: self.receipt_rows.rows(r, outcome),
             error=outcome.detail or None,
         )
         self.metrics.messages_final.labels(outcome.state.value).inc()
@@ -753,7 +754,9 @@ class Scheduler:
         rec = await self.store.get(f"{mid:010d}")
         if rec is None or not rec.registered_delivery & 0x10:
             return
-        rows = dlr.receipt_rows(rec, dlr.Outcome(State.SENT, "ENROUTE"), self.config.receipts.retention, intermediate=True, clock=self.clock)
+        if self.receipt_rows.per_part(rec.esme) and rec.esme_parts > 1:
+            rec = attrs.evolve(rec, part_ids=await self.store.part_ids(mid))
+        rows = self.receipt_rows.rows(rec, dlr.Outcome(State.SENT, "ENROUTE"), intermediate=True)
         for esme, kind, payload, expire_at in rows:
             await self.store.add_outbox(esme, kind, mid, payload, expire_at)
 
@@ -919,16 +922,20 @@ class Scheduler:
                 rec = await self.store.get(f"{entry.id:010d}")
                 if rec is not None:
                     route = self.route_for(rec.esme, rec.destination_addr)
-                    await self.store.route_accepted(entry.id, route, "routed" if route else "no route for this destination")
                     if route is None:
                         await self.finish_rejected_no_route(rec)
+                    else:
+                        await self.store.route_accepted(entry.id, route, "routed")
             else:
                 self.on_new_message(entry)
 
     async def finish_rejected_no_route(self, rec: MessageRecord) -> None:
-        rows = dlr.receipt_rows(rec, dlr.Outcome(State.REJECTED, "REJECTD"), self.config.receipts.retention, clock=self.clock)
-        for esme, kind, payload, expire_at in rows:
-            await self.store.add_outbox(esme, kind, rec.id, payload, expire_at)
+        """REJECTED for want of a route, with its receipt in the same transaction."""
+        outcome = dlr.Outcome(State.REJECTED, "REJECTD", 0, None, "no route for this destination")
+        await self.store.route_accepted(
+            rec.id, None, outcome.detail, outbox=lambda r: self.receipt_rows.rows(r, outcome)
+        )
+        self.metrics.messages_final.labels(State.REJECTED.value).inc()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.recover()
@@ -994,7 +1001,9 @@ class Scheduler:
             while self._timers and self._timers[0][0] <= now:
                 _due, _n, entry = heapq.heappop(self._timers)
                 try:
-                    await self.store.move(entry.id, State.QUEUED, "scheduled time reached" if entry.state is State.SCHEDULED else "retry")
+                    # Moved only if its stored due time has come: replace_sm may have set a
+                    # later one (and with it a timer of its own).
+                    await self.store.release_due(entry.id, now, "scheduled time reached" if entry.state is State.SCHEDULED else "retry")
                 except (InvalidTransition, KeyError) as exc:  # cancelled or expired meanwhile
                     log.debug("timer for message %s: %s", entry.id, exc)
                 except Exception as exc:  # the store cannot write now: try again shortly
@@ -1006,15 +1015,12 @@ class Scheduler:
                 await self._timer_wake.wait()
 
     async def _expiry_sweeper(self) -> None:
-        retention = self.config.receipts.retention
         while True:
             await trio.sleep(self.EXPIRY_SWEEP_SECONDS)
             try:
                 now = self.clock()
-                expired = await self.store.expire_waiting(
-                    now,
-                    lambda r: dlr.receipt_rows(r, dlr.Outcome(State.EXPIRED, "EXPIRED", 0, None, "validity period ended"), retention, clock=self.clock),
-                )
+                outcome = dlr.Outcome(State.EXPIRED, "EXPIRED", 0, None, "validity period ended")
+                expired = await self.store.expire_waiting(now, lambda r: self.receipt_rows.rows(r, outcome))
                 if expired:
                     self.metrics.messages_final.labels("expired").inc(len(expired))
                     log.info("%d messages expired while waiting for a channel", len(expired))

@@ -43,7 +43,7 @@ from .smpp.constants import (
 from .smpp.pdu import Pdu, make_response
 from .smpp.session import NEED_DATA, Closed, LocalProtocolError, Rejected, ServerSession, SessionState
 from .smpp.timefmt import format_smpp_time, parse_smpp_time
-from .store import Accepted, NewMessage, Store, StoreError
+from .store import Accepted, NewMessage, Store, StoreError, summarise
 
 log = logging.getLogger(__name__)
 
@@ -946,18 +946,21 @@ class Connection:
         cid = pdu.command_id
         try:
             if cid == C.QUERY_SM:
-                rec = await self.server.store.get(p.get("message_id", ""), esme_id)
-                if rec is None:
+                # A submit_multi's id stands for all its destinations: store.summarise says
+                # what one answer reports for them.
+                recs = await self.server.store.get_group(p.get("message_id", ""), esme_id or "")
+                if not recs:
                     self._respond(pdu, Status.RINVMSGID, message_id=p.get("message_id", ""))
                     return
+                state, final_at = summarise(recs)
                 final_date = ""
-                if rec.final_at is not None:
-                    final_date = format_smpp_time(dt.datetime.fromtimestamp(rec.final_at, dt.UTC))
+                if final_at is not None:
+                    final_date = format_smpp_time(dt.datetime.fromtimestamp(final_at, dt.UTC))
                 self._respond(
                     pdu,
                     message_id=p.get("message_id", ""),
                     final_date=final_date,
-                    message_state=int(smpp_state(rec.state)),
+                    message_state=int(smpp_state(state)),
                     error_code=0,
                 )
             elif cid == C.CANCEL_SM:

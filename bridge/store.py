@@ -18,7 +18,11 @@ Rules
   its own id and ESME_ROK once stored); when the last part arrives, the same transaction builds ONE
   logical message whose id is the id of part 1; the other parts' ids become aliases, so query_sm,
   cancel_sm and receipts work with any of them. Parts whose siblings never come expire after
-  ``partial_timeout`` into one EXPIRED message holding what arrived.
+  ``partial_timeout`` into one EXPIRED message holding what arrived, its receipt queued in the
+  same transaction (``final_receipts``).
+* A submit_multi stores one message per destination, each with ``receipt_id`` = the first's
+  id (the one id its ESME was given); cancel_sm, query_sm and replace_sm with that id act on
+  every destination (``_group``).
 * Inbound SMS (``inbound``): one row per device inbox entry, unique per (device, device_key),
   committed before anything is deleted on the device; an entry seen again (every poll, and after
   a restart) is a duplicate and stored once. A row is ``pending`` while it waits for the other
@@ -203,6 +207,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_message ON outbox(kind, message);
     """,
+    # 4: deliver_sm an ESME refused for good (with its status), a back-off per outbox row, and
+    # the destinations of a submit_multi found by the one id the ESME was given (receipt_id)
+    """
+    ALTER TABLE outbox ADD COLUMN refused_status INTEGER;
+    ALTER TABLE outbox ADD COLUMN next_try_at REAL;
+    CREATE INDEX messages_receipt ON messages(receipt_id) WHERE receipt_id IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -325,7 +336,7 @@ class OutboxItem:
     attempts: int
 
 
-INBOUND_STATES = ("pending", "queued", "delivered", "expired", "duplicate")
+INBOUND_STATES = ("pending", "queued", "delivered", "expired", "duplicate", "refused")
 # Where the parts of an incomplete long inbound message are missing, its text shows this.
 MISSING_PART = "(...)"
 
@@ -427,10 +438,35 @@ class MessageRecord:
     error: str | None
     final_at: float | None
     receipt_id: int | None
+    # The ids the ESME was given for the other parts of a long message (filled in where
+    # receipts are built: per-part receipts carry them).
+    part_ids: tuple[int, ...] = ()
 
     @property
     def receipt_message_id(self) -> str:
         return format_id(self.receipt_id if self.receipt_id is not None else self.id)
+
+
+# How bad each final state is, worst first: a summary of several messages shows the worst.
+_WORST_FIRST = (
+    State.UNDELIVERABLE, State.REJECTED, State.EXPIRED, State.UNKNOWN, State.DELETED,
+    State.ACKNOWLEDGED, State.DELIVERED,
+)  # fmt: skip
+
+
+def summarise(records: list[MessageRecord]) -> tuple[State, float | None]:
+    """The state (and final date) that query_sm reports for the messages behind one message id
+    (the destinations of a submit_multi): while any is not final, that one's state (ENROUTE
+    on the wire) and no final date; once all are final, their state if they agree, else the
+    worst of them (one undelivered destination makes the whole submit undelivered), with the
+    date the last one became final."""
+    for r in records:
+        if not lifecycle.is_final(r.state):
+            return r.state, None
+    states = {r.state for r in records}
+    worst = min(states, key=_WORST_FIRST.index)
+    finals = [r.final_at for r in records if r.final_at is not None]
+    return worst, max(finals) if finals else None
 
 
 @attrs.frozen
@@ -565,6 +601,10 @@ class Store:
         # and about every ESME that has a new deliver_sm in the outbox (the dlr dispatcher).
         self.on_new_message: Callable[[QueueEntry], None] | None = None
         self.on_outbox: Callable[[str], None] | None = None
+        # Builds the receipt rows (esme, kind, payload, expire_at) for a message the store
+        # itself makes final (cancel_sm, parts that never completed, a transition() to a final
+        # state): queued in the same transaction as the state (dlr.Receipts.final).
+        self.final_receipts: Callable[[MessageRecord], list[tuple[str, str, str, float]]] | None = None
         # Told about every change of the opt-out list: ("optout" | "optin", number).
         self.on_optout: Callable[[str, str], None] | None = None
         # optout_key of every opted-out number (the submit and send paths read this).
@@ -897,7 +937,9 @@ class Store:
                     "WHERE esme=? AND concat_key=? ORDER BY seq",
                     (esme, key),
                 ).fetchall()
-                self._assemble(conn, esme, key, [r[:4] for r in rows], rows[0][4], complete=False)
+                mid = self._assemble(conn, esme, key, [r[:4] for r in rows], rows[0][4], complete=False)
+                # Every part id the ESME was given now ends EXPIRED: its receipt goes with it.
+                self._queue_receipts(conn, self._get_record(conn, mid))
             return len(groups)
 
         n = await self.write(op)
@@ -948,6 +990,15 @@ class Store:
         if rec is None or (esme is not None and rec.esme != esme):
             return None
         return rec
+
+    async def part_ids(self, mid: int) -> tuple[int, ...]:
+        """The ids the ESME was given for the other parts of long message ``mid``."""
+
+        def fn(conn: sqlite3.Connection) -> tuple[int, ...]:
+            rows = conn.execute("SELECT alias FROM aliases WHERE message=? ORDER BY alias", (mid,))
+            return tuple(r[0] for r in rows)
+
+        return await self.read(fn)
 
     async def events(self, message_id: str) -> list[Event]:
         n = parse_id(message_id)
@@ -1007,10 +1058,10 @@ class Store:
             if row is None:
                 raise KeyError(message_id)
             self._set_state(conn, mid, State(row[0]), new, detail, **columns)
-            full = conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE id=?", (mid,)
-            ).fetchone()
-            return _record(full)
+            rec = self._get_record(conn, mid)
+            if lifecycle.is_final(new):
+                self._queue_receipts(conn, rec)
+            return rec
 
         return await self.write(op)
 
@@ -1041,9 +1092,12 @@ class Store:
                     raise KeyError(message_id)
                 if row[3] != esme:
                     raise KeyError(message_id)
-                if source_addr and row[2] != source_addr:
-                    return 0
-                candidates = [(row[0], row[1])]
+                # A submit_multi's id stands for every destination of it.
+                candidates = [
+                    (r[0], r[1])
+                    for r in self._group(conn, mid, esme, "id, state, source_addr")
+                    if not source_addr or r[2] == source_addr
+                ]
             else:
                 q = "SELECT id, state FROM messages WHERE esme=? AND destination_addr=?"
                 args: list[Any] = [esme, destination_addr]
@@ -1058,6 +1112,8 @@ class Store:
             for mid, state in candidates:
                 if State(state) in lifecycle.CANCELLABLE:
                     self._set_state(conn, mid, State(state), State.DELETED, "cancel_sm")
+                    # DELETED is final: its receipt (stat DELETED) commits with it.
+                    self._queue_receipts(conn, self._get_record(conn, mid))
                     done += 1
             return done
 
@@ -1082,39 +1138,91 @@ class Store:
 
         def op(conn: sqlite3.Connection) -> bool:
             mid = self._resolve(conn, n)
-            row = conn.execute(
-                "SELECT state, esme, source_addr, data_coding, esme_parts, schedule_at, expire_at "
-                "FROM messages WHERE id=?",
-                (mid,),
-            ).fetchone()
-            if row is None or row[1] != esme:
+            owner = conn.execute("SELECT esme FROM messages WHERE id=?", (mid,)).fetchone()
+            if owner is None or owner[0] != esme:
                 raise KeyError(message_id)
-            state = State(row[0])
-            if state not in lifecycle.REPLACEABLE or row[4] != 1:
-                return False
-            if source_addr and row[2] != source_addr:
-                return False
-            now = self.clock()
-            conn.execute(
-                "UPDATE messages SET body=?, text=?, schedule_at=?, expire_at=?, "
-                "registered_delivery=?, updated_at=? WHERE id=?",
-                (
-                    body,
-                    decode_short_message(row[3], body),
-                    schedule_at if schedule_at is not None else row[5],
-                    expire_at if expire_at is not None else row[6],
-                    registered_delivery,
-                    now,
-                    mid,
-                ),
-            )
+            replaced = False
+            # A submit_multi's id stands for every destination: each one still waiting is
+            # replaced (those already with a device keep what they were sent).
+            for row in self._group(
+                conn, mid, esme,
+                "id, state, source_addr, data_coding, esme_parts, schedule_at, expire_at, "
+                "next_attempt_at, route, priority",
+            ):  # fmt: skip
+                if self._replace_one(conn, row, source_addr, body, schedule_at, expire_at, registered_delivery):
+                    replaced = True
+            return replaced
+
+        return await self.write(op)
+
+    def _replace_one(
+        self, conn: sqlite3.Connection, row: tuple[Any, ...], source_addr: str, body: bytes,
+        schedule_at: float | None, expire_at: float | None, registered_delivery: int,
+    ) -> bool:
+        mid, state, src, coding, esme_parts, old_schedule, old_expire, next_attempt, route, priority = row
+        state = State(state)
+        if state not in lifecycle.REPLACEABLE or esme_parts != 1:
+            return False
+        if source_addr and src != source_addr:
+            return False
+        now = self.clock()
+        schedule = schedule_at if schedule_at is not None else old_schedule
+        expire = expire_at if expire_at is not None else old_expire
+        if state is State.RETRY_WAIT and schedule is not None and next_attempt is not None:
+            next_attempt = max(next_attempt, schedule)
+        conn.execute(
+            "UPDATE messages SET body=?, text=?, schedule_at=?, expire_at=?, registered_delivery=?, "
+            "next_attempt_at=?, updated_at=? WHERE id=?",
+            (body, decode_short_message(coding, body), schedule, expire, registered_delivery,
+             next_attempt, now, mid),
+        )  # fmt: skip
+        # A new schedule_delivery_time decides whether it waits (again) or may go now.
+        new = state
+        if state is State.QUEUED and schedule is not None and schedule > now:
+            new = State.SCHEDULED
+        elif state is State.SCHEDULED and (schedule is None or schedule <= now):
+            new = State.QUEUED
+        if new is not state:
+            self._set_state(conn, mid, state, new, "replace_sm")
+        else:
             conn.execute(
                 "INSERT INTO events (message, at, state, detail) VALUES (?,?,?,?)",
                 (mid, now, state.value, "replace_sm"),
             )
-            return True
+        if new is not State.ACCEPTED and self.on_new_message is not None:
+            # The scheduler learns the new due time (a timer set for the old one finds the
+            # message not due yet and leaves it: release_due).
+            entry = QueueEntry(mid, route, priority, new, schedule, expire, next_attempt)
+            hook = self.on_new_message
+            self.after_commit(lambda: hook(entry))
+        return True
 
-        return await self.write(op)
+    @staticmethod
+    def _group(conn: sqlite3.Connection, mid: int, esme: str, columns: str) -> list[tuple[Any, ...]]:
+        """``columns`` of message ``mid`` and, when it is the first destination of a
+        submit_multi (the id its ESME was given), of every other destination too."""
+        return conn.execute(
+            f"SELECT {columns} FROM messages WHERE (id=? OR receipt_id=?) AND esme=? ORDER BY id",
+            (mid, mid, esme),
+        ).fetchall()
+
+    async def get_group(self, message_id: str, esme: str) -> list[MessageRecord]:
+        """Every message a message id given to ``esme`` stands for: one, or each destination
+        of a submit_multi (empty if unknown or another ESME's). A part still waiting for its
+        siblings is reported as get() does."""
+        n = parse_id(message_id)
+        if n is None:
+            return []
+
+        def fn(conn: sqlite3.Connection) -> list[MessageRecord]:
+            mid = self._resolve(conn, n)
+            return [_record(r) for r in self._group(conn, mid, esme, _RECORD_COLUMNS)]
+
+        found = await self.read(fn)
+        if found:
+            return found
+        one = await self.get(message_id, esme)
+        return [one] if one is not None else []
 
     # -- the device side (scheduler) ------------------------------------------------------------
 
@@ -1136,8 +1244,12 @@ class Store:
 
         return await self.read(fn)
 
-    async def route_accepted(self, mid: int, route: str | None, detail: str = "") -> MessageRecord:
-        """Route a message that was stored without one: QUEUED/SCHEDULED, or REJECTED."""
+    async def route_accepted(
+        self, mid: int, route: str | None, detail: str = "", *,
+        outbox: Callable[[MessageRecord], list[tuple[str, str, str, float]]] | None = None,
+    ) -> MessageRecord:
+        """Route a message that was stored without one: QUEUED/SCHEDULED, or REJECTED (with its
+        receipt, ``outbox(record)`` or the store's final_receipts, in the same transaction)."""
 
         def op(conn: sqlite3.Connection) -> MessageRecord:
             row = conn.execute(
@@ -1157,7 +1269,10 @@ class Store:
                 entry = QueueEntry(mid, route, row[2], new, row[1], row[3])
                 hook = self.on_new_message
                 self.after_commit(lambda: hook(entry))
-            return self._get_record(conn, mid)
+            rec = self._get_record(conn, mid)
+            if new is State.REJECTED:
+                self._queue_receipts(conn, rec, outbox)
+            return rec
 
         return await self.write(op)
 
@@ -1165,7 +1280,24 @@ class Store:
         row = conn.execute(f"SELECT {_RECORD_COLUMNS} FROM messages WHERE id=?", (mid,)).fetchone()
         if row is None:
             raise KeyError(mid)
-        return _record(row)
+        rec = _record(row)
+        if rec.esme_parts > 1:
+            parts = conn.execute("SELECT alias FROM aliases WHERE message=? ORDER BY alias", (mid,))
+            rec = attrs.evolve(rec, part_ids=tuple(r[0] for r in parts))
+        return rec
+
+    def _queue_receipts(
+        self, conn: sqlite3.Connection, rec: MessageRecord,
+        outbox: Callable[[MessageRecord], list[tuple[str, str, str, float]]] | None = None,
+    ) -> None:
+        """Queue the receipts for ``rec`` in the caller's transaction: ``outbox(rec)`` when the
+        caller knows the outcome, else (for a final state) the store's final_receipts."""
+        if outbox is None:
+            if self.final_receipts is None or not lifecycle.is_final(rec.state):
+                return
+            outbox = self.final_receipts
+        for esme, kind, payload, expire_at in outbox(rec):
+            self._add_outbox(conn, esme, kind, rec.id, payload, expire_at)
 
     async def begin_part(
         self, mid: int, seq: int, total: int, device: str, channel: str, pre_ref: str | None
@@ -1249,27 +1381,47 @@ class Store:
     ) -> MessageRecord:
         """Move a message to ``new`` (checked against the lifecycle table). ``outbox(record)``
         may return deliver_sm rows ``(esme, kind, payload, expire_at)`` to queue in the SAME
-        transaction: a final state and its receipt are committed together or not at all."""
+        transaction: a final state and its receipt are committed together or not at all.
+        Without ``outbox``, a final state gets the store's final_receipts."""
+        return await self.write(lambda conn: self._move(conn, mid, new, detail, outbox, columns))
 
-        def op(conn: sqlite3.Connection) -> MessageRecord:
-            row = conn.execute("SELECT state FROM messages WHERE id=?", (mid,)).fetchone()
+    def _move(
+        self, conn: sqlite3.Connection, mid: int, new: State, detail: str,
+        outbox: Callable[[MessageRecord], list[tuple[str, str, str, float]]] | None,
+        columns: dict[str, Any],
+    ) -> MessageRecord:
+        row = conn.execute("SELECT state FROM messages WHERE id=?", (mid,)).fetchone()
+        if row is None:
+            raise KeyError(mid)
+        self._set_state(conn, mid, State(row[0]), new, detail, **columns)
+        rec = self._get_record(conn, mid)
+        self._queue_receipts(conn, rec, outbox)
+        if new in (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED) and self.on_new_message:
+            r = conn.execute(
+                "SELECT route, priority, schedule_at, expire_at, next_attempt_at, device, "
+                "channel, attempts FROM messages WHERE id=?",
+                (mid,),
+            ).fetchone()
+            entry = QueueEntry(mid, r[0], r[1], new, r[2], r[3], r[4], r[5], r[6], r[7])
+            hook = self.on_new_message
+            self.after_commit(lambda: hook(entry))
+        return rec
+
+    async def release_due(self, mid: int, now: float, detail: str) -> MessageRecord | None:
+        """A timer fired: a SCHEDULED or RETRY_WAIT message becomes QUEUED, unless its stored
+        due time is later than ``now`` (replace_sm moved it; a timer for the new time is set),
+        then None and nothing changes."""
+
+        def op(conn: sqlite3.Connection) -> MessageRecord | None:
+            row = conn.execute(
+                "SELECT state, schedule_at, next_attempt_at FROM messages WHERE id=?", (mid,)
+            ).fetchone()
             if row is None:
                 raise KeyError(mid)
-            self._set_state(conn, mid, State(row[0]), new, detail, **columns)
-            rec = self._get_record(conn, mid)
-            if outbox is not None:
-                for esme, kind, payload, expire_at in outbox(rec):
-                    self._add_outbox(conn, esme, kind, mid, payload, expire_at)
-            if new in (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED) and self.on_new_message:
-                r = conn.execute(
-                    "SELECT route, priority, schedule_at, expire_at, next_attempt_at, device, "
-                    "channel, attempts FROM messages WHERE id=?",
-                    (mid,),
-                ).fetchone()
-                entry = QueueEntry(mid, r[0], r[1], new, r[2], r[3], r[4], r[5], r[6], r[7])
-                hook = self.on_new_message
-                self.after_commit(lambda: hook(entry))
-            return rec
+            due = {State.SCHEDULED.value: row[1], State.RETRY_WAIT.value: row[2]}.get(row[0])
+            if due is not None and due > now:
+                return None
+            return self._move(conn, mid, State.QUEUED, detail, None, {})
 
         return await self.write(op)
 
@@ -1292,8 +1444,9 @@ class Store:
         def fn(conn: sqlite3.Connection) -> list[OutboxItem]:
             rows = conn.execute(
                 "SELECT id, esme, kind, message, created_at, expire_at, payload, attempts "
-                "FROM outbox WHERE esme=? AND delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?",
-                (esme, after_id, limit),
+                "FROM outbox WHERE esme=? AND delivered_at IS NULL AND id > ? "
+                "AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
+                (esme, after_id, self.clock(), limit),
             ).fetchall()
             return [OutboxItem(*r) for r in rows]
 
@@ -1336,6 +1489,49 @@ class Store:
                 )
 
         self.write_nowait(op, done)
+
+    def outbox_retry_nowait(self, item_id: int, next_try_at: float, done: Done) -> None:
+        """The ESME did not take the deliver_sm (no answer, or a transient error): one more
+        attempt counted, the next not before ``next_try_at``."""
+        self.write_nowait(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET attempts=attempts+1, next_try_at=? WHERE id=?", (next_try_at, item_id)
+            ),
+            done,
+        )
+
+    def outbox_refused_nowait(self, item_id: int, status: int, done: Done) -> None:
+        """The ESME refused the deliver_sm for good (``status``): the row is done, with the
+        status kept; an inbound message one of whose deliver_sm was refused ends ``refused``."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = self.clock()
+            conn.execute(
+                "UPDATE outbox SET delivered_at=?, refused_status=?, attempts=attempts+1 WHERE id=?",
+                (now, status, item_id),
+            )
+            row = conn.execute("SELECT kind, message FROM outbox WHERE id=?", (item_id,)).fetchone()
+            if row is not None and row[0] == "mo" and row[1] is not None:
+                conn.execute(
+                    "UPDATE inbound SET state='refused', done_at=? WHERE mo=? AND state='queued'",
+                    (now, row[1]),
+                )
+
+        self.write_nowait(op, done)
+
+    async def refused_outbox(self, esme: str | None = None) -> list[tuple[OutboxItem, int]]:
+        """Deliver_sm refused for good, with the status the ESME answered (admin, tests)."""
+
+        def fn(conn: sqlite3.Connection) -> list[tuple[OutboxItem, int]]:
+            rows = conn.execute(
+                "SELECT id, esme, kind, message, created_at, expire_at, payload, attempts, "
+                "refused_status FROM outbox WHERE refused_status IS NOT NULL "
+                "AND (? IS NULL OR esme=?) ORDER BY id",
+                (esme, esme),
+            ).fetchall()
+            return [(OutboxItem(*r[:8]), r[8]) for r in rows]
+
+        return await self.read(fn)
 
     def outbox_attempt_nowait(self, item_id: int, done: Done) -> None:
         self.write_nowait(
@@ -1382,9 +1578,7 @@ class Store:
             ).fetchall()
             for mid, state in rows:
                 self._set_state(conn, mid, State(state), State.EXPIRED, "validity period ended")
-                rec = self._get_record(conn, mid)
-                for esme, kind, payload, expire_at in outbox(rec):
-                    self._add_outbox(conn, esme, kind, mid, payload, expire_at)
+                self._queue_receipts(conn, self._get_record(conn, mid), outbox)
             return [r[0] for r in rows]
 
         return await self.write(op)
@@ -1650,7 +1844,7 @@ class Store:
         def op(conn: sqlite3.Connection) -> int:
             rows = conn.execute(
                 "SELECT id, device_key FROM inbound WHERE device=? AND created_at < ? "
-                "AND state IN ('delivered', 'expired', 'duplicate')",
+                "AND state IN ('delivered', 'expired', 'duplicate', 'refused')",
                 (device, before),
             ).fetchall()
             gone = [(r[0],) for r in rows if r[1] not in visible]
