@@ -18,7 +18,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .smpp.constants import CommandId, Status
@@ -357,6 +357,18 @@ class StoreCollector(Collector):
         size = GaugeMetricFamily("smpp_bridge_store_database_bytes", "SQLite files on disk")
         size.add_metric([], self.store.database_size())
         yield size
+        resent = CounterMetricFamily(
+            "smpp_bridge_resent_parts",
+            "Parts of long messages a client submitted again (answered with their first id)",
+        )
+        resent.add_metric([], getattr(self.store, "resent_parts", 0))
+        yield resent
+        superseded = CounterMetricFamily(
+            "smpp_bridge_superseded_partial_groups",
+            "Incomplete long messages ended early because a new message reused their reference",
+        )
+        superseded.add_metric([], getattr(self.store, "superseded_groups", 0))
+        yield superseded
 
 
 class SchedulerCollector(Collector):

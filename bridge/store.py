@@ -23,6 +23,19 @@ Rules
 * A submit_multi stores one message per destination, each with ``receipt_id`` = the first's
   id (the one id its ESME was given); cancel_sm, query_sm and replace_sm with that id act on
   every destination (``_group``).
+* A part is known by (ESME, concatenation key, seq) and its content (data_coding and octets). The
+  same part again -- a client that lost the submit_sm_resp resends it -- is answered with the id
+  it got the first time and stored nowhere: while its group waits (``partials``) and for
+  ``partial_timeout`` after the group was assembled or expired (``assembled_parts``). Other
+  content under the same key and seq is a new message that reuses the reference (8-bit
+  references wrap after 256 long messages): after assembly it starts a new group; while the old
+  group still waits, the old group is ended at once as EXPIRED ("superseded") and the new part
+  starts a new group, so that two messages are never joined. Counted in ``resent_parts`` and
+  ``superseded_groups``.
+* Parts with different data_coding are decoded each with its own coding and the texts joined;
+  the message is then stored as if submitted in one coding (GSM 7-bit when the whole text allows,
+  else UCS2). Parts with the same data_coding are joined as octets first, so that a character
+  split across two parts (a UCS2 surrogate pair) survives.
 * Inbound SMS (``inbound``): one row per device inbox entry, unique per (device, device_key),
   committed before anything is deleted on the device; an entry seen again (every poll, and after
   a restart) is a duplicate and stored once. A row is ``pending`` while it waits for the other
@@ -39,6 +52,7 @@ Rules
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import operator
@@ -55,7 +69,7 @@ import trio
 
 from . import lifecycle
 from .lifecycle import State
-from .smpp.text import decode_short_message
+from .smpp.text import decode_short_message, encode_for_esme
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +227,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN refused_status INTEGER;
     ALTER TABLE outbox ADD COLUMN next_try_at REAL;
     CREATE INDEX messages_receipt ON messages(receipt_id) WHERE receipt_id IS NOT NULL;
+    """,
+    # 5: the parts of assembled long messages, remembered for partial_timeout so that a part the
+    # client sends again (its submit_sm_resp was lost) is recognised instead of opening a group
+    """
+    CREATE TABLE assembled_parts (
+        id INTEGER PRIMARY KEY,
+        esme TEXT NOT NULL,
+        concat_key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        assembled_at REAL NOT NULL
+    );
+    CREATE INDEX assembled_parts_key ON assembled_parts(esme, concat_key, seq);
+    CREATE INDEX assembled_parts_age ON assembled_parts(assembled_at);
     """,
 ]
 
@@ -414,6 +442,8 @@ class Accepted:
     message_id: str
     # True when this submit completed a logical message (always True for a single-part one).
     complete: bool
+    # True when this submit was a part already stored (a client's resend): same id, nothing new.
+    duplicate: bool = False
 
 
 @attrs.frozen
@@ -609,6 +639,10 @@ class Store:
         self.on_optout: Callable[[str, str], None] | None = None
         # optout_key of every opted-out number (the submit and send paths read this).
         self._optout_keys: set[str] = set()
+        # Parts a client sent again (answered with their first id), and waiting groups ended
+        # because a new message reused their reference (module docstring). Read by metrics.
+        self.resent_parts = 0
+        self.superseded_groups = 0
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -866,13 +900,32 @@ class Store:
         assert msg.concat is not None
         _ref, total, seq, _bits = msg.concat
         key = msg.concat_key()
-        dup = conn.execute(
-            "SELECT id FROM partials WHERE esme=? AND concat_key=? AND seq=?",
+        digest = _part_digest(msg.data_coding, msg.body)
+        held = conn.execute(
+            "SELECT id, fields, body FROM partials WHERE esme=? AND concat_key=? AND seq=?",
             (msg.esme, key, seq),
         ).fetchone()
-        if dup is not None:
+        if held is not None and _part_digest(_fields_from_json(held[1])["data_coding"], held[2]) == digest:
             # The same part again (a client retry after a lost resp): same id, stored once.
-            return Accepted(format_id(dup[0]), False)
+            self.resent_parts += 1
+            return Accepted(format_id(held[0]), False, duplicate=True)
+        seen = conn.execute(
+            "SELECT id FROM assembled_parts WHERE esme=? AND concat_key=? AND seq=? "
+            "AND digest=? AND assembled_at>=? ORDER BY assembled_at DESC, id DESC LIMIT 1",
+            (msg.esme, key, seq, digest, self.clock() - self.partial_timeout),
+        ).fetchone()
+        if seen is not None:
+            # A resend of a part of a message already assembled (even when the next message
+            # with this reference has begun): answer as the first time.
+            self.resent_parts += 1
+            return Accepted(format_id(seen[0]), False, duplicate=True)
+        if held is not None:
+            # Other content under a waiting group's key and seq: a new message reused the
+            # reference while the old one still misses parts. End the old one now rather than
+            # join two messages (or drop this one as a "duplicate").
+            self._expire_group(conn, msg.esme, key, "superseded: a new message reused its "
+                               "concatenation reference before the missing parts came")
+            self.superseded_groups += 1
         pid = self._next_id()
         conn.execute(
             "INSERT INTO partials (id, esme, concat_key, seq, total, received_at, fields, body) "
@@ -889,6 +942,18 @@ class Store:
         self._assemble(conn, msg.esme, key, rows, total, complete=True)
         return Accepted(format_id(pid), True)
 
+    def _expire_group(self, conn: sqlite3.Connection, esme: str, key: str, why: str) -> int:
+        """End a waiting group now as one EXPIRED message holding what arrived."""
+        rows = conn.execute(
+            "SELECT id, seq, fields, body, total FROM partials "
+            "WHERE esme=? AND concat_key=? ORDER BY seq",
+            (esme, key),
+        ).fetchall()
+        mid = self._assemble(conn, esme, key, [r[:4] for r in rows], rows[0][4], complete=False, why=why)
+        # Every part id the ESME was given now ends EXPIRED: its receipt goes with it.
+        self._queue_receipts(conn, self._get_record(conn, mid))
+        return mid
+
     def _assemble(
         self,
         conn: sqlite3.Connection,
@@ -898,26 +963,35 @@ class Store:
         total: int,
         *,
         complete: bool,
+        why: str = "",
     ) -> int:
         """Turn stored parts into one logical message (in the caller's transaction)."""
         first = _fields_from_json(rows[0][2])
+        fields = [_fields_from_json(r[2]) for r in rows]
         base = NewMessage(esme=esme, body=b"", **first)
-        body = b"".join(r[3] for r in rows)
+        body = _joined_body(base, [(f["data_coding"], r[3]) for f, r in zip(fields, rows)])
         # The logical id is the id of the lowest part present (part 1 when complete).
         mid = rows[0][0]
         reg = 0
         receipt_id = None
-        for r in rows:
-            f = _fields_from_json(r[2])
+        for r, f in zip(rows, fields):
             if f["registered_delivery"] and receipt_id is None:
                 receipt_id = r[0]
             reg |= f["registered_delivery"]
         state = None if complete else State.EXPIRED
-        error = None if complete else f"incomplete: {len(rows)} of {total} parts arrived"
+        error = None
+        if not complete:
+            error = f"incomplete: {len(rows)} of {total} parts arrived" + (f"; {why}" if why else "")
         self._insert_message(conn, mid, base, body, total, receipt_id, reg, state, error)
         conn.executemany(
             "INSERT INTO aliases (alias, message) VALUES (?, ?)",
             [(r[0], mid) for r in rows[1:]],
+        )
+        now = self.clock()
+        conn.executemany(
+            "INSERT INTO assembled_parts (id, esme, concat_key, seq, digest, assembled_at) "
+            "VALUES (?,?,?,?,?,?)",
+            [(r[0], esme, key, r[1], _part_digest(f["data_coding"], r[3]), now) for r, f in zip(rows, fields)],
         )
         conn.execute("DELETE FROM partials WHERE esme=? AND concat_key=?", (esme, key))
         self.active_count -= len(rows)
@@ -932,14 +1006,9 @@ class Store:
                 "SELECT DISTINCT esme, concat_key FROM partials WHERE received_at < ?", (cutoff,)
             ).fetchall()
             for esme, key in groups:
-                rows = conn.execute(
-                    "SELECT id, seq, fields, body, total FROM partials "
-                    "WHERE esme=? AND concat_key=? ORDER BY seq",
-                    (esme, key),
-                ).fetchall()
-                mid = self._assemble(conn, esme, key, [r[:4] for r in rows], rows[0][4], complete=False)
-                # Every part id the ESME was given now ends EXPIRED: its receipt goes with it.
-                self._queue_receipts(conn, self._get_record(conn, mid))
+                self._expire_group(conn, esme, key, "")
+            # Resent parts are recognised for partial_timeout after their group was assembled.
+            conn.execute("DELETE FROM assembled_parts WHERE assembled_at < ?", (cutoff,))
             return len(groups)
 
         n = await self.write(op)
@@ -1965,6 +2034,28 @@ def _join_parts(parts: list[tuple[int, str]], total: int, incomplete: bool) -> s
         elif not out or out[-1] != MISSING_PART:
             out.append(MISSING_PART)
     return "".join(out)
+
+
+def _part_digest(data_coding: int, body: bytes) -> str:
+    """What makes two submits of one (ESME, concatenation key, seq) the same part."""
+    return hashlib.sha256(bytes((data_coding & 0xFF,)) + bytes(body)).hexdigest()
+
+
+def _joined_body(base: NewMessage, parts: list[tuple[int, bytes]]) -> bytes:
+    """The octets of a long message from its parts (``(data_coding, body)`` in seq order).
+
+    One coding: the octets joined (a UCS2 surrogate pair split across parts stays whole).
+    Mixed codings: each part decoded with its own, the texts joined, and ``base.data_coding``
+    set to the coding of the result (0 when the whole text is GSM-encodable, else 8). A part
+    in a binary coding cannot be decoded: then the octets are joined as they are.
+    """
+    codings = {dc for dc, _ in parts}
+    if len(codings) > 1:
+        texts = [decode_short_message(dc, body) for dc, body in parts]
+        if all(t is not None for t in texts):
+            base.data_coding, joined = encode_for_esme("".join(t for t in texts if t is not None))
+            return joined
+    return b"".join(bytes(body) for _, body in parts)
 
 
 def _fields_json(msg: NewMessage) -> str:
