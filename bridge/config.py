@@ -518,6 +518,9 @@ class InboundConfig:
     reassembly_timeout: float = 300.0  # seconds to wait for the missing parts of a long SMS
     keep: float = 2_592_000.0  # seconds a finished inbound SMS stays in the store (30 d)
     optout: OptoutConfig = attrs.Factory(OptoutConfig)
+    # destination_addr of an MO whose channel has no SIM number configured. None: the channel
+    # as "device:channel" (an ESME may discard MO with an empty destination).
+    default_destination: str | None = None
 
 
 @attrs.frozen
@@ -2616,7 +2619,8 @@ def _load_inbound(ctx: _Ctx, node: Node | None, path: str) -> InboundConfig:
     d = InboundConfig()
     m = _Map(
         ctx, node, path,
-        ("default_esme", "routes", "delete_after_commit", "reassembly_timeout", "keep", "optout"),
+        ("default_esme", "routes", "delete_after_commit", "reassembly_timeout", "keep", "optout",
+         "default_destination"),
     )
     default_esme = _esme_ref(m, "default_esme") if m.has("default_esme") else None
     routes: list[InboundRoute] = []
@@ -2635,9 +2639,26 @@ def _load_inbound(ctx: _Ctx, node: Node | None, path: str) -> InboundConfig:
         ),
         keep=m.get_number("keep", d.keep, exclusive=True, what="a number of seconds"),
         optout=_load_optout(ctx, m.node("optout"), m.path_of("optout")),
+        default_destination=_load_default_destination(m),
     )
     m.finish()
     return config
+
+
+def _load_default_destination(m: _Map) -> str | None:
+    """inbound.default_destination: 1-20 printable ASCII characters without spaces
+    (destination_addr is a C-string of at most 21 octets), e.g. a short code or a number."""
+
+    def check(value: str) -> str | None:
+        if len(value) > 20 or not all(" " < ch < "\x7f" for ch in value):
+            return (f'expected an address of 1-20 printable ASCII characters without spaces, '
+                    f'like "2323", got {value!r}')
+        return None
+
+    return m.get_str(
+        "default_destination", None, what='an address like "2323" or "+491701234567"',
+        check=check, as_written=True,
+    )
 
 
 # Top-level sections, in file order of the documented example. Key = YAML key = Config field.

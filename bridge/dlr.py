@@ -54,7 +54,9 @@ from .smpp.constants import (
     CommandId,
     MessageState,
     Status,
+    Tag,
 )
+from .smpp.concat import payload_as_udh_parts
 from .smpp.pdu import Pdu
 from .smpp.receipt import build_receipt_text, receipt_tlvs
 from .store import MessageRecord, OutboxItem, Store, format_id
@@ -445,8 +447,15 @@ class Dispatcher:
             if conn is None:
                 return
             pdu = decode_payload(item.payload)
-            resp = await conn.request(pdu)
-            ok = resp is not None and resp.command_status == Status.ROK and resp.command_id == CommandId.DELIVER_SM_RESP
+            pdus = [pdu]
+            if getattr(conn, "interface_version", 0x34) < 0x34 and Tag.MESSAGE_PAYLOAD in pdu.tlvs:
+                # SMPP 3.3 has no TLVs: a long MO goes as UDH parts instead (concat.py).
+                pdus = payload_as_udh_parts(pdu, ref=item.id)
+            for pdu in pdus:
+                resp = await conn.request(pdu)
+                ok = resp is not None and resp.command_status == Status.ROK and resp.command_id == CommandId.DELIVER_SM_RESP
+                if not ok:
+                    break
             if ok:
                 self.metrics.outbox_delivered.labels(esme, item.kind).inc()
                 self._failures[esme] = 0

@@ -27,8 +27,15 @@ Rules
   when the whole text is GSM-7, else 8 (UCS2, UTF-16BE). A text longer than one SMS (160 GSM
   septets / 70 UCS2 units) goes as UDH parts (esm_class 0x40, 8-bit reference, several outbox
   rows in order) or as one deliver_sm with message_payload (sm_length 0), per ESME ``mo_long``.
-  source_addr is the sender as the device gave it; destination_addr the channel's configured
-  ``number`` (devices[].channels."N".number), else empty.
+  source_addr is the sender as the device gave it; destination_addr is never empty (an ESME may
+  discard an MO without one: Kannel answers 0x0B): the channel's configured ``number``
+  (devices[].channels."N".number), else ``inbound.default_destination``, else the channel as
+  ``device:channel``. It is taken from the config current when the MO is queued, and MO still
+  waiting in the outbox with no SIM number of their own follow a reload (and a restart).
+* The MO form fits the bind: a ``message_payload`` MO for an ESME bound with SMPP 3.3 (no TLVs
+  there) goes as UDH parts instead (``concat.payload_as_udh_parts``, used by the dispatcher).
+* A reload applies at once: routes, keywords, timeouts, each ESME's ``mo_long`` and the
+  destination are read from the current config for every MO built.
 * Opt-out: a complete inbound text that is, trimmed and in any case, exactly one of
   ``inbound.optout.keywords`` puts the sender on the opt-out list, one of ``optin_keywords``
   takes it off, in the transaction that stores the SMS. The SMS is still delivered. An MT to an
@@ -45,11 +52,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import trio
 
 from .config import Config
 from .devices.base import Capability, Driver
-from .dlr import NET_SMPP, encode_payload
+from .dlr import NET_SMPP, decode_payload, encode_payload
 from .smpp.concat import build_concat_udh
 from .smpp.constants import ESM_UDHI, Status, Tag
 from .smpp.text import gsm7_encode, split_text, ucs2_encode
@@ -163,12 +171,35 @@ class MoPolicy:
     def route(self, device: str, channel: str, recipient: str | None) -> str | None:
         return self._config().inbound_esme(device, channel, recipient)
 
+    def destination(self, device: str, channel: str, recipient: str | None = None) -> str:
+        """destination_addr of an MO (never empty): the SIM number (configured now, else as
+        stored with the SMS), else ``inbound.default_destination``, else "device:channel"."""
+        return (
+            self.recipient(device, channel)
+            or recipient
+            or self._config().inbound.default_destination
+            or f"{device}:{channel}"
+        )
+
     def rows(self, mo: MoMessage) -> list[tuple[str, float]]:
         config = self._config()
         esme = config.esme(mo.esme or "")
         mo_long = esme.mo_long if esme is not None else "udh"
         expire_at = self.clock() + config.receipts.retention
+        mo = attrs.evolve(mo, recipient=self.destination(mo.device, mo.channel, mo.recipient))
         return [(encode_payload(p), expire_at) for p in mo_deliver_sm(mo, mo_long=mo_long)]
+
+    def redirect(self, payload: str, device: str, channel: str, recipient: str | None) -> str | None:
+        """A queued MO's payload with the destination the config gives now, or None when it
+        keeps its own: one built with a SIM number keeps it; one built without follows."""
+        if recipient:
+            return None
+        pdu = decode_payload(payload)
+        ton, npi, dst = address(self.destination(device, channel))
+        if pdu.params.get("destination_addr") == dst:
+            return None
+        pdu.params.update(dest_addr_ton=ton, dest_addr_npi=npi, destination_addr=dst)
+        return encode_payload({"params": pdu.params, "tlvs": pdu.tlvs})
 
     def keyword(self, text: str) -> str | None:
         o = self._config().inbound.optout
@@ -218,11 +249,19 @@ class Inbound:
             for action in ("receipt", "reject_submit"):
                 m.optout_blocked.labels(esme.system_id, action)
 
-    def update_config(self, config: Config) -> None:
-        """A reloaded config: routes, keywords and timeouts apply from now on; SMS that waited
-        for a route are routed again at once."""
+    async def update_config(self, config: Config) -> None:
+        """A reloaded config: routes, keywords, timeouts, mo_long and destinations apply from now
+        on; SMS that waited for a route are routed again at once; MO waiting in the outbox that
+        had no SIM number get the destination the new config gives."""
         self.config = config
         self._sweep_wake.set()
+        await self.refresh_destinations()
+
+    async def refresh_destinations(self) -> int:
+        n = await self.store.rewrite_pending_mo(self.policy.redirect)
+        if n:
+            log.info("%d queued inbound SMS got a new destination_addr from the config", n)
+        return n
 
     def on_optout(self, action: str, number: str) -> None:
         """Store hook: the opt-out list changed (keyword, or the admin API)."""
@@ -231,6 +270,10 @@ class Inbound:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._warn_about_config()
+        try:
+            await self.refresh_destinations()  # the config may have changed while we were down
+        except Exception:
+            log.exception("could not update the destination of queued inbound SMS; they keep the one they have")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sweeper)
             for poller in self.pollers.values():

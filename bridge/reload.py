@@ -8,8 +8,9 @@ Rules
 * Applied at once: ``esmes`` (binds that did not change stay bound; binds of removed or disabled
   ESMEs, of ESMEs whose password changed, or from an address no longer allowed are closed),
   ``routes`` (waiting messages of a removed route are routed again, or REJECTED when nothing
-  matches), ``scheduler``, ``receipts``, ``limits``, ``logging.level``, and SMPP timers,
-  window and limits for new sessions.
+  matches), ``scheduler``, ``receipts``, ``limits``, ``inbound`` (and each ESME's ``mo_long``:
+  the next inbound SMS is built with it), ``logging.level``, and SMPP timers, window and limits
+  for new sessions.
 * Needs a restart (the answer says so, and the running bridge keeps the old values): SMPP
   listeners, ``store``, ``admin``, ``devices`` (channels are tasks with their own drivers),
   ``logging.format`` and ``logging.pdu_log``, and any section this module does not know.
@@ -70,7 +71,7 @@ async def reload_config(app: Any) -> dict[str, Any]:
     for name in sections():
         if getattr(old, name) == getattr(new, name):
             unchanged.append(name)
-        elif name in ("esmes", "routes", "scheduler", "receipts", "limits"):
+        elif name in ("esmes", "routes", "scheduler", "receipts", "limits", "inbound"):
             applied.append(name)
         elif name == "smpp":
             if old.smpp.listeners != new.smpp.listeners:
@@ -92,6 +93,11 @@ async def reload_config(app: Any) -> dict[str, Any]:
     app.server.update_config(new)
     binds_after = sum(len(c) for c in app.server.binds.values())
     app.dispatcher.config = new
+    # Inbound reads its config on every SMS: routes, keywords, timeouts, the ESMEs' mo_long and
+    # the MO destination apply to the next one.
+    inbound = getattr(app, "inbound", None)
+    if inbound is not None:
+        await inbound.update_config(new)
     app.monitor.init_series(new)  # series of new ESMEs
     routes: dict[str, Any] | None = None
     if app.scheduler is not None:

@@ -1850,6 +1850,26 @@ class Store:
         conn.execute("UPDATE inbound SET state='queued', esme=? WHERE mo=?", (mo.esme, mo.id))
         res.queued.append(mo)
 
+    async def rewrite_pending_mo(
+        self, rewrite: Callable[[str, str, str, str | None], str | None]
+    ) -> int:
+        """Give MO deliver_sm still waiting in the outbox a new payload:
+        ``rewrite(payload, device, channel, recipient)`` returns it, or None to keep the row as
+        it is. Returns how many rows changed."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT o.id, o.payload, i.device, i.channel, i.recipient FROM outbox o "
+                "JOIN inbound i ON i.id = o.message "
+                "WHERE o.kind='mo' AND o.delivered_at IS NULL"
+            ).fetchall()
+            changed = [(new, oid) for oid, payload, dev, ch, rcpt in rows
+                       if (new := rewrite(payload, dev, ch, rcpt)) is not None]  # fmt: skip
+            conn.executemany("UPDATE outbox SET payload=? WHERE id=?", changed)
+            return len(changed)
+
+        return await self.write(op)
+
     async def flush_inbound(
         self, older_than: float, policy: InboundPolicy, unrouted_before: float | None = None
     ) -> InboundResult:

@@ -522,7 +522,7 @@ async def test_sweep_reports_incomplete_and_unrouted(store):
     await ib.sweep()
     assert get("smpp_bridge_inbound_incomplete_total", {"device": "goip1"}) == 1
     assert get("smpp_bridge_inbound_unrouted_total", {"device": "goip1"}) == 2  # still no ESME
-    ib.update_config(make_config(default_esme="app1"))
+    await ib.update_config(make_config(default_esme="app1"))
     res = await ib.sweep()
     assert sorted(m.text for m in res.queued) == [f"half{MISSING_PART}", "lost"]
 

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import attrs
 
 from bridge.smpp.constants import ESM_UDHI, Status, Tag
+from bridge.smpp.text import alphabet, decode_short_message, gsm7_encode, ucs2_encode
 
 IEI_CONCAT_8 = 0x00
 IEI_CONCAT_16 = 0x08
@@ -204,3 +205,64 @@ def extract(pdu: Any) -> tuple[bytes, Concat | None]:
 def udh_ies(pdu: Any) -> list[tuple[int, bytes]]:
     """All UDH information elements of a PDU (concatenation included); [] without UDHI."""
     return _split_udh(pdu, _raw_body(pdu))[0]
+
+
+# Octets of text per UDH part after a 6-octet concatenation UDH: 153 unpacked GSM septets (one per
+# octet, see the module docstring), or 134 octets of anything else (140 - 6).
+_UDH_PART_OCTETS_GSM7 = 153
+_UDH_PART_OCTETS_8BIT = 134
+
+
+def payload_as_udh_parts(pdu: Any, ref: int) -> list[Any]:
+    """A deliver_sm/submit_sm carrying its body in message_payload, as UDH parts.
+
+    For a peer bound with interface_version 0x33: SMPP 3.3 has no optional parameters, so the
+    message_payload TLV cannot reach it (the session drops every TLV), while the UDHI bit of
+    esm_class and a UDH in short_message are 3.3-valid (a 3.3 peer reassembles them as a handset
+    does). Each part holds whole characters in the PDU's own data_coding (an ESC pair or a UTF-16
+    surrogate pair is never split); a binary coding is cut into octet chunks. ``ref`` is the
+    8-bit reference (taken modulo 256). At most 255 parts fit a concatenation IE: the rest of a
+    longer body is cut. A PDU without message_payload is returned unchanged (as a list of one).
+    """
+    body = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD)
+    if body is None:
+        return [pdu]
+    body = bytes(body.encode("latin_1") if isinstance(body, str) else body)
+    dc = int(pdu.params.get("data_coding") or 0)
+    alpha = alphabet(dc)
+    text = decode_short_message(dc, body)
+    limit = _UDH_PART_OCTETS_GSM7 if alpha == "gsm7" else _UDH_PART_OCTETS_8BIT
+    units = [body[i : i + 1] for i in range(len(body))]
+    if text is not None and alpha in ("gsm7", "ucs2"):
+        try:
+            units = [gsm7_encode(ch) if alpha == "gsm7" else ucs2_encode(ch) for ch in text]
+        except ValueError:  # octets that are no clean GSM text: cut them as they are
+            pass
+    chunks: list[bytes] = []
+    current = b""
+    for unit in units:
+        if len(current) + len(unit) > limit:
+            chunks.append(current)
+            current = b""
+        current += unit
+    chunks.append(current)
+    if len(chunks) == 1:
+        params = {**pdu.params, "short_message": chunks[0]}
+        return [attrs.evolve(pdu, params=params, tlvs=_without_payload(pdu.tlvs))]
+    # A concatenation IE counts 255 parts at most; what does not fit is cut (an inbound SMS
+    # came as at most 255 parts, so an MO always fits).
+    chunks = chunks[:255]
+    esm = int(pdu.params.get("esm_class") or 0) | ESM_UDHI
+    return [
+        attrs.evolve(
+            pdu,
+            params={**pdu.params, "esm_class": esm,
+                    "short_message": build_concat_udh(ref % 256, len(chunks), seq) + chunk},
+            tlvs=_without_payload(pdu.tlvs),
+        )
+        for seq, chunk in enumerate(chunks, 1)
+    ]
+
+
+def _without_payload(tlvs: dict[int, Any]) -> dict[int, Any]:
+    return {k: v for k, v in tlvs.items() if k != Tag.MESSAGE_PAYLOAD}

@@ -1,0 +1,149 @@
+"""An MO must reach the ESME well-formed: in a form its bind's SMPP version can carry, and with a
+destination_addr it can route on (an ESME such as Kannel discards MO with an empty one)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import trio
+
+from bridge.config import ChannelOverride, Config, DeviceConfig, EsmeConfig, InboundConfig, ReceiptsConfig
+from bridge.devices.base import InboundSms
+from bridge.dlr import Dispatcher, decode_payload
+from bridge.inbound import Inbound, MoPolicy
+from bridge.metrics import Metrics
+from bridge.smpp.concat import extract
+from bridge.smpp.constants import CommandId, Tag
+from bridge.smpp.pdu import Pdu, decode, encode
+from bridge.smpp.text import decode_short_message
+from bridge.store import Store
+
+
+def make_config(number=None, default_destination=None, mo_long="payload"):  # type: ignore[no-untyped-def]
+    overrides = {"1": ChannelOverride(number=number)} if number else {}
+    return Config(
+        esmes=(EsmeConfig("app1", mo_long=mo_long),),
+        devices=(DeviceConfig(name="goip1", kind="goip_http", lines=2, channel_overrides=overrides),),
+        receipts=ReceiptsConfig(retention=3600),
+        inbound=InboundConfig(default_esme="app1", default_destination=default_destination),
+    )
+
+
+@pytest.fixture
+async def store(tmp_path, nursery):
+    s = Store(tmp_path / "b.sqlite3")
+    s.open()
+    await nursery.start(s.run)
+    yield s
+    s.close()
+
+
+def sms(text: str, channel: str = "1") -> InboundSms:
+    return InboundSms(
+        channel=channel, sender="+491701234567", text=text,
+        received_at=datetime(2024, 7, 12, 10, 11, 12, tzinfo=UTC),
+        device_key=f"{channel}|{text[:10]}", raw=text, slot=0,
+    )  # fmt: skip
+
+
+class FakeConn:
+    """A bound receiver: answers every deliver_sm ROK and keeps the octets it was sent."""
+
+    def __init__(self, version: int) -> None:
+        self.interface_version = version
+        self.wire: list[bytes] = []
+        self.server = None
+
+    async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
+        self.wire.append(encode(pdu, include_tlvs=self.interface_version >= 0x34))
+        return Pdu(CommandId.DELIVER_SM_RESP, 0, pdu.sequence_number, {"message_id": ""})
+
+
+class FakeServer:
+    def __init__(self, conn: FakeConn) -> None:
+        self.conn = conn
+
+    def receivers(self, esme: str) -> list[FakeConn]:
+        return [self.conn]
+
+
+def text_of(raw: bytes) -> tuple[str, object]:
+    pdu = decode(raw)
+    body, concat = extract(pdu)
+    return decode_short_message(pdu.params["data_coding"], body) or "", concat
+
+
+async def deliver_all(store: Store, version: int) -> FakeConn:
+    conn = FakeConn(version)
+    dispatcher = Dispatcher(store, FakeServer(conn), Metrics(), make_config())
+    for item in await store.pending_outbox("app1"):
+        await dispatcher._send_one("app1", item, trio.Semaphore(0))
+    await store.write(lambda conn: None)  # the delivered marks are committed after the answers
+    return conn
+
+
+TEXT = "Long inbound text that needs more than one SMS. " * 8  # 384 GSM characters
+
+
+async def test_smpp33_bind_with_mo_long_payload_gets_udh_parts(store):
+    config = make_config(mo_long="payload")
+    await store.add_inbound("goip1", [sms(TEXT)], MoPolicy(lambda: config))
+    conn = await deliver_all(store, 0x33)
+    got = [text_of(raw) for raw in conn.wire]
+    assert len(got) == 3  # 153 + 153 + 78 septets
+    assert [c.seq for _t, c in got] == [1, 2, 3] and len({c.ref for _t, c in got}) == 1
+    assert "".join(t for t, _c in got) == TEXT
+    assert await store.pending_outbox("app1") == []
+
+
+async def test_smpp34_bind_with_mo_long_payload_gets_message_payload(store):
+    config = make_config(mo_long="payload")
+    await store.add_inbound("goip1", [sms(TEXT)], MoPolicy(lambda: config))
+    conn = await deliver_all(store, 0x34)
+    ((text, concat),) = [text_of(raw) for raw in conn.wire]
+    assert text == TEXT and concat is None
+
+
+def dest_of(payload: str) -> str:
+    return decode_payload(payload).params["destination_addr"]
+
+
+async def test_mo_without_sim_number_carries_the_default_destination(store):
+    config = make_config(default_destination="2323")
+    await store.add_inbound("goip1", [sms("hi")], MoPolicy(lambda: config))
+    (item,) = await store.pending_outbox("app1")
+    assert dest_of(item.payload) == "2323"
+
+
+async def test_mo_without_any_destination_configured_names_its_channel(store):
+    config = make_config()
+    await store.add_inbound("goip1", [sms("hi", channel="2")], MoPolicy(lambda: config))
+    (item,) = await store.pending_outbox("app1")
+    assert dest_of(item.payload) == "goip1:2"
+
+
+async def test_sim_number_wins(store):
+    config = make_config(number="+4915550001", default_destination="2323")
+    await store.add_inbound("goip1", [sms("hi")], MoPolicy(lambda: config))
+    (item,) = await store.pending_outbox("app1")
+    assert dest_of(item.payload) == "+4915550001"
+
+
+async def test_a_queued_mo_gets_the_sim_number_configured_later(store):
+    old = make_config()
+    inbound = Inbound(old, store, {}, Metrics())
+    await store.add_inbound("goip1", [sms("hi")], inbound.policy)
+    await inbound.update_config(make_config(number="+4915550001"))
+    (item,) = await store.pending_outbox("app1")
+    assert dest_of(item.payload) == "+4915550001"
+
+
+def test_a_bad_default_destination_is_refused_naming_the_key(tmp_path):
+    from bridge.config import ConfigError, load_config
+
+    path = tmp_path / "bridge.yaml"
+    path.write_text('inbound:\n  default_destination: "this is far too long for an address"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "inbound.default_destination" in str(err.value)
