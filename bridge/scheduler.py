@@ -213,6 +213,8 @@ class Channel:
         # one status slot per line) hold the channel until the status is final.
         self.reports = Capability.DELIVERY_REPORTS in getattr(driver, "capabilities", ())
         self.whole_text = device.kind in WHOLE_TEXT_KINDS
+        # Characters the device refuses at the start of a text: no part may start with one.
+        self.part_start_refused: frozenset[str] = getattr(driver, "part_start_refused", frozenset())
         self.send_options = _send_options(driver)
         self.caps = CapCounter(device.channel_caps(channel_id), sched.rng)
         self.routes: list[str] = []
@@ -416,7 +418,10 @@ class Channel:
 
     async def _send_parts(self, rec: MessageRecord, done_parts: list[Any]) -> None:
         sched = self.sched
-        parts = [rec.text or ""] if self.whole_text else split_text(rec.text or "").parts
+        parts = (
+            [rec.text or ""] if self.whole_text
+            else split_text(rec.text or "", avoid_start=self.part_start_refused).parts
+        )  # fmt: skip
         total = len(parts)
         done = ("network", "delivered", "sent") if self.reports else ("network", "delivered")
         results: dict[int, tuple[str, str | None]] = {

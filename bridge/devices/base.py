@@ -259,6 +259,9 @@ class DriverBase:
     name: str
     channels: tuple[str, ...]
     capabilities: frozenset[Capability] = frozenset()
+    #: Characters a text sent to this device must not start with (the device refuses such a
+    #: text). The scheduler's splitter keeps them off the start of every part after the first.
+    part_start_refused: frozenset[str] = frozenset()
 
     def check_channel(self, channel: str) -> None:
         if channel not in self.channels:

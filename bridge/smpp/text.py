@@ -71,7 +71,10 @@ most 153 septets (an extension character costs 2 and is never split from its ESC
 UCS2: one part up to 70 UTF-16 code units, else parts of at most 67 units, never splitting a
 surrogate pair. (152 septets / 66 units with ``ref_bits=16``, whose UDH is one octet longer.)
 Parts are filled to the limit, exactly and predictably: no word-boundary heuristics, so part
-counts match what every SMSC and handset computes. Empty text is one empty part.
+counts match what every SMSC and handset computes. Empty text is one empty part. The one
+exception is ``avoid_start``: for parts sent as separate plain SMS to a device that refuses a
+text starting with certain characters (GoIP firmware answers HTTP 500 to a text starting with
+``[``; see docs/devices/goip-text-start.md), a boundary moves back so that no part starts with one.
 """
 
 from __future__ import annotations
@@ -404,14 +407,19 @@ class SplitResult:
         return len(self.parts)
 
 
-def _fill(text: str, costs: list[int], limit: int) -> list[str]:
+def _fill(text: str, costs: list[int], limit: int, avoid_start: frozenset[str] = frozenset()) -> list[str]:
     parts: list[str] = []
     start = 0
     used = 0
     for i, c in enumerate(costs):
         if used + c > limit:
-            parts.append(text[start:i])
-            start, used = i, 0
+            cut = i
+            if text[i] in avoid_start:
+                # Move the boundary back to the last character the next part may start with;
+                # the current part only gets shorter, so it still fits.
+                cut = next((j for j in range(i - 1, start, -1) if text[j] not in avoid_start), i)
+            parts.append(text[start:cut])
+            start, used = cut, sum(costs[cut:i])
         used += c
     parts.append(text[start:])
     return parts
@@ -425,23 +433,30 @@ def _multi_limits(ref_bits: int) -> tuple[int, int]:
     raise ValueError("ref_bits must be 8 or 16")
 
 
-def split_text(text: str, *, ref_bits: int = 8) -> SplitResult:
+def split_text(text: str, *, ref_bits: int = 8, avoid_start: frozenset[str] = frozenset()) -> SplitResult:
     """Split text into SMS parts (see the module docstring for the rules).
 
     ``ref_bits`` is the concatenation reference the parts will carry if they go out with a
     UDH: 8 (the usual 6-octet UDH: 153 septets / 67 UCS2 units per part) or 16 (7-octet UDH:
     152 / 66). Parts sent as separate plain SMS (GoIP) use the default.
+
+    ``avoid_start``: characters a part other than the first must not start with (a device that
+    refuses a text starting with them, e.g. a GoIP and ``[``: the driver's
+    ``part_start_refused``). A boundary that would fall before one moves back to the last
+    character that is not one, making that part shorter (possibly adding a part). When every
+    character since the previous boundary is refused the boundary stays (nothing better
+    exists). The first part is the text's own start and is never changed.
     """
     gsm_multi, ucs2_multi = _multi_limits(ref_bits)
     if is_gsm7(text):
         costs = [_GSM_COST[ch] for ch in text]
         if sum(costs) <= GSM7_SINGLE:
             return SplitResult("gsm7", [text])
-        return SplitResult("gsm7", _fill(text, costs, gsm_multi))
+        return SplitResult("gsm7", _fill(text, costs, gsm_multi, avoid_start))
     costs = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
     if sum(costs) <= UCS2_SINGLE:
         return SplitResult("ucs2", [text])
-    return SplitResult("ucs2", _fill(text, costs, ucs2_multi))
+    return SplitResult("ucs2", _fill(text, costs, ucs2_multi, avoid_start))
 
 
 def part_count(text: str, *, ref_bits: int = 8) -> int:
