@@ -1,23 +1,32 @@
 """An MO must reach the ESME well-formed: in a form its bind's SMPP version can carry, and with a
-destination_addr it can route on (an ESME such as Kannel discards MO with an empty one)."""
+destination_addr it can route on (an ESME such as Kannel discards MO with an empty one); and a
+config reload reaches inbound (esmes[].mo_long, routes, the destination) at once.
+
+In-process: a real store and Inbound service; reload_config() runs against a small stand-in for
+the app; the dispatcher delivers to a stand-in receiver that encodes what it is sent."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import json
+from types import SimpleNamespace
+
 import pytest
 import trio
 
+from bridge.config import load_config
 from bridge.config import ChannelOverride, Config, DeviceConfig, EsmeConfig, InboundConfig, ReceiptsConfig
 from bridge.devices.base import InboundSms
 from bridge.dlr import Dispatcher, decode_payload
 from bridge.inbound import Inbound, MoPolicy
 from bridge.metrics import Metrics
+from bridge.reload import reload_config
 from bridge.smpp.concat import extract
 from bridge.smpp.constants import CommandId, Tag
 from bridge.smpp.pdu import Pdu, decode, encode
 from bridge.smpp.text import decode_short_message
-from bridge.store import Store
+from bridge.store import MoMessage, Store
 
 
 def make_config(number=None, default_destination=None, mo_long="payload"):  # type: ignore[no-untyped-def]
@@ -147,3 +156,60 @@ def test_a_bad_default_destination_is_refused_naming_the_key(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert "inbound.default_destination" in str(err.value)
+
+
+# -- reload ---------------------------------------------------------------------------------
+
+CONFIG = """
+esmes:
+  - system_id: app1
+    password: secret1
+    mo_long: {mo_long}
+devices:
+  - name: goip1
+    kind: goip_http
+    url: http://127.0.0.1:1
+    password: pw
+    lines: 2
+inbound:
+  default_esme: app1
+"""
+
+
+class ReloadServer:
+    def __init__(self) -> None:
+        self.binds: dict[str, list[object]] = {}
+        self.config = None
+
+    def update_config(self, config) -> None:  # type: ignore[no-untyped-def]
+        self.config = config
+
+
+def app_for(path, store):  # type: ignore[no-untyped-def]
+    config = load_config(path)
+    metrics = Metrics()
+    return SimpleNamespace(
+        config_path=path, config=config, metrics=metrics, server=ReloadServer(),
+        dispatcher=SimpleNamespace(config=config), monitor=SimpleNamespace(init_series=lambda c: None),
+        scheduler=None, inbound=Inbound(config, store, {}, metrics),
+    )  # fmt: skip
+
+
+def long_mo() -> MoMessage:
+    return MoMessage(id=7, device="goip1", channel="1", sender="+491701234567", recipient=None,
+                     text="z" * 400, received_at=0.0, esme="app1")  # fmt: skip
+
+
+async def test_mo_long_changed_by_a_reload_applies_to_the_next_mo(tmp_path, store):
+    path = tmp_path / "bridge.yaml"
+    path.write_text(CONFIG.format(mo_long="udh"))
+    path.chmod(0o600)
+    app = app_for(path, store)
+    assert len(app.inbound.policy.rows(long_mo())) == 3  # three UDH parts
+    path.write_text(CONFIG.format(mo_long="payload"))
+    result = await reload_config(app)
+    assert result["ok"], result
+    rows = app.inbound.policy.rows(long_mo())
+    assert len(rows) == 1
+    assert str(int(Tag.MESSAGE_PAYLOAD)) in json.loads(rows[0][0])["tlvs"]
+    assert "esmes" in result["applied"]

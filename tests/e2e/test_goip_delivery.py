@@ -239,3 +239,23 @@ def test_receipts_wait_for_a_receiver_bind(tmp_path, emulator):
         tx.unbind()
     finally:
         bridge.stop()
+
+
+def test_no_resplit_part_starts_with_a_bracket_the_goip_refuses(tmp_path, emulator):
+    # The bridge's own split for a GoIP (separate plain SMS) would start part 2 with "[", which
+    # the firmware answers with HTTP 500 (the emulator does too): half delivered, UNDELIV.
+    bridge = start(tmp_path, emulator)
+    try:
+        c = trx(bridge)
+        text = "a" * 153 + "[ticket 42] is resolved."
+        parts, encoding, esm_class = smpplib.gsm.make_parts(text)
+        for i, part in enumerate(parts):
+            submit(c, part, data_coding=encoding, esm_class=esm_class, registered_delivery=1 if i == 0 else 0)
+        (dlr,) = receive_deliver_sm(c, 1, timeout=20)
+        assert receipt_fields(dlr)["stat"] == "DELIVRD"
+        sent = [s["text"] for s in emulator.sent()]
+        assert "".join(sent) == text and len(sent) == 2
+        assert not any(s.startswith("[") for s in sent)
+        c.unbind()
+    finally:
+        bridge.stop()
