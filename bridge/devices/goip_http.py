@@ -446,7 +446,7 @@ class _Inflight:
 class GoipHttpDriver(DriverBase):
     kind = "goip_http"
     capabilities = frozenset({Capability.INBOX, Capability.DELETE_INBOX, Capability.STATUS_BATCH})
-    # The firmware answers HTTP 500 to a text starting with "[" (docs/devices/goip-text-start.md).
+    # The firmware answers HTTP 500 to a text starting with "[" (docs/devices/goip.md).
     part_start_refused = frozenset("[")
 
     def __init__(

@@ -74,7 +74,7 @@ Parts are filled to the limit, exactly and predictably: no word-boundary heurist
 counts match what every SMSC and handset computes. Empty text is one empty part. The one
 exception is ``avoid_start``: for parts sent as separate plain SMS to a device that refuses a
 text starting with certain characters (GoIP firmware answers HTTP 500 to a text starting with
-``[``; see docs/devices/goip-text-start.md), a boundary moves back so that no part starts with one.
+``[``; see docs/devices/goip.md), a boundary moves back so that no part starts with one.
 """
 
 from __future__ import annotations
