@@ -42,7 +42,9 @@ Rules
   parts of its long message or for an ESME route, ``queued`` once its deliver_sm (one, or one
   per UDH part) is in the outbox (same transaction), ``delivered`` when the ESME acknowledged
   all of them, ``expired`` when ``receipts.retention`` ended the wait (for the ESME to take it,
-  or for a route to an ESME), ``duplicate`` for a part number the device handed over twice.
+  or for a route to an ESME), ``duplicate`` for a part number the device handed over twice
+  (while its message waits, or, with the same text, within ``INBOUND_RESEND_WINDOW`` after the
+  message was built: never a second MO).
   ``mo`` names the row a long message is delivered as (its first stored part). What the MO
   looks like on the wire is the caller's business (``InboundPolicy``).
 * Opt-outs (``optouts``): one row per number, matched by ``optout_key`` (digits, without ``+``
@@ -74,6 +76,9 @@ from .smpp.text import decode_short_message, encode_for_esme
 log = logging.getLogger(__name__)
 
 ID_WIDTH = 10
+# An inbound part identical (device, channel, sender, reference, total, part number, text) to a
+# part of a message already built within this many seconds is the network's resend, not news.
+INBOUND_RESEND_WINDOW = 3600.0
 
 
 def format_id(n: int) -> str:
@@ -229,7 +234,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX messages_receipt ON messages(receipt_id) WHERE receipt_id IS NOT NULL;
     """,
     # 5: the parts of assembled long messages, remembered for partial_timeout so that a part the
-    # client sends again (its submit_sm_resp was lost) is recognised instead of opening a group
+    # client sends again (its submit_sm_resp was lost) is recognised instead of opening a group;
+    # inbound parts by sender and reference (the network's resends of a part are found by them)
     """
     CREATE TABLE assembled_parts (
         id INTEGER PRIMARY KEY,
@@ -241,6 +247,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX assembled_parts_key ON assembled_parts(esme, concat_key, seq);
     CREATE INDEX assembled_parts_age ON assembled_parts(assembled_at);
+    CREATE INDEX inbound_concat ON inbound(sender, concat_ref, concat_seq) WHERE concat_ref IS NOT NULL;
     """,
 ]
 
@@ -1785,6 +1792,17 @@ class Store:
         res.stored.append(iid)
         if concat is None:
             self._complete_mo(conn, [iid], 1, False, policy, res)
+            return
+        if conn.execute(
+            "SELECT 1 FROM inbound WHERE device=? AND channel=? AND sender=? AND concat_ref=? "
+            "AND concat_total=? AND concat_seq=? AND text=? AND mo IS NOT NULL AND id<>? "
+            "AND created_at>=? LIMIT 1",
+            (device, sms.channel, sms.sender, ref, total, seq, sms.text, iid, now - INBOUND_RESEND_WINDOW),
+        ).fetchone():
+            # A part of a message already built, handed over again (the network resent it):
+            # delivering it would give the ESME a second, incomplete copy.
+            conn.execute("UPDATE inbound SET state='duplicate', done_at=? WHERE id=?", (now, iid))
+            res.duplicates += 1
             return
         group = self._group_rows(conn, iid)
         if any(r[1] == seq and r[0] != iid for r in group):

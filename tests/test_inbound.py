@@ -131,6 +131,26 @@ async def test_a_part_handed_over_twice_counts_once(store):
     assert [m.text for m in r.queued] == ["one two"]
 
 
+async def test_a_part_the_network_resends_after_its_mo_was_built_is_not_delivered_again(store):
+    # The network hands over part 2 again (a new inbox entry) after the message was complete:
+    # it must neither open a group that is later delivered as a second, incomplete MO, nor join
+    # the next message from that sender with the same reference.
+    policy = MoPolicy(make_config)
+    await store.add_inbound("goip1", [sms("one ", ref=3, total=2, seq=1, key="k1")], policy)
+    r = await store.add_inbound("goip1", [sms("two", ref=3, total=2, seq=2, key="k2")], policy)
+    assert [m.text for m in r.queued] == ["one two"]
+    r = await store.add_inbound("goip1", [sms("two", ref=3, total=2, seq=2, key="k2-again")], policy)
+    assert r.duplicates == 1 and not r.queued
+    store.clock.now += 301
+    r = await store.flush_inbound(store.clock.now - 300, policy)
+    assert not r.queued and not r.incomplete
+    assert outbox_texts(store) == ["one two"]
+    # The same reference with other content is the sender's next message.
+    await store.add_inbound("goip1", [sms("three ", ref=3, total=2, seq=1, key="k3")], policy)
+    r = await store.add_inbound("goip1", [sms("four", ref=3, total=2, seq=2, key="k4")], policy)
+    assert [m.text for m in r.queued] == ["three four"]
+
+
 async def test_missing_parts_time_out_into_an_incomplete_mo(store):
     policy = MoPolicy(make_config)
     await store.add_inbound("goip1", [sms("first ", ref=9, total=4, seq=1)], policy)
