@@ -14,15 +14,16 @@ from types import SimpleNamespace
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bridge.config import load_config
-from bridge.config import ChannelOverride, Config, DeviceConfig, EsmeConfig, InboundConfig, ReceiptsConfig
+from bridge.config import ChannelOverride, Config, DeviceConfig, EsmeConfig, InboundConfig, ReceiptsConfig, load_config
 from bridge.devices.base import InboundSms
 from bridge.dlr import Dispatcher, decode_payload
-from bridge.inbound import Inbound, MoPolicy
+from bridge.inbound import Inbound, MoPolicy, mo_deliver_sm
 from bridge.metrics import Metrics
 from bridge.reload import reload_config
-from bridge.smpp.concat import extract
+from bridge.smpp.concat import extract, payload_as_udh_parts
 from bridge.smpp.constants import CommandId, Tag
 from bridge.smpp.pdu import Pdu, decode, encode
 from bridge.smpp.text import decode_short_message
@@ -213,3 +214,42 @@ async def test_mo_long_changed_by_a_reload_applies_to_the_next_mo(tmp_path, stor
     assert len(rows) == 1
     assert str(int(Tag.MESSAGE_PAYLOAD)) in json.loads(rows[0][0])["tlvs"]
     assert "esmes" in result["applied"]
+
+
+# -- properties of the MO on the wire ----------------------------------------------------------
+
+
+
+MO_TEXTS = st.one_of(
+    st.text(alphabet="abc XYZ 019 @£€{}[]~\\|^äöüß\n", max_size=900),
+    st.text(max_size=400),
+    st.text(alphabet="abc €жЯ☺👍", min_size=60, max_size=400),
+)
+
+
+def received(pdus: list[Pdu], version: int) -> str:
+    """What an ESME bound with ``version`` reads: each PDU's octets decoded, UDH parts joined in
+    seq order."""
+    got = []
+    for p in pdus:
+        body, concat = extract(decode(encode(p, include_tlvs=version >= 0x34)))
+        got.append((concat.seq if concat else 0, decode_short_message(p.params["data_coding"], body) or ""))
+    return "".join(t for _s, t in sorted(got, key=lambda x: x[0]))
+
+
+def as_pdu(d: dict) -> Pdu:
+    return Pdu(CommandId.DELIVER_SM, params=dict(d["params"]), tlvs=dict(d["tlvs"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(MO_TEXTS, st.sampled_from(["udh", "payload"]), st.sampled_from([0x33, 0x34]), st.integers(0, 10**6))
+def test_any_mo_reads_back_as_its_text_in_every_form_and_version(text, mo_long, version, mo_id):
+    text = text.replace("\x1b", " ")  # the ESC control character is not text
+    mo = MoMessage(id=mo_id, device="goip1", channel="1", sender="+491701234567", recipient=None,
+                   text=text, received_at=0.0, esme="app1")  # fmt: skip
+    pdus = [as_pdu(d) for d in mo_deliver_sm(mo, mo_long=mo_long)]
+    if version < 0x34:  # what the dispatcher does for a 3.3 bind
+        pdus = [q for p in pdus for q in payload_as_udh_parts(p, ref=mo_id)]
+    for p in pdus:
+        assert len(p.params["short_message"]) <= 6 + 153
+    assert received(pdus, version) == text
