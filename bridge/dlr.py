@@ -365,6 +365,11 @@ class Dispatcher:
         # Rows being sent, or acknowledged by the ESME with their delivered mark not yet
         # committed: a rescan must not send them again.
         self._settling: set[int] = set()
+        # A row's new mark (delivered, refused, retry later) committed while a read of the
+        # outbox was under way may be missing from that read: per ESME, each such row with the
+        # count of settlements when it settled, so a read that began earlier skips it.
+        self._settle_count = 0
+        self._recently_settled: dict[str, dict[int, int]] = {}
         self._failures: dict[str, int] = {}
         self._events: dict[str, trio.Event] = {}  # wakes an idle worker
         self._nursery: trio.Nursery | None = None
@@ -412,8 +417,12 @@ class Dispatcher:
                 receivers = self.server.receivers(esme)
                 if not receivers:
                     return
+                mark = self._settle_count
                 items = await self.store.pending_outbox(esme, after_id=last_id, limit=200)
-                items = [i for i in items if i.id not in self._settling]
+                recent = self._recently_settled.setdefault(esme, {})
+                items = [i for i in items if i.id not in self._settling and recent.get(i.id, -1) <= mark]
+                for item_id in [k for k, n in recent.items() if n <= mark]:
+                    del recent[item_id]  # settled before this read began: the read shows it
                 if not items:
                     if self._failures.get(esme):
                         # Some rows were not accepted: another pass from the start, backing off.
@@ -460,10 +469,7 @@ class Dispatcher:
                 self.metrics.outbox_delivered.labels(esme, item.kind).inc()
                 self._failures[esme] = 0
 
-                def done(_r: Any, error: BaseException | None, item_id: int = item.id) -> None:
-                    self._settling.discard(item_id)
-
-                self.store.outbox_delivered_nowait(item.id, done)
+                self.store.outbox_delivered_nowait(item.id, self._settled(esme, item.id))
             elif resp is not None and is_permanent_refusal(resp.command_status):
                 self._refused(esme, item, resp.command_status)
                 settled = True
@@ -473,18 +479,21 @@ class Dispatcher:
                 self.metrics.outbox_retries.labels(esme, item.kind).inc()
                 delay = min(self.RETRY_MAX, self.RETRY_BASE * 2 ** min(item.attempts, 20))
                 log.info("deliver_sm %s to %s not accepted (%s); will retry in %.0f s", item.kind, esme, why, delay)
-                self.store.outbox_retry_nowait(item.id, self.store.clock() + delay, self._settled(item.id))
+                self.store.outbox_retry_nowait(item.id, self.store.clock() + delay, self._settled(esme, item.id))
                 settled = True
         finally:
             if not ok and not settled:
                 self._settling.discard(item.id)
             limiter.release()
 
-    def _settled(self, item_id: int) -> Callable[[Any, BaseException | None], None]:
-        """Keeps the row out of rescans until its new mark is committed."""
+    def _settled(self, esme: str, item_id: int) -> Callable[[Any, BaseException | None], None]:
+        """Keeps the row out of rescans until its new mark is committed, and out of any read
+        that began before the commit."""
 
         def done(_r: Any, _error: BaseException | None) -> None:
             self._settling.discard(item_id)
+            self._settle_count += 1
+            self._recently_settled.setdefault(esme, {})[item_id] = self._settle_count
 
         return done
 
@@ -498,7 +507,7 @@ class Dispatcher:
             "row stays in the store as refused",
             esme, item.kind, what, label, PERMANENT_REFUSALS.get(status, "unknown"),
         )  # fmt: skip
-        self.store.outbox_refused_nowait(item.id, status, self._settled(item.id))
+        self.store.outbox_refused_nowait(item.id, status, self._settled(esme, item.id))
 
     async def _housekeeping(self) -> None:
         while True:

@@ -21,7 +21,7 @@ from bridge.scheduler import Scheduler
 from bridge.smpp.constants import CommandId, Status
 from bridge.smpp.pdu import Pdu
 from bridge.smpp.receipt import parse_receipt_text
-from bridge.store import NewMessage, Store, StoreError
+from bridge.store import NewMessage, Store, StoreError, run_inline
 from test_scheduler_health import FakeDriver
 
 BASE = 1_700_000_000.0
@@ -53,7 +53,8 @@ def cfg() -> dict:
 @pytest.fixture
 async def store(tmp_path, cfg):
     _CLOCK.append(trio.lowlevel.current_clock())
-    s = Store(tmp_path / "b.sqlite3", clock=now)
+    # SQLite work inline: the autojump clock must not jump while a commit is under way.
+    s = Store(tmp_path / "b.sqlite3", clock=now, run_sync=run_inline)
     s.final_receipts = Receipts(lambda: cfg["config"]).final
     s.open()
     # The writer stops (its commit in flight finished) before the database is closed.
@@ -271,10 +272,12 @@ class FakeConn:
     def __init__(self, status: int) -> None:
         self.status = status
         self.requests: list[Pdu] = []
+        self.times: list[float] = []  # trio (mock) time of each request
         self.server = type("S", (), {"config": config()})()
 
     async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
         self.requests.append(pdu)
+        self.times.append(trio.current_time())
         return Pdu(CommandId.DELIVER_SM_RESP, command_status=self.status, sequence_number=1)
 
 
@@ -299,9 +302,15 @@ async def test_a_permanently_refused_deliver_sm_ends_refused_and_counted(store, 
         await nursery.start(disp.run)
         await store.add_outbox("app", kind, 7, '{"params":{"short_message":"x"}}', now() + 86400)
         await trio.sleep(3600)  # an hour: it must have been offered once, not every few seconds
+        # Then the refusal is committed (the store's writer task): wait for it, a bounded
+        # number of looks.
+        for _ in range(1000):
+            if refused := await store.refused_outbox("app"):
+                break
+            await trio.sleep(1)
         nursery.cancel_scope.cancel()
     assert len(conn.requests) == 1
-    [(item, status)] = await store.refused_outbox("app")
+    [(item, status)] = refused
     assert (item.kind, status) == (kind, Status.RX_P_APPN)
     assert await store.pending_outbox("app") == []
     assert metrics.outbox_refused.labels("app", kind, "0x00000065")._value.get() == 1
@@ -314,9 +323,15 @@ async def test_a_transient_refusal_is_retried_with_a_growing_back_off(store, cfg
     async with trio.open_nursery() as nursery:
         await nursery.start(disp.run)
         await store.add_outbox("app", "receipt", 7, '{"params":{"short_message":"x"}}', now() + 86400)
-        await trio.sleep(3600)
+        # Offered again and again while the ESME keeps saying "queue full" (mock time).
+        for _ in range(100_000):  # a bounded number of looks
+            if len(conn.requests) >= 6:
+                break
+            await trio.sleep(1)
         nursery.cancel_scope.cancel()
-    # Doubling from 1 s up to 300 s: about 20 tries in an hour, not one every few seconds.
-    assert 5 <= len(conn.requests) <= 25
+    # Each offer waits at least the doubling back-off (1, 2, 4 ... s, at most 300 s) after the
+    # one before (lower bounds: a rescan may come later than the back-off, never sooner).
+    gaps = [b - a for a, b in zip(conn.times, conn.times[1:])]
+    assert all(gap >= min(Dispatcher.RETRY_MAX, Dispatcher.RETRY_BASE * 2**n) * 0.999 for n, gap in enumerate(gaps)), gaps
     assert len(await store.pending_outbox("app")) in (0, 1)  # still waiting (or backing off)
     assert await store.refused_outbox("app") == []
