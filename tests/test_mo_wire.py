@@ -77,6 +77,9 @@ class FakeServer:
     def receivers(self, esme: str) -> list[FakeConn]:
         return [self.conn]
 
+    def next_receiver(self, esme: str) -> FakeConn:
+        return self.conn
+
 
 def text_of(raw: bytes) -> tuple[str, object]:
     pdu = decode(raw)
