@@ -1,0 +1,663 @@
+"""Model-based test: every acknowledged message ends right.
+
+Hypothesis generates a list of steps (submits in every form and coding, resent parts, schedule
+and validity, cancel_sm, replace_sm, query_sm, unbind and rebind, half-close, receiver binds,
+GoIP faults, opt-out by STOP, inbound SMS, clock jumps, restarts of the App on the same store);
+one trio run per example plays them against a real bridge (bridge.app.App) and a GoIP emulator
+over loopback, keeping a model of what was acknowledged. At the end the clock is moved past
+every schedule, validity and partial timeout, and the invariants are checked:
+
+* every ESME_ROK id reaches exactly one final state; query_sm and the store agree;
+* a final receipt iff requested (registered_delivery 1: always, 2: on failure), exactly one,
+  with the stat of the final state (DELETED after cancel_sm, REJECTD to an opted-out number,
+  DELIVRD when no fault was on);
+* what the GoIP sent equals the submitted text (parts joined), at most once; nothing sent after
+  a cancel_sm was acknowledged, before the schedule, after the validity, or to an opted-out
+  number;
+* nothing is left non-final past validity + grace;
+* every injected inbound SMS reaches the ESME once, with its text.
+
+CI runs a bounded number of examples (about a minute). The long form:
+``MODEL_EXAMPLES=500 MODEL_STEPS=60 python -m pytest -m full tests/model`` (or ``-p
+no:cacheprovider``); ``MODEL_SEED=n`` repeats one run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from lifecycle_harness import (  # noqa: E402
+    MAX_VALIDITY,
+    PARTIAL_TIMEOUT,
+    SUCCESS,
+    Bridge,
+    Esme,
+    Expected,
+    Gone,
+    STAT_OF_STATE,
+    mo_of,
+    receipt_of,
+    rel_time,
+)
+
+from bridge.lifecycle import FINAL, SMPP_STATE, State  # noqa: E402
+from bridge.smpp.constants import CommandId as C  # noqa: E402
+from bridge.smpp.constants import Status, Tag  # noqa: E402
+from bridge.smpp.pdu import Pdu  # noqa: E402
+
+# ----------------------------------------------------------------------------------- steps
+
+GSM = "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 .,!?"
+GSM_EXT = "[]€{}"  # two septets each in GSM 03.38
+LATIN1 = "abcdefxyz éüßøÆ"
+UCS2 = "abcxyz Жяж€漢字"
+
+CODINGS = {0: "gsm03.38", 3: "latin-1", 8: "utf-16-be"}
+# characters per part so a part's body stays within 254 octets with its UDH
+PART_CHARS = {0: 100, 3: 120, 8: 60}
+
+
+def alphabet(dc: int) -> st.SearchStrategy[str]:
+    if dc == 0:
+        return st.sampled_from(GSM + GSM_EXT) if True else st.nothing()
+    return st.sampled_from(LATIN1 if dc == 3 else UCS2)
+
+
+@st.composite
+def texts(draw: Any, dc: int, max_chars: int) -> str:
+    return draw(st.text(alphabet(dc), min_size=1, max_size=max_chars))
+
+
+@attrs.frozen
+class Submit:
+    form: str  # short | udh8 | udh16 | sar | payload | multi | data_sm
+    dc: int
+    chunks: tuple[str, ...]  # the text as the ESME splits it (one chunk for unsplit forms)
+    reg: int  # registered_delivery
+    schedule: int  # seconds from now, 0: none
+    validity: int  # seconds from now, 0: none
+    resend_part: int = -1  # long forms: send this part a second time (same bytes)
+    drop_part: int = -1  # long forms: never send this part
+    to_optout: bool = False  # to a number that opted out (if there is one)
+
+
+@attrs.frozen
+class Cancel:
+    which: int
+
+
+@attrs.frozen
+class Replace:
+    which: int
+    text: str
+    schedule: int
+
+
+@attrs.frozen
+class Query:
+    which: int
+
+
+@attrs.frozen
+class Rebind:
+    bind: str  # transceiver | receiver (then a transceiver again)
+
+
+@attrs.frozen
+class HalfClose:
+    text: str
+    reg: int
+
+
+@attrs.frozen
+class Fault:
+    kind: str  # logout | http500 | garbage | hang | raw | fail_next | heal
+
+
+@attrs.frozen
+class OptOut:
+    pass
+
+
+@attrs.frozen
+class Inbound:
+    text: str
+
+
+@attrs.frozen
+class Jump:
+    seconds: int
+
+
+@attrs.frozen
+class Restart:
+    graceful: bool
+
+
+@st.composite
+def submits(draw: Any) -> Submit:
+    form = draw(st.sampled_from(["short", "short", "udh8", "udh16", "sar", "payload", "multi", "data_sm"]))
+    dc = draw(st.sampled_from([0, 0, 3, 8]))
+    if form in ("udh8", "udh16", "sar"):
+        n = draw(st.integers(2, 3))
+        chunks = tuple(draw(texts(dc, PART_CHARS[dc])) for _ in range(n))
+    elif form in ("payload", "data_sm"):
+        chunks = (draw(texts(dc, 250)),)
+    else:
+        chunks = (draw(texts(dc, 60)),)
+    long_form = len(chunks) > 1
+    return Submit(
+        form=form,
+        dc=dc,
+        chunks=chunks,
+        reg=draw(st.sampled_from([0, 1, 1, 2])),
+        schedule=draw(st.sampled_from([0, 0, 0, 30, 600])),
+        validity=draw(st.sampled_from([0, 0, 0, 60, 3600])),
+        resend_part=draw(st.sampled_from([-1, -1, 0, len(chunks) - 1])) if long_form else -1,
+        drop_part=draw(st.sampled_from([-1, -1, -1, 0])) if long_form else -1,
+        to_optout=draw(st.booleans()) if form in ("short", "payload") else False,
+    )
+
+
+steps = st.one_of(
+    submits(),
+    submits(),
+    submits(),
+    st.builds(Cancel, st.integers(0, 50)),
+    st.builds(Replace, st.integers(0, 50), texts(0, 40), st.sampled_from([0, 0, 300])),
+    st.builds(Query, st.integers(0, 50)),
+    st.builds(Rebind, st.sampled_from(["transceiver", "receiver"])),
+    st.builds(HalfClose, texts(0, 40), st.sampled_from([0, 1])),
+    st.builds(Fault, st.sampled_from(["logout", "http500", "garbage", "hang", "raw", "fail_next", "heal", "heal"])),
+    st.just(OptOut()),
+    st.builds(Inbound, st.text(st.sampled_from(GSM), min_size=1, max_size=40)),
+    st.builds(Jump, st.sampled_from([1, 5, 30, 61, 600, 3600])),
+    st.builds(Restart, st.booleans()),
+)
+
+# ----------------------------------------------------------------------------------- runner
+
+
+class Violation(AssertionError):
+    pass
+
+
+class Run:
+    def __init__(self, bridge: Bridge, nursery: trio.Nursery) -> None:
+        self.b = bridge
+        self.nursery = nursery
+        self.deliveries: list[Pdu] = []
+        self.esme = Esme(self.deliveries)
+        self.expected: list[Expected] = []
+        self.next_number = 0
+        self.optout_free: list[str] = []  # opted-out numbers not yet submitted to
+        self.optout_used: set[str] = set()
+        self.injected: list[tuple[str, str]] = []  # (sender, text) of MO
+        self.fault_on = False
+        self.log: list[str] = []
+        self.ref = 0
+
+    def number(self) -> str:
+        self.next_number += 1
+        return f"+49155500{self.next_number:04d}"
+
+    def now(self) -> float:
+        return self.b.wall()
+
+    async def ensure_bound(self) -> None:
+        if self.esme.alive and self.esme.bind_type == "transceiver":
+            return
+        if self.esme.alive:
+            await self.esme.close()
+        self.esme = Esme(self.deliveries)
+        status = await self.esme.connect(self.nursery, self.b.port)
+        if status != Status.ROK:
+            raise Violation(f"bind_transceiver refused with 0x{status:08x}")
+
+    def _active(self, e: Expected) -> None:
+        if self.fault_on:
+            e.faulted = True
+
+    # ---- submits
+
+    def _sm(self, dest: str, s: Submit, body: bytes, esm_class: int = 0, tlvs: dict | None = None) -> Pdu:
+        return Pdu(
+            C.SUBMIT_SM,
+            params=dict(
+                service_type="", source_addr_ton=0, source_addr_npi=0, source_addr="model",
+                dest_addr_ton=1, dest_addr_npi=1, destination_addr=dest, esm_class=esm_class,
+                protocol_id=0, priority_flag=0,
+                schedule_delivery_time=rel_time(s.schedule) if s.schedule else "",
+                validity_period=rel_time(s.validity) if s.validity else "",
+                registered_delivery=s.reg, replace_if_present_flag=0, data_coding=s.dc,
+                sm_default_msg_id=0, short_message=body,
+            ),
+            tlvs=tlvs or {},
+        )
+
+    async def submit(self, s: Submit) -> None:
+        await self.ensure_bound()
+        codec = CODINGS[s.dc]
+        text = "".join(s.chunks)
+        dest = self.number()
+        opted = False
+        if s.to_optout and self.optout_free:
+            dest, opted = self.optout_free.pop(0), True
+            self.optout_used.add(dest)
+        at = self.now()
+        label = f"step {len(self.log)}: {s!r}"
+
+        def expect(dest: str, ids: list[str], complete: bool = True) -> None:
+            e = Expected(label, dest, text, s.reg, ids, at,
+                         schedule_at=at + s.schedule if s.schedule else None,
+                         expire_at=at + s.validity if s.validity else None,
+                         complete=complete, opted_out=opted)
+            self._active(e)
+            self.expected.append(e)
+
+        if s.form == "short":
+            r = await self.esme.request(self._sm(dest, s, text.encode(codec)))
+            if r.command_status == Status.ROK:
+                expect(dest, [r.params["message_id"]])
+            return
+        if s.form == "payload":
+            r = await self.esme.request(self._sm(dest, s, b"", tlvs={Tag.MESSAGE_PAYLOAD: text.encode(codec)}))
+            if r.command_status == Status.ROK:
+                expect(dest, [r.params["message_id"]])
+            return
+        if s.form == "data_sm":
+            pdu = Pdu(C.DATA_SM, params=dict(
+                service_type="", source_addr_ton=0, source_addr_npi=0, source_addr="model",
+                dest_addr_ton=1, dest_addr_npi=1, destination_addr=dest, esm_class=0,
+                registered_delivery=s.reg, data_coding=s.dc), tlvs={Tag.MESSAGE_PAYLOAD: text.encode(codec)})
+            r = await self.esme.request(pdu)
+            if r.command_status == Status.ROK:
+                # data_sm has no schedule or validity
+                e = Expected(label, dest, text, s.reg, [r.params["message_id"]], at, opted_out=opted)
+                self._active(e)
+                self.expected.append(e)
+            return
+        if s.form == "multi":
+            dests = [dest, self.number()]
+            pdu = self._sm(dest, s, text.encode(codec))
+            pdu.command_id = C.SUBMIT_MULTI
+            del pdu.params["dest_addr_ton"], pdu.params["dest_addr_npi"], pdu.params["destination_addr"]
+            pdu.params["dest_addresses"] = [
+                {"dest_flag": 1, "dest_addr_ton": 1, "dest_addr_npi": 1, "destination_addr": d} for d in dests
+            ]
+            r = await self.esme.request(pdu)
+            if r.command_status == Status.ROK:
+                refused = {u["destination_addr"] for u in r.params.get("unsuccess_smes", ())}
+                for d in dests:
+                    if d not in refused:
+                        expect(d, [r.params["message_id"]])
+            return
+        # long forms: one submit_sm per part
+        self.ref = (self.ref + 1) % 250
+        ref = self.ref + (0x1200 if s.form == "udh16" else 0)
+        total = len(s.chunks)
+        order = [i for i in range(total) if i != s.drop_part]
+        if s.resend_part >= 0 and s.resend_part != s.drop_part:
+            order.append(s.resend_part)
+        ids: list[str] = []
+        for i in order:
+            body = s.chunks[i].encode(codec)
+            if s.form == "udh8":
+                pdu = self._sm(dest, s, bytes([5, 0, 3, ref, total, i + 1]) + body, esm_class=0x40)
+            elif s.form == "udh16":
+                pdu = self._sm(dest, s, bytes([6, 8, 4, ref >> 8, ref & 0xFF, total, i + 1]) + body, esm_class=0x40)
+            else:
+                pdu = self._sm(dest, s, body, tlvs={Tag.SAR_MSG_REF_NUM: ref, Tag.SAR_TOTAL_SEGMENTS: total,
+                                                    Tag.SAR_SEGMENT_SEQNUM: i + 1})
+            r = await self.esme.request(pdu)
+            if r.command_status == Status.ROK:
+                ids.append(r.params["message_id"])
+        if ids:
+            expect(dest, ids, complete=s.drop_part < 0)
+
+    # ---- operations on earlier messages
+
+    def pick(self, which: int) -> Expected | None:
+        return self.expected[which % len(self.expected)] if self.expected else None
+
+    async def cancel(self, c: Cancel) -> None:
+        e = self.pick(c.which)
+        if e is None:
+            return
+        await self.ensure_bound()
+        r = await self.esme.request(Pdu(C.CANCEL_SM, params=dict(
+            service_type="", message_id=e.ids[0], source_addr_ton=0, source_addr_npi=0, source_addr="model",
+            dest_addr_ton=1, dest_addr_npi=1, destination_addr=e.destination)))
+        if r.command_status == Status.ROK:
+            e.cancelled_at = self.now()
+            for other in self.expected:  # submit_multi: one id for every destination
+                if other is not e and other.ids == e.ids and len(e.ids) == 1 and e.ids[0] == other.ids[0]:
+                    pass
+
+    async def replace(self, rp: Replace) -> None:
+        e = self.pick(rp.which)
+        if e is None or e.text.encode("latin-1", "replace") is None:
+            return
+        await self.ensure_bound()
+        at = self.now()
+        r = await self.esme.request(Pdu(C.REPLACE_SM, params=dict(
+            message_id=e.ids[0], source_addr_ton=0, source_addr_npi=0, source_addr="model",
+            schedule_delivery_time=rel_time(rp.schedule) if rp.schedule else "", validity_period="",
+            registered_delivery=e.registered_delivery, sm_default_msg_id=0,
+            short_message=rp.text.encode("gsm03.38"))))
+        if r.command_status == Status.ROK:
+            e.text = rp.text  # the message keeps its data_coding; our replacement is GSM-safe ASCII
+            if rp.schedule:
+                e.schedule_at = at + rp.schedule
+
+    async def query(self, q: Query) -> None:
+        e = self.pick(q.which)
+        if e is None:
+            return
+        await self.ensure_bound()
+        r = await self.esme.request(Pdu(C.QUERY_SM, params=dict(
+            message_id=e.ids[-1], source_addr_ton=0, source_addr_npi=0, source_addr="model")))
+        if r.command_status != Status.ROK:
+            raise Violation(f"query_sm({e.ids[-1]}) of {e.label} answered 0x{r.command_status:08x}")
+
+    async def rebind(self, rb: Rebind) -> None:
+        if self.esme.alive:
+            await self.esme.unbind()
+        if rb.bind == "receiver":
+            rx = Esme(self.deliveries)
+            status = await rx.connect(self.nursery, self.b.port, "receiver")
+            if status != Status.ROK:
+                raise Violation(f"bind_receiver refused with 0x{status:08x}")
+            await trio.sleep(0.1)
+            await rx.unbind()
+        await self.ensure_bound()
+
+    async def half_close(self, h: HalfClose) -> None:
+        """A submit, then the write side shut: the bridge must still answer it; an answered
+        ESME_ROK must then end like any other message."""
+        await self.ensure_bound()
+        dest = self.number()
+        s = Submit("short", 0, (h.text,), h.reg, 0, 0)
+        at = self.now()
+        seq = await self.esme.send(self._sm(dest, s, h.text.encode("gsm03.38")))
+        await self.esme.send_eof()
+        r = await self.esme.wait_response(seq)
+        await self.esme.close()
+        if r is None:
+            # Not answered: the ESME cannot know; the store decides what it owes (checked below).
+            self.halfclosed_unanswered.append((dest, h, at))
+            return
+        if r.command_status == Status.ROK:
+            e = Expected(f"step {len(self.log)}: {h!r}", dest, h.text, h.reg, [r.params["message_id"]], at)
+            self._active(e)
+            self.expected.append(e)
+
+    halfclosed_unanswered: list[Any]
+
+    async def fault(self, f: Fault) -> None:
+        em = self.b.emulator
+        if f.kind == "heal":
+            em.faults.hang = em.faults.garbage = em.faults.raw_garbage = False
+            em.faults.http_error = 0
+            em.faults.pages = None
+            for line in range(1, 3):
+                em.login(line)
+            self.fault_on = False
+            return
+        self.fault_on = True
+        for e in self.expected:
+            e.faulted = True
+        if f.kind == "logout":
+            em.logout(1, 30)
+        elif f.kind == "fail_next":
+            em.fail_next(1, 1, "2172")
+            em.fail_next(2, 1, "2172")
+        else:
+            em.faults.pages = frozenset({"send", "status"})
+            if f.kind == "http500":
+                em.faults.http_error = 500
+            elif f.kind == "garbage":
+                em.faults.garbage = True
+            elif f.kind == "hang":
+                em.faults.hang = True
+            elif f.kind == "raw":
+                em.faults.raw_garbage = True
+
+    async def optout(self) -> None:
+        await self.ensure_bound()
+        number = self.number()
+        n_before = len(self.deliveries)
+        self.b.emulator.inject_sms(1, number, "STOP")
+        self.injected.append((number, "STOP"))
+        # The STOP reached the ESME: the opt-out is committed (stored before it is delivered).
+        with trio.move_on_after(5):
+            while not any(mo_of(p) == (number, "STOP") for p in self.deliveries[n_before:]):
+                await trio.sleep(0.02)
+            self.optout_free.append(number)
+
+    async def inbound(self, i: Inbound) -> None:
+        sender = self.number()
+        text = f"{i.text} #{len(self.injected)}"
+        self.b.emulator.inject_sms(2, sender, text)
+        self.injected.append((sender, text))
+
+    async def jump(self, j: Jump) -> None:
+        self.b.mock.jump(j.seconds)
+        await trio.sleep(0.05)
+
+    async def restart(self, r: Restart) -> None:
+        if self.esme.alive and r.graceful:
+            pass  # App.stop() unbinds it
+        await self.b.stop(graceful=r.graceful)
+        await self.esme.close()
+        await self.b.start(self.nursery)
+
+    async def step(self, s: Any) -> None:
+        self.log.append(repr(s))
+        handler = {
+            Submit: self.submit, Cancel: self.cancel, Replace: self.replace, Query: self.query,
+            Rebind: self.rebind, HalfClose: self.half_close, Fault: self.fault, Inbound: self.inbound,
+            Jump: self.jump, Restart: self.restart,
+        }.get(type(s))
+        if isinstance(s, OptOut):
+            await self.optout()
+        else:
+            assert handler is not None
+            await handler(s)
+
+    # ---- the end: settle, then check
+
+    async def settle(self, budget: float) -> None:
+        """Move the clock past every schedule, partial timeout and validity, then wait (real
+        time, bounded) until the store has nothing unfinished and no receipt pending."""
+        await self.fault(Fault("heal"))
+        await self.ensure_bound()
+        for seconds in (700, PARTIAL_TIMEOUT + 60, 3700, MAX_VALIDITY + 600):
+            self.b.mock.jump(seconds)
+            with trio.move_on_after(budget):
+                while self.b.unfinished():
+                    await trio.sleep(0.05)
+        with trio.move_on_after(budget):
+            while self.b.pending_outbox() or not self._mo_all_in():
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)  # a duplicate receipt or MO would show up now
+
+    def _mo_all_in(self) -> bool:
+        got = [mo_of(p) for p in self.deliveries]
+        return all(m in got for m in self.injected)
+
+    async def check(self) -> list[str]:
+        problems: list[str] = []
+        receipts: dict[str, list[tuple[str, str]]] = {}
+        for p in self.deliveries:
+            r = receipt_of(p)
+            if r is not None:
+                receipts.setdefault(r[1], []).append((r[0], r[2]))
+        sent: dict[str, list[Any]] = {}
+        for s in self.b.sent:
+            sent.setdefault(s.destination, []).append(s)
+        known = {e.destination for e in self.expected}
+        for e in self.expected:
+            where = f"[{e.label}] to {e.destination}"
+            # 1. every id final, one logical message, query_sm and the store agree
+            states = set()
+            for mid in e.ids:
+                st_ = self.b.store_state(mid)
+                if st_ is None:
+                    problems.append(f"{where}: ESME_ROK id {mid} unknown to the store")
+                    continue
+                states.add(st_)
+                if st_[1] == "partial" or State(st_[1]) not in FINAL:
+                    problems.append(f"{where}: id {mid} not final after validity + grace (store: {st_[1]})")
+                    continue
+                try:
+                    r = await self.esme.request(Pdu(C.QUERY_SM, params=dict(
+                        message_id=mid, source_addr_ton=0, source_addr_npi=0, source_addr="model")))
+                except (Gone, TimeoutError) as exc:
+                    problems.append(f"{where}: query_sm({mid}) got no answer ({exc!r})")
+                    continue
+                if r.command_status != Status.ROK:
+                    problems.append(f"{where}: query_sm({mid}) answered 0x{r.command_status:08x}")
+                elif r.params["message_state"] != int(SMPP_STATE[State(st_[1])]):
+                    problems.append(f"{where}: query_sm({mid}) says state {r.params['message_state']}, "
+                                    f"the store {st_[1]}")
+            if len({s[0] for s in states}) > 1:
+                problems.append(f"{where}: its ids {e.ids} lead to different stored messages {sorted(states)}")
+            if not states or any(s[1] == "partial" or State(s[1]) not in FINAL for s in states):
+                continue
+            final = State(next(iter(states))[1])
+            if len(e.ids) == 1 and any(o is not e and o.ids == e.ids for o in self.expected):
+                # submit_multi: one id for several messages; the store row by destination
+                with self.b.db() as db:
+                    row = db.execute("SELECT state FROM messages WHERE destination_addr=?", (e.destination,)).fetchone()
+                if row is None:
+                    problems.append(f"{where}: submit_multi destination not in the store")
+                    continue
+                final = State(row[0])
+                if final not in FINAL:
+                    problems.append(f"{where}: submit_multi destination not final (store: {final})")
+                    continue
+            # 2. the final state the model expects
+            if e.cancelled_at is not None and final != State.DELETED:
+                problems.append(f"{where}: cancel_sm answered ESME_ROK but it ended {final.value}")
+            elif e.opted_out and final != State.REJECTED:
+                problems.append(f"{where}: destination opted out but it ended {final.value}")
+            elif (not e.faulted and e.complete and e.cancelled_at is None and not e.opted_out
+                  and e.expire_at is None and final not in SUCCESS):
+                problems.append(f"{where}: no fault, no validity, yet it ended {final.value}")
+            # 3. receipts
+            got = receipts.get(e.destination, [])
+            want = e.registered_delivery & 3 == 1 or (e.registered_delivery & 3 == 2 and final not in SUCCESS)
+            if want and len(got) != 1:
+                problems.append(f"{where}: ended {final.value}, asked for a receipt (rd={e.registered_delivery}), got {len(got)}: {got}")
+            if not want and got:
+                problems.append(f"{where}: ended {final.value}, rd={e.registered_delivery}, yet got receipts {got}")
+            for rid, stat in got:
+                if rid not in e.ids:
+                    problems.append(f"{where}: receipt id {rid} is none of its ids {e.ids}")
+                if stat != STAT_OF_STATE[final]:
+                    problems.append(f"{where}: receipt stat {stat} but the message ended {final.value}")
+            # 4. what the device sent
+            out = sent.get(e.destination, [])
+            ok = [s for s in out if not s.error]
+            joined = "".join(s.text for s in ok)
+            if final == State.DELIVERED and joined != e.text:
+                problems.append(f"{where}: DELIVERED but the GoIP sent {[s.text for s in ok]!r}, submitted {e.text!r}")
+            elif ok and joined != e.text and not e.text.startswith(joined):
+                problems.append(f"{where}: the GoIP sent {[s.text for s in ok]!r}, submitted {e.text!r}")
+            if len(joined) > len(e.text):
+                problems.append(f"{where}: sent more than once: {[s.text for s in ok]!r}")
+            if final in (State.DELETED, State.REJECTED) and out:
+                problems.append(f"{where}: ended {final.value} but the GoIP sent {[s.text for s in out]!r}")
+            for s in out:
+                if e.cancelled_at is not None and s.at > e.cancelled_at:
+                    problems.append(f"{where}: sent {s.at - e.cancelled_at:.1f}s after cancel_sm was acknowledged")
+                if e.schedule_at is not None and s.at < e.schedule_at - 1:
+                    problems.append(f"{where}: sent {e.schedule_at - s.at:.1f}s before its schedule")
+                if e.expire_at is not None and s.at > e.expire_at + 1:
+                    problems.append(f"{where}: sent {s.at - e.expire_at:.1f}s after its validity ended")
+        for dest in sent:
+            if dest not in known and not any(h[0] == dest for h in self.halfclosed_unanswered):
+                problems.append(f"the GoIP sent to {dest}, which no acknowledged message was for")
+        # 5. inbound SMS once each
+        got_mo = [mo_of(p) for p in self.deliveries if mo_of(p) is not None]
+        for m in self.injected:
+            n = got_mo.count(m)
+            if n != 1:
+                problems.append(f"inbound SMS {m} reached the ESME {n} times")
+        for m in set(got_mo) - set(self.injected):
+            problems.append(f"the ESME got an MO nobody sent: {m}")
+        return problems
+
+
+async def play(steps_: list[Any], workdir: Path, clock: trio.testing.MockClock) -> list[str]:
+    bridge = Bridge(workdir, clock)
+    async with trio.open_nursery() as nursery:
+        await bridge.start_emulator(nursery)
+        await bridge.start(nursery)
+        run = Run(bridge, nursery)
+        run.halfclosed_unanswered = []
+        problems: list[str] = []
+        try:
+            for s in steps_:
+                await run.step(s)
+        except Violation as exc:
+            problems.append(str(exc))
+        except (Gone, TimeoutError) as exc:
+            problems.append(f"after step {run.log[-1] if run.log else '?'}: the bridge did not answer ({exc!r})")
+        if not problems:
+            await run.settle(budget=float(os.environ.get("MODEL_SETTLE", "6")))
+            problems = await run.check()
+        nursery.cancel_scope.cancel()
+    return problems
+
+
+def run_steps(steps_: list[Any]) -> list[str]:
+    clock = trio.testing.MockClock(rate=1)
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        return trio.run(play, steps_, Path(tmp), clock, clock=clock)
+
+
+EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "12"))
+STEPS = int(os.environ.get("MODEL_STEPS", "12"))
+
+
+def _lifecycle(steps_: list[Any]) -> None:
+    problems = run_steps(steps_)
+    assert not problems, "\n".join(problems)
+
+
+_settings = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize="MODEL_SEED" not in os.environ,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+
+
+@pytest.mark.slow
+@_settings
+@given(st.lists(steps, min_size=1, max_size=STEPS))
+def test_every_acknowledged_message_ends_right(steps_: list[Any]) -> None:
+    _lifecycle(steps_)
+
+
+@pytest.mark.full
+@settings(_settings, max_examples=max(EXAMPLES, 300))
+@given(st.lists(steps, min_size=1, max_size=max(STEPS, 60)))
+def test_every_acknowledged_message_ends_right_full(steps_: list[Any]) -> None:
+    _lifecycle(steps_)
