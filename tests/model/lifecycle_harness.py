@@ -250,6 +250,7 @@ class Expected:
     cancelled_at: float | None = None  # cancel_sm answered ESME_ROK at this (wall) time
     opted_out: bool = False  # the destination opted out before the submit
     faulted: bool = False  # a device fault was on while it was alive: any final stat goes
+    dc: int = 0  # data_coding: replace_sm's new text is read in it (replace_sm has none)
 
 
 @attrs.define

@@ -72,7 +72,7 @@ PART_CHARS = {0: 100, 3: 120, 8: 60}
 
 def alphabet(dc: int) -> st.SearchStrategy[str]:
     if dc == 0:
-        return st.sampled_from(GSM + GSM_EXT) if True else st.nothing()
+        return st.sampled_from(GSM + GSM_EXT)
     return st.sampled_from(LATIN1 if dc == 3 else UCS2)
 
 
@@ -177,7 +177,7 @@ steps = st.one_of(
     submits(),
     submits(),
     st.builds(Cancel, st.integers(0, 50)),
-    st.builds(Replace, st.integers(0, 50), texts(0, 40), st.sampled_from([0, 0, 300])),
+    st.builds(Replace, st.integers(0, 50), st.text(st.sampled_from(GSM), min_size=1, max_size=40), st.sampled_from([0, 0, 300])),
     st.builds(Query, st.integers(0, 50)),
     st.builds(Rebind, st.sampled_from(["transceiver", "receiver"])),
     st.builds(HalfClose, texts(0, 40), st.sampled_from([0, 1])),
@@ -264,7 +264,7 @@ class Run:
             e = Expected(label, dest, text, s.reg, ids, at,
                          schedule_at=at + s.schedule if s.schedule else None,
                          expire_at=at + s.validity if s.validity else None,
-                         complete=complete, opted_out=opted)
+                         complete=complete, opted_out=opted, dc=s.dc)
             self._active(e)
             self.expected.append(e)
 
@@ -286,7 +286,7 @@ class Run:
             r = await self.esme.request(pdu)
             if r.command_status == Status.ROK:
                 # data_sm has no schedule or validity
-                e = Expected(label, dest, text, s.reg, [r.params["message_id"]], at, opted_out=opted)
+                e = Expected(label, dest, text, s.reg, [r.params["message_id"]], at, opted_out=opted, dc=s.dc)
                 self._active(e)
                 self.expected.append(e)
             return
@@ -342,14 +342,19 @@ class Run:
             service_type="", message_id=e.ids[0], source_addr_ton=0, source_addr_npi=0, source_addr="model",
             dest_addr_ton=1, dest_addr_npi=1, destination_addr=e.destination)))
         if r.command_status == Status.ROK:
-            e.cancelled_at = self.now()
-            for other in self.expected:  # submit_multi: one id for every destination
-                if other is not e and other.ids == e.ids and len(e.ids) == 1 and e.ids[0] == other.ids[0]:
-                    pass
+            at = self.now()
+            # submit_multi: one message_id names the message to every destination, so
+            # cancel_sm by that id cancels them all (SMPP 3.4 4.9).
+            for other in self.siblings(e):
+                other.cancelled_at = at
+
+    def siblings(self, e: Expected) -> list[Expected]:
+        """``e`` and the other messages of its submit_multi (they share its one id)."""
+        return [o for o in self.expected if o is e or (len(e.ids) == 1 and o.ids == e.ids)]
 
     async def replace(self, rp: Replace) -> None:
         e = self.pick(rp.which)
-        if e is None or e.text.encode("latin-1", "replace") is None:
+        if e is None:
             return
         await self.ensure_bound()
         at = self.now()
@@ -357,11 +362,12 @@ class Run:
             message_id=e.ids[0], source_addr_ton=0, source_addr_npi=0, source_addr="model",
             schedule_delivery_time=rel_time(rp.schedule) if rp.schedule else "", validity_period="",
             registered_delivery=e.registered_delivery, sm_default_msg_id=0,
-            short_message=rp.text.encode("gsm03.38"))))
+            short_message=rp.text.encode(CODINGS[e.dc]))))
         if r.command_status == Status.ROK:
-            e.text = rp.text  # the message keeps its data_coding; our replacement is GSM-safe ASCII
-            if rp.schedule:
-                e.schedule_at = at + rp.schedule
+            for other in self.siblings(e):
+                other.text = rp.text  # in the message's own data_coding
+                if rp.schedule:
+                    other.schedule_at = at + rp.schedule
 
     async def query(self, q: Query) -> None:
         e = self.pick(q.which)
