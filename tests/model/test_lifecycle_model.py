@@ -418,7 +418,7 @@ class Run:
         if f.kind == "heal":
             em.faults.hang = em.faults.garbage = em.faults.raw_garbage = False
             em.faults.http_error = 0
-            em.faults.pages = None
+            em.faults.endpoints = None
             for line in range(1, 3):
                 em.login(line)
             self.fault_on = False
@@ -432,7 +432,7 @@ class Run:
             em.fail_next(1, 1, "2172")
             em.fail_next(2, 1, "2172")
         else:
-            em.faults.pages = frozenset({"send", "status"})
+            em.faults.endpoints = frozenset({"send", "status"})
             if f.kind == "http500":
                 em.faults.http_error = 500
             elif f.kind == "garbage":
