@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from typing import Any
 
 import trio
 
+from .acceptance import DATA_SM, SUBMIT_MULTI, SUBMIT_SM, Acceptance, Refused, TokenBucket, parse_time
 from .config import Config, EsmeConfig, Listener
 from .lifecycle import smpp_state
 from .metrics import Metrics, command_name, status_name
@@ -42,8 +41,8 @@ from .smpp.constants import (
 )
 from .smpp.pdu import Pdu, make_response
 from .smpp.session import NEED_DATA, Closed, LocalProtocolError, Rejected, ServerSession, SessionState
-from .smpp.timefmt import format_smpp_time, parse_smpp_time
-from .store import Accepted, NewMessage, Store, StoreError, summarise
+from .smpp.timefmt import format_smpp_time
+from .store import Accepted, Store, StoreError, summarise
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,7 @@ BIND_TYPES = {
     C.BIND_TRANSCEIVER: "transceiver",
 }
 SUBMIT_LIKE = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI})
+_COMMANDS = {C.SUBMIT_SM: SUBMIT_SM, C.DATA_SM: DATA_SM, C.SUBMIT_MULTI: SUBMIT_MULTI}
 ASYNC_REQUESTS = frozenset({C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
 OUTBUF_LIMIT = 1 << 20  # stop reading while this much of our output is unsent
 # After our last answer is written (and our side shut), how long we keep reading, and dropping,
@@ -61,7 +61,6 @@ OUTBUF_LIMIT = 1 << 20  # stop reading while this much of our output is unsent
 # unread input makes the kernel send a reset, which can destroy our last answers before the
 # peer has read them; a peer that neither closes nor talks is closed when this runs out.
 CLOSE_LINGER = 2.0
-DEST_RE = re.compile(r"^\+?[0-9]{1,20}$")
 # Bind brute-force slowdown: after this many failures from one IP within the window, each
 # further attempt waits FAIL_DELAY seconds before it is answered, and attempts from that IP
 # take turns: one per FAIL_DELAY, however many connections it opens at once. An attempt whose
@@ -69,37 +68,6 @@ DEST_RE = re.compile(r"^\+?[0-9]{1,20}$")
 FAIL_LIMIT = 5
 FAIL_WINDOW = 60.0
 FAIL_DELAY = 2.0
-
-
-class TokenBucket:
-    """Throughput limit in segments per second, shared by all binds of one ESME."""
-
-    __slots__ = ("rate", "capacity", "tokens", "stamp")
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(rate, 1.0)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-
-    def take(self, n: int, now: float) -> bool:
-        if self.rate <= 0:
-            return True
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= n:
-            self.tokens -= n
-            return True
-        return False
-
-
-def segment_count(data_coding: int, body: bytes) -> int:
-    """SMS parts this message will need on the air (what throughput limits count)."""
-    if data_coding == 8:
-        units = len(body) // 2
-        return 1 if units <= 70 else math.ceil(units / 67)
-    n = len(body)  # unpacked GSM: one octet per septet (escapes included)
-    return 1 if n <= 160 else math.ceil(n / 153)
 
 
 class SmppServer:
@@ -119,7 +87,8 @@ class SmppServer:
         self.clock = clock
         self.connections: set[Connection] = set()
         self.binds: dict[str, list[Connection]] = {}
-        self.buckets: dict[str, TokenBucket] = {}
+        # Every decision about a submit (validity, coding, segments, route, opt-out, throughput).
+        self.acceptance = Acceptance(config, clock=clock, is_opted_out=store.is_opted_out, metrics=metrics)
         self.pending_accepts = 0
         self.ports: list[int] = []
         self._fails: dict[str, deque[float]] = {}
@@ -129,9 +98,7 @@ class SmppServer:
         self._accept_scopes: list[trio.CancelScope] = []
         self.shutting_down = False  # set by shutdown(): no new connections, no new binds
         self._rr: dict[str, int] = {}
-        # Set by the app: routes a destination (None: store unrouted), and hears about binds.
-        self.route_for: Callable[[str, str], str | None] | None = None
-        self.routes_configured = False
+        # Set by the app: hears about binds.
         self.on_bind: Callable[[str], None] | None = None
         # Set by the app when logging.pdu_log is on: log_in(conn, pdu) / log_out(conn, pdu).
         self.pdu_log: Any = None
@@ -156,13 +123,27 @@ class SmppServer:
                     c.request_close("the ESME's allowed_ips no longer include this address (config reload)")
                 else:
                     c.esme = esme
-        self.buckets.clear()
+        self.acceptance.update_config(config)
+
+    # The route lookup lives in the acceptance step; the app sets it here.
+    @property
+    def route_for(self) -> Callable[[str, str], str | None] | None:
+        return self.acceptance.route_for
+
+    @route_for.setter
+    def route_for(self, fn: Callable[[str, str], str | None] | None) -> None:
+        self.acceptance.route_for = fn
+
+    @property
+    def routes_configured(self) -> bool:
+        return self.acceptance.routes_configured
+
+    @routes_configured.setter
+    def routes_configured(self, value: bool) -> None:
+        self.acceptance.routes_configured = value
 
     def bucket(self, esme: EsmeConfig) -> TokenBucket:
-        b = self.buckets.get(esme.system_id)
-        if b is None:
-            b = self.buckets[esme.system_id] = TokenBucket(esme.throughput)
-        return b
+        return self.acceptance.bucket(esme)
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -778,16 +759,17 @@ class Connection:
         esme = self.esme
         assert esme is not None
         try:
-            messages, unsuccess = self._messages_from(pdu)
-        except _Refuse as r:
+            body, concat = concat_mod.extract(pdu)
+        except concat_mod.ConcatError as exc:
+            self._respond(pdu, exc.status)
+            return
+        command = _COMMANDS[pdu.command_id]
+        try:
+            decision = server.acceptance.decide(esme, command, pdu.params, body, concat)
+        except Refused as r:
             self._respond(pdu, r.status)
             return
-        segments = sum(m.segments for m in messages)
-        now = time.monotonic()
-        if not server.bucket(esme).take(segments, now):
-            server.metrics.throttled.labels(esme.system_id).inc(segments)
-            self._respond(pdu, Status.RTHROTTLED)
-            return
+        messages, unsuccess, segments = decision.messages, decision.unsuccess, decision.segments
         depth = server.config.limits.queue_depth
         if server.store.active_count + server.pending_accepts + len(messages) > depth:
             server.metrics.queue_full.labels(esme.system_id).inc(segments)
@@ -827,116 +809,6 @@ class Connection:
                 server.store.accept_nowait(messages[0].msg, done)
         except StoreError as exc:
             done(None, exc)
-
-    def _messages_from(self, pdu: Pdu) -> tuple[list[_Submit], list[dict[str, Any]]]:
-        """The message(s) a submit asks for, and for submit_multi the destinations refused."""
-        p = pdu.params
-        esme = self.esme
-        assert esme is not None
-        try:
-            body, concat = concat_mod.extract(pdu)
-        except concat_mod.ConcatError as exc:
-            raise _Refuse(exc.status) from None
-        now = self.server.clock()
-        try:
-            schedule = _parse_time(p.get("schedule_delivery_time", ""), now)
-        except ValueError:
-            raise _Refuse(Status.RINVSCHED) from None
-        try:
-            expire = _parse_time(p.get("validity_period", ""), now)
-        except ValueError:
-            raise _Refuse(Status.RINVEXPIRY) from None
-        priority = p.get("priority_flag", 0)
-        if priority > 3:
-            raise _Refuse(Status.RINVPRTFLG)
-        dc = p.get("data_coding", 0)
-        if dc in (2, 4) or (dc & 0xF4) == 0xF4:
-            # Binary payloads cannot be carried by any supported device (they send text).
-            raise _Refuse(Status.RSUBMITFAIL)
-        segments = 1 if concat is not None else segment_count(dc, body)
-        common = dict(
-            esme=esme.system_id,
-            body=body,
-            service_type=p.get("service_type", ""),
-            source_addr_ton=p.get("source_addr_ton", 0),
-            source_addr_npi=p.get("source_addr_npi", 0),
-            source_addr=p.get("source_addr", ""),
-            esm_class=p.get("esm_class", 0),
-            protocol_id=p.get("protocol_id", 0),
-            priority=priority,
-            data_coding=dc,
-            registered_delivery=p.get("registered_delivery", 0),
-            schedule_at=schedule,
-            expire_at=expire,
-            concat=(concat.ref, concat.total, concat.seq, concat.ref_bits) if concat else None,
-        )
-        if pdu.command_id != C.SUBMIT_MULTI:
-            dest = p.get("destination_addr", "")
-            if not DEST_RE.match(dest):
-                raise _Refuse(Status.RINVDSTADR)
-            msg = NewMessage(
-                destination_addr=dest,
-                dest_addr_ton=p.get("dest_addr_ton", 0),
-                dest_addr_npi=p.get("dest_addr_npi", 0),
-                route=self._route(esme.system_id, dest),
-                **common,
-            )
-            return [_Submit(msg, segments)], []
-        out: list[_Submit] = []
-        unsuccess: list[dict[str, Any]] = []
-        for d in p.get("dest_addresses", ()):
-            if d.get("dest_flag") == 1:
-                try:
-                    if not DEST_RE.match(d.get("destination_addr", "")):
-                        raise _Refuse(Status.RINVDSTADR)
-                    msg = NewMessage(
-                        destination_addr=d["destination_addr"],
-                        dest_addr_ton=d.get("dest_addr_ton", 0),
-                        dest_addr_npi=d.get("dest_addr_npi", 0),
-                        route=self._route(esme.system_id, d["destination_addr"]),
-                        **common,
-                    )
-                    out.append(_Submit(msg, segments))
-                except _Refuse as r:
-                    unsuccess.append(
-                        {
-                            "dest_addr_ton": d.get("dest_addr_ton", 0),
-                            "dest_addr_npi": d.get("dest_addr_npi", 0),
-                            "destination_addr": d.get("destination_addr", ""),
-                            "error_status_code": int(r.status),
-                        }
-                    )
-            else:
-                # Distribution lists live on an operator's SMSC; we have none.
-                unsuccess.append(
-                    {
-                        "dest_addr_ton": 0,
-                        "dest_addr_npi": 0,
-                        "destination_addr": d.get("dl_name", ""),
-                        "error_status_code": int(Status.RINVDLNAME),
-                    }
-                )
-        if not out:
-            raise _Refuse(Status.RINVNUMDESTS if not unsuccess else Status.RINVDSTADR)
-        if concat is not None:
-            raise _Refuse(Status.RSUBMITFAIL)  # long messages to many: send message_payload instead
-        return out, unsuccess
-
-    def _route(self, esme_id: str, dest: str) -> str | None:
-        """The route for a destination; refuses the submit when routes exist and none fits, or
-        (inbound.optout.mt_action reject_submit) when the number opted out."""
-        server = self.server
-        if server.config.inbound.optout.mt_action == "reject_submit" and server.store.is_opted_out(dest):
-            server.metrics.optout_blocked.labels(esme_id, "reject_submit").inc()
-            log.info("submit from %s to %s refused: the number opted out", esme_id, _mask_number(dest))
-            raise _Refuse(Status.RINVDSTADR)  # = inbound.OPTOUT_STATUS
-        if not server.routes_configured or server.route_for is None:
-            return None  # no devices configured: store only
-        route = server.route_for(esme_id, dest)
-        if route is None:
-            log.info("no route for %s from %s: refused", _mask_number(dest), esme_id)
-            raise _Refuse(Status.RINVDSTADR)
-        return route
 
     # -- query / cancel / replace --------------------------------------------------------------
 
@@ -979,12 +851,12 @@ class Connection:
             elif cid == C.REPLACE_SM:
                 now = self.server.clock()
                 try:
-                    schedule = _parse_time(p.get("schedule_delivery_time", ""), now)
+                    schedule = parse_time(p.get("schedule_delivery_time", ""), now)
                 except ValueError:
                     self._respond(pdu, Status.RINVSCHED)
                     return
                 try:
-                    expire = _parse_time(p.get("validity_period", ""), now)
+                    expire = parse_time(p.get("validity_period", ""), now)
                 except ValueError:
                     self._respond(pdu, Status.RINVEXPIRY)
                     return
@@ -1005,26 +877,6 @@ class Connection:
         except StoreError as exc:
             log.error("%s from %s failed: %s", command_name(cid), esme_id, exc)
             self._respond(pdu, Status.RSYSERR)
-
-
-class _Submit:
-    __slots__ = ("msg", "segments")
-
-    def __init__(self, msg: NewMessage, segments: int) -> None:
-        self.msg = msg
-        self.segments = segments
-
-
-class _Refuse(Exception):
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
-def _parse_time(value: str, now: float) -> float | None:
-    if not value:
-        return None
-    when = parse_smpp_time(value, dt.datetime.fromtimestamp(now, dt.UTC))
-    return when.timestamp() if when is not None else None
 
 
 async def _check_password(esme: EsmeConfig, candidate: str) -> bool:
@@ -1075,10 +927,3 @@ def _reason_label(event: Rejected) -> str:
     if event.answer.command_id == C.GENERIC_NACK:
         return "generic_nack"
     return status_name(event.answer.command_status)
-
-
-def _mask_number(number: str) -> str:
-    """Phone numbers in logs keep their prefix only (personal data): logs.mask_number."""
-    from .logs import mask_number
-
-    return mask_number(number)

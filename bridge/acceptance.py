@@ -1,0 +1,276 @@
+"""The one step that decides about an incoming message (ARCHITECTURE.md rule 2).
+
+Rules
+-----
+* Every front end (the SMPP listener today; the HTTP API and upstream connectors later) hands
+  the decoded submit fields to ``Acceptance.decide`` and gets back either the message(s) to store
+  (``Decision``) or a refusal (``Refused``: the SMPP status to answer, and a short reason for logs
+  and metrics). Nothing about a message is decided anywhere else: not in the front end, not in
+  the store, not in the scheduler.
+* It is sans-IO: no sockets, no trio, no store writes. Its inputs are the fields, the ESME's
+  config, the config, a clock, a route lookup, an opt-out lookup and the ESMEs' token buckets.
+* The order of the checks is fixed: what the fields say (concatenation, times, priority, coding,
+  text), then the destination(s) (address, opt-out, route), then the ESME's throughput, counted
+  in SMS parts (segments). Queue depth is the caller's (it knows what is waiting for a commit).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .config import Config, EsmeConfig
+from .logs import mask_number
+from .smpp.constants import Status
+from .smpp.timefmt import parse_smpp_time
+from .store import NewMessage
+
+log = logging.getLogger(__name__)
+
+DEST_RE = re.compile(r"^\+?[0-9]{1,20}$")
+
+SUBMIT_SM = "submit_sm"
+DATA_SM = "data_sm"
+SUBMIT_MULTI = "submit_multi"
+
+
+class TokenBucket:
+    """Throughput limit in segments per second, shared by all binds of one ESME."""
+
+    __slots__ = ("rate", "capacity", "tokens", "stamp")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self, n: int, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+
+def segment_count(data_coding: int, body: bytes) -> int:
+    """SMS parts this message will need on the air (what throughput limits count)."""
+    if data_coding == 8:
+        units = len(body) // 2
+        return 1 if units <= 70 else math.ceil(units / 67)
+    n = len(body)  # unpacked GSM: one octet per septet (escapes included)
+    return 1 if n <= 160 else math.ceil(n / 153)
+
+
+class Submit:
+    """One message to store, and the SMS parts it counts for."""
+
+    __slots__ = ("msg", "segments")
+
+    def __init__(self, msg: NewMessage, segments: int) -> None:
+        self.msg = msg
+        self.segments = segments
+
+
+class Decision:
+    """What to store: the message(s), their segments in all, and for submit_multi the
+    destinations refused (unsuccess_sme entries)."""
+
+    __slots__ = ("messages", "segments", "unsuccess")
+
+    def __init__(self, messages: list[Submit], segments: int, unsuccess: list[dict[str, Any]]) -> None:
+        self.messages = messages
+        self.segments = segments
+        self.unsuccess = unsuccess
+
+
+class Refused(Exception):
+    """The submit is refused with ``status``; ``reason`` says why (logs, metrics)."""
+
+    def __init__(self, status: int, reason: str = "") -> None:
+        super().__init__(reason or f"status 0x{status:08x}")
+        self.status = status
+        self.reason = reason
+
+
+class Acceptance:
+    """Decides about incoming submits. One instance per bridge, shared by every front end."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        is_opted_out: Callable[[str], bool] = lambda number: False,
+        metrics: Any = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.monotonic = monotonic
+        self.is_opted_out = is_opted_out
+        self.metrics = metrics
+        self.buckets: dict[str, TokenBucket] = {}
+        # Set by the app: routes a destination (None: store unrouted).
+        self.route_for: Callable[[str, str], str | None] | None = None
+        self.routes_configured = False
+
+    def update_config(self, config: Config) -> None:
+        self.config = config
+        self.buckets.clear()
+
+    def bucket(self, esme: EsmeConfig) -> TokenBucket:
+        b = self.buckets.get(esme.system_id)
+        if b is None:
+            b = self.buckets[esme.system_id] = TokenBucket(esme.throughput)
+        return b
+
+    def decide(
+        self,
+        esme: EsmeConfig,
+        command: str,
+        p: Mapping[str, Any],
+        body: bytes,
+        concat: Any = None,
+    ) -> Decision:
+        """The message(s) a submit asks for, or ``Refused``.
+
+        ``command`` is SUBMIT_SM, DATA_SM or SUBMIT_MULTI; ``p`` the decoded fields under their
+        SMPP names; ``body`` the text octets without UDH; ``concat`` the long-message part info
+        (``.ref .total .seq .ref_bits``) or None.
+        """
+        now = self.clock()
+        try:
+            schedule = _parse_time(p.get("schedule_delivery_time", ""), now)
+        except ValueError:
+            raise Refused(Status.RINVSCHED, "bad schedule_delivery_time") from None
+        try:
+            expire = _parse_time(p.get("validity_period", ""), now)
+        except ValueError:
+            raise Refused(Status.RINVEXPIRY, "bad validity_period") from None
+        priority = p.get("priority_flag", 0)
+        if priority > 3:
+            raise Refused(Status.RINVPRTFLG, "bad priority_flag")
+        dc = p.get("data_coding", 0)
+        if dc in (2, 4) or (dc & 0xF4) == 0xF4:
+            # Binary payloads cannot be carried by any supported device (they send text).
+            raise Refused(Status.RSUBMITFAIL, "binary data_coding")
+        segments = 1 if concat is not None else segment_count(dc, body)
+        common = dict(
+            esme=esme.system_id,
+            body=body,
+            service_type=p.get("service_type", ""),
+            source_addr_ton=p.get("source_addr_ton", 0),
+            source_addr_npi=p.get("source_addr_npi", 0),
+            source_addr=p.get("source_addr", ""),
+            esm_class=p.get("esm_class", 0),
+            protocol_id=p.get("protocol_id", 0),
+            priority=priority,
+            data_coding=dc,
+            registered_delivery=p.get("registered_delivery", 0),
+            schedule_at=schedule,
+            expire_at=expire,
+            concat=(concat.ref, concat.total, concat.seq, concat.ref_bits) if concat else None,
+        )
+        if command != SUBMIT_MULTI:
+            dest = p.get("destination_addr", "")
+            if not DEST_RE.match(dest):
+                raise Refused(Status.RINVDSTADR, "bad destination_addr")
+            msg = NewMessage(
+                destination_addr=dest,
+                dest_addr_ton=p.get("dest_addr_ton", 0),
+                dest_addr_npi=p.get("dest_addr_npi", 0),
+                route=self._route(esme.system_id, dest),
+                **common,
+            )
+            out = [Submit(msg, segments)]
+            unsuccess: list[dict[str, Any]] = []
+        else:
+            out, unsuccess = self._multi(esme, p, common, segments)
+            if concat is not None:
+                raise Refused(Status.RSUBMITFAIL, "long message to many destinations")
+        total = segments * len(out)
+        if not self.bucket(esme).take(total, self.monotonic()):
+            if self.metrics is not None:
+                self.metrics.throttled.labels(esme.system_id).inc(total)
+            raise Refused(Status.RTHROTTLED, "over the ESME's throughput")
+        return Decision(out, total, unsuccess)
+
+    def _multi(
+        self, esme: EsmeConfig, p: Mapping[str, Any], common: dict[str, Any], segments: int
+    ) -> tuple[list[Submit], list[dict[str, Any]]]:
+        out: list[Submit] = []
+        unsuccess: list[dict[str, Any]] = []
+        for d in p.get("dest_addresses", ()):
+            if d.get("dest_flag") == 1:
+                try:
+                    if not DEST_RE.match(d.get("destination_addr", "")):
+                        raise Refused(Status.RINVDSTADR, "bad destination_addr")
+                    msg = NewMessage(
+                        destination_addr=d["destination_addr"],
+                        dest_addr_ton=d.get("dest_addr_ton", 0),
+                        dest_addr_npi=d.get("dest_addr_npi", 0),
+                        route=self._route(esme.system_id, d["destination_addr"]),
+                        **common,
+                    )
+                    out.append(Submit(msg, segments))
+                except Refused as r:
+                    unsuccess.append(
+                        {
+                            "dest_addr_ton": d.get("dest_addr_ton", 0),
+                            "dest_addr_npi": d.get("dest_addr_npi", 0),
+                            "destination_addr": d.get("destination_addr", ""),
+                            "error_status_code": int(r.status),
+                        }
+                    )
+            else:
+                # Distribution lists live on an operator's SMSC; we have none.
+                unsuccess.append(
+                    {
+                        "dest_addr_ton": 0,
+                        "dest_addr_npi": 0,
+                        "destination_addr": d.get("dl_name", ""),
+                        "error_status_code": int(Status.RINVDLNAME),
+                    }
+                )
+        if not out:
+            raise Refused(
+                Status.RINVNUMDESTS if not unsuccess else Status.RINVDSTADR, "no valid destination"
+            )
+        return out, unsuccess
+
+    def _route(self, esme_id: str, dest: str) -> str | None:
+        """The route for a destination; refuses the submit when routes exist and none fits, or
+        (inbound.optout.mt_action reject_submit) when the number opted out."""
+        if self.config.inbound.optout.mt_action == "reject_submit" and self.is_opted_out(dest):
+            if self.metrics is not None:
+                self.metrics.optout_blocked.labels(esme_id, "reject_submit").inc()
+            log.info("submit from %s to %s refused: the number opted out", esme_id, mask_number(dest))
+            raise Refused(Status.RINVDSTADR, "opted out")  # = inbound.OPTOUT_STATUS
+        if not self.routes_configured or self.route_for is None:
+            return None  # no devices configured: store only
+        route = self.route_for(esme_id, dest)
+        if route is None:
+            log.info("no route for %s from %s: refused", mask_number(dest), esme_id)
+            raise Refused(Status.RINVDSTADR, "no route")
+        return route
+
+
+def _parse_time(value: str, now: float) -> float | None:
+    if not value:
+        return None
+    when = parse_smpp_time(value, dt.datetime.fromtimestamp(now, dt.UTC))
+    return when.timestamp() if when is not None else None
+
+
+def parse_time(value: str, now: float) -> float | None:
+    """An SMPP absolute or relative time as a Unix time (None for empty). ValueError if bad."""
+    return _parse_time(value, now)
