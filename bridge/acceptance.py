@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from typing import Any
 from .config import Config, EsmeConfig
 from .logs import mask_number
 from .smpp.constants import Status
+from .smpp.text import decode_short_message, part_count
 from .smpp.timefmt import parse_smpp_time
 from .store import NewMessage
 
@@ -40,34 +40,36 @@ SUBMIT_MULTI = "submit_multi"
 
 
 class TokenBucket:
-    """Throughput limit in segments per second, shared by all binds of one ESME."""
+    """Throughput limit in segments per second, shared by all binds of one ESME.
+
+    It holds at most ``max(rate, 1)`` segments. A message of n segments goes when the bucket
+    holds n, or, for a message longer than the bucket could ever hold, when the bucket is full:
+    it then goes into debt (negative tokens), which later messages wait out. So a 5-part
+    message from an ESME limited to 2/s is not refused forever, and the rate still holds over
+    time.
+    """
 
     __slots__ = ("rate", "capacity", "tokens", "stamp")
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, now: float | None = None) -> None:
         self.rate = rate
         self.capacity = max(rate, 1.0)
         self.tokens = self.capacity
-        self.stamp = time.monotonic()
+        self.stamp = time.monotonic() if now is None else now
 
     def take(self, n: int, now: float) -> bool:
         if self.rate <= 0:
             return True
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= n:
+        if self.tokens + 1e-9 >= min(n, self.capacity):
             self.tokens -= n
             return True
         return False
 
 
-def segment_count(data_coding: int, body: bytes) -> int:
-    """SMS parts this message will need on the air (what throughput limits count)."""
-    if data_coding == 8:
-        units = len(body) // 2
-        return 1 if units <= 70 else math.ceil(units / 67)
-    n = len(body)  # unpacked GSM: one octet per septet (escapes included)
-    return 1 if n <= 160 else math.ceil(n / 153)
+# The SMS parts a text needs: the very function the scheduler's split follows (split_text).
+segment_count = part_count
 
 
 class Submit:
@@ -130,7 +132,7 @@ class Acceptance:
     def bucket(self, esme: EsmeConfig) -> TokenBucket:
         b = self.buckets.get(esme.system_id)
         if b is None:
-            b = self.buckets[esme.system_id] = TokenBucket(esme.throughput)
+            b = self.buckets[esme.system_id] = TokenBucket(esme.throughput, self.monotonic())
         return b
 
     def decide(
@@ -160,10 +162,25 @@ class Acceptance:
         if priority > 3:
             raise Refused(Status.RINVPRTFLG, "bad priority_flag")
         dc = p.get("data_coding", 0)
-        if dc in (2, 4) or (dc & 0xF4) == 0xF4:
-            # Binary payloads cannot be carried by any supported device (they send text).
-            raise Refused(Status.RSUBMITFAIL, "binary data_coding")
-        segments = 1 if concat is not None else segment_count(dc, body)
+        if dc == 1:
+            dc = _ia5_coding(esme.data_coding_1, body)
+        text = decode_short_message(dc, body)
+        if text is None:
+            # Every supported device sends text: binary or compressed user data would go out
+            # as an empty or garbled SMS and be reported delivered. ESME_RSUBMITFAIL is the
+            # permanent refusal every 3.4 client knows (ESME_RINVDCS exists only in SMPP 5.0).
+            raise Refused(Status.RSUBMITFAIL, f"data_coding 0x{dc:02x} is binary or compressed, not text")
+        if not text and body:
+            raise Refused(Status.RSUBMITFAIL, "the short message decodes to no text")
+        segments = 1 if concat is not None else segment_count(text)
+        # Validity: the ESME's, else scheduler.default_validity, never more than
+        # scheduler.max_validity; both count from when the message may first go out.
+        sched = self.config.scheduler
+        start = schedule if schedule is not None and schedule > now else now
+        if expire is None:
+            expire = start + sched.default_validity
+        elif expire > start + sched.max_validity:
+            expire = start + sched.max_validity
         common = dict(
             esme=esme.system_id,
             body=body,
@@ -262,6 +279,17 @@ class Acceptance:
             log.info("no route for %s from %s: refused", mask_number(dest), esme_id)
             raise Refused(Status.RINVDSTADR, "no route")
         return route
+
+
+def _ia5_coding(mode: str, body: bytes) -> int:
+    """The data_coding a data_coding 1 body is stored under, so that it reads as the ESME's
+    ``data_coding_1`` says (and the same way when the scheduler splits it): 0 (GSM 03.38) for
+    "gsm", 3 (Latin-1, which equals ASCII for ASCII octets) for "ascii", else 1 ("auto")."""
+    if mode == "gsm":
+        return 0
+    if mode == "ascii" and body.isascii():
+        return 3
+    return 1
 
 
 def _parse_time(value: str, now: float) -> float | None:

@@ -103,6 +103,7 @@ GOIP_DONE_CHOICES = ("delivered", "accepted")
 RECEIPT_STATS = ("DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD")
 MO_LONG_MODES = ("udh", "payload")  # how a long inbound message reaches an ESME
 RECEIPT_MODES = ("combined", "per_part")  # receipts for a long message: one, or one per part
+DATA_CODING_1_MODES = ("auto", "gsm", "ascii")  # how a data_coding 1 submit is read
 OPTOUT_MT_ACTIONS = ("receipt", "reject_submit")  # what happens to an MT to an opted-out number
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # device and route names
 GOIP_MAX_LINES = 64
@@ -258,6 +259,10 @@ class EsmeConfig:
     # Receipts for a long message: one for the whole message ("combined") or one per part id
     # the ESME was given ("per_part").
     receipts: str = "combined"
+    # How a submit with data_coding 1 (IA5/ASCII) is read: "auto" (GSM 03.38 when the octets
+    # hold control characters, else ASCII), "gsm" (npm smpp sends GSM text as data_coding 1) or
+    # "ascii". See bridge/smpp/text.py, "data_coding 1".
+    data_coding_1: str = "auto"
 
     def allows(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True if a peer at `ip` may bind. IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a
@@ -1474,7 +1479,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         node,
         path,
         ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled", "default_route",
-         "mo_long", "receipts"),
+         "mo_long", "receipts", "data_coding_1"),
         what="an ESME (a mapping with system_id, password ...)",
     )
     if not m.ok:
@@ -1518,6 +1523,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         ctx.route_refs.append((m.path_of("default_route"), m.key_line("default_route"), default_route))
     mo_long = m.get_choice("mo_long", "udh", MO_LONG_MODES)
     receipts = m.get_choice("receipts", "combined", RECEIPT_MODES)
+    data_coding_1 = m.get_choice("data_coding_1", "auto", DATA_CODING_1_MODES)
     m.finish()
     if system_id is _BAD or system_id is None:
         return None, None
@@ -1532,6 +1538,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         default_route=default_route,
         mo_long=mo_long,
         receipts=receipts,
+        data_coding_1=data_coding_1,
     )
     return esme, m.key_line("system_id")
 

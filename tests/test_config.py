@@ -571,7 +571,8 @@ esme: []
             "esmes[0].colour",
             9,
             "unknown key 'colour' (known keys: system_id, password, password_hash, password_env, "
-            "password_file, allowed_ips, max_binds, throughput, enabled, default_route, mo_long, receipts)",
+            "password_file, allowed_ips, max_binds, throughput, enabled, default_route, mo_long, receipts, "
+            "data_coding_1)",
         ),
         ("esme", 10, "unknown key 'esme' (did you mean 'esmes'?)"),
     ]

@@ -460,7 +460,10 @@ def split_text(text: str, *, ref_bits: int = 8, avoid_start: frozenset[str] = fr
 
 
 def part_count(text: str, *, ref_bits: int = 8) -> int:
-    """Number of SMS parts ``text`` needs (at least 1)."""
+    """Number of SMS parts ``text`` needs (at least 1): exactly ``len(split_text(text).parts)``,
+    the parts the scheduler sends, so throughput limits count what goes on the air."""
+    if len(text) <= 35:  # 35 characters of at most 2 septets / 2 UTF-16 units always fit one SMS
+        return 1
     return len(split_text(text, ref_bits=ref_bits).parts)
 
 

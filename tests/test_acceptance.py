@@ -1,0 +1,226 @@
+"""The acceptance step (bridge/acceptance.py), sans-IO: what an incoming submit becomes, decided
+once. Time is a fake clock; no store, no network."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge import acceptance as acceptance_mod
+from bridge.acceptance import DATA_SM, SUBMIT_MULTI, SUBMIT_SM, Acceptance, Refused
+from bridge.config import Config, ConfigError, EsmeConfig, SchedulerConfig, load_config_text
+from bridge.smpp.constants import Status
+from bridge.smpp.text import decode_short_message, split_text
+
+NOW = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.wall = NOW
+        self.mono = 100.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+def make(esme: EsmeConfig | None = None, **sched) -> tuple[Acceptance, EsmeConfig, Clock]:
+    esme = esme or EsmeConfig("app")
+    clock = Clock()
+    cfg = Config(esmes=(esme,), scheduler=SchedulerConfig(**sched))
+    acc = Acceptance(cfg, clock=lambda: clock.wall, monotonic=lambda: clock.mono)
+    return acc, esme, clock
+
+
+def submit(acc: Acceptance, esme: EsmeConfig, body: bytes = b"hello", **fields):
+    p = {"destination_addr": "+491701234567", "data_coding": 0, **fields}
+    return acc.decide(esme, SUBMIT_SM, p, body)
+
+
+# -- data_coding ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dc",
+    [
+        0x02, 0x04,  # SMPP 8-bit binary
+        0x14, 0x15, 0x16, 0x17,  # GSM general group, 8-bit data (with and without class)
+        0x24, 0x28, 0x30, 0x3C,  # general group, compressed (bit 5)
+        0x44, 0x55,  # automatic-deletion group, 8-bit data
+        0x60, 0x68, 0x7F,  # automatic-deletion group, compressed
+        0xF4, 0xF5, 0xF6, 0xF7,  # data coding/message class group, 8-bit data
+    ],
+)  # fmt: skip
+def test_binary_and_compressed_codings_are_refused_not_sent_empty(dc):
+    acc, esme, _ = make()
+    with pytest.raises(Refused) as info:
+        submit(acc, esme, b"\x01\x02\x03 payload", data_coding=dc)
+    # ESME_RSUBMITFAIL: a permanent refusal every SMPP 3.4 client knows (RINVDCS is 5.0 only).
+    assert info.value.status == Status.RSUBMITFAIL
+    assert "data_coding" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    "dc,body,text",
+    [
+        (0x00, b"hello", "hello"),
+        (0x10, b"hello", "hello"),  # general group, GSM 7-bit, class 0 (flash)
+        (0x11, b"hello", "hello"),
+        (0x18, "привет".encode("utf-16-be"), "привет"),  # general group, UCS2
+        (0x40, b"hello", "hello"),  # automatic deletion, GSM 7-bit
+        (0x48, "привет".encode("utf-16-be"), "привет"),
+        (0xF0, b"hello", "hello"),  # message class group, GSM 7-bit
+        (0xF3, b"hello", "hello"),
+        (0x08, "hé".encode("utf-16-be"), "hé"),
+        (0x03, "café".encode("latin-1"), "café"),
+    ],
+)
+def test_text_codings_are_accepted_and_decode_to_the_text(dc, body, text):
+    acc, esme, _ = make()
+    msg = submit(acc, esme, body, data_coding=dc).messages[0].msg
+    assert decode_short_message(msg.data_coding, msg.body) == text
+
+
+def test_a_non_empty_submit_that_decodes_to_no_text_is_refused():
+    acc, esme, _ = make()
+    with pytest.raises(Refused) as info:
+        submit(acc, esme, b"\x1b")  # a lone escape: nothing to show
+    assert info.value.status == Status.RSUBMITFAIL
+    # An empty submit stays an (empty) message: what the ESME asked for.
+    assert submit(acc, esme, b"").messages[0].msg.body == b""
+
+
+# -- data_coding 1 per ESME ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode,body,text",
+    [
+        ("auto", b"Sch|n", "Sch|n"),
+        ("gsm", b"Sch|n", "Schön"),  # node-smpp: GSM 03.38 octets labelled data_coding 1
+        ("ascii", b"pay $5 @ shop_1", "pay $5 @ shop_1"),
+        ("auto", b"\x00 home", "@ home"),  # a control octet: auto reads GSM
+        ("ascii", b"a\x00b", "a\x00b"),
+    ],
+)
+def test_data_coding_1_is_read_as_the_esme_says(mode, body, text):
+    acc, esme, _ = make(EsmeConfig("app", data_coding_1=mode))
+    msg = submit(acc, esme, body, data_coding=1).messages[0].msg
+    assert decode_short_message(msg.data_coding, msg.body) == text
+
+
+def test_data_coding_1_is_a_checked_esme_key():
+    base = "esmes:\n  - system_id: app1\n    password: pw\n"
+    assert load_config_text(base + "    data_coding_1: gsm\n").esme("app1").data_coding_1 == "gsm"
+    assert load_config_text(base).esme("app1").data_coding_1 == "auto"
+    with pytest.raises(ConfigError) as info:
+        load_config_text(base + "    data_coding_1: latin\n")
+    assert "esmes[0].data_coding_1" in str(info.value)
+
+
+# -- segments: the same count the sender uses ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,dc",
+    [
+        ("€" * 153, 0),  # 306 septets; an escape pair is never split: 3 parts, not 2
+        ("😀" * 67, 8),  # 134 UTF-16 units; a surrogate pair is never split: 3 parts, not 2
+        ("ê" * 100, 3),  # Latin-1 text that is not GSM: sent as UCS2, 2 parts, not 1
+        ("a" * 160, 0),
+        ("a" * 161, 0),
+        ("", 0),
+    ],
+)
+def test_segments_are_the_parts_the_scheduler_sends(text, dc):
+    acc, esme, _ = make()
+    body = text.encode("utf-16-be") if dc == 8 else text.encode("latin-1") if dc == 3 else text.encode("gsm03.38")
+    decision = submit(acc, esme, body, data_coding=dc)
+    stored = decode_short_message(decision.messages[0].msg.data_coding, decision.messages[0].msg.body)
+    assert decision.segments == len(split_text(stored).parts) == acceptance_mod.segment_count(stored)
+
+
+# -- validity ------------------------------------------------------------------------------------
+
+
+def test_default_validity_applies_when_the_esme_gives_none():
+    acc, esme, _ = make(default_validity=3600, max_validity=7200)
+    msg = submit(acc, esme).messages[0].msg
+    assert msg.expire_at == NOW + 3600
+
+
+def test_validity_is_capped_at_max_validity():
+    acc, esme, _ = make(default_validity=3600, max_validity=7200)
+    msg = submit(acc, esme, validity_period="000030000000000R").messages[0].msg  # 30 days
+    assert msg.expire_at == NOW + 7200
+    msg = submit(acc, esme, validity_period="000000010000000R").messages[0].msg  # 1 hour
+    assert msg.expire_at == NOW + 3600
+
+
+def test_validity_of_a_scheduled_message_counts_from_its_schedule():
+    acc, esme, _ = make(default_validity=3600, max_validity=7200)
+    msg = submit(acc, esme, schedule_delivery_time="000001000000000R").messages[0].msg  # in 1 day
+    assert msg.schedule_at == NOW + 86400
+    assert msg.expire_at == NOW + 86400 + 3600
+
+
+# -- throughput ----------------------------------------------------------------------------------
+
+
+def test_a_message_longer_than_the_throughput_goes_when_the_bucket_is_full_and_is_paid_back():
+    acc, esme, clock = make(EsmeConfig("app", throughput=2))
+    long_text = b"x" * (153 * 5)  # 5 parts, more than 2 per second
+    assert submit(acc, esme, long_text).segments == 5
+    # The debt (3 segments beyond the bucket) is paid back at 2/s before anything else goes.
+    with pytest.raises(Refused) as info:
+        submit(acc, esme)
+    assert info.value.status == Status.RTHROTTLED
+    clock.advance(1.9)  # 3.8 of the 4 segments needed for one more
+    with pytest.raises(Refused):
+        submit(acc, esme)
+    clock.advance(0.1)
+    submit(acc, esme)
+    # Over a long run the ESME gets its rate, not more: 10 s -> 20 segments at most.
+    clock.advance(10)
+    taken = 0
+    for _ in range(100):
+        try:
+            taken += submit(acc, esme).segments
+        except Refused:
+            pass
+    assert taken == 2  # the bucket holds at most `throughput` segments
+
+
+def test_a_long_message_is_refused_while_the_bucket_is_not_full():
+    acc, esme, clock = make(EsmeConfig("app", throughput=2))
+    submit(acc, esme)
+    with pytest.raises(Refused):
+        submit(acc, esme, b"x" * (153 * 5))
+    clock.advance(0.5)
+    submit(acc, esme, b"x" * (153 * 5))
+
+
+# -- destinations --------------------------------------------------------------------------------
+
+
+def test_submit_multi_counts_segments_per_destination_and_lists_the_refused():
+    acc, esme, _ = make()
+    p = {
+        "data_coding": 0,
+        "dest_addresses": [
+            {"dest_flag": 1, "destination_addr": "+4911"},
+            {"dest_flag": 1, "destination_addr": "not a number"},
+            {"dest_flag": 2, "dl_name": "friends"},
+        ],
+    }
+    d = acc.decide(esme, SUBMIT_MULTI, p, b"x" * 200)
+    assert [s.msg.destination_addr for s in d.messages] == ["+4911"] and d.segments == 2
+    assert [u["error_status_code"] for u in d.unsuccess] == [Status.RINVDSTADR, Status.RINVDLNAME]
+
+
+def test_data_sm_and_a_bad_destination():
+    acc, esme, _ = make()
+    assert acc.decide(esme, DATA_SM, {"destination_addr": "+4911"}, b"hi").segments == 1
+    with pytest.raises(Refused) as info:
+        submit(acc, esme, destination_addr="12ab")
+    assert info.value.status == Status.RINVDSTADR
