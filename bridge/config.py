@@ -46,7 +46,7 @@ import attrs
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from bridge import passwords
+from bridge import lifecycle, passwords
 
 __all__ = [
     "AMBIGUOUS_POLICIES",
@@ -2456,6 +2456,24 @@ def _load_scheduler(ctx: _Ctx, node: Node | None, path: str) -> SchedulerConfig:
     return SchedulerConfig(**values)
 
 
+# The stats a device status may map to: those whose state the lifecycle allows after a device
+# took the message (lifecycle.DEVICE_FINAL). DELETED is cancel_sm's alone.
+DEVICE_RECEIPT_STATS = tuple(
+    s for s in RECEIPT_STATS if lifecycle.STAT_STATE[s] in lifecycle.DEVICE_FINAL
+)
+
+
+def _device_stat_problem(value: str) -> str | None:
+    if value.upper() not in RECEIPT_STATS:
+        return f"expected a receipt stat: one of {', '.join(DEVICE_RECEIPT_STATS)}, got {value!r}"
+    if value.upper() not in DEVICE_RECEIPT_STATS:
+        return (
+            f"expected a receipt stat a device status can lead to: one of {', '.join(DEVICE_RECEIPT_STATS)}, "
+            f"got {value!r} (only cancel_sm deletes a message, never a device)"
+        )
+    return None
+
+
 def _stat_problem(value: str) -> str | None:
     if value.upper() in RECEIPT_STATS:
         return None
@@ -2488,8 +2506,8 @@ def _load_receipt_map(ctx: _Ctx, node: Node | None, path: str) -> dict[str, dict
             if not code.strip():
                 ctx.error(km.path_of(code), km.key_line(code), "expected a device status code, got an empty key")
             stat_ = rm.get_str(
-                "stat", None, what=f"a receipt stat: one of {', '.join(RECEIPT_STATS)}", required=True,
-                check=_stat_problem,
+                "stat", None, what=f"a receipt stat: one of {', '.join(DEVICE_RECEIPT_STATS)}", required=True,
+                check=_device_stat_problem,
             )
             err = rm.get_int("err", 0, lo=0, hi=999)
             rm.finish()

@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 import trio
 
+from . import lifecycle
 from .lifecycle import State
 from .smpp.constants import (
     ESM_TYPE_INTERMEDIATE,
@@ -70,24 +71,9 @@ NET_MC_SPECIFIC = 8
 
 SUCCESS_STATES = frozenset({State.DELIVERED, State.ACKNOWLEDGED})
 
-STATE_TO_SMPP = {
-    State.DELIVERED: MessageState.DELIVERED,
-    State.ACKNOWLEDGED: MessageState.ACCEPTED,
-    State.UNDELIVERABLE: MessageState.UNDELIVERABLE,
-    State.EXPIRED: MessageState.EXPIRED,
-    State.REJECTED: MessageState.REJECTED,
-    State.UNKNOWN: MessageState.UNKNOWN,
-    State.DELETED: MessageState.DELETED,
-}
-STAT_TO_STATE = {
-    "DELIVRD": State.DELIVERED,
-    "ACCEPTD": State.ACKNOWLEDGED,
-    "UNDELIV": State.UNDELIVERABLE,
-    "EXPIRED": State.EXPIRED,
-    "REJECTD": State.REJECTED,
-    "UNKNOWN": State.UNKNOWN,
-    "DELETED": State.DELETED,
-}
+# Both tables live in the lifecycle authority; these names stay for the code that uses them.
+STATE_TO_SMPP = {st: ms for st, ms in lifecycle.SMPP_STATE.items() if st in lifecycle.FINAL}
+STAT_TO_STATE = lifecycle.STAT_STATE
 
 
 @attrs.frozen

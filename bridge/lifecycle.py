@@ -62,7 +62,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.ACCEPTED: frozenset({S.SCHEDULED, S.QUEUED, S.REJECTED, S.EXPIRED, S.DELETED}),
     S.SCHEDULED: frozenset({S.QUEUED, S.REJECTED, S.EXPIRED, S.DELETED}),
     # QUEUED -> SCHEDULED: replace_sm gave it a schedule_delivery_time in the future.
-    S.QUEUED: frozenset({S.SUBMITTING, S.SCHEDULED, S.REJECTED, S.EXPIRED, S.DELETED}),
+    # UNKNOWN from a waiting state: the scheduler gave up on a message whose handling failed
+    # MAX_RESCUES times in a row (a bug); it cannot say whether a device ever took it.
+    S.QUEUED: frozenset({S.SUBMITTING, S.SCHEDULED, S.REJECTED, S.EXPIRED, S.DELETED, S.UNKNOWN}),
     S.SUBMITTING: frozenset(
         {
             S.SUBMITTING,  # next part of a long message
@@ -77,7 +79,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             S.DELIVERED,
         }
     ),
-    S.RETRY_WAIT: frozenset({S.QUEUED, S.UNDELIVERABLE, S.EXPIRED, S.DELETED, S.REJECTED}),
+    S.RETRY_WAIT: frozenset({S.QUEUED, S.UNDELIVERABLE, S.EXPIRED, S.DELETED, S.REJECTED, S.UNKNOWN}),
     S.SENT: frozenset(
         {
             S.SENT,
@@ -85,6 +87,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             S.DELIVERED,
             S.ACKNOWLEDGED,
             S.UNDELIVERABLE,
+            S.REJECTED,  # the network refused it after the device took it (receipts.map REJECTD)
             S.EXPIRED,
             S.UNKNOWN,
         }
@@ -93,6 +96,23 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 for _final in FINAL:
     TRANSITIONS[_final] = frozenset()
 del _final
+
+
+# The final states a device's status can put a message in once the device took it: what a
+# receipts.map entry may name (config.py checks it at load time). DELETED is not one of them:
+# only cancel_sm deletes, and never a message a device already has.
+DEVICE_FINAL: frozenset[State] = frozenset(TRANSITIONS[S.SENT] & TRANSITIONS[S.SUBMITTING] & FINAL)
+
+# Receipt stat (SMPP 3.4 Appendix B) -> the final state it reports.
+STAT_STATE: dict[str, State] = {
+    "DELIVRD": S.DELIVERED,
+    "ACCEPTD": S.ACKNOWLEDGED,
+    "UNDELIV": S.UNDELIVERABLE,
+    "EXPIRED": S.EXPIRED,
+    "REJECTD": S.REJECTED,
+    "UNKNOWN": S.UNKNOWN,
+    "DELETED": S.DELETED,
+}
 
 
 class InvalidTransition(Exception):

@@ -189,6 +189,12 @@ class Metrics:
             ["route", "failover"],
             registry=r,
         )
+        self.messages_poisoned = Counter(
+            "smpp_bridge_messages_given_up_total",
+            "Messages finished UNKNOWN because handling them failed repeatedly (a bug: see the log)",
+            ["device", "channel"],
+            registry=r,
+        )
         self.scheduler_errors = Counter(
             "smpp_bridge_scheduler_internal_errors_total",
             "Internal errors while handling a message (the message was requeued)",

@@ -62,6 +62,9 @@ WAITING = (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED, State.ACCEPTED)
 WHOLE_TEXT_KINDS = frozenset({"smsgate", "smsgateway24"})
 TRACK_TICK = 0.25  # seconds between passes over messages waiting for handset reports
 RESCUE_DELAY = 2.0  # seconds before a message whose handling failed is taken up again
+# Failures in a row after which a message is given up: finished UNKNOWN with its receipt, so one
+# poisoned message (a bug that fails it every time) never holds its channel forever.
+MAX_RESCUES = 3
 TRACK_CONCURRENCY = 32  # messages whose reports are checked at the same time
 
 
@@ -314,17 +317,23 @@ class Channel:
             await fn(entry)
         except trio.Cancelled:
             raise
-        except Exception:
+        except Exception as exc:
+            self.sched.metrics.scheduler_errors.inc()
+            if self.sched.note_failure(entry.id) > MAX_RESCUES:
+                log.exception("channel %s: handling message %s failed", self.key, entry.id)
+                await self.sched.give_up(entry.id, exc, self)
+                return
             log.exception(
                 "channel %s: handling message %s failed (the store could not write, or a bug); "
                 "it is taken up again from its stored state in %.0f s",
                 self.key, entry.id, RESCUE_DELAY,
             )  # fmt: skip
-            self.sched.metrics.scheduler_errors.inc()
             await trio.sleep(RESCUE_DELAY)
             # Like crash recovery: the stored state says where the message is (still queued,
             # or with a device: reconciled through the device), so nothing is lost or sent twice.
             self.recover.append(entry)
+        else:
+            self.sched.failures.pop(entry.id, None)
 
     async def _wait_ready(self) -> None:
         while True:
@@ -683,6 +692,7 @@ class Scheduler:
         self.unrouted: list[QueueEntry] = []
         # Messages with every part at a device that gives handset reports: id -> since.
         self._tracked: dict[int, float] = {}
+        self.failures: dict[int, int] = {}  # message id -> handling failures in a row
         self._track_polled: dict[tuple[int, int], float] = {}
         self._track_wake = trio.Event()
         self._build()
@@ -754,6 +764,36 @@ class Scheduler:
         self.metrics.messages_final.labels(outcome.state.value).inc()
         log.info("message %s: %s (%s)", rec.message_id, outcome.state.value, outcome.detail or outcome.stat)
 
+    def note_failure(self, mid: int) -> int:
+        """Count one more failure in a row of handling message ``mid``; returns the count."""
+        n = self.failures[mid] = self.failures.get(mid, 0) + 1
+        return n
+
+    async def give_up(self, mid: int, exc: BaseException, channel: Channel | None = None) -> None:
+        """A message whose handling failed MAX_RESCUES + 1 times in a row: finish it UNKNOWN
+        with its receipt (nobody can say whether a device took it), so its channel goes on."""
+        self.failures.pop(mid, None)
+        self._tracked.pop(mid, None)
+        device, ch = (channel.device_name, channel.id) if channel is not None else ("", "")
+        self.metrics.messages_poisoned.labels(device, ch).inc()
+        detail = f"handling failed {MAX_RESCUES + 1} times in a row: {type(exc).__name__}: {exc}"[:300]
+        try:
+            await self.finish(mid, dlr.Outcome(State.UNKNOWN, "UNKNOWN", 0, None, detail))
+        except Exception:
+            # Not even that could be stored: leave it to crash recovery after the next start
+            # rather than hold the channel.
+            log.exception(
+                "message %s could not be finished after repeated failures; it stays in the store "
+                "and is looked at again after a restart. Check the disk and the log above.", mid,
+            )  # fmt: skip
+            return
+        log.error(
+            "message %s given up as UNKNOWN on %s: %s. Its receipt says UNKNOWN; the traceback "
+            "above shows the fault: report it as a bug (with the device's answer) and check "
+            "with the recipient whether the SMS arrived.",
+            mid, f"{device}:{ch}" if channel is not None else "the report tracker", detail,
+        )  # fmt: skip
+
     async def intermediate(self, mid: int) -> None:
         """The device took the first part: an ENROUTE receipt if the ESME asked (bit 4)."""
         rec = await self.store.get(f"{mid:010d}")
@@ -786,8 +826,15 @@ class Scheduler:
                 async with limiter:
                     if await self._check_tracked(mid, since):
                         self._tracked.pop(mid, None)
-            except Exception:
+            except Exception as exc:
+                self.metrics.scheduler_errors.inc()
                 log.exception("following the reports of message %s failed; will retry", mid)
+                if self.note_failure(mid) > MAX_RESCUES:
+                    await self.give_up(mid, exc)
+                else:
+                    await trio.sleep(RESCUE_DELAY)  # this message only: the others go on
+            else:
+                self.failures.pop(mid, None)
             finally:
                 checking.discard(mid)
 

@@ -764,7 +764,7 @@ receipts:
       "4": UNDELIV
       "5": {stat: UNDELIV, code: 1}
 """
-    stats = "DELIVRD, EXPIRED, DELETED, UNDELIV, ACCEPTD, UNKNOWN, REJECTD"
+    stats = "DELIVRD, EXPIRED, UNDELIV, ACCEPTD, UNKNOWN, REJECTD"  # DELETED: cancel_sm's alone
     assert problems(text) == [
         ("receipts.goip_done", 5, "expected one of 'delivered', 'accepted', got 'done'"),
         ("receipts.retention", 6, "expected a number of seconds greater than 0, got -1"),

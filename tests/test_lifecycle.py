@@ -65,3 +65,34 @@ def test_smpp_states():
     assert lifecycle.smpp_state(State.ACKNOWLEDGED) is MessageState.ACCEPTED
     assert lifecycle.smpp_state(State.QUEUED) is MessageState.ENROUTE
     assert lifecycle.smpp_state(State.DELETED) is MessageState.DELETED
+
+
+# -- config values that name a state ------------------------------------------------------------
+
+
+def test_the_network_may_reject_a_message_the_device_took():
+    # receipts.map may turn a device code into REJECTD after the device accepted the SMS.
+    check(State.SENT, State.REJECTED)
+    check(State.SUBMITTING, State.REJECTED)
+
+
+def test_receipts_map_refuses_a_stat_no_device_status_can_lead_to():
+    from bridge.config import ConfigError, load_config_text
+
+    base = "esmes:\n  - system_id: app1\n    password: pw\nreceipts:\n  map:\n    goip_http:\n"
+    cfg = load_config_text(base + '      "2172": {stat: REJECTD, err: 172}\n')
+    assert cfg.receipts.map["goip_http"]["2172"].stat == "REJECTD"
+    with pytest.raises(ConfigError) as info:
+        load_config_text(base + '      "2172": {stat: DELETED, err: 0}\n')
+    text = str(info.value)
+    assert "receipts.map.goip_http.2172.stat" in text and "DELETED" in text and "cancel_sm" in text
+
+
+def test_every_stat_a_receipts_map_may_name_is_a_legal_end_after_the_device_took_it():
+    from bridge.config import DEVICE_RECEIPT_STATS
+
+    assert "DELETED" not in DEVICE_RECEIPT_STATS
+    for stat in DEVICE_RECEIPT_STATS:
+        state = lifecycle.STAT_STATE[stat]
+        check(State.SENT, state)
+        check(State.SUBMITTING, state)
