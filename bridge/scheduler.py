@@ -50,13 +50,14 @@ import trio
 from . import dlr
 from .devices.base import Capability, DeliveryState, Driver, SendOutcome, StatusResult
 from .inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
+from . import lifecycle
 from .lifecycle import InvalidTransition, State
 from .smpp.text import message_class, split_text
 from .store import MessageRecord, QueueEntry, Store
 
 log = logging.getLogger(__name__)
 
-WAITING = (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED, State.ACCEPTED)
+WAITING = lifecycle.WAITING  # nothing has gone to a device yet (the lifecycle's definition)
 # Device kinds that take a long text whole and send it as one concatenated SMS themselves
 # (Android apps); every other kind gets each part as a separate plain SMS.
 WHOLE_TEXT_KINDS = frozenset({"smsgate", "smsgateway24"})
@@ -377,7 +378,7 @@ class Channel:
     def _set_state(self, state: str) -> None:
         if state != self.state:
             was_healthy = self.healthy
-            self.state = state
+            self.state = lifecycle.CHANNEL.check(self.state, state).value
             self.sched.metrics.set_channel_state(self.device_name, self.id, state)
             if was_healthy and not self.healthy:
                 # Its route may have no healthy channel left: the dispatcher must look again
@@ -591,7 +592,7 @@ class Channel:
         rec = await sched.store.get(f"{entry.id:010d}")
         if rec is None:
             return
-        if rec.state in (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED):
+        if rec.state in lifecycle.ROUTED_WAITING:
             # Never reached a device: back to its queue (or its timer).
             row = await sched.store.read(lambda c: c.execute(
                 "SELECT route, next_attempt_at FROM messages WHERE id=?", (rec.id,)).fetchone())

@@ -319,12 +319,8 @@ class NewMessage:
 
 
 def _initial_state(msg: NewMessage, now: float) -> State:
-    """Where a new logical message starts: routed at once when the front end found a route."""
-    if msg.route is None:
-        return State.ACCEPTED
-    if msg.schedule_at is not None and msg.schedule_at > now:
-        return State.SCHEDULED
-    return State.QUEUED
+    """Where a new logical message starts (lifecycle.initial_state)."""
+    return lifecycle.initial_state(msg.route is not None, msg.schedule_at, now)
 
 
 @attrs.frozen
@@ -348,7 +344,7 @@ class PartRecord:
     message: int
     seq: int
     total: int
-    state: str  # submitting | sent | network | delivered | failed | unknown
+    state: str  # a lifecycle.PartState value
     device: str
     channel: str
     pre_ref: str | None
@@ -371,7 +367,16 @@ class OutboxItem:
     attempts: int
 
 
-INBOUND_STATES = ("pending", "queued", "delivered", "expired", "duplicate", "refused")
+INBOUND_STATES = tuple(s.value for s in lifecycle.InboundState)
+# The inbound moves the SQL below makes, each checked against lifecycle.INBOUND once, here.
+_IN = lifecycle.InboundState
+_IN_QUEUE = lifecycle.INBOUND.move(_IN.PENDING, _IN.QUEUED)
+_IN_DUPLICATE = lifecycle.INBOUND.move(_IN.PENDING, _IN.DUPLICATE)
+_IN_UNROUTED = lifecycle.INBOUND.move(_IN.PENDING, _IN.EXPIRED)
+_IN_DELIVERED = lifecycle.INBOUND.move(_IN.QUEUED, _IN.DELIVERED)
+_IN_UNCLAIMED = lifecycle.INBOUND.move(_IN.QUEUED, _IN.EXPIRED)
+_IN_REFUSED = lifecycle.INBOUND.move(_IN.QUEUED, _IN.REFUSED)
+_IN_FINAL = tuple(sorted(s.value for s in lifecycle.INBOUND.final))
 # Where the parts of an incomplete long inbound message are missing, its text shows this.
 MISSING_PART = "(...)"
 
@@ -1408,6 +1413,8 @@ class Store:
                 )
             else:
                 self._set_state(conn, mid, state, State.SUBMITTING, f"part {seq}/{total} on {device}:{channel}", **columns)
+            was = conn.execute("SELECT state FROM parts WHERE message=? AND seq=?", (mid, seq)).fetchone()
+            lifecycle.PART.check(was[0] if was else None, lifecycle.PartState.SUBMITTING)
             conn.execute(
                 "INSERT OR REPLACE INTO parts (message, seq, total, state, device, channel, pre_ref, "
                 "ref, error, started_at) VALUES (?,?,?,?,?,?,?,NULL,NULL,?)",
@@ -1422,6 +1429,10 @@ class Store:
 
         def op(conn: sqlite3.Connection) -> None:
             now = self.clock()
+            was = conn.execute("SELECT state FROM parts WHERE message=? AND seq=?", (mid, seq)).fetchone()
+            if was is None:
+                raise KeyError((mid, seq))
+            lifecycle.PART.check(was[0], state)
             if state == "sent":
                 conn.execute(
                     "UPDATE parts SET state=?, ref=?, sent_at=? WHERE message=? AND seq=?",
@@ -1486,7 +1497,7 @@ class Store:
         self._set_state(conn, mid, State(row[0]), new, detail, **columns)
         rec = self._get_record(conn, mid)
         self._queue_receipts(conn, rec, outbox)
-        if new in (State.QUEUED, State.RETRY_WAIT, State.SCHEDULED) and self.on_new_message:
+        if new in lifecycle.ROUTED_WAITING and self.on_new_message:
             r = conn.execute(
                 "SELECT route, priority, schedule_at, expire_at, next_attempt_at, device, "
                 "channel, attempts FROM messages WHERE id=?",
@@ -1572,7 +1583,7 @@ class Store:
             if row is not None and row[0] == "mo" and row[1] is not None:
                 # An inbound message is delivered once the ESME took every one of its parts.
                 conn.execute(
-                    "UPDATE inbound SET state='delivered', done_at=? WHERE mo=? AND state='queued' "
+                    f"UPDATE inbound SET state='{_IN_DELIVERED[1]}', done_at=? WHERE mo=? AND state='{_IN_DELIVERED[0]}' "
                     "AND NOT EXISTS (SELECT 1 FROM outbox WHERE kind='mo' AND message=? "
                     "AND delivered_at IS NULL)",
                     (now, row[1], row[1]),
@@ -1603,7 +1614,7 @@ class Store:
             row = conn.execute("SELECT kind, message FROM outbox WHERE id=?", (item_id,)).fetchone()
             if row is not None and row[0] == "mo" and row[1] is not None:
                 conn.execute(
-                    "UPDATE inbound SET state='refused', done_at=? WHERE mo=? AND state='queued'",
+                    f"UPDATE inbound SET state='{_IN_REFUSED[1]}', done_at=? WHERE mo=? AND state='{_IN_REFUSED[0]}'",
                     (now, row[1]),
                 )
 
@@ -1648,7 +1659,7 @@ class Store:
             )
             for mo in mos:
                 conn.execute(
-                    "UPDATE inbound SET state='expired', done_at=? WHERE mo=? AND state='queued'",
+                    f"UPDATE inbound SET state='{_IN_UNCLAIMED[1]}', done_at=? WHERE mo=? AND state='{_IN_UNCLAIMED[0]}'",
                     (now, mo),
                 )
             return cur.rowcount
@@ -1658,7 +1669,7 @@ class Store:
     async def expire_waiting(self, now: float, outbox: Callable[[MessageRecord], list[tuple[str, str, str, float]]]) -> list[int]:
         """Messages still waiting for a channel past their validity become EXPIRED (with their
         receipts, in the same transaction)."""
-        waiting = (State.ACCEPTED.value, State.QUEUED.value, State.SCHEDULED.value, State.RETRY_WAIT.value)
+        waiting = tuple(s.value for s in lifecycle.WAITING)
 
         def op(conn: sqlite3.Connection) -> list[int]:
             rows = conn.execute(
@@ -1713,7 +1724,7 @@ class Store:
         retry_wait) whose route is not in ``routes`` gets ``route_for(esme, destination)``,
         with an event saying so. Returns (id, old route, new route) for each; a new route of
         None (nothing matches) is left for the caller to reject."""
-        waiting = (State.QUEUED.value, State.SCHEDULED.value, State.RETRY_WAIT.value)
+        waiting = tuple(s.value for s in lifecycle.ROUTED_WAITING)
 
         def op(conn: sqlite3.Connection) -> list[tuple[int, str | None, str | None]]:
             now = self.clock()
@@ -1821,7 +1832,7 @@ class Store:
         group = self._group_rows(conn, iid)
         if any(r[1] == seq and r[0] != iid for r in group):
             # The same part number again under another inbox entry (the network resent it).
-            conn.execute("UPDATE inbound SET state='duplicate', done_at=? WHERE id=?", (now, iid))
+            conn.execute(f"UPDATE inbound SET state='{_IN_DUPLICATE[1]}', done_at=? WHERE id=?", (now, iid))
             res.duplicates += 1
             return
         if len({r[1] for r in group}) >= (total or 1):
@@ -1879,7 +1890,10 @@ class Store:
             raise ValueError(f"no deliver_sm built for inbound message {mo.id}")
         for payload, expire_at in rows:
             self._add_outbox(conn, mo.esme, "mo", mo.id, payload, expire_at)
-        conn.execute("UPDATE inbound SET state='queued', esme=? WHERE mo=?", (mo.esme, mo.id))
+        conn.execute(
+            f"UPDATE inbound SET state='{_IN_QUEUE[1]}', esme=? WHERE mo=? AND state='{_IN_QUEUE[0]}'",
+            (mo.esme, mo.id),
+        )
         res.queued.append(mo)
 
     async def rewrite_pending_mo(
@@ -1914,7 +1928,7 @@ class Store:
             res = InboundResult()
             if unrouted_before is not None:
                 res.expired = conn.execute(
-                    "UPDATE inbound SET state='expired', done_at=? WHERE state='pending' "
+                    f"UPDATE inbound SET state='{_IN_UNROUTED[1]}', done_at=? WHERE state='{_IN_UNROUTED[0]}' "
                     "AND mo IS NOT NULL AND esme IS NULL AND created_at < ?",
                     (self.clock(), unrouted_before),
                 ).rowcount
@@ -1965,7 +1979,7 @@ class Store:
         def op(conn: sqlite3.Connection) -> int:
             rows = conn.execute(
                 "SELECT id, device_key FROM inbound WHERE device=? AND created_at < ? "
-                "AND state IN ('delivered', 'expired', 'duplicate', 'refused')",
+                f"AND state IN {_IN_FINAL!r}",
                 (device, before),
             ).fetchall()
             gone = [(r[0],) for r in rows if r[1] not in visible]

@@ -96,3 +96,82 @@ def test_every_stat_a_receipts_map_may_name_is_a_legal_end_after_the_device_took
         state = lifecycle.STAT_STATE[stat]
         check(State.SENT, state)
         check(State.SUBMITTING, state)
+
+
+# -- every machine ------------------------------------------------------------------------------
+
+MACHINES = [lifecycle.MESSAGE, lifecycle.PART, lifecycle.INBOUND, lifecycle.CHANNEL]
+
+
+def reachable(machine) -> set:
+    seen, todo = set(), list(machine.initial)
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.add(s)
+            todo.extend(machine.table[s])
+    return seen
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.what)
+def test_every_state_is_reachable_from_an_initial_state(machine):
+    assert reachable(machine) == set(machine.states)
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.what)
+def test_final_states_have_no_exits_and_every_other_state_can_end(machine):
+    for final, other in itertools.product(machine.final, machine.states):
+        with pytest.raises(InvalidTransition):
+            machine.check(final, other)
+    if machine is lifecycle.CHANNEL:
+        assert not machine.final  # a channel lives as long as the bridge
+        return
+    for start in set(machine.states) - machine.final:
+        seen, todo = set(), [start]
+        while todo:
+            s = todo.pop()
+            if s not in seen:
+                seen.add(s)
+                todo.extend(machine.table[s])
+        assert seen & machine.final, start
+
+
+@pytest.mark.parametrize(
+    "machine,current,new",
+    [
+        (lifecycle.PART, "sent", "submitting"),  # a part the device took is never sent again
+        (lifecycle.PART, "delivered", "sent"),
+        (lifecycle.PART, "submitting", "delivered"),  # no status before the device took it
+        (lifecycle.PART, None, "sent"),  # a part enters as submitting
+        (lifecycle.INBOUND, "duplicate", "queued"),  # a duplicate never reaches an ESME
+        (lifecycle.INBOUND, "delivered", "queued"),  # delivered once
+        (lifecycle.INBOUND, None, "queued"),
+        (lifecycle.CHANNEL, "ready", "asleep"),  # not a channel state at all
+        (lifecycle.MESSAGE, None, "sent"),
+    ],
+)
+def test_moves_not_in_a_table_raise_naming_the_machine(machine, current, new):
+    with pytest.raises((InvalidTransition, ValueError)) as err:
+        machine.check(current, new)
+    if isinstance(err.value, InvalidTransition):
+        assert machine.what in str(err.value) and str(new) in str(err.value)
+
+
+def test_one_definition_of_waiting_and_of_the_initial_state():
+    from bridge import scheduler, store
+
+    assert lifecycle.WAITING == lifecycle.CANCELLABLE == lifecycle.REPLACEABLE
+    assert scheduler.WAITING is lifecycle.WAITING
+    # Waiting = no device has the message: exactly the states cancel_sm can still end.
+    assert lifecycle.WAITING == {s for s in State if State.DELETED in TRANSITIONS[s]}
+    assert store.INBOUND_STATES == tuple(s.value for s in lifecycle.InboundState)
+    assert lifecycle.initial_state(False, None, 10.0) is State.ACCEPTED
+    assert lifecycle.initial_state(True, 20.0, 10.0) is State.SCHEDULED
+    assert lifecycle.initial_state(True, 5.0, 10.0) is State.QUEUED
+    assert {lifecycle.initial_state(r, t, 10.0) for r in (True, False) for t in (None, 5.0, 20.0)} == set(
+        lifecycle.MESSAGE.initial)
+
+
+def test_smpp_message_state_for_every_state_of_a_message():
+    assert set(lifecycle.SMPP_STATE) == set(State)
+    assert {lifecycle.smpp_state(s) for s in lifecycle.WAITING} == {MessageState.ENROUTE}

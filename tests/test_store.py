@@ -213,3 +213,19 @@ def test_newer_schema_is_refused(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="newer"):
         Store(tmp_path / "b.sqlite3").open()
+
+
+async def test_part_states_only_move_through_the_lifecycle_table(store):
+    from bridge.lifecycle import InvalidTransition
+    from bridge.store import NewMessage
+
+    acc = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"hi", route="r"))
+    mid = int(acc.message_id)
+    await store.begin_part(mid, 1, 1, "a", "1", None)
+    await store.update_part(mid, 1, "sent", ref="x1")
+    await store.update_part(mid, 1, "delivered")
+    with pytest.raises(InvalidTransition):
+        await store.update_part(mid, 1, "sent", ref="x2")  # a delivered part is never sent again
+    with pytest.raises(InvalidTransition):
+        await store.begin_part(mid, 1, 1, "a", "1", None)  # nor sent twice
+    assert [p.state for p in await store.parts(mid)] == ["delivered"]
