@@ -224,3 +224,37 @@ def test_data_sm_and_a_bad_destination():
     with pytest.raises(Refused) as info:
         submit(acc, esme, destination_addr="12ab")
     assert info.value.status == Status.RINVDSTADR
+
+
+async def test_a_message_without_validity_that_no_channel_sends_ends_expired(tmp_path, nursery):
+    # Regression: default_validity was never applied, so with every channel down such a message
+    # waited forever. Through the store's expiry sweep it now ends, with its receipt.
+    from bridge import dlr
+    from bridge.lifecycle import State
+    from bridge.store import Store
+
+    acc, esme, clock = make(default_validity=3600, max_validity=7200)
+    store = Store(tmp_path / "b.sqlite3", clock=lambda: clock.wall)
+    store.open()
+    await nursery.start(store.run)
+    try:
+        msg = submit(acc, esme, registered_delivery=1).messages[0].msg
+        stored = await store.accept(msg)
+        assert await store.expire_waiting(NOW + 3599, lambda r: []) == []
+        expired = await store.expire_waiting(
+            NOW + 3601, lambda r: dlr.receipt_rows(r, dlr.Outcome(State.EXPIRED, "EXPIRED"), 600))
+        assert expired == [int(stored.message_id)]
+        assert (await store.get(stored.message_id)).state is State.EXPIRED
+        assert len(await store.pending_outbox("app")) == 1
+    finally:
+        store.close()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab 1€[]{}~|^\\\n") + ["é", "ж", "ê", "😀"]), max_size=400))
+def test_the_segment_count_is_always_the_number_of_parts_sent(text):
+    assert acceptance_mod.segment_count(text) == len(split_text(text).parts)

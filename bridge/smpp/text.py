@@ -464,7 +464,18 @@ def part_count(text: str, *, ref_bits: int = 8) -> int:
     the parts the scheduler sends, so throughput limits count what goes on the air."""
     if len(text) <= 35:  # 35 characters of at most 2 septets / 2 UTF-16 units always fit one SMS
         return 1
+    # The common case, one SMS, without building the parts (C-level set and codec calls: this
+    # runs for every submit).
+    if _GSM_SET.issuperset(text):
+        if len(text.translate(_EXT_DOUBLE)) <= GSM7_SINGLE:
+            return 1
+    elif len(text.encode("utf-16-le", "surrogatepass")) <= 2 * UCS2_SINGLE:
+        return 1
     return len(split_text(text, ref_bits=ref_bits).parts)
+
+
+_GSM_SET = frozenset(_GSM_COST)
+_EXT_DOUBLE = {ord(ch): ch * 2 for ch in GSM7_EXTENSION_CHARS}
 
 
 # --- helpers for receipts and logs ---------------------------------------------------------
