@@ -1,4 +1,4 @@
-"""The one step that decides about an incoming message (ARCHITECTURE.md rule 2).
+"""The one step that decides about an incoming message (docs/architecture.md, rule 2).
 
 Rules
 -----

@@ -1,5 +1,5 @@
 """Every state machine of the bridge, each in one table: messages, their device parts, inbound
-SMS and channels. The one lifecycle authority (ARCHITECTURE.md rule 2).
+SMS and channels. The one lifecycle authority (docs/architecture.md, rule 2).
 
 Rules
 -----
