@@ -110,7 +110,7 @@ async def test_a_receipts_map_entry_to_rejectd_finishes_the_message_and_the_chan
         "+4911": StatusResult(DeliveryState.FAILED, error_code="42"),
         "+4922": StatusResult(DeliveryState.DELIVERED),
     })  # fmt: skip
-    sched = Scheduler(config(receipts), store, {"a": driver}, Metrics(), clock=trio.current_time)
+    sched = Scheduler(config(receipts), store, {"a": driver}, Metrics(), clock=autojump_clock.current_time)
     store.on_new_message = sched.on_new_message
     await nursery.start(sched.run)
     one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"hi", route="r",
@@ -130,7 +130,7 @@ async def test_a_message_whose_handling_always_fails_ends_unknown_and_frees_its_
 
     driver = Driver({"+4911": broken, "+4922": StatusResult(DeliveryState.DELIVERED)})
     metrics = Metrics()
-    sched = Scheduler(config(), store, {"a": driver}, metrics, clock=trio.current_time)
+    sched = Scheduler(config(), store, {"a": driver}, metrics, clock=autojump_clock.current_time)
     store.on_new_message = sched.on_new_message
     await nursery.start(sched.run)
     one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"hi", route="r",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import cli, inbound, logs, server
+from bridge import acceptance, cli, inbound, logs
 from bridge.config import default_store_path, load_config_text, store_location_issues
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,7 +258,7 @@ def test_hash_password_asks_twice_and_refuses_two_different_answers(monkeypatch,
 
 
 def test_one_masking_of_phone_numbers_everywhere_and_in_the_readme():
-    for mask in (logs.mask_number, server._mask_number, inbound.mask_number):
+    for mask in (logs.mask_number, acceptance.mask_number, inbound.mask_number):
         assert mask("+4915550001") == "+4915******"
         assert mask("4915550001") == "4915******"
         assert mask("004915550001") == "004915******"
