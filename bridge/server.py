@@ -88,7 +88,9 @@ class SmppServer:
         self.connections: set[Connection] = set()
         self.binds: dict[str, list[Connection]] = {}
         # Every decision about a submit (validity, coding, segments, route, opt-out, throughput).
-        self.acceptance = Acceptance(config, clock=clock, is_opted_out=store.is_opted_out, metrics=metrics)
+        self.acceptance = Acceptance(
+            config, clock=clock, is_opted_out=lambda number: store.is_opted_out(number), metrics=metrics
+        )
         self.pending_accepts = 0
         self.ports: list[int] = []
         self._fails: dict[str, deque[float]] = {}
