@@ -51,7 +51,7 @@ from . import dlr
 from .devices.base import Capability, DeliveryState, Driver, SendOutcome, StatusResult
 from .inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from . import lifecycle
-from .lifecycle import InvalidTransition, State
+from .lifecycle import InvalidTransition, State, is_final
 from .smpp.text import message_class, split_text
 from .store import MessageRecord, QueueEntry, Store
 
@@ -318,23 +318,36 @@ class Channel:
             await fn(entry)
         except trio.Cancelled:
             raise
-        except Exception as exc:
-            self.sched.metrics.scheduler_errors.inc()
-            if self.sched.note_failure(entry.id) > MAX_RESCUES:
-                log.exception("channel %s: handling message %s failed", self.key, entry.id)
-                await self.sched.give_up(entry.id, exc, self)
+        except InvalidTransition as exc:
+            if not is_final(exc.current):
+                await self._rescue(entry, exc)
                 return
-            log.exception(
-                "channel %s: handling message %s failed (the store could not write, or a bug); "
-                "it is taken up again from its stored state in %.0f s",
-                self.key, entry.id, RESCUE_DELAY,
-            )  # fmt: skip
-            await trio.sleep(RESCUE_DELAY)
-            # Like crash recovery: the stored state says where the message is (still queued,
-            # or with a device: reconciled through the device), so nothing is lost or sent twice.
-            self.recover.append(entry)
+            # A lost race, not a fault: while this channel picked the message up, the expiry
+            # sweep or cancel_sm finished it (with its receipt). Nothing was sent; go on.
+            log.debug("channel %s: message %s was finished meanwhile (%s)", self.key, entry.id, exc)
+            self.sched.failures.pop(entry.id, None)
+        except Exception as exc:
+            await self._rescue(entry, exc)
         else:
             self.sched.failures.pop(entry.id, None)
+
+    async def _rescue(self, entry: QueueEntry, exc: Exception) -> None:
+        """Handling ``entry`` failed (the store could not write, or a bug): take it up again from
+        its stored state after RESCUE_DELAY, or give it up after MAX_RESCUES in a row."""
+        self.sched.metrics.scheduler_errors.inc()
+        if self.sched.note_failure(entry.id) > MAX_RESCUES:
+            log.error("channel %s: handling message %s failed", self.key, entry.id, exc_info=exc)
+            await self.sched.give_up(entry.id, exc, self)
+            return
+        log.error(
+            "channel %s: handling message %s failed (the store could not write, or a bug); "
+            "it is taken up again from its stored state in %.0f s",
+            self.key, entry.id, RESCUE_DELAY, exc_info=exc,
+        )  # fmt: skip
+        await trio.sleep(RESCUE_DELAY)
+        # Like crash recovery: the stored state says where the message is (still queued, or
+        # with a device: reconciled through the device), so nothing is lost or sent twice.
+        self.recover.append(entry)
 
     async def _wait_ready(self) -> None:
         while True:

@@ -1,0 +1,113 @@
+"""Two parts of the bridge may decide about one waiting message at the same moment: a channel
+picks it up while the expiry sweep (or cancel_sm) finishes it. The message must end once, with
+one receipt, nothing sent, and the channel must go straight on: a lost race is not a fault.
+
+Found by the model-based test (tests/model): a message whose validity ran out while a channel
+was about to send it was "rescued" as if its handling had failed, logged with a traceback and
+finished a second time. Simulated time (trio's autojump clock); the real store, run inline so
+the clock never jumps during a commit."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from bridge.config import Config, DeviceConfig, EsmeConfig, RouteConfig
+from bridge.devices.base import (
+    Capability,
+    ChannelHealth,
+    DeliveryState,
+    DeviceHealth,
+    SendOutcome,
+    SendResult,
+    StatusResult,
+)
+from bridge.dlr import Outcome, decode_payload
+from bridge.lifecycle import State
+from bridge.metrics import Metrics
+from bridge.scheduler import Scheduler
+from bridge.store import NewMessage, Store, run_inline
+
+
+class Driver:
+    """One line that delivers everything it is given."""
+
+    capabilities: frozenset[Capability] = frozenset()
+
+    def __init__(self) -> None:
+        self.name = "a"
+        self.kind = "router"
+        self.channels = ("1",)
+        self.sent: list[str] = []
+
+    async def send(self, channel, destination, text, *, flash=False, urgent=False) -> SendResult:
+        self.sent.append(destination)
+        return SendResult(SendOutcome.ACCEPTED, ref=f"r{len(self.sent)}")
+
+    async def status(self, channel, ref) -> StatusResult:
+        return StatusResult(DeliveryState.DELIVERED)
+
+    async def last_ref(self, channel):
+        return None
+
+    async def health(self) -> DeviceHealth:
+        return DeviceHealth(reachable=True, channels={"1": ChannelHealth()})
+
+    async def inbox(self):
+        return []
+
+    async def aclose(self):
+        pass
+
+
+CONFIG = Config(
+    esmes=(EsmeConfig("app"),),
+    devices=(DeviceConfig(name="a", kind="router", lines=1, status_poll_interval=1, status_timeout=30),),
+    routes=(RouteConfig(name="r", channels=[("a", "1")]),),
+)
+
+
+async def test_a_message_expired_while_a_channel_picks_it_ends_once_and_the_channel_goes_on(
+    tmp_path, nursery, autojump_clock, caplog
+):
+    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
+    store.open()
+    await nursery.start(store.run)
+    driver = Driver()
+    metrics = Metrics()
+    sched = Scheduler(CONFIG, store, {"a": driver}, metrics, clock=trio.current_time)
+    expired = Outcome(State.EXPIRED, "EXPIRED", 0, None, "validity period ended")
+
+    # The race, made certain: right after the channel read the message (still QUEUED, still
+    # valid), the expiry sweep finishes it, before the channel marks its first part.
+    real_parts = store.parts
+    raced: list[int] = []
+
+    async def parts_after_the_sweep(mid: int):
+        if not raced:
+            raced.append(mid)
+            await store.expire_waiting(trio.current_time() + 10**6, lambda r: sched.receipt_rows.rows(r, expired))
+        return await real_parts(mid)
+
+    store.parts = parts_after_the_sweep  # type: ignore[method-assign]
+    store.on_new_message = sched.on_new_message
+    await nursery.start(sched.run)
+    caplog.set_level(logging.WARNING)
+    one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"one", route="r",
+                                        registered_delivery=1, expire_at=trio.current_time() + 100))  # fmt: skip
+    two = await store.accept(NewMessage(esme="app", destination_addr="+4922", body=b"two", route="r"))
+    with trio.fail_after(600):
+        while (rec := await store.get(two.message_id)) is None or rec.state is not State.DELIVERED:
+            await trio.sleep(1)
+    assert raced, "the race was not staged"
+    assert (await store.get(one.message_id)).state is State.EXPIRED
+    assert driver.sent == ["+4922"]  # the expired one never went out
+    receipts = [decode_payload(i.payload).params["short_message"].decode() for i in await store.pending_outbox("app")]
+    assert len(receipts) == 1 and "stat:EXPIRED" in receipts[0]
+    # Not treated as a fault: no rescue, no error count, no traceback in the log.
+    assert metrics.scheduler_errors._value.get() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "failed" in r.getMessage()], caplog.text
+    # The second message went out at once, not after a rescue delay.
+    events = await store.events(two.message_id)
+    assert events[-1].at - events[0].at < 30
