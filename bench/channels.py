@@ -34,7 +34,7 @@ import trio
 
 from bridge.app import App
 from bridge.config import load_config_text
-from bridge.emulators.goip import GoipEmulator
+from bridge.devices.goip_http.emulator import GoipEmulator
 from bridge.store import NewMessage
 
 

@@ -276,7 +276,7 @@ def _build_emulator(args: argparse.Namespace) -> tuple[Any, str]:
     kind = args.kind
     seed = args.seed
     if kind == "goip":
-        from .emulators.goip import GoipEmulator
+        from .devices.goip_http.emulator import GoipEmulator
 
         emu = GoipEmulator(
             lines=args.lines,
@@ -287,7 +287,7 @@ def _build_emulator(args: argparse.Namespace) -> tuple[Any, str]:
         )
         return emu, f"{args.lines} lines, user {emu.username!r}"
     if kind == "router":
-        from .emulators.router import RouterEmulator
+        from .devices.router.emulator import RouterEmulator
 
         emu = RouterEmulator(
             username=_pick(args.username, "user1"),
@@ -300,7 +300,7 @@ def _build_emulator(args: argparse.Namespace) -> tuple[Any, str]:
     if kind == "brevis":
         import ssl
 
-        from .emulators.brevis import BrevisEmulator
+        from .devices.brevis.emulator import BrevisEmulator
 
         ctx = None
         if args.certfile:
@@ -315,7 +315,7 @@ def _build_emulator(args: argparse.Namespace) -> tuple[Any, str]:
         )
         return emu, f"/api.php, user {emu.username!r}" + (" (HTTPS)" if ctx else "")
     if kind == "smsgateway24":
-        from .emulators.smsgateway24 import SmsGateway24Emulator
+        from .devices.smsgateway24.emulator import SmsGateway24Emulator
 
         timeline = (
             tuple(float(x) for x in args.timeline.split(","))
@@ -335,7 +335,7 @@ def _build_emulator(args: argparse.Namespace) -> tuple[Any, str]:
         )
         return emu, f"cloud API at /getdata/, account {emu.email!r}, device {emu.device_id}"
     if kind == "smsgate":
-        from .emulators.smsgate import SmsGateEmulator
+        from .devices.smsgate.emulator import SmsGateEmulator
 
         emu = SmsGateEmulator(
             username=_pick(args.username, "sms"),
@@ -378,7 +378,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def _emulate_goip_udp(args: argparse.Namespace) -> int:
-    from .emulators.goip_udp import GoipUdpEmulator
+    from .devices.goip_udp.emulator import GoipUdpEmulator
 
     if not args.password:
         print("emulate goip_udp: --password is required (the SMS-server password set in the bridge)", file=sys.stderr)

@@ -195,7 +195,7 @@ async def run_goip_site(data_dir: Path, smpp_port: int, admin_port: int) -> None
     """The default demo: one emulated GoIP (8 lines, HTTP API), a catch-all route."""
     from .app import App
     from .config import default_demo_config
-    from .emulators.goip import GoipEmulator
+    from .devices.goip_http.emulator import GoipEmulator
 
     async with trio.open_nursery() as nursery:
         # A GoIP with 8 lines and fast timings, so receipts come back within seconds.
@@ -233,10 +233,10 @@ async def run_mixed_site(data_dir: Path, smpp_port: int, admin_port: int) -> Non
     """GoIP (HTTP) + GoIP (UDP SMS-server mode) + LTE router + Android phone (SMSGate)."""
     from .app import App
     from .config import load_config
-    from .emulators.goip import GoipEmulator
-    from .emulators.goip_udp import GoipUdpEmulator
-    from .emulators.router import RouterEmulator
-    from .emulators.smsgate import SmsGateEmulator
+    from .devices.goip_http.emulator import GoipEmulator
+    from .devices.goip_udp.emulator import GoipUdpEmulator
+    from .devices.router.emulator import RouterEmulator
+    from .devices.smsgate.emulator import SmsGateEmulator
 
     notes = []
     if admin_port == 0:

@@ -18,7 +18,7 @@ def build_driver(device: Any) -> Driver:
     """A driver for one configured device (``config.DeviceConfig``)."""
     opts = device.options
     if device.kind == "goip_http":
-        from .goip_http import GoipHttpDriver
+        from .goip_http.driver import GoipHttpDriver
 
         return GoipHttpDriver(
             device.name,
@@ -32,7 +32,7 @@ def build_driver(device: Any) -> Driver:
             status_max_age=min(0.1, device.status_poll_interval / 4),
         )
     if device.kind == "goip_udp":
-        from .goip_udp import GoipUdpDriver
+        from .goip_udp.driver import GoipUdpDriver
 
         return GoipUdpDriver(
             device.name,
@@ -44,7 +44,7 @@ def build_driver(device: Any) -> Driver:
             resend_send=opts["resend_send"],
         )
     if device.kind == "router":
-        from .router import RouterDriver
+        from .router.driver import RouterDriver
 
         return RouterDriver(
             device.name,
@@ -57,7 +57,7 @@ def build_driver(device: Any) -> Driver:
             verify_tls=opts["verify_tls"],
         )
     if device.kind == "brevis":
-        from .brevis import BrevisDriver
+        from .brevis.driver import BrevisDriver
 
         return BrevisDriver(
             device.name,
@@ -70,7 +70,7 @@ def build_driver(device: Any) -> Driver:
             hexmode=opts["hexmode"],
         )
     if device.kind == "smsgateway24":
-        from .smsgateway24 import SmsGateway24Driver
+        from .smsgateway24.driver import SmsGateway24Driver
 
         return SmsGateway24Driver(
             device.name,
@@ -84,7 +84,7 @@ def build_driver(device: Any) -> Driver:
             verify_tls=opts["verify_tls"],
         )
     if device.kind == "smsgate":
-        from .smsgate import SmsGateDriver
+        from .smsgate.driver import SmsGateDriver
 
         secret = opts.get("webhook_secret")
         return SmsGateDriver(

@@ -13,8 +13,8 @@ import pytest
 import trustme
 
 from bridge.devices.base import DeliveryState, DeviceError, Driver, SendOutcome
-from bridge.devices.brevis import BrevisDriver, encode_hex, needs_hex, parse_send_answer
-from bridge.emulators.brevis import BrevisEmulator
+from bridge.devices.brevis.driver import BrevisDriver, encode_hex, needs_hex, parse_send_answer
+from bridge.devices.brevis.emulator import BrevisEmulator
 
 USER = "apiuser-7"
 PASSWORD = "Brev1s&secret%"

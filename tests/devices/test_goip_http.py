@@ -23,7 +23,7 @@ from bridge.devices.base import (
     SendOutcome,
     install_httpx_log_redaction,
 )
-from bridge.devices.goip_http import (
+from bridge.devices.goip_http.driver import (
     GoipHttpDriver,
     LineSlot,
     infer_received_at,
@@ -34,7 +34,7 @@ from bridge.devices.goip_http import (
     parse_send_answer,
     parse_send_status_xml,
 )
-from bridge.emulators.goip import GoipEmulator
+from bridge.devices.goip_http.emulator import GoipEmulator
 
 USER = "gw-user-7"
 PASSWORD = "Pa55-w0rd!sekret"

@@ -16,7 +16,7 @@ from bridge.devices.base import (
     Driver,
     SendOutcome,
 )
-from bridge.devices.goip_udp import (
+from bridge.devices.goip_udp.driver import (
     GoipUdpDriver,
     build_msg,
     classify_errorstatus,
@@ -27,7 +27,7 @@ from bridge.devices.goip_udp import (
     parse_reply,
     redact_datagram,
 )
-from bridge.emulators.goip_udp import GoipUdpEmulator
+from bridge.devices.goip_udp.emulator import GoipUdpEmulator
 
 PASSWORD = "Udp-Pa55!w0rd:x,y"
 WRONG = "Wr0ng-Pass-77"

@@ -20,7 +20,7 @@ from bridge.devices.base import (
     InboundSms,
     SendOutcome,
 )
-from bridge.devices.router import (
+from bridge.devices.router.driver import (
     PART_MISSING,
     RouterDriver,
     RouterSms,
@@ -31,7 +31,7 @@ from bridge.devices.router import (
     parse_sms_total,
     router_device_key,
 )
-from bridge.emulators.router import RouterEmulator
+from bridge.devices.router.emulator import RouterEmulator
 
 USER = "smsgw-user-3"
 PASSWORD = "R0uter&pa55%n!"

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from bridge.devices.base import Capability, DeliveryState, DeviceError, Driver, SendOutcome
-from bridge.devices.smsgate import (
+from bridge.devices.smsgate.driver import (
     EVENTS,
     SmsGateDriver,
     failure_code,
@@ -27,7 +27,7 @@ from bridge.devices.smsgate import (
     verify_webhook_signature,
 )
 from bridge.emulators.http import HttpServer, Request, text_response
-from bridge.emulators.smsgate import SmsGateEmulator
+from bridge.devices.smsgate.emulator import SmsGateEmulator
 
 USER = "sms-user"
 PASSWORD = "Gate-Pa55!sekret"

@@ -14,14 +14,14 @@ import pytest
 import trio
 
 from bridge.devices.base import Capability, DeliveryState, DeviceError, Driver, SendOutcome
-from bridge.devices.smsgateway24 import (
+from bridge.devices.smsgateway24.driver import (
     SmsGateway24Driver,
     judge_status,
     parse_device_status,
     parse_inbox_rows,
     parse_php_datetime,
 )
-from bridge.emulators.smsgateway24 import SmsGateway24Emulator
+from bridge.devices.smsgateway24.emulator import SmsGateway24Emulator
 
 EMAIL = "ops-sg24@example.org"
 PASSWORD = "Sg24-Pa55!sekret"

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trustme
 
-from bridge.emulators.brevis import BrevisEmulator, BrevisFaults, run_brevis_emulator
+from bridge.devices.brevis.emulator import BrevisEmulator, BrevisFaults, run_brevis_emulator
 
 API = "/api.php"
 CREDS = {"username": "apiuser", "password": "secret"}

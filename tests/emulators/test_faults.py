@@ -15,13 +15,13 @@ from urllib.parse import parse_qsl, urlencode
 import attrs
 import pytest
 
-from bridge.emulators.brevis import BrevisEmulator
+from bridge.devices.brevis.emulator import BrevisEmulator
 from bridge.emulators.faults import RAW_GARBAGE, HttpDeviceEmulator, HttpFaults
-from bridge.emulators.goip import GoipEmulator
+from bridge.devices.goip_http.emulator import GoipEmulator
 from bridge.emulators.http import HANG, RawReply, Request, Response
-from bridge.emulators.router import RouterEmulator
-from bridge.emulators.smsgate import SmsGateEmulator
-from bridge.emulators.smsgateway24 import SmsGateway24Emulator
+from bridge.devices.router.emulator import RouterEmulator
+from bridge.devices.smsgate.emulator import SmsGateEmulator
+from bridge.devices.smsgateway24.emulator import SmsGateway24Emulator
 
 
 def make_request(

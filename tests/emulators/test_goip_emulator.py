@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from bridge.emulators.goip import GoipEmulator, GoipFaults, run_goip_emulator
+from bridge.devices.goip_http.emulator import GoipEmulator, GoipFaults, run_goip_emulator
 from bridge.emulators.http import HANG, HttpServer, RawReply, Request, Response, text_response
 
 INBOX_RE = re.compile(

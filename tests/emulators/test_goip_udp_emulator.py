@@ -7,7 +7,7 @@ import logging
 import pytest
 import trio
 
-from bridge.emulators.goip_udp import GoipUdpEmulator, run_goip_udp_emulator
+from bridge.devices.goip_udp.emulator import GoipUdpEmulator, run_goip_udp_emulator
 
 PASSWORD = "udp-Secr3t!pw"
 

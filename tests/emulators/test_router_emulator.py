@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from bridge.emulators.router import (
+from bridge.devices.router.emulator import (
     RouterEmulator,
     RouterFaults,
     StorageFull,

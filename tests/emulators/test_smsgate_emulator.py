@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from bridge.emulators.http import HttpServer, Request, text_response
-from bridge.emulators.smsgate import SmsGateEmulator, SmsGateFaults, run_smsgate_emulator
+from bridge.devices.smsgate.emulator import SmsGateEmulator, SmsGateFaults, run_smsgate_emulator
 
 AUTH = ("sms", "password")
 KEY = "signing-key-123"

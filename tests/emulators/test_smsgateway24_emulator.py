@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from bridge.emulators.smsgateway24 import (
+from bridge.devices.smsgateway24.emulator import (
     Sg24Faults,
     SmsGateway24Emulator,
     run_smsgateway24_emulator,

@@ -22,7 +22,7 @@ import trio
 
 from bridge.app import App
 from bridge.config import load_config_text
-from bridge.emulators.goip import GoipEmulator
+from bridge.devices.goip_http.emulator import GoipEmulator
 from bridge.lifecycle import FINAL, SMPP_STATE, State
 from bridge.smpp.constants import CommandId as C
 from bridge.smpp.constants import MessageState, Status, Tag

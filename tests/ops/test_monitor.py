@@ -7,7 +7,7 @@ from prometheus_client import generate_latest
 from bridge.config import load_config_text
 from bridge.devices import build_driver
 from bridge.devices.base import SendOutcome
-from bridge.emulators.goip import GoipEmulator
+from bridge.devices.goip_http.emulator import GoipEmulator
 from bridge.metrics import Metrics
 from bridge.monitor import Monitor, instrument
 from bridge.store import Store

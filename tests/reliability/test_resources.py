@@ -251,7 +251,7 @@ async def test_full_and_read_only_database_in_process(tmp_path):
 
 
 async def test_store_outage_does_not_strand_messages_being_sent(tmp_path):
-    from bridge.emulators.goip import GoipEmulator
+    from bridge.devices.goip_http.emulator import GoipEmulator
 
     emulator = GoipEmulator(lines=2, send_duration=0.2)
     async with trio.open_nursery() as nursery:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.devices.goip_http import GoipHttpDriver
+from bridge.devices.goip_http.driver import GoipHttpDriver
 from bridge.smpp.text import (
     GSM7_MULTI,
     GSM7_MULTI_REF16,

@@ -1,0 +1,1 @@
+"""The brevis device kind: driver, config loader, emulator and capabilities in one folder."""

@@ -1,0 +1,1 @@
+"""The goip_http device kind: driver, config loader, emulator and capabilities in one folder."""

@@ -1,0 +1,1 @@
+"""The router device kind: driver, config loader, emulator and capabilities in one folder."""

@@ -1,0 +1,1 @@
+"""The smsgate device kind: driver, config loader, emulator and capabilities in one folder."""

@@ -1,0 +1,1 @@
+"""The smsgateway24 device kind: driver, config loader, emulator and capabilities in one folder."""
