@@ -513,7 +513,7 @@ class AdminServer:
         for an inbound SMS, answers only once the SMS is stored (503 meanwhile: the phone retries)."""
         name = p["device"]
         driver = self.app.drivers.get(name)
-        if driver is None or getattr(driver, "kind", None) != "smsgate":
+        if driver is None or not driver.declared.webhooks:
             raise ApiError(404, f"no smsgate device {name!r} runs in this bridge",
                            "the webhook URL ends in the device's name from the config: /webhooks/smsgate/NAME")
         status, detail = await driver.handle_webhook_async(dict(req.headers), req.body)

@@ -125,7 +125,7 @@ class App:
                     # Drivers that listen themselves (GoIP SMS-server mode: the GoIP calls us)
                     # before anything sends through them.
                     for name, driver in self.drivers.items():
-                        if callable(getattr(driver, "serve", None)):
+                        if driver.declared.push_listener:
                             await nursery.start(self._serve_driver, name, driver)
                     await nursery.start(self.dispatcher.run)
                     await nursery.start(self.inbound.run)
@@ -165,7 +165,8 @@ class App:
                           "Is another program (or another device of this config) using that port?") from None
 
     def _smsgate_devices(self) -> list[Any]:
-        return [d for d in self.config.devices if d.kind == "smsgate" and d.name in self.drivers]
+        """Devices whose kind calls webhooks (Capabilities.webhooks: SMSGate phones)."""
+        return [d for d in self.config.devices if d.name in self.drivers and self.drivers[d.name].declared.webhooks]
 
     def _webhook_devices(self) -> list[Any]:
         """SMSGate devices whose webhooks the bridge registers on the phone at start."""

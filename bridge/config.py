@@ -14,7 +14,7 @@ it. All checking happens at the edge, in the loader, which
 
 Sections that refer to each other: routes name devices (so ``devices`` loads first and routes
 resolve ``device:channels`` against it), and an ESME's ``default_route`` names a route (checked
-once every section has loaded). Device kinds are one entry each in `_DEVICE_KINDS`.
+once every section has loaded). Device kinds are one folder each, bridge/devices/<kind>/.
 
 Adding a section takes three steps: an attrs class with defaults,
 a loader ``_load_<name>(ctx, node, path) -> Class`` built on `_Map` (look at `_load_limits`,
@@ -47,6 +47,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bridge import lifecycle, passwords
+from bridge.devices import registry as device_registry
 
 __all__ = [
     "AMBIGUOUS_POLICIES",
@@ -1772,14 +1773,14 @@ def _device_password_problem(value: str) -> str | None:
     return None
 
 
-_DEVICE_PASSWORD_KEYS = ("password", "password_env", "password_file")
+DEVICE_PASSWORD_KEYS = ("password", "password_env", "password_file")
 
 
 def _load_device_password(m: _Map) -> Any:
     """Exactly one of password / password_env / password_file: a Secret, or _BAD (reported)."""
-    given = _sources_given(m, _DEVICE_PASSWORD_KEYS)
+    given = _sources_given(m, DEVICE_PASSWORD_KEYS)
     secret, _ = _read_secret(
-        m, _DEVICE_PASSWORD_KEYS, check=_device_password_problem, alternatives="password_env or password_file"
+        m, DEVICE_PASSWORD_KEYS, check=_device_password_problem, alternatives="password_env or password_file"
     )
     if not given:
         m.ctx.error(
@@ -1794,28 +1795,6 @@ def _load_device_password(m: _Map) -> Any:
             )
         return _BAD
     return _BAD if secret is None else secret
-
-
-def _load_goip_http(m: _Map) -> dict[str, Any]:
-    """Keys of a GoIP driven over its HTTP API (docs/devices/goip.md, part 1)."""
-    url = m.get_str(
-        "url", None, what="the GoIP's base URL, like http://192.168.1.50", required=True,
-        check=_device_url_problem,
-    )
-    username = m.get_str("username", "admin", what="a user name", check=_username_problem)
-    password = _load_device_password(m)
-    if m.has("lines"):
-        lines: Any = m.get_int("lines", 0, lo=1, hi=GOIP_MAX_LINES)
-        if "lines" in m.bad:
-            lines = _BAD
-    else:
-        lines = m.missing("lines", f"the number of GSM lines (SIM slots) of this GoIP, 1..{GOIP_MAX_LINES}")
-    return {
-        "url": url.rstrip("/") if isinstance(url, str) else _BAD,
-        "username": username,
-        "password": password,
-        "lines": lines,
-    }
 
 
 def _load_http_device(m: _Map, what: str, *, default_url: str | None = None,
@@ -1842,145 +1821,9 @@ def _tls_options(m: _Map) -> dict[str, Any]:
     return opts
 
 
-def _load_router(m: _Map) -> dict[str, Any]:
-    """An LTE router with "send SMS via URL" (Teltonika style; docs/devices/router.md)."""
-    fields = _load_http_device(m, "router")
-    options = {"method": m.get_choice("method", "post", ("post", "get")), **_tls_options(m)}
-    if m.has("modem"):
-        options["modem"] = m.get_str("modem", None, what="the modem id, like 1-1")
-    return {**fields, "lines": 1, "options": options}
-
-
-def _load_brevis(m: _Map) -> dict[str, Any]:
-    """A brevis.one SMS gateway (/api.php; docs/devices/brevis.md)."""
-    fields = _load_http_device(m, "brevis.one gateway")
-    options = {
-        "method": m.get_choice("method", "post", ("post", "get")),
-        "hexmode": m.get_choice("hexmode", "auto", ("auto", "always", "never")),
-        **_tls_options(m),
-    }
-    return {**fields, "lines": 1, "options": options}
-
-
-def _load_smsgateway24(m: _Map) -> dict[str, Any]:
-    """An Android phone through the SmsGateway24 cloud API (docs/devices/smsgateway24.md)."""
-    fields = _load_http_device(m, "SmsGateway24 API", default_url="https://smsgateway24.com",
-                               default_username="", username_key="email")
-    if isinstance(fields["username"], str) and not fields["username"]:
-        fields["username"] = m.missing("email", "the SmsGateway24 account's e-mail address")
-    device_id = m.get_int("device_id", 0, lo=1) if m.has("device_id") else m.missing(
-        "device_id", "the phone's device id in SmsGateway24")
-    sims = m.get_int("sims", 1, lo=1, hi=2)
-    options = {
-        "device_id": device_id,
-        "offline_after": m.get_number("offline_after", 300.0, exclusive=True, what="a number of seconds"),
-        **_tls_options(m),
-    }
-    return {**fields, "lines": sims, "options": options}
-
-
-_WEBHOOK_SECRET_KEYS = ("webhook_secret", "webhook_secret_env", "webhook_secret_file")
-
-
-def _load_smsgate(m: _Map) -> dict[str, Any]:
-    """An Android phone running SMSGate (android-sms-gateway) in local server mode
-    (docs/devices/smsgate.md)."""
-    fields = _load_http_device(m, "phone", default_username="sms")
-    sims = m.get_int("sims", 1, lo=1, hi=3)
-    secret, _ = _read_secret(m, _WEBHOOK_SECRET_KEYS, check=_device_password_problem,
-                             alternatives="webhook_secret_env or webhook_secret_file")
-    options: dict[str, Any] = {
-        "with_delivery_report": m.get_bool("with_delivery_report", True),
-        "register_webhooks": m.get_bool("register_webhooks", False),
-        "webhook_secret": secret,
-        **_tls_options(m),
-    }
-    if m.has("webhook_url"):
-        options["webhook_url"] = m.get_str("webhook_url", None, what="the URL the phone calls",
-                                           check=_device_url_problem)
-    if options["register_webhooks"] and "webhook_url" not in options:
-        m.missing("webhook_url", "the bridge's webhook URL as the phone reaches it, like "
-                  "https://bridge.lan:8025/webhooks/smsgate/<device name>")
-    return {**fields, "lines": sims, "options": options}
-
-
-def _load_goip_udp(m: _Map) -> dict[str, Any]:
-    """A GoIP whose SMS server is the bridge (UDP; docs/devices/goip.md, part 2)."""
-    password = _load_device_password(m)
-    if isinstance(password, Secret) and (";" in password.reveal() or any(c.isspace() for c in password.reveal())):
-        m.fail("password", m.key_line("password"), "the GoIP SMS-server password cannot contain ';' or spaces")
-        password = _BAD
-    options: dict[str, Any] = {
-        "listen_host": m.get_str("listen_host", "0.0.0.0", what="an address to listen on", check=_host_problem),
-        "listen_port": m.get_int("listen_port", 44444, lo=1, hi=65535),
-        "keepalive_timeout": m.get_number("keepalive_timeout", 92.0, exclusive=True, what="a number of seconds"),
-        "resend_send": m.get_bool("resend_send", False),
-    }
-    lines: Any = _BAD
-    node = m.node("line_ids")
-    if node is None:
-        m.missing("line_ids", 'a map of channel -> the line id set on the GoIP, like {1: gw1, 2: gw2}')
-    elif not isinstance(node, MappingNode):
-        m.fail("line_ids", node, 'expected a map of channel -> line id, like {1: gw1, 2: gw2}')
-    else:
-        ids: dict[str, str] = {}
-        for key_node, value_node in node.value:
-            key = str(_scalar_or_bad(m.ctx, key_node)).lstrip("0") or "0"
-            value = _scalar_or_bad(m.ctx, value_node)
-            if not isinstance(value, (str, int)) or not str(value) or ";" in str(value):
-                m.fail("line_ids", value_node, f"expected a line id for channel {key}, got {_describe(value)}")
-                continue
-            ids[key] = str(value)
-        expected = [str(i) for i in range(1, len(ids) + 1)]
-        if ids and sorted(ids, key=lambda k: int(k) if k.isdigit() else 0) != expected:
-            m.fail("line_ids", node, f"expected channels numbered 1..{len(ids)}, got {', '.join(sorted(ids))}")
-        elif ids:
-            lines = len(ids)
-            options["line_ids"] = ids
-        else:
-            m.fail("line_ids", node, "expected at least one channel")
-    return {"url": None, "username": "", "password": password, "lines": lines, "options": options}
-
-
-@attrs.frozen
-class _DeviceKind:
-    """What one device kind adds to the common device keys.
-
-    `load` reads `keys` from the device's `_Map` and returns `DeviceConfig` field values
-    (url, username, password, lines, options ...), `_BAD` for a value already reported.
-    Channels are "1".."lines", so a kind with a fixed number of channels returns that number.
-    """
-
-    keys: tuple[str, ...]
-    load: Callable[[_Map], dict[str, Any]]
-
-
-# Adding a device kind = one entry here (and its driver + emulator elsewhere).
-_DEVICE_KINDS: dict[str, _DeviceKind] = {
-    "goip_http": _DeviceKind(keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "lines"), load=_load_goip_http),
-    "goip_udp": _DeviceKind(
-        keys=("listen_host", "listen_port", "line_ids", *_DEVICE_PASSWORD_KEYS, "keepalive_timeout", "resend_send"),
-        load=_load_goip_udp,
-    ),
-    "router": _DeviceKind(
-        keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "method", "modem", "verify_tls", "ca_file"),
-        load=_load_router,
-    ),
-    "brevis": _DeviceKind(
-        keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "method", "hexmode", "verify_tls", "ca_file"),
-        load=_load_brevis,
-    ),
-    "smsgateway24": _DeviceKind(
-        keys=("url", "email", *_DEVICE_PASSWORD_KEYS, "device_id", "sims", "offline_after", "verify_tls", "ca_file"),
-        load=_load_smsgateway24,
-    ),
-    "smsgate": _DeviceKind(
-        keys=("url", "username", *_DEVICE_PASSWORD_KEYS, "sims", "with_delivery_report", *_WEBHOOK_SECRET_KEYS,
-              "register_webhooks", "webhook_url", "verify_tls", "ca_file"),
-        load=_load_smsgate,
-    ),
-}
-DEVICE_KINDS: tuple[str, ...] = tuple(_DEVICE_KINDS)
+# Device kinds live in bridge/devices/<kind>/ (config.py there: KEYS and load); the registry
+# lists them.
+DEVICE_KINDS: tuple[str, ...] = device_registry.KINDS
 
 _DEVICE_KEYS = (
     "name", "kind", "enabled", "timeout", "status_poll_interval", "status_timeout",
@@ -2107,20 +1950,20 @@ def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None,
     name = m.get_str(
         "name", None, what="a device name", required=True, as_written=True, check=_name_problem("device")
     )
-    kinds = ", ".join(repr(k) for k in _DEVICE_KINDS)
+    kinds = ", ".join(repr(k) for k in DEVICE_KINDS)
     kind = m.get_str("kind", None, what=f"a device kind: one of {kinds}", required=True)
     spec = None
     if kind is not _BAD:
-        spec = _DEVICE_KINDS.get(kind)
+        spec = device_registry.config(kind) if kind in DEVICE_KINDS else None
         if spec is None:
-            close = difflib.get_close_matches(kind, _DEVICE_KINDS, n=1)
+            close = difflib.get_close_matches(kind, DEVICE_KINDS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             m.fail("kind", m.node("kind"), f"expected a device kind: one of {kinds}, got {kind!r}{hint}")
     fields: dict[str, Any] | None = None
     if spec is None:
         m.skip_unknown()  # which keys belong depends on the kind
     else:
-        m.declare(spec.keys)
+        m.declare(spec.KEYS)
         fields = spec.load(m)
 
     def seconds(key: str, default: float) -> float:

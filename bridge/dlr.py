@@ -3,7 +3,7 @@
 Rules
 -----
 * What a device said about each part is turned into one message outcome by a per-device-kind
-  table (``DEFAULT_TABLES``), which config can override per error code (``receipts.map``).
+  table (``Capabilities.receipt_table``), which config can override per error code (``receipts.map``).
   A long message gets ONE combined receipt: DELIVRD only if every part was delivered. An ESME
   with ``receipts: per_part`` gets one receipt per part id it was given instead (each with the
   message's combined outcome: the bridge re-splits the text for the device, so a device part
@@ -44,6 +44,8 @@ import attrs
 import trio
 
 from . import lifecycle
+from .devices import registry as device_registry
+from .devices.base import GENERIC_RECEIPT_TABLE
 from .lifecycle import State
 from .smpp.constants import (
     ESM_TYPE_INTERMEDIATE,
@@ -89,16 +91,9 @@ class Outcome:
 
 # Part results as the scheduler records them: "network" (handed to the network),
 # "delivered" (handset report), "failed" (with the device's error code), "unknown".
-# Per device kind: part result -> (stat, err) where err None means "derive from the code".
-DEFAULT_TABLES: dict[str, dict[str, tuple[str, int | None]]] = {
-    "goip_http": {
-        "delivered": ("DELIVRD", 0),
-        "network": ("DELIVRD", 0),  # receipts.goip_done decides; see network_stat()
-        "failed": ("UNDELIV", None),
-        "unknown": ("UNKNOWN", 0),
-    },
-}
-GENERIC_TABLE = DEFAULT_TABLES["goip_http"]
+# Each device kind declares its table (Capabilities.receipt_table: part result -> (stat, err)
+# where err None means "derive from the code"); this one is every kind's default.
+GENERIC_TABLE = GENERIC_RECEIPT_TABLE
 
 
 def _code_err(code: str | None) -> tuple[int, tuple[int, int] | None]:
@@ -119,10 +114,12 @@ class ReceiptPolicy:
         self.overrides: Mapping[str, Mapping[str, Any]] = getattr(receipts_config, "map", {}) or {}
 
     def network_stat(self, kind: str) -> str:
-        """The receipt for "handed to the network, no handset report": GoIP HTTP's DONE follows
-        receipts.goip_done; every other kind (router/brevis OK, a phone or GoIP UDP line whose
-        report did not come in time) follows receipts.no_report."""
-        policy = self.goip_done if kind == "goip_http" else self.no_report
+        """The receipt for "handed to the network, no handset report": the kind declares which
+        policy decides (Capabilities.network_receipt): receipts.goip_done for GoIP HTTP's DONE,
+        receipts.no_report for every other kind (router/brevis OK, a phone or GoIP UDP line
+        whose report did not come in time)."""
+        key = device_registry.capabilities(kind).network_receipt
+        policy = self.goip_done if key == "goip_done" else self.no_report
         return "DELIVRD" if policy == "delivered" else "ACCEPTD"
 
     def part_outcome(self, kind: str, result: str, code: str | None) -> Outcome:
@@ -131,7 +128,7 @@ class ReceiptPolicy:
         if override is not None:
             stat = override.stat
             return Outcome(STAT_TO_STATE[stat], stat, override.err, net, f"device code {code}")
-        table = DEFAULT_TABLES.get(kind, GENERIC_TABLE)
+        table = device_registry.capabilities(kind).receipt_table
         stat, fixed_err = table.get(result, ("UNKNOWN", 0))
         if result == "network":
             stat = self.network_stat(kind)

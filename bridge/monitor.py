@@ -63,7 +63,8 @@ class InstrumentedDriver:
         self.kind = driver.kind
         self.name = driver.name
         self.channels = driver.channels
-        self.capabilities = getattr(driver, "capabilities", frozenset())
+        self.capabilities = driver.capabilities
+        self.declared = driver.declared
         self._latency = metrics.device_request_latency
         self._errors = metrics.device_request_errors
 
@@ -87,7 +88,7 @@ class InstrumentedDriver:
 
     async def send(self, channel: str, destination: str, text: str, **options: Any) -> Any:
         # options: the keywords the driver's own send() takes (flash, urgent; see
-        # scheduler._send_options, which looks through this wrapper).
+        # the kind's Capabilities.send_options, which the scheduler reads).
         return await self._call(
             "send", _send_failed, lambda: self.driver.send(channel, destination, text, **options)
         )

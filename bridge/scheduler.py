@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-import inspect
 import itertools
 import logging
 import math
@@ -48,7 +47,7 @@ import attrs
 import trio
 
 from . import dlr
-from .devices.base import Capability, DeliveryState, Driver, SendOutcome, StatusResult
+from .devices.base import DeliveryState, Driver, SendOutcome, StatusResult
 from .inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from . import lifecycle
 from .lifecycle import InvalidTransition, State, is_final
@@ -58,27 +57,12 @@ from .store import MessageRecord, QueueEntry, Store
 log = logging.getLogger(__name__)
 
 WAITING = lifecycle.WAITING  # nothing has gone to a device yet (the lifecycle's definition)
-# Device kinds that take a long text whole and send it as one concatenated SMS themselves
-# (Android apps); every other kind gets each part as a separate plain SMS.
-WHOLE_TEXT_KINDS = frozenset({"smsgate", "smsgateway24"})
 TRACK_TICK = 0.25  # seconds between passes over messages waiting for handset reports
 RESCUE_DELAY = 2.0  # seconds before a message whose handling failed is taken up again
 # Failures in a row after which a message is given up: finished UNKNOWN with its receipt, so one
 # poisoned message (a bug that fails it every time) never holds its channel forever.
 MAX_RESCUES = 3
 TRACK_CONCURRENCY = 32  # messages whose reports are checked at the same time
-
-
-def _send_options(driver: Driver) -> frozenset[str]:
-    """Optional keywords this driver's send() takes (flash, urgent)."""
-    # Look through wrappers (monitor.InstrumentedDriver passes keywords on): what counts is
-    # what the device's own driver takes.
-    inner = getattr(driver, "driver", driver)
-    try:
-        params = inspect.signature(inner.send).parameters
-    except (AttributeError, TypeError, ValueError):
-        return frozenset()
-    return frozenset(n for n in ("flash", "urgent") if n in params)
 
 
 # -- caps and pacing ----------------------------------------------------------------------------
@@ -215,11 +199,14 @@ class Channel:
         # Devices with real handset reports free the channel once the device took the message
         # and follow its status in the background (Scheduler.track); the others (GoIP HTTP:
         # one status slot per line) hold the channel until the status is final.
-        self.reports = Capability.DELIVERY_REPORTS in getattr(driver, "capabilities", ())
-        self.whole_text = device.kind in WHOLE_TEXT_KINDS
+        # What the kind declares (bridge/devices/<kind>/__init__.py), never guessed.
+        declared = driver.declared
+        self.reports = declared.handset_reports
+        self.whole_text = declared.whole_text
         # Characters the device refuses at the start of a text: no part may start with one.
-        self.part_start_refused: frozenset[str] = getattr(driver, "part_start_refused", frozenset())
-        self.send_options = _send_options(driver)
+        self.part_start_refused: frozenset[str] = declared.part_start_refused
+        self.send_options = declared.send_options
+        self.first_poll_delay = declared.first_poll_delay
         self.caps = CapCounter(device.channel_caps(channel_id), sched.rng)
         self.routes: list[str] = []
         self.state = "ready"  # ready | sending | cooldown | quarantine | paused
@@ -562,8 +549,8 @@ class Channel:
         while True:
             if not first:
                 await trio.sleep(interval)
-            elif self.kind == "goip_http":
-                await trio.sleep(interval)  # the line is busy for seconds: nothing to see yet
+            elif self.first_poll_delay:
+                await trio.sleep(interval)  # e.g. a GoIP line is busy for seconds: nothing to see yet
             first = False
             status = await self.driver.status(self.id, ref)
             if status.poll_failed:
@@ -870,7 +857,7 @@ class Scheduler:
             return True
         now = self.clock()
         results: list[tuple[str, str | None]] = []
-        kind = "goip_http"
+        kind = ""  # no device left in the config: the generic receipt policy
         for p in parts:
             device = self.config.device(p.device)
             driver = self.drivers.get(p.device)

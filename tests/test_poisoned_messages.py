@@ -11,6 +11,7 @@ import trio.testing
 from bridge import scheduler as scheduler_mod
 from bridge.config import Config, DeviceConfig, EsmeConfig, ReceiptMapping, ReceiptsConfig, RouteConfig
 from bridge.devices.base import (
+    Capabilities,
     Capability,
     ChannelHealth,
     DeliveryState,
@@ -31,6 +32,7 @@ class Driver:
     raises makes every status read of that message fail."""
 
     capabilities: frozenset[Capability] = frozenset()
+    declared = Capabilities(send_options=frozenset({"flash", "urgent"}))
 
     def __init__(self, status_for: dict) -> None:
         self.name = "a"

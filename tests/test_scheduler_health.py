@@ -10,6 +10,7 @@ import trio
 
 from bridge.config import Config, DeviceConfig, EsmeConfig, RouteConfig, SchedulerConfig
 from bridge.devices.base import (
+    Capabilities,
     Capability,
     ChannelHealth,
     DeliveryState,
@@ -21,12 +22,13 @@ from bridge.devices.base import (
 from bridge.lifecycle import State
 from bridge.metrics import Metrics
 from bridge.monitor import instrument
-from bridge.scheduler import Scheduler, _send_options
+from bridge.scheduler import Scheduler
 from bridge.store import NewMessage, Store
 
 
 class FakeDriver:
     capabilities: frozenset[Capability] = frozenset()
+    declared = Capabilities(send_options=frozenset({"flash", "urgent"}))
 
     def __init__(self, name: str, kind: str = "router", outcome: SendOutcome = SendOutcome.ACCEPTED,
                  status: DeliveryState = DeliveryState.SENT, reports: bool = False) -> None:
@@ -38,6 +40,7 @@ class FakeDriver:
         self.sent: list[tuple[str, str, dict]] = []
         if reports:
             self.capabilities = frozenset({Capability.DELIVERY_REPORTS})
+            self.declared = Capabilities(flags=self.capabilities, send_options=self.declared.send_options)
 
     async def send(self, channel: str, destination: str, text: str, *, flash: bool = False,
                    urgent: bool = False) -> SendResult:
@@ -73,10 +76,10 @@ def config(*routes: RouteConfig, devices: tuple[str, ...] = ("a", "b"), logout_c
     )  # fmt: skip
 
 
-def test_send_options_are_seen_and_passed_through_the_monitors_wrapper():
+def test_send_options_are_declared_and_passed_through_the_monitors_wrapper():
     driver = FakeDriver("a")
     wrapped = instrument(driver, Metrics())
-    assert _send_options(wrapped) == frozenset({"flash", "urgent"})
+    assert wrapped.declared.send_options == frozenset({"flash", "urgent"})
 
     async def main() -> None:
         await wrapped.send("1", "+4911", "hi", flash=True, urgent=True)

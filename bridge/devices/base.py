@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 __all__ = [
+    "Capabilities",
     "Capability",
     "ChannelHealth",
     "DeliveryState",
@@ -45,7 +46,13 @@ __all__ = [
     "SendResult",
     "StatusResult",
     "install_httpx_log_redaction",
+    "secret_text",
 ]
+
+
+def secret_text(value: object) -> str:
+    """A config ``Secret``'s text ("" when not set), for handing to a driver."""
+    return value.reveal() if value is not None else ""  # type: ignore[attr-defined]
 
 
 class DeviceError(Exception):
@@ -207,6 +214,58 @@ class Capability(enum.Enum):
     INBOX = "inbox"
 
 
+GENERIC_RECEIPT_TABLE: Mapping[str, tuple[str, int | None]] = {
+    "delivered": ("DELIVRD", 0),
+    "network": ("DELIVRD", 0),  # the receipts policy (Capabilities.network_receipt) decides
+    "failed": ("UNDELIV", None),
+    "unknown": ("UNKNOWN", 0),
+}
+
+
+@attrs.frozen
+class Capabilities:
+    """What one device kind can do, declared once in ``bridge/devices/<kind>/__init__.py``.
+
+    The scheduler, the receipt policy, the app and the admin API read this instead of testing
+    a kind's name or probing a driver's methods. The defaults describe the plainest device:
+    one part per SMS, no handset reports, polled inbox-less, no listener.
+    """
+
+    #: What the driver's optional protocol methods do (inbox, delete_inbox, status_many ...).
+    flags: frozenset[Capability] = frozenset()
+    #: The device takes a long text whole and sends it as one concatenated SMS itself (Android
+    #: apps); otherwise every part is sent as a separate plain SMS.
+    whole_text: bool = False
+    #: Characters a text sent to this device must not start with (the device refuses such a
+    #: text). The scheduler's splitter keeps them off the start of every part after the first.
+    part_start_refused: frozenset[str] = frozenset()
+    #: Optional keywords ``send`` takes: "flash" (class 0), "urgent" (priority).
+    send_options: frozenset[str] = frozenset()
+    #: Wait one status_poll_interval before the first status poll (the device shows nothing
+    #: useful right after a send: GoIP HTTP's line is busy for seconds).
+    first_poll_delay: bool = False
+    #: Which ``receipts`` key decides the receipt for "handed to the network, no handset
+    #: report": "goip_done" or "no_report".
+    network_receipt: str = "no_report"
+    #: Part result -> (receipt stat, err; None = derived from the device's error code).
+    receipt_table: Mapping[str, tuple[str, int | None]] = GENERIC_RECEIPT_TABLE
+    #: The driver listens itself (``await driver.serve(task_status=...)``): the device calls us.
+    push_listener: bool = False
+    #: The device calls webhooks: the admin API routes ``POST /webhooks/<kind>/<device>`` to
+    #: ``driver.handle_webhook_async(headers, body)``, and the app checks (and, with the
+    #: device option ``register_webhooks``, registers) the webhook URL at start.
+    webhooks: bool = False
+
+    @property
+    def handset_reports(self) -> bool:
+        """``status`` can say DELIVERED (real handset delivery reports)."""
+        return Capability.DELIVERY_REPORTS in self.flags
+
+    @property
+    def inbox(self) -> bool:
+        return Capability.INBOX in self.flags
+
+
 @runtime_checkable
 class Driver(Protocol):
     """What the scheduler, the status pollers and the inbox pollers call."""
@@ -217,8 +276,10 @@ class Driver(Protocol):
     name: str
     #: Channel ids local to the device, in order ("1".."N" for a GoIP).
     channels: tuple[str, ...]
-    #: What this driver can do beyond send/status/health.
+    #: What this driver can do beyond send/status/health (``declared.flags``).
     capabilities: frozenset[Capability]
+    #: Everything else the kind declares (whole text, send options, listener, webhooks ...).
+    declared: Capabilities
 
     async def send(self, channel: str, destination: str, text: str) -> SendResult:
         """Hand one SMS part to the device on ``channel``. Never raises for device answers."""
@@ -258,10 +319,9 @@ class DriverBase:
     kind: str = "abstract"
     name: str
     channels: tuple[str, ...]
+    #: The kind's declaration (``bridge/devices/<kind>/__init__.py``).
+    declared: Capabilities = Capabilities()
     capabilities: frozenset[Capability] = frozenset()
-    #: Characters a text sent to this device must not start with (the device refuses such a
-    #: text). The scheduler's splitter keeps them off the start of every part after the first.
-    part_start_refused: frozenset[str] = frozenset()
 
     def check_channel(self, channel: str) -> None:
         if channel not in self.channels:

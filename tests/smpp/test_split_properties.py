@@ -62,11 +62,11 @@ def test_a_part_does_not_start_with_a_bracket_for_goip():
     text = "a" * 153 + "[ticket 42] " + "b" * 20
     plain = split_text(text).parts
     assert plain[1].startswith("[")  # what the fill rule alone does
-    parts = split_text(text, avoid_start=GoipHttpDriver.part_start_refused).parts
+    parts = split_text(text, avoid_start=GoipHttpDriver.declared.part_start_refused).parts
     assert "".join(parts) == text and len(parts) == 2
     assert not any(p.startswith("[") for p in parts[1:])
     assert parts[0] == "a" * 152 and parts[1].startswith("a[ticket")
 
 
 def test_goip_http_declares_the_bracket():
-    assert "[" in GoipHttpDriver.part_start_refused
+    assert "[" in GoipHttpDriver.declared.part_start_refused

@@ -63,6 +63,7 @@ from collections.abc import Iterable, Mapping
 
 import httpx
 
+from bridge.devices.brevis import CAPABILITIES
 from bridge.devices.base import (
     Capability,
     ChannelHealth,
@@ -196,7 +197,8 @@ def parse_send_answer(status: int, body: bytes | str) -> SendResult:
 
 class BrevisDriver(DriverBase):
     kind = "brevis"
-    capabilities: frozenset[Capability] = frozenset()
+    capabilities = CAPABILITIES.flags
+    declared = CAPABILITIES
 
     def __init__(
         self,

@@ -40,6 +40,7 @@ import attrs
 import httpx
 import trio
 
+from bridge.devices.goip_http import CAPABILITIES
 from bridge.devices.base import (
     Capability,
     ChannelHealth,
@@ -445,9 +446,9 @@ class _Inflight:
 
 class GoipHttpDriver(DriverBase):
     kind = "goip_http"
-    capabilities = frozenset({Capability.INBOX, Capability.DELETE_INBOX, Capability.STATUS_BATCH})
+    capabilities = CAPABILITIES.flags
+    declared = CAPABILITIES
     # The firmware answers HTTP 500 to a text starting with "[" (docs/devices/goip.md).
-    part_start_refused = frozenset("[")
 
     def __init__(
         self,

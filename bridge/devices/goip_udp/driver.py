@@ -132,6 +132,7 @@ from typing import Any
 import attrs
 import trio
 
+from bridge.devices.goip_udp import CAPABILITIES
 from bridge.devices.base import (
     Capability,
     ChannelHealth,
@@ -435,9 +436,8 @@ def _bounded_put(d: OrderedDict, key: Any, value: Any, limit: int) -> None:
 
 class GoipUdpDriver(DriverBase):
     kind = "goip_udp"
-    capabilities = frozenset(
-        {Capability.INBOX, Capability.DELETE_INBOX, Capability.ACK_INBOX, Capability.DELIVERY_REPORTS}
-    )
+    capabilities = CAPABILITIES.flags
+    declared = CAPABILITIES
 
     def __init__(
         self,

@@ -79,6 +79,7 @@ import attrs
 import httpx
 import trio
 
+from bridge.devices.router import CAPABILITIES
 from bridge.devices.base import (
     Capability,
     ChannelHealth,
@@ -439,7 +440,8 @@ def parse_sms_total(body: bytes | str) -> tuple[int | None, int | None]:
 
 class RouterDriver(DriverBase):
     kind = "router"
-    capabilities = frozenset({Capability.INBOX, Capability.DELETE_INBOX})
+    capabilities = CAPABILITIES.flags
+    declared = CAPABILITIES
 
     def __init__(
         self,

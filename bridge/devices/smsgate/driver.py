@@ -71,6 +71,7 @@ import attrs
 import httpx
 import trio
 
+from bridge.devices.smsgate import CAPABILITIES
 from bridge.devices.base import (
     Capability,
     ChannelHealth,
@@ -311,10 +312,8 @@ class _Bounded(OrderedDict):
 
 class SmsGateDriver(DriverBase):
     kind = "smsgate"
-    #: DELETE_INBOX: ``delete_inbox`` acknowledges inbound SMS (see ``handle_webhook_async``).
-    capabilities = frozenset(
-        {Capability.DELIVERY_REPORTS, Capability.INBOX, Capability.DELETE_INBOX, Capability.ACK_INBOX}
-    )
+    capabilities = CAPABILITIES.flags
+    declared = CAPABILITIES
 
     def __init__(
         self,

@@ -49,6 +49,7 @@ import attrs
 import httpx
 import trio
 
+from bridge.devices.smsgateway24 import CAPABILITIES
 from bridge.devices.base import (
     Capability,
     ChannelHealth,
@@ -326,7 +327,8 @@ class _Reply:
 
 class SmsGateway24Driver(DriverBase):
     kind = "smsgateway24"
-    capabilities = frozenset({Capability.DELIVERY_REPORTS, Capability.INBOX})
+    capabilities = CAPABILITIES.flags
+    declared = CAPABILITIES
 
     def __init__(
         self,
