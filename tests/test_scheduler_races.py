@@ -15,6 +15,7 @@ import trio
 
 from bridge.config import Config, DeviceConfig, EsmeConfig, RouteConfig
 from bridge.devices.base import (
+    Capabilities,
     Capability,
     ChannelHealth,
     DeliveryState,
@@ -34,6 +35,7 @@ class Driver:
     """One line that delivers everything it is given."""
 
     capabilities: frozenset[Capability] = frozenset()
+    declared = Capabilities()
 
     def __init__(self) -> None:
         self.name = "a"
