@@ -1,0 +1,310 @@
+"""The group-commit engine: one writer task owns the write connection; reads run beside it.
+
+Rules
+-----
+* Durable before acknowledged: a write returns (or calls its ``done``) only after the
+  transaction that holds it has been committed (and, with ``synchronous=full``, fsynced).
+* Group commit: every write is an *operation* (a function run inside a transaction on the
+  writer thread). Everything that arrives while one commit runs goes into the next one, so a
+  busy bridge pays one fsync for many messages.
+* If one operation in a batch fails with a bug-type error, the batch is rolled back and its
+  operations are retried one transaction each, so a bad operation harms no other. If the commit
+  itself fails (disk full, read-only file system), every operation of the batch fails with
+  ``StoreError`` and nothing of it is acknowledged.
+* An operation may ask for a hook to run after its commit (``after_commit``): in the writer's
+  trio task, never when the transaction rolled back.
+* The id counter (``_next_id``) and ``active_count`` are rolled back with a failed transaction;
+  the counter is kept in ``meta.last_id`` so that ids never go back, also across restarts.
+* Reads use their own connection (WAL lets them run beside the writer), one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .. import lifecycle
+from .records import StoreError
+from .schema import _connect, migrate
+
+log = logging.getLogger("bridge.store")
+
+Op = Callable[[sqlite3.Connection], Any]
+
+
+Done = Callable[[Any, "BaseException | None"], None]
+
+
+class _Waiter:
+    """One pending write: either awaited (``event``) or answered through a callback."""
+
+    __slots__ = ("op", "event", "done", "result", "error", "hooks")
+
+    def __init__(self, op: Op, done: Done | None = None) -> None:
+        self.op = op
+        # Functions the operation asked to run after its commit (see Store.after_commit).
+        self.hooks: list[Callable[[], None]] = []
+        self.done = done
+        self.event = trio.Event() if done is None else None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        if self.done is not None:
+            self.done(self.result, self.error)
+        else:
+            assert self.event is not None
+            self.event.set()
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=False)
+
+
+async def run_inline(fn: Callable[..., Any], *args: Any) -> Any:
+    """A ``run_sync`` for tests: SQLite work on the event loop itself (see Store)."""
+    return fn(*args)
+
+
+
+class Engine:
+    """Group commits and reads on one SQLite file. ``Store`` builds on it; create, ``open()``,
+    then start ``run`` (the writer) in a nursery."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "full",
+        clock: Callable[[], float] = time.time,
+        on_commit: Callable[[int, float], None] | None = None,
+        run_sync: Callable[..., Awaitable[Any]] | None = None,
+    ) -> None:
+        """``run_sync(fn, *args)`` runs SQLite work away from the event loop (default: a worker
+        thread). Tests on trio's autojump MockClock pass one that runs ``fn`` inline, so the
+        clock never jumps while a commit is under way."""
+        self.path = Path(path)
+        self._run_sync = run_sync or _in_thread
+        self.synchronous = synchronous
+        self.clock = clock
+        self._on_commit = on_commit
+        self._pending: list[_Waiter] = []
+        self._wakeup = trio.Event()
+        self._closed = False
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._rlock = threading.Lock()
+        self._last_id = 0
+        # Messages that are not final, plus stored parts still waiting for siblings. The front
+        # end compares this with limits.queue_depth (ESME_RMSGQFUL).
+        self.active_count = 0
+        self.commits = 0
+        self._op_hooks: list[Callable[[], None]] = []
+
+    # -- life -----------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating if needed) and migrate. Synchronous: call before starting tasks."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._wconn = _connect(self.path, self.synchronous)
+        migrate(self._wconn)
+        self._rconn = _connect(self.path, self.synchronous)
+        self._rconn.execute("PRAGMA query_only=ON")
+        c = self._wconn
+        max_msg = c.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        max_part = c.execute("SELECT coalesce(max(id), 0) FROM partials").fetchone()[0]
+        row = c.execute("SELECT value FROM meta WHERE key='last_id'").fetchone()
+        self._last_id = max(max_msg, max_part, int(row[0]) if row else 0)
+        self.active_count = self._count_active(c)
+
+    @staticmethod
+    def _count_active(c: sqlite3.Connection) -> int:
+        finals = tuple(s.value for s in lifecycle.FINAL)
+        marks = ",".join("?" * len(finals))
+        (n,) = c.execute(
+            f"SELECT count(*) FROM messages WHERE state NOT IN ({marks})", finals
+        ).fetchone()
+        (p,) = c.execute("SELECT count(*) FROM partials").fetchone()
+        return n + p
+
+    def close(self) -> None:
+        self._closed = True
+        for conn in (self._wconn, self._rconn):
+            if conn is not None:
+                conn.close()
+        self._wconn = self._rconn = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task: runs group commits until cancelled."""
+        task_status.started()
+        while True:
+            if not self._pending:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+            batch, self._pending = self._pending, []
+            started = time.perf_counter()
+            await self._run_sync(self._commit_batch, batch)
+            self.commits += 1
+            if self._on_commit is not None:
+                self._on_commit(len(batch), time.perf_counter() - started)
+            for w in batch:
+                try:
+                    if w.error is None:
+                        for hook in w.hooks:
+                            hook()
+                    w.finish()
+                except Exception:  # a callback's bug must not stop the writer
+                    log.exception("store completion callback failed")
+
+    def write_nowait(self, op: Op, done: Done) -> None:
+        """Queue ``op`` for the next group commit; ``done(result, error)`` is called (in the
+        writer task, after the commit) instead of making the caller wait. The SMPP front end
+        uses this so that one connection can have many submits in one commit."""
+        if self._closed or self._wconn is None:
+            raise StoreError("the store is closed")
+        self._pending.append(_Waiter(op, done))
+        self._wakeup.set()
+
+    async def write(self, op: Op) -> Any:
+        """Run ``op(conn)`` inside the next group commit; return its result once committed."""
+        if self._closed or self._wconn is None:
+            raise StoreError("the store is closed")
+        w = _Waiter(op)
+        self._pending.append(w)
+        self._wakeup.set()
+        assert w.event is not None
+        await w.event.wait()
+        if w.error is not None:
+            raise w.error
+        return w.result
+
+    def _commit_batch(self, batch: list[_Waiter]) -> None:
+        conn = self._wconn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail_all(batch, exc)
+            return
+        last_id, active = self._last_id, self.active_count
+        try:
+            for w in batch:
+                self._op_hooks = w.hooks = []
+                w.result = w.op(conn)
+            if self._last_id != last_id:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES('last_id', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (str(self._last_id),),
+                )
+            conn.execute("COMMIT")
+            return
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self._last_id, self.active_count = last_id, active
+            if _is_fatal(exc):
+                self._fail_all(batch, exc)
+                return
+            first_error: BaseException = exc
+        except Exception as exc:  # a bug in one operation: isolate it below
+            self._rollback(conn)
+            self._last_id, self.active_count = last_id, active
+            first_error = exc
+        for w in batch:
+            w.hooks = []
+        log.debug("group commit failed (%s); retrying %d operations one by one", first_error, len(batch))
+        for w in batch:
+            w.result = None
+            self._commit_one(conn, w)
+
+    def _commit_one(self, conn: sqlite3.Connection, w: _Waiter) -> None:
+        last_id, active = self._last_id, self.active_count
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._op_hooks = w.hooks = []
+            w.result = w.op(conn)
+            if self._last_id != last_id:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES('last_id', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (str(self._last_id),),
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self._last_id, self.active_count = last_id, active
+            w.hooks = []
+            w.error = StoreError(f"could not write to {self.path}: {exc}")
+        except Exception as exc:
+            self._rollback(conn)
+            self._last_id, self.active_count = last_id, active
+            w.hooks = []
+            w.error = exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Called by an operation (on the writer thread): run ``hook`` in the trio task once the
+        operation's transaction has committed. Dropped if it rolls back."""
+        self._op_hooks.append(hook)
+
+    def _fail_all(self, batch: list[_Waiter], exc: BaseException) -> None:
+        log.error(
+            "store commit failed: %s. Free disk space or fix permissions on %s; "
+            "submits are answered with an error meanwhile",
+            exc,
+            self.path,
+        )
+        for w in batch:
+            w.hooks = []
+            w.error = StoreError(f"could not commit to {self.path}: {exc}")
+
+    def _next_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+    # -- reads (separate connection; WAL lets them run beside the writer) ------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        def run() -> Any:
+            with self._rlock:
+                assert self._rconn is not None
+                return fn(self._rconn)
+
+        return await self._run_sync(run)
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be read (the readiness check)."""
+        await self.read(lambda c: c.execute("SELECT 1").fetchone())
+
+    def database_size(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.stat(str(self.path) + suffix).st_size
+            except OSError:
+                pass
+        return total
+
+
+
+def _is_fatal(exc: sqlite3.Error) -> bool:
+    """Errors that no retry of the same batch can fix (the disk, not an operation)."""
+    msg = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        s in msg for s in ("disk", "full", "readonly", "read-only", "i/o", "locked", "corrupt")
+    )
+
