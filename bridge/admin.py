@@ -244,7 +244,7 @@ class AdminServer:
             checks["started"] = "stopping"
         try:
             with trio.fail_after(5):
-                await app.store.read(lambda c: c.execute("SELECT 1").fetchone())
+                await app.store.ping()
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"cannot read: {type(exc).__name__}: {exc}"

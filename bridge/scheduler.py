@@ -413,7 +413,7 @@ class Channel:
 
     async def _process(self, entry: QueueEntry) -> None:
         sched = self.sched
-        rec = await sched.store.get(f"{entry.id:010d}")
+        rec = await sched.store.record(entry.id)
         if rec is None or rec.state is not State.QUEUED:
             return  # cancelled or finished meanwhile
         if rec.expire_at is not None and sched.clock() > rec.expire_at:
@@ -589,16 +589,15 @@ class Channel:
     async def _resume(self, entry: QueueEntry) -> None:
         """After a restart: finish what this channel was doing when the bridge stopped."""
         sched = self.sched
-        rec = await sched.store.get(f"{entry.id:010d}")
+        rec = await sched.store.record(entry.id)
         if rec is None:
             return
         if rec.state in lifecycle.ROUTED_WAITING:
             # Never reached a device: back to its queue (or its timer).
-            row = await sched.store.read(lambda c: c.execute(
-                "SELECT route, next_attempt_at FROM messages WHERE id=?", (rec.id,)).fetchone())
+            row = await sched.store.queue_entry(rec.id)
             sched.on_new_message(QueueEntry(
-                rec.id, row[0] if row else entry.route, rec.priority, rec.state,
-                rec.schedule_at, rec.expire_at, row[1] if row else None,
+                rec.id, row.route if row else entry.route, rec.priority, rec.state,
+                rec.schedule_at, rec.expire_at, row.next_attempt_at if row else None,
             ))  # fmt: skip
             return
         if rec.state not in (State.SUBMITTING, State.SENT):
@@ -745,8 +744,8 @@ class Scheduler:
 
     async def retry_later(self, rec: MessageRecord, detail: str, *, count_attempt: bool = True) -> None:
         cfg = self.config.scheduler
-        row = await self.store.read(lambda c: c.execute("SELECT attempts FROM messages WHERE id=?", (rec.id,)).fetchone())
-        attempts = (row[0] if row else 0) + (1 if count_attempt else 0)
+        row = await self.store.queue_entry(rec.id)
+        attempts = (row.attempts if row else 0) + (1 if count_attempt else 0)
         if attempts >= cfg.max_attempts:
             await self.finish(rec.id, dlr.Outcome(State.UNDELIVERABLE, "UNDELIV", 0, None, f"gave up after {attempts} attempts: {detail}"))
             return
@@ -797,7 +796,7 @@ class Scheduler:
 
     async def intermediate(self, mid: int) -> None:
         """The device took the first part: an ENROUTE receipt if the ESME asked (bit 4)."""
-        rec = await self.store.get(f"{mid:010d}")
+        rec = await self.store.record(mid)
         if rec is None or not rec.registered_delivery & 0x10:
             return
         if self.receipt_rows.per_part(rec.esme) and rec.esme_parts > 1:
@@ -890,7 +889,7 @@ class Scheduler:
             results.append(result)
         for p in parts:
             self._track_polled.pop((mid, p.seq), None)
-        rec = await self.store.get(f"{mid:010d}")
+        rec = await self.store.record(mid)
         # SUBMITTING too: a crash between the last part's "sent" and the message's move to SENT
         # leaves it there, and recovery hands it to this tracker (every part is with the device).
         if rec is not None and rec.state in (State.SENT, State.SUBMITTING):
@@ -972,7 +971,7 @@ class Scheduler:
                     self.metrics.ambiguous.labels(entry.device or "gone", "policy_unknown").inc()
                     await self.finish(entry.id, dlr.Outcome(State.UNKNOWN, "UNKNOWN", 0, None, "its channel was removed while it was being sent"))
             elif entry.state is State.ACCEPTED:
-                rec = await self.store.get(f"{entry.id:010d}")
+                rec = await self.store.record(entry.id)
                 if rec is not None:
                     route = self.route_for(rec.esme, rec.destination_addr)
                     if route is None:
