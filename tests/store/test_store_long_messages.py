@@ -8,28 +8,9 @@ references wrap after 256 messages) would complete.
 
 import sqlite3
 
-import pytest
-
 from bridge.lifecycle import State
-from bridge.store import NewMessage, Store
+from bridge.store import NewMessage
 from bridge.smpp.text import gsm7_encode, ucs2_encode
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def store(tmp_path, nursery):
-    s = Store(tmp_path / "b.sqlite3", clock=Clock(), partial_timeout=600)
-    s.open()
-    await nursery.start(s.run)
-    yield s
-    s.close()
 
 
 def part(body, seq, *, total=2, ref=5, dc=0, esme="app", bits=8, **kw):

@@ -1,0 +1,111 @@
+"""The group-commit engine: ids, batching, one bad operation, a full disk."""
+
+import sqlite3
+
+import pytest
+import trio
+
+from bridge.lifecycle import State
+from bridge.store import NewMessage, Store, StoreError
+
+
+def msg(text="hi", dest="+491701", **kw):
+    return NewMessage(esme=kw.pop("esme", "app"), destination_addr=dest, body=text.encode(), **kw)
+
+
+async def test_accept_assigns_increasing_ids_and_commits(store, tmp_path):
+    a = await store.accept(msg("one"))
+    b = await store.accept(msg("two"))
+    assert a.complete and int(b.message_id) == int(a.message_id) + 1
+    assert len(a.message_id) == 10 and a.message_id.isdigit()
+    # Visible to an independent connection: it is committed.
+    db = sqlite3.connect(tmp_path / "b.sqlite3")
+    assert db.execute("SELECT text, state FROM messages ORDER BY id").fetchall() == [
+        ("one", "accepted"),
+        ("two", "accepted"),
+    ]
+    assert store.active_count == 2
+
+
+async def test_concurrent_accepts_share_group_commits(store):
+    results = []
+
+    async def one(i):
+        results.append(await store.accept(msg(f"m{i}")))
+
+    async with trio.open_nursery() as n:
+        for i in range(200):
+            n.start_soon(one, i)
+    assert len({r.message_id for r in results}) == 200
+    assert store.commits < 200  # many messages per commit
+
+
+async def test_ids_never_go_back_after_reopen(tmp_path):
+    s = Store(tmp_path / "b.sqlite3")
+    s.open()
+    async with trio.open_nursery() as n:
+        await n.start(s.run)
+        first = await s.accept(msg())
+        await s.transition(first.message_id, State.DELETED)
+        n.cancel_scope.cancel()
+    s.close()
+    # Even if the newest row disappears (retention purge), its id is not handed out again.
+    db = sqlite3.connect(tmp_path / "b.sqlite3")
+    db.execute("DELETE FROM messages")
+    db.commit()
+    db.close()
+    s = Store(tmp_path / "b.sqlite3")
+    s.open()
+    async with trio.open_nursery() as n:
+        await n.start(s.run)
+        second = await s.accept(msg())
+        n.cancel_scope.cancel()
+    s.close()
+    assert int(second.message_id) > int(first.message_id)
+
+
+async def test_a_failing_operation_does_not_harm_its_batch(store):
+    def broken(conn):
+        raise RuntimeError("bug in one operation")
+
+    async def ok(i, out):
+        out.append(await store.accept(msg(f"ok{i}")))
+
+    out = []
+    errors = []
+
+    async def bad():
+        try:
+            await store.write(broken)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as n:
+        for i in range(5):
+            n.start_soon(ok, i, out)
+        n.start_soon(bad)
+        for i in range(5, 10):
+            n.start_soon(ok, i, out)
+    assert len(out) == 10 and len(errors) == 1
+    assert len({o.message_id for o in out}) == 10
+
+
+async def test_disk_full_fails_the_submit_and_recovers(store):
+    await store.accept(msg("fits"))
+    (pages,) = store._wconn.execute("PRAGMA page_count").fetchone()
+    store._wconn.execute(f"PRAGMA max_page_count={pages}")
+    before = store.active_count
+    with pytest.raises(StoreError) as err:
+        for i in range(500):
+            await store.accept(msg("x" * 1000))
+    assert "full" in str(err.value)
+    assert store.active_count - before == i  # only what was committed counts
+    store._wconn.execute("PRAGMA max_page_count=1073741823")
+    assert (await store.accept(msg("space is back"))).complete
+
+
+async def test_ping_reads_and_fails_once_closed(store):
+    await store.ping()
+    store.close()
+    with pytest.raises(Exception):
+        await store.ping()
