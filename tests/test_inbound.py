@@ -1,5 +1,5 @@
 """Inbound SMS without a network: reassembly, routing, opt-out matching, MO encoding, and the
-inbox poller's commit-before-delete and de-duplication (bridge/inbound.py, bridge/store.py)."""
+inbox poller's commit-before-delete and de-duplication (bridge/inbound.py, bridge/store/inbound.py)."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def test_each_message_is_stored_once_exactly_as_submitted(first, same_length, ot
     second = first[::-1] if same_length else other
     a, b = submits(first, form, ref, mixed), submits(second, form, ref, mixed)
     # A part of B identical to A's part of the same number within partial_timeout cannot be
-    # told from a resend (documented in store.py); such pairs are not what this test is about.
+    # told from a resend (documented in bridge/store/messages.py); such pairs are not what this test is about.
     assume(not any(x == y for x, y in zip(a, b)))
     plan: list[tuple[int, Pdu]] = []
     for which, text in enumerate((first, second)):
