@@ -465,7 +465,9 @@ class Channel:
         if self.last_ref is None:
             self.last_ref = await self.driver.last_ref(self.id)
         pre_ref = self.last_ref
-        await sched.store.begin_part(rec.id, seq, total, self.device_name, self.id, pre_ref)
+        if not await sched.store.begin_part(rec.id, seq, total, self.device_name, self.id, pre_ref):
+            sched.metrics.messages_final.labels(State.EXPIRED.value).inc()  # ran out just now
+            return None
         self._set_state("sending")
         self.inflight = 1
         m.channel_inflight.labels(self.device_name, self.id).set(1)

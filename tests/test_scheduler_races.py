@@ -113,3 +113,41 @@ async def test_a_message_expired_while_a_channel_picks_it_ends_once_and_the_chan
     # The second message went out at once, not after a rescue delay.
     events = await store.events(two.message_id)
     assert events[-1].at - events[0].at < 30
+
+
+async def test_no_device_call_begins_after_the_validity_even_if_it_ran_out_during_the_pick(
+    tmp_path, nursery, autojump_clock
+):
+    # Also found by the model test: the channel checked the validity, then (reading the parts
+    # of the message) the validity ran out, and the send began anyway. The durable mark made
+    # before every device call now checks the validity in the same transaction.
+    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
+    store.open()
+    await nursery.start(store.run)
+    driver = Driver()
+    sched = Scheduler(CONFIG, store, {"a": driver}, Metrics(), clock=trio.current_time)
+    sched.EXPIRY_SWEEP_SECONDS = 10**6  # no sweep in between: the channel alone decides
+    store.final_receipts = sched.receipt_rows.final  # as the app wires it
+    real_parts = store.parts
+    slow: list[int] = []
+
+    async def parts_while_time_passes(mid: int):
+        if not slow:
+            slow.append(mid)
+            await trio.sleep(200)  # the validity (100 s) runs out between check and send
+        return await real_parts(mid)
+
+    store.parts = parts_while_time_passes  # type: ignore[method-assign]
+    store.on_new_message = sched.on_new_message
+    await nursery.start(sched.run)
+    one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"one", route="r",
+                                        registered_delivery=1, expire_at=trio.current_time() + 100))  # fmt: skip
+    two = await store.accept(NewMessage(esme="app", destination_addr="+4922", body=b"two", route="r"))
+    with trio.fail_after(600):
+        while (rec := await store.get(two.message_id)) is None or rec.state is not State.DELIVERED:
+            await trio.sleep(1)
+    assert slow
+    assert (await store.get(one.message_id)).state is State.EXPIRED
+    assert driver.sent == ["+4922"]
+    receipts = [decode_payload(i.payload).params["short_message"].decode() for i in await store.pending_outbox("app")]
+    assert len(receipts) == 1 and "stat:EXPIRED" in receipts[0]

@@ -294,15 +294,23 @@ class Transitions:
 
     async def begin_part(
         self, mid: int, seq: int, total: int, device: str, channel: str, pre_ref: str | None
-    ) -> None:
+    ) -> bool:
         """Durably note that a device call for part ``seq`` is about to start. A crash from here
-        on leaves an ambiguous send that recovery reconciles through ``pre_ref``."""
+        on leaves an ambiguous send that recovery reconciles through ``pre_ref``.
 
-        def op(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT state FROM messages WHERE id=?", (mid,)).fetchone()
+        False (and no device call may start): the message was still waiting, but its validity
+        ran out after the channel picked it up. It is finished EXPIRED with its receipt in this
+        same transaction, so no device call ever begins after a message's validity."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT state, expire_at FROM messages WHERE id=?", (mid,)).fetchone()
             if row is None:
                 raise KeyError(mid)
             state = State(row[0])
+            if state in lifecycle.WAITING and row[1] is not None and self.clock() > row[1]:
+                self._set_state(conn, mid, state, State.EXPIRED, "validity period ended")
+                self._queue_receipts(conn, self._get_record(conn, mid))
+                return False
             columns = {"device": device, "channel": channel}
             if state is State.SUBMITTING:
                 conn.execute(
@@ -318,8 +326,9 @@ class Transitions:
                 "ref, error, started_at) VALUES (?,?,?,?,?,?,?,NULL,NULL,?)",
                 (mid, seq, total, "submitting", device, channel, pre_ref, self.clock()),
             )
+            return True
 
-        await self.write(op)
+        return bool(await self.write(op))
 
     async def update_part(self, mid: int, seq: int, state: str, *, ref: str | None = None,
                           error: str | None = None) -> None:
