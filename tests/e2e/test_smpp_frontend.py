@@ -21,6 +21,7 @@ from e2e_support import (
     read_until,
     recv_pdu,
     submit,
+    wait_for,
 )
 
 
@@ -109,10 +110,19 @@ def test_too_many_binds(bridge):
         for c in clients:
             c.unbind()
             c.disconnect()
-    # Once alice's binds are gone she can bind again.
-    time.sleep(0.3)
-    again = client(bridge.port)
-    again.bind_transmitter(system_id="alice", password="secret1")
+    # Once alice's binds are gone she can bind again (the bridge frees a bind when it has seen
+    # the connection close: wait for that, not a guessed number of milliseconds).
+    def bind_again():  # type: ignore[no-untyped-def]
+        c = client(bridge.port)
+        try:
+            c.bind_transmitter(system_id="alice", password="secret1")
+        except smpplib.exceptions.PDUError as err:
+            assert err.args[1] == sc.SMPP_ESME_RBINDFAIL
+            c.disconnect()
+            return None
+        return c
+
+    again = wait_for(bind_again, timeout=10, interval=0.1)
     again.unbind()
 
 
