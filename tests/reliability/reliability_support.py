@@ -2,9 +2,11 @@
 the bridge process (/proc), and the admin /metrics endpoint.
 
 Every group has a SHORT form (what `python -m pytest` and CI run) and a FULL form (marked
-``full``: `python -m pytest -m full tests/reliability -k GROUP`). Both call the same code with
+``full``: `python -m pytest -n 0 -m full tests/reliability -k GROUP`). Both call the same code with
 different sizes; an environment variable overrides a size for a one-off run
-(e.g. ``RELIABILITY_CRASH_KILLS=50``).
+(e.g. ``RELIABILITY_CRASH_KILLS=50``). ``-n 0`` runs the full forms one after another in one
+process (not on the suite's parallel workers), so their timings are their own and ``-s`` shows
+their figures.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The work is done by bench/crash.py (also runnable on its own); this test asserts what it counted.
 Short form: 4 kills. Full form (20 kills, each ambiguity policy):
 
-    python -m pytest -m full tests/reliability -k crash        # or: python bench/crash.py
+    python -m pytest -n 0 -m full tests/reliability -k crash       # or: python bench/crash.py
 """
 
 from __future__ import annotations

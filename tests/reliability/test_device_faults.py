@@ -9,7 +9,7 @@ goes out twice; and the bridge's /metrics show each fault on its device.
 Short form: the device is gone for 6 s, 60 + 30 messages and a trickle in between (~40 s).
 Full form: gone for 3 minutes, 400 + 150 messages, a trickle all along (~5 minutes):
 
-    python -m pytest -m full tests/reliability -k faults -s
+    python -m pytest -n 0 -m full tests/reliability -k faults -s
 """
 
 from __future__ import annotations

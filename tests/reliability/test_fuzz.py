@@ -14,7 +14,7 @@ Short form: 50,000 decoder inputs, 10,000 session streams, 500 connections (abou
 Full form: 1,000,000 decoder inputs, 1,000,000 session streams and 20,000 connections
 (about 10 minutes):
 
-    python -m pytest -m full tests/reliability -k fuzz -s
+    python -m pytest -n 0 -m full tests/reliability -k fuzz -s
 
 Sizes: RELIABILITY_FUZZ_DECODER, RELIABILITY_FUZZ_SESSION, RELIABILITY_FUZZ_CONNECTIONS; the
 seed: RELIABILITY_FUZZ_SEED (printed by every run, so a failure can be replayed).

@@ -6,7 +6,7 @@ warm-up, resident memory growth after warm-up within the bound (10 %, at least 4
 per interval is printed, not asserted (timing on a shared CI machine is not a property of the
 code). Full form, 10 minutes, also latency stable (no upward drift of p99):
 
-    python bench/soak.py --minutes 10         # or: python -m pytest -m full tests/reliability -k soak -s
+    python bench/soak.py --minutes 10         # or: python -m pytest -n 0 -m full tests/reliability -k soak -s
 """
 
 from __future__ import annotations
