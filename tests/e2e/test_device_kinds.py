@@ -14,6 +14,7 @@ import time
 
 import gsm0338  # noqa: F401  (the "gsm03.38" codec, to read data_coding 0 as an ESME would)
 import httpx
+import pytest
 
 from e2e_support import (
     BridgeProcess,
@@ -238,6 +239,7 @@ def test_brevis_send_flash_hex_and_auth_faults(tmp_path):
 # Android phone through SmsGateway24 (cloud API)
 
 
+@pytest.mark.slow
 def test_smsgateway24_reports_inbound_token_renewal_and_offline_failover(tmp_path):
     phone, brevis = start_emulators(("smsgateway24", "--step", "0.05", "--sims", "2"),
                                     ("brevis", "--send-duration", "0.05"))
@@ -336,6 +338,7 @@ def test_smsgateway24_reports_inbound_token_renewal_and_offline_failover(tmp_pat
 SIGNING_KEY = "e2e-webhook-signing-key"
 
 
+@pytest.mark.slow
 def test_smsgate_webhooks_reports_inbound_signature_and_offline_failover(tmp_path):
     from bridge.devices.smsgate.driver import sign_webhook
 
@@ -470,6 +473,7 @@ UDP_PASSWORD = "udp-pass"
 KEEPALIVE_TIMEOUT = 2.0
 
 
+@pytest.mark.slow
 def test_goip_udp_handset_reports_receive_passwords_and_dead_line(tmp_path):
     udp_port = free_udp_port()
     devices = f"""\

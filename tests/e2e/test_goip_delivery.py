@@ -132,6 +132,7 @@ def test_gsm_logout_then_recovery(tmp_path, emulator):
         bridge.stop()
 
 
+@pytest.mark.slow
 def test_validity_period_expires_a_message_that_cannot_go_out(tmp_path, emulator):
     emulator.faults(logout={str(n): None for n in range(1, 5)})  # logged out until further notice
     bridge = start(tmp_path, emulator)

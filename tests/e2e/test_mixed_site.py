@@ -15,6 +15,7 @@ import threading
 
 import gsm0338  # noqa: F401  (the "gsm03.38" codec, to read data_coding 0 as an ESME would)
 import httpx
+import pytest
 
 from e2e_support import (
     BridgeProcess,
@@ -135,6 +136,7 @@ def send_and_receipt(c, dest: str, text: str) -> str:  # type: ignore[no-untyped
     return f["stat"]
 
 
+@pytest.mark.slow
 def test_routes_by_prefix_inbound_from_every_kind_and_failover(tmp_path):
     udp_port = free_udp_port()
     admin_port = free_port()

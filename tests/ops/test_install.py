@@ -68,6 +68,7 @@ def venv_versions(venv: Path) -> dict[str, str]:
     return {n.lower().replace("_", "-"): v for n, _, v in (line.partition("==") for line in out.split())}
 
 
+@pytest.mark.slow
 def test_install_run_as_the_service_user_then_upgrade_keeps_config_and_data(site):
     out = install(site)
     etc, state = site / "etc/smpp-bridge", site / "var/lib/smpp-bridge"

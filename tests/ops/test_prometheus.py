@@ -218,6 +218,7 @@ class Prometheus:
         self.log.close()
 
 
+@pytest.mark.slow
 @needs_prometheus
 def test_real_prometheus_scrapes_the_bridge_and_every_query_has_data(tmp_path):
     (tmp_path / "bridge").mkdir()

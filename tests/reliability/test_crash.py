@@ -15,6 +15,7 @@ from reliability_support import size
 from crash import format_result, run_crash  # noqa: E402  (bench/, put on sys.path by reliability_support)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kills", "policy"),
     [

@@ -123,6 +123,7 @@ def logout_storm(em: Goip, stop: threading.Event, rng: random.Random) -> None:
         stop.wait(0.3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "gone_s, wave1, wave2, trickle_every",
     [

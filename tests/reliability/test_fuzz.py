@@ -254,6 +254,7 @@ async def one_connection(server: SmppServer, chunks: list[bytes], eof: bool, pee
     return bytes(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "n",
     [pytest.param(size("fuzz_connections", 500), id="short"),

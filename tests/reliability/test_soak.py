@@ -18,6 +18,7 @@ from reliability_support import size
 from soak import format_verdict, run_soak  # noqa: E402  (bench/, put on sys.path by reliability_support)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "seconds, interval",
     [
