@@ -52,7 +52,7 @@ from .inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from . import lifecycle
 from .lifecycle import InvalidTransition, State, is_final
 from .smpp.text import message_class, split_text
-from .store import MessageRecord, QueueEntry, Store
+from .store import ClaimedElsewhere, MessageRecord, QueueEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -305,13 +305,14 @@ class Channel:
             await fn(entry)
         except trio.Cancelled:
             raise
-        except InvalidTransition as exc:
-            if not is_final(exc.current):
+        except (InvalidTransition, ClaimedElsewhere) as exc:
+            if isinstance(exc, InvalidTransition) and not is_final(exc.current):
                 await self._rescue(entry, exc)
                 return
             # A lost race, not a fault: while this channel picked the message up, the expiry
-            # sweep or cancel_sm finished it (with its receipt). Nothing was sent; go on.
-            log.debug("channel %s: message %s was finished meanwhile (%s)", self.key, entry.id, exc)
+            # sweep or cancel_sm finished it (with its receipt), or another channel began
+            # sending it. Nothing was sent from here; go on.
+            log.debug("channel %s: message %s is not this channel's any more (%s)", self.key, entry.id, exc)
             self.sched.failures.pop(entry.id, None)
         except Exception as exc:
             await self._rescue(entry, exc)

@@ -151,3 +151,63 @@ async def test_no_device_call_begins_after_the_validity_even_if_it_ran_out_durin
     assert driver.sent == ["+4922"]
     receipts = [decode_payload(i.payload).params["short_message"].decode() for i in await store.pending_outbox("app")]
     assert len(receipts) == 1 and "stat:EXPIRED" in receipts[0]
+
+
+class SlowDriver(Driver):
+    """Two lines; each send takes a while, so two channels can be mid-send at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels = ("1", "2")
+
+    async def send(self, channel, destination, text, *, flash=False, urgent=False) -> SendResult:
+        self.sent.append(destination)
+        await trio.sleep(5)
+        return SendResult(SendOutcome.ACCEPTED, ref=f"r{len(self.sent)}")
+
+    async def health(self) -> DeviceHealth:
+        return DeviceHealth(reachable=True, channels={"1": ChannelHealth(), "2": ChannelHealth()})
+
+
+async def test_a_message_queued_twice_is_sent_by_one_channel_only(tmp_path, nursery, autojump_clock):
+    # Found by the model test: replace_sm on a queued message told the scheduler about it again,
+    # so it waited twice in its route's queue; two idle lines picked it up at once and both
+    # sent it. A message is now claimed by one channel in the store, whatever the queue holds.
+    config = Config(
+        esmes=(EsmeConfig("app"),),
+        devices=(DeviceConfig(name="a", kind="router", lines=2, status_poll_interval=1, status_timeout=30),),
+        routes=(RouteConfig(name="r", channels=[("a", "1"), ("a", "2")]),),
+    )
+    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
+    store.open()
+    await nursery.start(store.run)
+    driver = SlowDriver()
+    sched = Scheduler(config, store, {"a": driver}, Metrics(), clock=trio.current_time)
+    store.final_receipts = sched.receipt_rows.final
+    heard: list = []
+
+    def hook(entry) -> None:
+        heard.append(entry)
+        sched.on_new_message(entry)
+
+    store.on_new_message = hook
+    real_parts = store.parts
+
+    async def parts_then_told_again(mid: int):
+        # While the first channel holds the message (read "queued", not yet marked), the
+        # scheduler hears of it again, as after a replace_sm; a second line is idle.
+        if len(heard) == 1:
+            sched.on_new_message(heard[0])
+            heard.append(heard[0])
+        await trio.sleep(1)
+        return await real_parts(mid)
+
+    store.parts = parts_then_told_again  # type: ignore[method-assign]
+    await nursery.start(sched.run)
+    one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"once", route="r"))
+    with trio.fail_after(600):
+        while (rec := await store.get(one.message_id)) is None or rec.state is not State.DELIVERED:
+            await trio.sleep(1)
+    await trio.sleep(30)  # let any second send finish
+    assert heard
+    assert driver.sent == ["+4911"]

@@ -43,6 +43,16 @@ class StoreError(Exception):
     """The store could not commit (disk full, read-only, I/O error). Nothing was acknowledged."""
 
 
+class ClaimedElsewhere(Exception):
+    """A channel asked to start a device call for a message another channel is sending: one
+    message is sent by one channel only (the first to mark it ``submitting`` owns it)."""
+
+    def __init__(self, mid: int, owner: str) -> None:
+        super().__init__(f"message {mid} is being sent by {owner}")
+        self.mid = mid
+        self.owner = owner
+
+
 # Columns of a message row that a submit fills in, in insert order.
 SUBMIT_FIELDS = (
     "service_type",

@@ -27,7 +27,7 @@ from typing import Any
 from .. import lifecycle
 from ..lifecycle import State
 from ..smpp.text import decode_short_message
-from .records import MessageRecord, PartRecord, QueueEntry, parse_id
+from .records import ClaimedElsewhere, MessageRecord, PartRecord, QueueEntry, parse_id
 
 # What a caller hands in to have a final state's receipts queued with it:
 # record -> [(esme, kind, payload, expire_at)].
@@ -300,13 +300,20 @@ class Transitions:
 
         False (and no device call may start): the message was still waiting, but its validity
         ran out after the channel picked it up. It is finished EXPIRED with its receipt in this
-        same transaction, so no device call ever begins after a message's validity."""
+        same transaction, so no device call ever begins after a message's validity.
+
+        Raises ClaimedElsewhere when another channel is already sending the message (it was
+        queued twice, e.g. after a replace_sm): one message, one channel."""
 
         def op(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT state, expire_at FROM messages WHERE id=?", (mid,)).fetchone()
+            row = conn.execute(
+                "SELECT state, expire_at, device, channel FROM messages WHERE id=?", (mid,)
+            ).fetchone()
             if row is None:
                 raise KeyError(mid)
             state = State(row[0])
+            if state is State.SUBMITTING and (row[2], row[3]) != (device, channel):
+                raise ClaimedElsewhere(mid, f"{row[2]}:{row[3]}")
             if state in lifecycle.WAITING and row[1] is not None and self.clock() > row[1]:
                 self._set_state(conn, mid, state, State.EXPIRED, "validity period ended")
                 self._queue_receipts(conn, self._get_record(conn, mid))
