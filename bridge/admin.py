@@ -272,7 +272,7 @@ class AdminServer:
     def status(self) -> dict[str, Any]:
         app = self.app
         now = time.time()
-        mono = time.monotonic()
+        mono = trio.current_time()  # the clock of Connection.connected_at
         stats = dict(app.dispatcher.stats)
         esmes = []
         for e in app.config.esmes:

@@ -32,7 +32,7 @@ from .metrics import Metrics, OpsCollector, SchedulerCollector, StoreCollector
 from .monitor import Monitor, instrument
 from .reload import reload_config
 from .scheduler import Scheduler
-from .server import SmppServer
+from .frontends.smpp.listener import SmppServer
 from .store import Store
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from aiosmpplib.broker import SimpleBroker
 
 from bridge.config import load_config_text
 from bridge.metrics import Metrics
-from bridge.server import SmppServer
+from bridge.frontends.smpp.listener import SmppServer
 from bridge.smpp.constants import CommandId, Status
 from bridge.smpp.pdu import decode
 

@@ -26,7 +26,8 @@ import trio.testing
 from bridge.config import load_config_text
 from bridge.dlr import Dispatcher, encode_payload
 from bridge.metrics import Metrics
-from bridge.server import Connection, SmppServer
+from bridge.frontends.smpp.connection import Connection
+from bridge.frontends.smpp.listener import SmppServer
 from bridge.smpp.constants import CommandId, Status
 from bridge.smpp.pdu import Pdu, decode, encode, make_response
 from bridge.store import Store

@@ -5,7 +5,7 @@ glued PDUs, random bytes). Deterministic for a seed, so a failure can be replaye
 tests/smpp/ holds hypothesis property tests over the codec and the session table (a few
 hundred examples each). The fuzzers here build on the same promises but run as plain loops over
 ``random.Random``: fast enough for a million inputs in the full form, and they drive the layer
-above too (the trio ``Connection`` of bridge/server.py, with the real store).
+above too (the trio ``Connection`` of bridge/frontends/smpp/connection.py, with the real store).
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ import trio.testing
 
 from bridge.config import load_config_text
 from bridge.metrics import Metrics
-from bridge.server import Connection, SmppServer
+from bridge.frontends.smpp.connection import Connection
+from bridge.frontends.smpp.listener import SmppServer
 from bridge.smpp.constants import NO_RESPONSE, RESPONSE_BIT, CommandId, Status
 from bridge.smpp.pdu import Pdu, PduError, decode, encode, generic_nack, make_response
 from bridge.smpp.session import NEED_DATA, Closed, Rejected, ServerSession

@@ -24,7 +24,7 @@ import pytest
 import smpplib.consts as sc
 import smpplib.exceptions
 
-from bridge.server import FAIL_DELAY, FAIL_LIMIT
+from bridge.frontends.smpp.protocol import FAIL_DELAY, FAIL_LIMIT
 from bridge.smpp.constants import CommandId, Status
 from bridge.smpp.pdu import Pdu, decode, encode
 from e2e_support import BridgeProcess, base_config, client, read_until, recv_pdu, submit, wait_for, with_admin
