@@ -273,7 +273,7 @@ class AdminServer:
         app = self.app
         now = time.time()
         mono = trio.current_time()  # the clock of Connection.connected_at
-        stats = dict(app.dispatcher.stats)
+        stats = dict(app.delivery.stats)
         esmes = []
         for e in app.config.esmes:
             conns = app.server.binds.get(e.system_id, [])

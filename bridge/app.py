@@ -25,7 +25,8 @@ import trio
 from .admin import AdminServer
 from .config import Config
 from .devices import build_driver
-from .dlr import Dispatcher, Receipts
+from .receipts.delivery import OutboxDelivery
+from .receipts.policy import Receipts
 from .inbound import Inbound
 from .logs import PduLog
 from .metrics import Metrics, OpsCollector, SchedulerCollector, StoreCollector
@@ -79,13 +80,13 @@ class App:
             self.store.on_new_message = self.scheduler.on_new_message
             self.server.route_for = self.scheduler.route_for
             self.server.routes_configured = True
-        self.dispatcher = Dispatcher(self.store, self.server, self.metrics, config)
-        self.store.on_outbox = self.dispatcher.wake
-        self.server.on_bind = self.dispatcher.wake
+        self.delivery = OutboxDelivery(self.store, self.server, self.metrics, config)
+        self.store.on_outbox = self.delivery.wake
+        self.server.on_bind = self.delivery.wake
         self.inbound = Inbound(config, self.store, self.drivers, self.metrics, clock=clock)
         self.store.on_optout = self.inbound.on_optout
         self.metrics.add_collector(StoreCollector(self.store))
-        self.metrics.add_collector(SchedulerCollector(self.scheduler, self.dispatcher))
+        self.metrics.add_collector(SchedulerCollector(self.scheduler, self.delivery))
         self.metrics.add_collector(OpsCollector(self.store, self.scheduler))
         self.monitor = Monitor(config, self.drivers, self.store, self.metrics, self.scheduler)
         self.pdu_log: PduLog | None = None
@@ -127,7 +128,7 @@ class App:
                     for name, driver in self.drivers.items():
                         if driver.declared.push_listener:
                             await nursery.start(self._serve_driver, name, driver)
-                    await nursery.start(self.dispatcher.run)
+                    await nursery.start(self.delivery.run)
                     await nursery.start(self.inbound.run)
                     if self.scheduler is not None:
                         await nursery.start(self.scheduler.run)

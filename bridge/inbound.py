@@ -57,7 +57,8 @@ import trio
 
 from .config import Config
 from .devices.base import Capability, Driver
-from .dlr import NET_SMPP, decode_payload, encode_payload
+from .receipts.payload import decode_payload, encode_payload
+from .receipts.policy import NET_SMPP
 from .smpp.concat import build_concat_udh
 from .smpp.constants import ESM_UDHI, Status, Tag
 from .smpp.text import gsm7_encode, split_text, ucs2_encode

@@ -380,9 +380,9 @@ class StoreCollector(Collector):
 class SchedulerCollector(Collector):
     """Queue depth per route, oldest queued age, caps remaining, outbox backlog."""
 
-    def __init__(self, scheduler, dispatcher) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, scheduler, delivery) -> None:  # type: ignore[no-untyped-def]
         self.scheduler = scheduler
-        self.dispatcher = dispatcher
+        self.delivery = delivery
 
     def collect(self):  # type: ignore[no-untyped-def]
         import math
@@ -423,12 +423,12 @@ class SchedulerCollector(Collector):
             "Age of the oldest deliver_sm waiting for its ESME",
             labels=["esme", "kind"],
         )
-        if self.dispatcher is not None:
+        if self.delivery is not None:
             now = time.time()
-            stats = dict(self.dispatcher.stats)
+            stats = dict(self.delivery.stats)
             # Every configured ESME has both series, 0 when nothing waits: a series that comes
             # and goes breaks rate() and makes "no data" look like "no backlog".
-            for esme in getattr(self.dispatcher.config, "esmes", ()):
+            for esme in getattr(self.delivery.config, "esmes", ()):
                 for kind in ("receipt", "mo"):
                     stats.setdefault((esme.system_id, kind), (0, None))
             for (esme, kind), (n, created) in stats.items():

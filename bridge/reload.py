@@ -92,7 +92,7 @@ async def reload_config(app: Any) -> dict[str, Any]:
     binds_before = sum(len(c) for c in app.server.binds.values())
     app.server.update_config(new)
     binds_after = sum(len(c) for c in app.server.binds.values())
-    app.dispatcher.config = new
+    app.delivery.config = new
     # Inbound reads its config on every SMS: routes, keywords, timeouts, the ESMEs' mo_long and
     # the MO destination apply to the next one.
     inbound = getattr(app, "inbound", None)

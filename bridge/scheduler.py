@@ -46,7 +46,7 @@ from typing import Any
 import attrs
 import trio
 
-from . import dlr
+from .receipts import policy as dlr  # device status -> receipt: dlr.Outcome, dlr.ReceiptPolicy
 from .devices.base import DeliveryState, Driver, SendOutcome, StatusResult
 from .inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from . import lifecycle

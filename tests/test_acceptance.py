@@ -229,7 +229,7 @@ def test_data_sm_and_a_bad_destination():
 async def test_a_message_without_validity_that_no_channel_sends_ends_expired(tmp_path, nursery):
     # Regression: default_validity was never applied, so with every channel down such a message
     # waited forever. Through the store's expiry sweep it now ends, with its receipt.
-    from bridge import dlr
+    from bridge.receipts import policy
     from bridge.lifecycle import State
     from bridge.store import Store
 
@@ -242,7 +242,7 @@ async def test_a_message_without_validity_that_no_channel_sends_ends_expired(tmp
         stored = await store.accept(msg)
         assert await store.expire_waiting(NOW + 3599, lambda r: []) == []
         expired = await store.expire_waiting(
-            NOW + 3601, lambda r: dlr.receipt_rows(r, dlr.Outcome(State.EXPIRED, "EXPIRED"), 600))
+            NOW + 3601, lambda r: policy.receipt_rows(r, policy.Outcome(State.EXPIRED, "EXPIRED"), 600))
         assert expired == [int(stored.message_id)]
         assert (await store.get(stored.message_id)).state is State.EXPIRED
         assert len(await store.pending_outbox("app")) == 1

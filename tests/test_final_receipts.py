@@ -14,7 +14,9 @@ import trio
 import trio.testing
 
 from bridge.config import Config, DeviceConfig, EsmeConfig, ReceiptsConfig, RouteConfig, SchedulerConfig
-from bridge.dlr import Dispatcher, Receipts, decode_payload
+from bridge.receipts.delivery import OutboxDelivery
+from bridge.receipts.payload import decode_payload
+from bridge.receipts.policy import Receipts
 from bridge.lifecycle import State
 from bridge.metrics import Metrics
 from bridge.scheduler import Scheduler
@@ -296,7 +298,7 @@ class FakeServer:
 async def test_a_permanently_refused_deliver_sm_ends_refused_and_counted(store, cfg, autojump_clock, kind):
     conn = FakeConn(Status.RX_P_APPN)
     metrics = Metrics()
-    disp = Dispatcher(store, FakeServer(conn), metrics, cfg["config"])
+    disp = OutboxDelivery(store, FakeServer(conn), metrics, cfg["config"])
     store.on_outbox = disp.wake
     async with trio.open_nursery() as nursery:
         await nursery.start(disp.run)
@@ -318,7 +320,7 @@ async def test_a_permanently_refused_deliver_sm_ends_refused_and_counted(store, 
 
 async def test_a_transient_refusal_is_retried_with_a_growing_back_off(store, cfg, autojump_clock):
     conn = FakeConn(Status.RMSGQFUL)
-    disp = Dispatcher(store, FakeServer(conn), Metrics(), cfg["config"])
+    disp = OutboxDelivery(store, FakeServer(conn), Metrics(), cfg["config"])
     store.on_outbox = disp.wake
     async with trio.open_nursery() as nursery:
         await nursery.start(disp.run)
@@ -332,6 +334,6 @@ async def test_a_transient_refusal_is_retried_with_a_growing_back_off(store, cfg
     # Each offer waits at least the doubling back-off (1, 2, 4 ... s, at most 300 s) after the
     # one before (lower bounds: a rescan may come later than the back-off, never sooner).
     gaps = [b - a for a, b in zip(conn.times, conn.times[1:])]
-    assert all(gap >= min(Dispatcher.RETRY_MAX, Dispatcher.RETRY_BASE * 2**n) * 0.999 for n, gap in enumerate(gaps)), gaps
+    assert all(gap >= min(OutboxDelivery.RETRY_MAX, OutboxDelivery.RETRY_BASE * 2**n) * 0.999 for n, gap in enumerate(gaps)), gaps
     assert len(await store.pending_outbox("app")) in (0, 1)  # still waiting (or backing off)
     assert await store.refused_outbox("app") == []

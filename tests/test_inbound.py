@@ -22,7 +22,7 @@ from bridge.config import (
     ReceiptsConfig,
 )
 from bridge.devices.base import Capability, DeviceHealth, InboundSms
-from bridge.dlr import decode_payload
+from bridge.receipts.payload import decode_payload
 from bridge.inbound import DevicePoller, Inbound, MoPolicy, address, mo_deliver_sm, optout_action
 from bridge.metrics import Metrics
 from bridge.smpp.constants import Tag

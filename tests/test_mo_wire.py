@@ -3,7 +3,7 @@ destination_addr it can route on (an ESME such as Kannel discards MO with an emp
 config reload reaches inbound (esmes[].mo_long, routes, the destination) at once.
 
 In-process: a real store and Inbound service; reload_config() runs against a small stand-in for
-the app; the dispatcher delivers to a stand-in receiver that encodes what it is sent."""
+the app; the outbox delivery delivers to a stand-in receiver that encodes what it is sent."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from bridge.config import ChannelOverride, Config, DeviceConfig, EsmeConfig, InboundConfig, ReceiptsConfig, load_config
 from bridge.devices.base import InboundSms
-from bridge.dlr import Dispatcher, decode_payload
+from bridge.receipts.delivery import OutboxDelivery
+from bridge.receipts.payload import decode_payload
 from bridge.inbound import Inbound, MoPolicy, mo_deliver_sm
 from bridge.metrics import Metrics
 from bridge.reload import reload_config
@@ -89,7 +90,7 @@ def text_of(raw: bytes) -> tuple[str, object]:
 
 async def deliver_all(store: Store, version: int) -> FakeConn:
     conn = FakeConn(version)
-    dispatcher = Dispatcher(store, FakeServer(conn), Metrics(), make_config())
+    dispatcher = OutboxDelivery(store, FakeServer(conn), Metrics(), make_config())
     for item in await store.pending_outbox("app1"):
         await dispatcher._send_one("app1", item, trio.Semaphore(0))
     await store.write(lambda conn: None)  # the delivered marks are committed after the answers
@@ -194,7 +195,7 @@ def app_for(path, store):  # type: ignore[no-untyped-def]
     metrics = Metrics()
     return SimpleNamespace(
         config_path=path, config=config, metrics=metrics, server=ReloadServer(),
-        dispatcher=SimpleNamespace(config=config), monitor=SimpleNamespace(init_series=lambda c: None),
+        delivery=SimpleNamespace(config=config), monitor=SimpleNamespace(init_series=lambda c: None),
         scheduler=None, inbound=Inbound(config, store, {}, metrics),
     )  # fmt: skip
 
@@ -251,7 +252,7 @@ def test_any_mo_reads_back_as_its_text_in_every_form_and_version(text, mo_long, 
     mo = MoMessage(id=mo_id, device="goip1", channel="1", sender="+491701234567", recipient=None,
                    text=text, received_at=0.0, esme="app1")  # fmt: skip
     pdus = [as_pdu(d) for d in mo_deliver_sm(mo, mo_long=mo_long)]
-    if version < 0x34:  # what the dispatcher does for a 3.3 bind
+    if version < 0x34:  # what the outbox delivery does for a 3.3 bind
         pdus = [q for p in pdus for q in payload_as_udh_parts(p, ref=mo_id)]
     for p in pdus:
         assert len(p.params["short_message"]) <= 6 + 153

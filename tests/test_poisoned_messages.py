@@ -20,7 +20,7 @@ from bridge.devices.base import (
     SendResult,
     StatusResult,
 )
-from bridge.dlr import decode_payload
+from bridge.receipts.payload import decode_payload
 from bridge.lifecycle import State
 from bridge.metrics import Metrics
 from bridge.scheduler import Scheduler

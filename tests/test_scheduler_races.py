@@ -24,7 +24,8 @@ from bridge.devices.base import (
     SendResult,
     StatusResult,
 )
-from bridge.dlr import Outcome, decode_payload
+from bridge.receipts.payload import decode_payload
+from bridge.receipts.policy import Outcome
 from bridge.lifecycle import State
 from bridge.metrics import Metrics
 from bridge.scheduler import Scheduler

@@ -24,7 +24,8 @@ import trio
 import trio.testing
 
 from bridge.config import load_config_text
-from bridge.dlr import Dispatcher, encode_payload
+from bridge.receipts.delivery import OutboxDelivery
+from bridge.receipts.payload import encode_payload
 from bridge.metrics import Metrics
 from bridge.frontends.smpp.connection import Connection
 from bridge.frontends.smpp.listener import SmppServer
@@ -480,9 +481,9 @@ async def test_receipts_spread_evenly_over_receiver_binds(config):
                                              "esm_class": 4, "short_message": b"id:1 stat:DELIVRD"}})
         for _ in range(30):
             await store.add_outbox("acme", "receipt", None, payload, time.time() + 3600)
-        dispatcher = Dispatcher(store, server, server.metrics, config)
-        store.on_outbox = dispatcher.wake
-        await nursery.start(dispatcher.run)
+        delivery = OutboxDelivery(store, server, server.metrics, config)
+        store.on_outbox = delivery.wake
+        await nursery.start(delivery.run)
         with trio.fail_after(20):
             await total.wait()
         nursery.cancel_scope.cancel()

@@ -76,12 +76,12 @@ class Store(Messages, Transitions, Outbox, Inbound, Optouts, Engine):
         super().__init__(path, synchronous=synchronous, clock=clock, on_commit=on_commit, run_sync=run_sync)
         self.partial_timeout = partial_timeout
         # Told about every new logical message that is waiting for a device (the scheduler),
-        # and about every ESME that has a new deliver_sm in the outbox (the dlr dispatcher).
+        # and about every ESME that has a new deliver_sm in the outbox (receipts.delivery.OutboxDelivery).
         self.on_new_message: Callable[[QueueEntry], None] | None = None
         self.on_outbox: Callable[[str], None] | None = None
         # Builds the receipt rows (esme, kind, payload, expire_at) for a message the store
         # itself makes final (cancel_sm, parts that never completed, a transition() to a final
-        # state): queued in the same transaction as the state (dlr.Receipts.final).
+        # state): queued in the same transaction as the state (receipts.policy.Receipts.final).
         self.final_receipts: Callable[[MessageRecord], list[tuple[str, str, str, float]]] | None = None
         # Told about every change of the opt-out list: ("optout" | "optin", number).
         self.on_optout: Callable[[str, str], None] | None = None
