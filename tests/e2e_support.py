@@ -219,10 +219,30 @@ def bind_body(system_id: str, password: str) -> bytes:
     return system_id.encode() + b"\0" + password.encode() + b"\0" + b"\0" + bytes([0x34, 0, 0]) + b"\0"
 
 
+# Ports a test hands to a child process (which binds them later) come from a block of its own
+# per xdist worker, below the kernel's ephemeral range (32768-60999 on Linux): a port the kernel
+# gives out for port 0 (to another worker, or to an outgoing connection) could be taken between
+# our check and the child's bind; these are handed out by us alone, each once per run.
+_PORT_BLOCK = 1500
+_PORT_BASE = 20000 + _PORT_BLOCK * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_next_port = {socket.SOCK_STREAM: _PORT_BASE, socket.SOCK_DGRAM: _PORT_BASE}
+
+
+def _free(kind: socket.SocketKind) -> int:
+    for _ in range(_PORT_BLOCK):
+        port = _next_port[kind]
+        _next_port[kind] = _PORT_BASE + (port + 1 - _PORT_BASE) % _PORT_BLOCK
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_BASE}-{_PORT_BASE + _PORT_BLOCK - 1}")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free(socket.SOCK_STREAM)
 
 
 class EmulatorProcess:
@@ -350,9 +370,7 @@ EMULATOR_READY_RE = re.compile(r"emulator ready\b.*?https?://[^\s:/]+:(\d+)/")
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free(socket.SOCK_DGRAM)
 
 
 class KindEmulator:
