@@ -154,7 +154,7 @@ del _final
 
 
 # The final states a device's status can put a message in once the device took it: what a
-# receipts.map entry may name (config.py checks it at load time). DELETED is not one of them:
+# receipts.map entry may name (config/receipts.py checks it at load time). DELETED is not one of them:
 # only cancel_sm deletes, and never a message a device already has.
 DEVICE_FINAL: frozenset[State] = frozenset(TRANSITIONS[S.SENT] & TRANSITIONS[S.SUBMITTING] & FINAL)
 

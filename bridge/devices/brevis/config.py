@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.config import (
+from bridge.config.devices import (
     DEVICE_PASSWORD_KEYS,
-    _load_http_device,
-    _Map,
-    _tls_options,
+    load_http_device as _load_http_device,
+    Map as _Map,
+    tls_options as _tls_options,
 )
 from bridge.devices.base import Driver, secret_text
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.config import (
+from bridge.config.devices import (
+    BAD as _BAD,
     DEVICE_PASSWORD_KEYS,
-    _BAD,
-    _device_url_problem,
+    device_url_problem as _device_url_problem,
     GOIP_MAX_LINES,
-    _load_device_password,
-    _Map,
-    _username_problem,
+    load_device_password as _load_device_password,
+    Map as _Map,
+    username_problem as _username_problem,
 )
 from bridge.devices.base import Driver, secret_text
 

@@ -9,14 +9,14 @@ from typing import Any
 
 from yaml.nodes import MappingNode
 
-from bridge.config import (
+from bridge.config.devices import (
+    BAD as _BAD,
+    describe as _describe,
     DEVICE_PASSWORD_KEYS,
-    _BAD,
-    _describe,
-    _host_problem,
-    _load_device_password,
-    _Map,
-    _scalar_or_bad,
+    host_problem as _host_problem,
+    load_device_password as _load_device_password,
+    Map as _Map,
+    scalar_or_bad as _scalar_or_bad,
     Secret,
 )
 from bridge.devices.base import Driver, secret_text

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.config import (
+from bridge.config.devices import (
     DEVICE_PASSWORD_KEYS,
-    _device_password_problem,
-    _device_url_problem,
-    _load_http_device,
-    _Map,
-    _read_secret,
-    _tls_options,
+    device_password_problem as _device_password_problem,
+    device_url_problem as _device_url_problem,
+    load_http_device as _load_http_device,
+    Map as _Map,
+    read_secret as _read_secret,
+    tls_options as _tls_options,
 )
 from bridge.devices.base import Driver, secret_text
 

@@ -1,0 +1,77 @@
+"""The small sections: ``limits``, ``admin`` (the HTTP API) and ``logging`` (with ``pdu_log``)."""
+
+from __future__ import annotations
+
+from yaml.nodes import Node
+
+from .model import (
+    ADMIN_TOKEN_MIN,
+    AdminConfig,
+    Limits,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LoggingConfig,
+    PduLogConfig,
+)
+from .reader import BAD, _Ctx, Map
+from .values import host_problem, _is_loopback, read_secret, _sources_given
+
+def _load_limits(ctx: _Ctx, node: Node | None, path: str) -> Limits:
+    m = Map(ctx, node, path, ("queue_depth",))
+    config = Limits(queue_depth=m.get_int("queue_depth", 10_000, lo=1))
+    m.finish()
+    return config
+
+
+def _token_problem(value: str) -> str | None:
+    if any(not (0x21 <= ord(c) <= 0x7E) for c in value):
+        return "must be printable ASCII without spaces (it is sent in an HTTP header)"
+    if len(value) < ADMIN_TOKEN_MIN:
+        return (
+            f"is {len(value)} characters; expected at least {ADMIN_TOKEN_MIN} "
+            "(e.g. `openssl rand -hex 16`)"
+        )
+    return None
+
+
+def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
+    token_keys = ("token", "token_env", "token_file")
+    m = Map(ctx, node, path, ("host", "port", *token_keys))
+    host = m.get_str("host", "127.0.0.1", what="an IP address or host name", check=host_problem)
+    port = m.get_int("port", 8025, lo=0, hi=65535)
+    given = _sources_given(m, token_keys)
+    token, _ = read_secret(m, token_keys, check=_token_problem, alternatives="token_env or token_file")
+    for extra in given[1:]:
+        message = f"expected at most one token source, got {len(given)}: {', '.join(given)}"
+        m.fail(extra, m.key_line(extra), message)
+    if port != 0 and not given and not {"host", "port"} & m.bad and not _is_loopback(host):
+        m.fail(
+            "host", m.key_line("host"),
+            f"admin HTTP on {host!r} is reachable from the network, so a token is required: "
+            "set token_env or token_file (or use host 127.0.0.1)",
+        )
+    m.finish()
+    return AdminConfig(host=host, port=port, token=token)
+
+
+def _load_logging(ctx: _Ctx, node: Node | None, path: str) -> LoggingConfig:
+    m = Map(ctx, node, path, ("level", "format", "pdu_log"))
+    config = LoggingConfig(
+        level=m.get_choice("level", "info", LOG_LEVELS),
+        format=m.get_choice("format", "text", LOG_FORMATS),
+        pdu_log=_load_pdu_log(ctx, m.node("pdu_log"), m.path_of("pdu_log")),
+    )
+    m.finish()
+    return config
+
+
+def _load_pdu_log(ctx: _Ctx, node: Node | None, path: str) -> PduLogConfig:
+    m = Map(ctx, node, path, ("enabled", "dir", "retention_days"))
+    directory = m.get_path("dir", None, what="a directory path")
+    config = PduLogConfig(
+        enabled=m.get_bool("enabled", False),
+        dir=None if directory is BAD else directory,
+        retention_days=m.get_int("retention_days", 14, lo=1, hi=3650),
+    )
+    m.finish()
+    return config

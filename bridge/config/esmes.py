@@ -1,0 +1,172 @@
+"""The ``esmes`` section: one entry per ESME (system_id, password, allowed IPs, throughput...)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from bridge import passwords
+from .model import (
+    DATA_CODING_1_MODES,
+    EsmeConfig,
+    IPNetwork,
+    LOOPBACK_NETWORKS,
+    MO_LONG_MODES,
+    RECEIPT_MODES,
+)
+from .reader import _A_LIST, _A_MAPPING, BAD, _Ctx, describe, Map, _quote_hint, scalar_or_bad
+from .values import read_secret, _sources_given, _system_id_problem
+
+_PASSWORD_KEYS = ("password", "password_hash", "password_env", "password_file")
+
+
+def _hash_problem(value: str) -> str | None:
+    try:
+        passwords.parse_hash(value)
+    except ValueError as e:
+        return f"expected a hash made by `smpp-bridge hash-password`: {e}"
+    return None
+
+
+def _password_problem(value: str) -> str | None:
+    return passwords.smpp_password_problem(value)
+
+
+def _load_allowed_ips(m: Map) -> tuple[IPNetwork, ...]:
+    got = m.get_list("allowed_ips", "a list of IP addresses or networks (CIDR), e.g. [127.0.0.1, 10.0.0.0/8]")
+    if got is None:
+        return LOOPBACK_NETWORKS
+    items, list_node = got
+    if not items:
+        m.fail(
+            "allowed_ips", list_node,
+            "expected at least one address or network, got an empty list "
+            "(to stop this ESME binding, set enabled: false)",
+        )
+        return LOOPBACK_NETWORKS
+    networks: list[IPNetwork] = []
+    for i, item in enumerate(items):
+        item_path = f"{m.path_of('allowed_ips')}[{i}]"
+        value: Any = _A_LIST if isinstance(item, SequenceNode) else _A_MAPPING
+        if isinstance(item, ScalarNode):
+            value = scalar_or_bad(m.ctx, item)
+        if not isinstance(value, str):
+            found = f"{describe(value)}{_quote_hint(value)}"
+            m.ctx.error(item_path, item, f"expected an IP address or network, got {found}")
+            m.bad.add("allowed_ips")
+            continue
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=True))
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(value.strip(), strict=False)
+                message = f"{value!r} has host bits set (did you mean '{loose}'?)"
+            except ValueError:
+                message = f"expected an IP address or network like 10.0.0.0/8 or \"::1\", got {value!r}"
+            m.ctx.error(item_path, item, message)
+            m.bad.add("allowed_ips")
+    return tuple(networks) if networks else LOOPBACK_NETWORKS
+
+
+def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int | None]:
+    """One ESME, and the line of its system_id (for duplicate reports)."""
+    m = Map(
+        ctx,
+        node,
+        path,
+        ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled", "default_route",
+         "mo_long", "receipts", "data_coding_1"),
+        what="an ESME (a mapping with system_id, password ...)",
+    )
+    if not m.ok:
+        return None, None
+    system_id = m.get_str(
+        "system_id", None, what="a system_id (1..15 characters)", required=True, check=_system_id_problem
+    )
+    given = _sources_given(m, _PASSWORD_KEYS)
+    secret, _ = read_secret(
+        m,
+        ("password", "password_env", "password_file"),
+        check=_password_problem,
+        alternatives="password_env or password_file",
+    )
+    password_hash = None
+    if m.has("password_hash"):
+        password_hash = m.get_str(
+            "password_hash", None, what="a password hash", secret=True, check=_hash_problem
+        )
+    if not given:
+        m.ctx.error(
+            path, m.line,
+            "missing password: expected exactly one of password, password_hash, password_env, password_file",
+        )
+    elif len(given) > 1:
+        for extra in given[1:]:
+            m.fail(
+                extra, m.key_line(extra),
+                f"expected exactly one password source, got {len(given)}: {', '.join(given)}",
+            )
+    allowed_ips = _load_allowed_ips(m)
+    max_binds = m.get_int("max_binds", 4, lo=1, hi=1000)
+    throughput = m.get_number(
+        "throughput", 0.0, expected="a number of segments per second, 0 or more (0 = unlimited)"
+    )
+    enabled = m.get_bool("enabled", True)
+    default_route = m.get_str(
+        "default_route", None, what="the name of a route (from routes:)", as_written=True
+    )
+    if default_route is not None:
+        ctx.route_refs.append((m.path_of("default_route"), m.key_line("default_route"), default_route))
+    mo_long = m.get_choice("mo_long", "udh", MO_LONG_MODES)
+    receipts = m.get_choice("receipts", "combined", RECEIPT_MODES)
+    data_coding_1 = m.get_choice("data_coding_1", "auto", DATA_CODING_1_MODES)
+    m.finish()
+    if system_id is BAD or system_id is None:
+        return None, None
+    esme = EsmeConfig(
+        system_id=system_id,
+        password=secret if password_hash is None else None,
+        password_hash=password_hash,
+        allowed_ips=allowed_ips,
+        max_binds=max_binds,
+        throughput=throughput,
+        enabled=enabled,
+        default_route=default_route,
+        mo_long=mo_long,
+        receipts=receipts,
+        data_coding_1=data_coding_1,
+    )
+    return esme, m.key_line("system_id")
+
+
+def _load_esmes(ctx: _Ctx, node: Node | None, path: str) -> tuple[EsmeConfig, ...]:
+    what = "a list of ESMEs (the applications allowed to bind), at least one"
+    if node is None:
+        ctx.error(path, None, f"missing: expected {what}")
+        return ()
+    if not isinstance(node, SequenceNode):
+        found = _A_MAPPING if isinstance(node, MappingNode) else scalar_or_bad(ctx, node)
+        hint = " (start each ESME with '- system_id: ...')" if found is _A_MAPPING else ""
+        ctx.error(path, node, f"expected {what}, got {describe(found)}{hint}")
+        return ()
+    if not node.value:
+        ctx.error(path, node, f"expected {what}, got an empty list")
+        return ()
+    esmes: list[EsmeConfig] = []
+    first_line: dict[str, int | None] = {}
+    for i, item in enumerate(node.value):
+        esme, line = _load_esme(ctx, item, f"{path}[{i}]")
+        if esme is None:
+            continue
+        if esme.system_id in first_line:
+            ctx.error(
+                f"{path}[{i}].system_id", line,
+                f"duplicate system_id {esme.system_id!r} (first used at line {first_line[esme.system_id]})",
+            )
+            continue
+        first_line[esme.system_id] = line
+        ctx.esme_ids.add(esme.system_id)
+        esmes.append(esme)
+    return tuple(esmes)
