@@ -1,0 +1,336 @@
+"""The Scheduler: the facade that wires the scheduler's pieces and that the rest of the bridge
+calls (app.py, admin.py, metrics.py, reload.py, the store's hooks).
+
+Rules
+-----
+* It owns the route queues (``queues.py``), one ``Channel`` worker per enabled channel
+  (``channel.py``), the dispatcher (``routing.py``), the timers of scheduled and retried
+  messages, the expiry sweep and the report tracker (``tracker.py``), all in one nursery
+  (``run``), after ``recovery.recover`` rebuilt them from the store.
+* Every final state goes through ``finish``: the move and its receipt rows in one transaction.
+* Retries back off exponentially (``retry_backoff`` doubled, at most ``retry_backoff_max``) and
+  end: after ``max_attempts`` the message is UNDELIVERABLE.
+* A scheduled or retried message's timer releases it only if its stored due time has come
+  (replace_sm may have set a later one); a timer the store could not honour is tried again
+  after RESCUE_DELAY.
+* Messages still waiting when their validity ends are EXPIRED by a sweep every
+  EXPIRY_SWEEP_SECONDS, with their receipts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from ..devices.base import Driver
+from ..lifecycle import InvalidTransition, State
+from ..receipts.policy import Outcome, ReceiptPolicy, Receipts
+from ..store import MessageRecord, QueueEntry, Store
+from . import recovery, routing
+from .channel import MAX_RESCUES, RESCUE_DELAY, Channel
+from .queues import RouteQueue
+from .tracker import ReportTracker
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Routes messages and runs one worker per channel."""
+
+    EXPIRY_SWEEP_SECONDS = 10.0
+
+    def __init__(
+        self,
+        config: Any,
+        store: Store,
+        drivers: Mapping[str, Driver],
+        metrics: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.drivers = dict(drivers)
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.receipts = ReceiptPolicy(config.receipts)
+        # Receipt rows with the config in force (retention, each ESME's receipts mode).
+        self.receipt_rows = Receipts(lambda: self.config, clock)
+        self.queues: dict[str, RouteQueue] = {}
+        self.channels: dict[str, Channel] = {}
+        self.route_channels: dict[str, list[Channel]] = {}
+        self._timers: list[tuple[float, int, QueueEntry]] = []
+        self._timer_wake = trio.Event()
+        self._wake = trio.Event()
+        self._tiebreak = itertools.count()
+        # Queued messages whose route is gone (they wait for update_routes).
+        self.unrouted: list[QueueEntry] = []
+        self.failures: dict[int, int] = {}  # message id -> handling failures in a row
+        self.tracker = ReportTracker(self)  # handset reports followed in the background
+        self._build()
+
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        for device in self.config.devices:
+            if not device.enabled or device.name not in self.drivers:
+                continue
+            for ch in device.channel_ids():
+                if device.channel_enabled(ch):
+                    self.channels[f"{device.name}:{ch}"] = Channel(self, device, ch, self.drivers[device.name])
+        for route in self.config.routes:
+            self.queues[route.name] = RouteQueue(route.name)
+            chans = [self.channels[f"{d}:{c}"] for d, c in route.channels if f"{d}:{c}" in self.channels]
+            self.route_channels[route.name] = chans
+            for ch in chans:
+                ch.routes.append(route.name)
+
+    def route_for(self, esme: str, destination: str) -> str | None:
+        return routing.route_for(self.config, esme, destination)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    def on_new_message(self, entry: QueueEntry) -> None:
+        """Store hook: a message was committed in QUEUED, SCHEDULED or RETRY_WAIT."""
+        now = self.clock()
+        if entry.state is State.QUEUED:
+            q = self.queues.get(entry.route or "")
+            if q is None:
+                log.error("message %s has route %r that no longer exists; it waits for a reload", entry.id, entry.route)
+                self.unrouted.append(entry)
+                return
+            q.push(entry, now)
+            self._wake.set()
+        else:
+            due = entry.schedule_at if entry.state is State.SCHEDULED else entry.next_attempt_at
+            heapq.heappush(self._timers, (due or now, next(self._tiebreak), entry))
+            self._timer_wake.set()
+
+    async def requeue(self, mid: int, detail: str) -> None:
+        """Back to the route's queue at once: the device certainly did not take it."""
+        await self.store.move(mid, State.QUEUED, detail)
+
+    async def retry_later(self, rec: MessageRecord, detail: str, *, count_attempt: bool = True) -> None:
+        cfg = self.config.scheduler
+        row = await self.store.queue_entry(rec.id)
+        attempts = (row.attempts if row else 0) + (1 if count_attempt else 0)
+        if attempts >= cfg.max_attempts:
+            await self.finish(rec.id, Outcome(State.UNDELIVERABLE, "UNDELIV", 0, None, f"gave up after {attempts} attempts: {detail}"))
+            return
+        delay = min(cfg.retry_backoff_max, cfg.retry_backoff * 2 ** max(0, attempts - 1))
+        self.metrics.retries.inc()
+        await self.store.move(rec.id, State.RETRY_WAIT, detail, attempts=attempts, next_attempt_at=self.clock() + delay)
+
+    async def finish(self, mid: int, outcome: Outcome, *, kind: str | None = None) -> None:
+        rec = await self.store.move(
+            mid,
+            outcome.state,
+            outcome.detail,
+            outbox=lambda r: self.receipt_rows.rows(r, outcome),
+            error=outcome.detail or None,
+        )
+        self.metrics.messages_final.labels(outcome.state.value).inc()
+        log.info("message %s: %s (%s)", rec.message_id, outcome.state.value, outcome.detail or outcome.stat)
+
+    def note_failure(self, mid: int) -> int:
+        """Count one more failure in a row of handling message ``mid``; returns the count."""
+        n = self.failures[mid] = self.failures.get(mid, 0) + 1
+        return n
+
+    async def give_up(self, mid: int, exc: BaseException, channel: Channel | None = None) -> None:
+        """A message whose handling failed MAX_RESCUES + 1 times in a row: finish it UNKNOWN
+        with its receipt (nobody can say whether a device took it), so its channel goes on."""
+        self.failures.pop(mid, None)
+        self.tracker.forget(mid)
+        device, ch = (channel.device_name, channel.id) if channel is not None else ("", "")
+        self.metrics.messages_poisoned.labels(device, ch).inc()
+        detail = f"handling failed {MAX_RESCUES + 1} times in a row: {type(exc).__name__}: {exc}"[:300]
+        try:
+            await self.finish(mid, Outcome(State.UNKNOWN, "UNKNOWN", 0, None, detail))
+        except Exception:
+            # Not even that could be stored: leave it to crash recovery after the next start
+            # rather than hold the channel.
+            log.exception(
+                "message %s could not be finished after repeated failures; it stays in the store "
+                "and is looked at again after a restart. Check the disk and the log above.", mid,
+            )  # fmt: skip
+            return
+        log.error(
+            "message %s given up as UNKNOWN on %s: %s. Its receipt says UNKNOWN; the traceback "
+            "above shows the fault: report it as a bug (with the device's answer) and check "
+            "with the recipient whether the SMS arrived.",
+            mid, f"{device}:{ch}" if channel is not None else "the report tracker", detail,
+        )  # fmt: skip
+
+    async def intermediate(self, mid: int) -> None:
+        """The device took the first part: an ENROUTE receipt if the ESME asked (bit 4)."""
+        rec = await self.store.record(mid)
+        if rec is None or not rec.registered_delivery & 0x10:
+            return
+        if self.receipt_rows.per_part(rec.esme) and rec.esme_parts > 1:
+            rec = attrs.evolve(rec, part_ids=await self.store.part_ids(mid))
+        rows = self.receipt_rows.rows(rec, Outcome(State.SENT, "ENROUTE"), intermediate=True)
+        for esme, kind, payload, expire_at in rows:
+            await self.store.add_outbox(esme, kind, mid, payload, expire_at)
+
+
+    # -- handset reports followed in the background (tracker.py) --------------------------------
+
+    def track(self, mid: int) -> None:
+        """Follow the status of every part of ``mid`` (all with a device that gives handset
+        reports) until each is final or its device's status_timeout passes; then finish it."""
+        self.tracker.track(mid)
+
+    def resolve_ambiguity(self, pre_ref: str | None, now_ref: str | None) -> str:
+        """reconciled_sent | reconciled_not_sent | policy_unknown | policy_resend."""
+        if pre_ref is not None and now_ref:
+            return "reconciled_sent" if now_ref.lower() != pre_ref.lower() else "reconciled_not_sent"
+        if pre_ref == "" and now_ref == "":
+            return "reconciled_not_sent"
+        return "policy_resend" if self.config.scheduler.ambiguous == "resend" else "policy_unknown"
+
+    def quarantine_device(self, device: str, reason: str) -> None:
+        for ch in self.channels.values():
+            if ch.device_name == device:
+                # take_out, not just _penalise: an idle channel of the device must leave its
+                # wait for work, or it would take the next message while quarantined.
+                ch.take_out(reason)
+                # Refused credentials (or a switched-off API) concern the whole device, and its
+                # health check tells when they are accepted again: back then, not after the
+                # whole (doubling) quarantine.
+                ch.back_when = "device_up"
+
+    def device_health(self, device: str, health: Any) -> None:
+        """A health check's answer (bridge/monitor.py). A device that is down (unreachable,
+        refusing our credentials, a phone not seen for offline_after) is taken out of service:
+        its ready channels are quarantined and probed, so routes with a failover use it
+        meanwhile. A ready channel the device reports as not registered on the GSM network
+        (GoIP line logged out, GoIP SMS-server line without keepalive) rests for
+        ``logout_cooldown``. A channel taken out this way comes back as soon as a later check
+        finds the device well (through its probe). Channels busy with a message are left to
+        that message's outcome."""
+        now = self.clock()
+        why = "refuses our credentials" if health.auth_failed else "is down"
+        taken: list[str] = []
+        for ch in self.channels.values():
+            if ch.device_name != device:
+                continue
+            c = health.channels.get(ch.id) if health.ok else None
+            if ch.state == "ready" and not ch.paused:
+                if not health.ok:
+                    taken.append(ch.id)
+                    ch.take_out(f"health check: device {why}: {health.detail}")
+                    ch.back_when = "device_up"
+                elif c is not None and c.registered is False:
+                    ch.take_out("health check: not registered on the GSM network",
+                                cooldown=self.config.scheduler.logout_cooldown)
+                    ch.back_when = "registered"
+            elif ch.state in ("cooldown", "quarantine") and health.ok and ch.down_until > now:
+                if (ch.back_when == "device_up" and (c is None or c.registered is not False)) or (
+                    ch.back_when == "registered" and c is not None and c.registered is True
+                ):
+                    ch.down_until = now  # probe now
+                    ch.poke()
+        if taken:
+            log.warning("device %s %s (%s): channel(s) %s out of service until it is well again",
+                        device, why, health.detail, ", ".join(taken))
+
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Rebuild queues, timers and cap counters from the store (start and crash recovery)."""
+        await recovery.recover(self)
+
+    async def finish_rejected_no_route(self, rec: MessageRecord) -> None:
+        """REJECTED for want of a route, with its receipt in the same transaction."""
+        outcome = Outcome(State.REJECTED, "REJECTD", 0, None, "no route for this destination")
+        await self.store.route_accepted(
+            rec.id, None, outcome.detail, outbox=lambda r: self.receipt_rows.rows(r, outcome)
+        )
+        self.metrics.messages_final.labels(State.REJECTED.value).inc()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.recover()
+        async with trio.open_nursery() as nursery:
+            for ch in self.channels.values():
+                self.metrics.set_channel_state(ch.device_name, ch.id, ch.state)
+                nursery.start_soon(ch.run)
+            nursery.start_soon(self._dispatcher)
+            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._expiry_sweeper)
+            nursery.start_soon(self.tracker.run)
+            task_status.started()
+
+    async def _dispatcher(self) -> None:
+        while True:
+            self._wake = trio.Event()
+            self.dispatch()
+            await self._wake.wait()
+
+
+
+    def dispatch(self) -> int:
+        """Hand queued messages to idle channels; returns how many were handed out."""
+        return routing.dispatch(self)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = self.clock()
+            while self._timers and self._timers[0][0] <= now:
+                _due, _n, entry = heapq.heappop(self._timers)
+                try:
+                    # Moved only if its stored due time has come: replace_sm may have set a
+                    # later one (and with it a timer of its own).
+                    await self.store.release_due(entry.id, now, "scheduled time reached" if entry.state is State.SCHEDULED else "retry")
+                except (InvalidTransition, KeyError) as exc:  # cancelled or expired meanwhile
+                    log.debug("timer for message %s: %s", entry.id, exc)
+                except Exception as exc:  # the store cannot write now: try again shortly
+                    log.warning("timer for message %s: %s; trying again in %.0f s", entry.id, exc, RESCUE_DELAY)
+                    heapq.heappush(self._timers, (now + RESCUE_DELAY, next(self._tiebreak), entry))
+            self._timer_wake = trio.Event()
+            delay = self._timers[0][0] - self.clock() if self._timers else 3600
+            with trio.move_on_after(max(0.0, delay)):
+                await self._timer_wake.wait()
+
+    async def _expiry_sweeper(self) -> None:
+        while True:
+            await trio.sleep(self.EXPIRY_SWEEP_SECONDS)
+            try:
+                now = self.clock()
+                outcome = Outcome(State.EXPIRED, "EXPIRED", 0, None, "validity period ended")
+                expired = await self.store.expire_waiting(now, lambda r: self.receipt_rows.rows(r, outcome))
+                if expired:
+                    self.metrics.messages_final.labels("expired").inc(len(expired))
+                    log.info("%d messages expired while waiting for a channel", len(expired))
+            except Exception:
+                log.exception("expiry sweep failed; will retry")
+
+    # -- views for metrics and the admin API -----------------------------------------------------
+
+    def queue_stats(self) -> dict[str, tuple[int, float]]:
+        now = self.clock()
+        return {name: (len(q), q.oldest_age(now)) for name, q in self.queues.items()}
+
+
+    # -- config reload ---------------------------------------------------------------------------
+
+    async def update_routes(self, config: Any) -> dict[str, Any]:
+        """Apply a reloaded config's routes, scheduler policy and receipt table
+        (routing.update_routes)."""
+        return await routing.update_routes(self, config)
