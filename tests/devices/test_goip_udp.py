@@ -1,5 +1,5 @@
-"""GoIP SMS-server (UDP) driver: pure parsers on literal datagrams, then the driver's UDP server
-over real sockets on 127.0.0.1 - against raw datagrams and against the GoIP UDP emulator."""
+"""GoIP SMS-server (UDP) driver: its UDP server over real sockets on 127.0.0.1 - against raw
+datagrams and against the GoIP UDP emulator. The codec alone: test_goip_udp_protocol.py."""
 
 from __future__ import annotations
 
@@ -16,31 +16,14 @@ from bridge.devices.base import (
     Driver,
     SendOutcome,
 )
-from bridge.devices.goip_udp.driver import (
-    GoipUdpDriver,
-    build_msg,
-    classify_errorstatus,
-    inbound_device_key,
-    make_ref,
-    parse_keyed,
-    parse_ref,
-    parse_reply,
-    redact_datagram,
-)
+from bridge.devices.goip_udp.driver import GoipUdpDriver
+from bridge.devices.goip_udp.protocol import inbound_device_key
 from bridge.devices.goip_udp.emulator import GoipUdpEmulator
 
 PASSWORD = "Udp-Pa55!w0rd:x,y"
 WRONG = "Wr0ng-Pass-77"
 SECRETS = [PASSWORD, WRONG, PASSWORD + "-wrong"]
 LINES = {"1": "gw1", "2": "gw2"}
-
-KEEPALIVE = (
-    "req:27;id:gw1;pass:secret;num:;signal:29;gsm_status:LOGIN;voip_status:LOGOUT;"
-    "voip_state:IDLE;remain_time:-1;imei:867495023958030;imsi:260060172091324;"
-    "iccid:89480611000720913242;pro:POL;idle:11;disable_status:0;SMS_LOGIN:N;SMB_LOGIN:;"
-    "CELLINFO:LAC:7E5,CELL ID:5E5B;CGATT:Y;"
-)
-
 
 def assert_no_secret(obj: object) -> None:
     text = repr(obj)
@@ -66,118 +49,6 @@ async def wait_for(predicate, limit: float = 3.0, step: float = 0.01):
             if value:
                 return value
             await trio.sleep(step)
-
-
-# ============================================================================================
-# pure parsers
-
-
-def test_parse_keepalive_values_with_colons_and_commas():
-    d = parse_keyed(KEEPALIVE)
-    assert d is not None and d.kind == "req" and d.seq == "27"
-    assert d.get("id") == "gw1" and d.get("pass") == "secret"
-    assert d.get("num") == "" and d.get("signal") == "29" and d.get("gsm_status") == "LOGIN"
-    assert d.get("CELLINFO") == "LAC:7E5,CELL ID:5E5B"
-    assert d.get("smb_login") == "" and d.get("cgatt") == "Y"
-    assert d.get("imei") == "867495023958030"
-
-
-@pytest.mark.parametrize(
-    "datagram, fields",
-    [
-        (
-            "RECEIVE:441;id:c1;password:secret;srcnum:100;msg:This is sample sms message",
-            {"srcnum": "100", "msg": "This is sample sms message"},
-        ),
-        (
-            "RECEIVE:442;id:c1;password:secret;srcnum:+4917;msg:a;b: c;d:e;",
-            {"srcnum": "+4917", "msg": "a;b: c;d:e;"},
-        ),
-        (
-            "RECEIVE:443;id:c1;password:secret;srcnum:100;smscnum:+4917600;msg:x;msg:y",
-            {"smscnum": "+4917600", "msg": "x;msg:y"},
-        ),
-        ("RECEIVE:444;id:c1;password:secret;srcnum:100;msg:", {"msg": ""}),
-        (
-            "DELIVER:429;id:c1;password:secret;sms_no:3;state:0;num:999999999",
-            {"sms_no": "3", "state": "0", "num": "999999999"},
-        ),
-        (
-            "STATE:446;id:c1;password:secret;gsm_remain_state:DIALING:999999999",
-            {"gsm_remain_state": "DIALING:999999999"},
-        ),
-    ],
-)
-def test_parse_keyed_pushes(datagram, fields):
-    d = parse_keyed(datagram)
-    assert d is not None and d.get("id") == "c1" and d.get("password") == "secret"
-    for key, value in fields.items():
-        assert d.get(key) == value
-
-
-def test_parse_keyed_rejects_and_tolerates():
-    assert parse_keyed("OK 8622 1 3") is None
-    assert parse_keyed("garbage") is None
-    assert parse_keyed("") is None
-    d = parse_keyed("RECEIVE:id:1;password:secret;srcnum:+1;msg:Hello, World!")
-    assert d is not None and d.seq == "" and d.get("id") == "1" and d.get("msg") == "Hello, World!"
-
-
-@pytest.mark.parametrize(
-    "text, verb, sendid, args",
-    [
-        ("PASSWORD 8622", "PASSWORD", 8622, ()),
-        ("SEND 8622\n", "SEND", 8622, ()),
-        ("OK 8622 1 3", "OK", 8622, ("1", "3")),
-        ("WAIT 8622 1", "WAIT", 8622, ("1",)),
-        ("ERROR 8622 1 errorstatus:38", "ERROR", 8622, ("1", "errorstatus:38")),
-        ("ERROR 8622 GSM_LOGOUT", "ERROR", 8622, ("GSM_LOGOUT",)),
-        ("DONE 8622", "DONE", 8622, ()),
-    ],
-)
-def test_parse_reply(text, verb, sendid, args):
-    r = parse_reply(text)
-    assert r is not None and (r.verb, r.sendid, r.args) == (verb, sendid, args)
-
-
-def test_parse_reply_rejects():
-    for text in ("OK", "OK x 1", "HELLO 12", "req:1;id:x;", ""):
-        assert parse_reply(text) is None
-
-
-def test_redaction_and_msg_framing():
-    assert redact_datagram("req:1;id:gw1;pass:s3cr;et;x:1") == "req:1;id:gw1;pass:***;et;x:1"
-    assert "s3c" not in redact_datagram("RECEIVE:1;id:a;password:s3c;msg:hi")
-    assert redact_datagram("PASSWORD 12 top secret") == "PASSWORD 12 ***"
-    assert build_msg(8622, "Hello world!") == b"MSG 8622 12 Hello world!"
-    assert build_msg(1, "Grüße") == b"MSG 1 7 " + "Grüße".encode()
-
-
-@pytest.mark.parametrize(
-    "code, outcome",
-    [
-        ("38", SendOutcome.ERROR),
-        ("42", SendOutcome.ERROR),
-        ("500", SendOutcome.ERROR),
-        ("1", SendOutcome.REJECTED),
-        ("30", SendOutcome.REJECTED),
-        ("310", SendOutcome.CHANNEL_DOWN),
-        ("331", SendOutcome.CHANNEL_DOWN),
-        ("x", SendOutcome.ERROR),
-    ],
-)
-def test_classify_errorstatus(code, outcome):
-    assert classify_errorstatus(code)[0] is outcome
-
-
-def test_refs_and_keys():
-    assert make_ref("1", "3", 8622) == "1:3:8622"
-    assert parse_ref("1:3:8622") == ("1", "3", 8622)
-    assert parse_ref("1::8622") == ("1", "", 8622)
-    assert parse_ref("00000e7c") is None
-    k = inbound_device_key("gw1", "441", "+49170", "hi;x")
-    assert k == inbound_device_key("gw1", "441", "+49170", "hi;x")
-    assert k.startswith("gw1|441|") and k != inbound_device_key("gw1", "441", "+49170", "hi;y")
 
 
 def test_constructor_checks():
