@@ -248,121 +248,26 @@ def _cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
-EMULATOR_KINDS = ("goip", "goip_udp", "router", "brevis", "smsgateway24", "smsgate")
-# Default HTTP port per emulator kind (goip_udp has none: it is a UDP client of the bridge).
-EMULATOR_PORTS = {"goip": 8081, "router": 8082, "brevis": 8083, "smsgateway24": 8084, "smsgate": 8085}
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
-def _line_ids(spec: str) -> dict[str, str]:
-    """``gw1,gw2`` -> {"1": "gw1", "2": "gw2"}; ``1=gw1,3=gw3`` keeps the numbers given."""
-    out: dict[str, str] = {}
-    for n, item in enumerate(x.strip() for x in spec.split(",") if x.strip()):
-        line, sep, line_id = item.partition("=")
-        if sep:
-            out[line.strip()] = line_id.strip()
-        else:
-            out[str(n + 1)] = item
-    if not out:
-        raise ValueError("expected line ids like gw1,gw2 (or 1=gw1,2=gw2)")
-    return out
-
-
-def _build_emulator(args: argparse.Namespace) -> tuple[Any, str]:
-    """(emulator object, a one-line description) for ``smpp-bridge emulate KIND``."""
-    kind = args.kind
-    seed = args.seed
-    if kind == "goip":
-        from .devices.goip_http.emulator import GoipEmulator
-
-        emu = GoipEmulator(
-            lines=args.lines,
-            username=_pick(args.username, "admin"),
-            password=_pick(args.password, "admin"),
-            send_duration=_pick(args.send_duration, 2.5),
-            seed=seed,
-        )
-        return emu, f"{args.lines} lines, user {emu.username!r}"
-    if kind == "router":
-        from .devices.router.emulator import RouterEmulator
-
-        emu = RouterEmulator(
-            username=_pick(args.username, "user1"),
-            password=_pick(args.password, "user_pass"),
-            enabled=not args.disabled,
-            send_duration=_pick(args.send_duration, 0.5),
-            auth_style=args.auth_style,
-        )
-        return emu, f"SMS via URL at /cgi-bin/sms_send, user {emu.username!r}"
-    if kind == "brevis":
-        import ssl
-
-        from .devices.brevis.emulator import BrevisEmulator
-
-        ctx = None
-        if args.certfile:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(args.certfile, args.keyfile)
-        emu = BrevisEmulator(
-            username=_pick(args.username, "apiuser"),
-            password=_pick(args.password, "secret"),
-            api_access=not args.no_api_access,
-            send_duration=_pick(args.send_duration, 0.5),
-            ssl_context=ctx,
-        )
-        return emu, f"/api.php, user {emu.username!r}" + (" (HTTPS)" if ctx else "")
-    if kind == "smsgateway24":
-        from .devices.smsgateway24.emulator import SmsGateway24Emulator
-
-        timeline = (
-            tuple(float(x) for x in args.timeline.split(","))
-            if args.timeline
-            else (args.step,) * 4
-        )
-        emu = SmsGateway24Emulator(
-            email=args.email,
-            password=_pick(args.password, "secret"),
-            device_id=args.device_id,
-            sims=_pick(args.sims, 2),
-            timeline=timeline,
-            final_status=args.final_status,
-            token_ttl_calls=args.token_ttl_calls,
-            token_ttl_seconds=args.token_ttl_seconds,
-            seed=seed,
-        )
-        return emu, f"cloud API at /getdata/, account {emu.email!r}, device {emu.device_id}"
-    if kind == "smsgate":
-        from .devices.smsgate.emulator import SmsGateEmulator
-
-        emu = SmsGateEmulator(
-            username=_pick(args.username, "sms"),
-            password=_pick(args.password, "password"),
-            sims=_pick(args.sims, 2),
-            signing_key=args.signing_key,
-            process_delay=args.process_delay,
-            send_delay=args.send_delay,
-            deliver_delay=args.deliver_delay,
-            seed=seed,
-        )
-        return emu, f"local server, user {emu.username!r}, {emu.sims} SIM(s)"
-    raise ValueError(f"unknown emulator kind {kind!r}")
-
-
 def _cmd_emulate(args: argparse.Namespace) -> int:
     """Run one device emulator on its own. Prints one line with "emulator ready" and the URL
-    (the real port when --port 0 picked a free one) once it listens; Ctrl-C stops it."""
+    (the real port when --port 0 picked a free one) once it listens; Ctrl-C stops it.
+
+    Each kind's ``emulator.py`` declares its options (``add_arguments``), how it is built from
+    them (``from_cli``) and its ``DEFAULT_PORT`` (None for one that is not an HTTP server and
+    runs itself: ``cli_main``)."""
+    from .devices import registry
+
     _setup_logging(args.log_level)
-    if args.kind == "goip_udp":
-        return _emulate_goip_udp(args)
+    module = registry.emulator(args.kind)
     try:
-        emulator, what = _build_emulator(args)
+        emulator, what = module.from_cli(args)
     except (ValueError, OSError) as exc:
         print(f"cannot start the {args.kind} emulator: {exc}", file=sys.stderr)
         return 2
-    port = _pick(args.port, EMULATOR_PORTS[args.kind])
+    if module.DEFAULT_PORT is None:
+        main, ports = module.cli_main(emulator, args)
+        return _trio_run(main, ports)
+    port = args.port
     scheme = "https" if getattr(emulator, "ssl_context", None) is not None else "http"
 
     async def main() -> None:
@@ -377,45 +282,32 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     return _trio_run(main, [(port, args.host, f"{args.kind} emulator HTTP", "--port (0 = any free port)")])
 
 
-def _emulate_goip_udp(args: argparse.Namespace) -> int:
-    from .devices.goip_udp.emulator import GoipUdpEmulator
+def _add_emulate_parsers(em: argparse.ArgumentParser) -> None:
+    """One sub-command per device kind (bridge/devices/registry.py), with the options its
+    emulator.py declares."""
+    from .devices import registry
 
-    if not args.password:
-        print("emulate goip_udp: --password is required (the SMS-server password set in the bridge)", file=sys.stderr)
-        return 2
-    try:
-        lines = _line_ids(args.line_ids)
-        emulator = GoipUdpEmulator(
-            args.server_host,
-            args.server_port,
-            lines,
-            args.password,
-            keepalive_interval=args.keepalive_interval,
-            send_duration=_pick(args.send_duration, 0.5),
-            retransmit_interval=args.retransmit_interval,
-            delivery_delay=args.delivery_delay,
-            delivery_state=None if args.delivery_state.lower() == "none" else int(args.delivery_state),
-            bind_host=args.host,
-            seed=args.seed,
-        )
-    except ValueError as exc:
-        print(f"cannot start the goip_udp emulator: {exc}", file=sys.stderr)
-        return 2
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            ports = await nursery.start(emulator.run)
-            control = await nursery.start(emulator.serve_control, args.host, args.control_port)
-            ids = ", ".join(f"{n}={i}" for n, i in lines.items())
-            print(
-                f"goip_udp emulator ready: {len(lines)} line(s) ({ids}) talking to "
-                f"udp {args.server_host}:{args.server_port} from port(s) "
-                f"{', '.join(str(p) for p in ports.values())}; "
-                f"test hooks on http://{args.host}:{control}/ (/emulator/...); Ctrl-C stops it",
-                flush=True,
-            )
-
-    return _trio_run(main, [(args.control_port, args.host, "test hooks HTTP", "--control-port (0 = any free port)")])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--seed", type=int, help="random seed (ids, faults), for repeatable runs")
+    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="log level [info]")
+    kinds = em.add_subparsers(dest="kind", metavar="KIND", required=True,
+                              help="the device kind to emulate: " + ", ".join(registry.KINDS))
+    for kind in registry.KINDS:
+        module = registry.emulator(kind)
+        aliases = list(getattr(module, "CLI_ALIASES", ()))
+        summary = (module.__doc__ or kind).strip().splitlines()[0].split(":")[0].rstrip(".")
+        k = kinds.add_parser(kind, aliases=aliases, parents=[common], help=summary,
+                             description=(module.__doc__ or "").strip().split("\n\n")[0])
+        if module.DEFAULT_PORT is not None:
+            k.add_argument("--port", type=int, default=module.DEFAULT_PORT,
+                           help=f"HTTP port [{module.DEFAULT_PORT}; 0 = any free port]")
+            k.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+        else:
+            k.add_argument("--host", default="127.0.0.1", help="address to send from and to listen on "
+                           "for the test hooks [127.0.0.1]")
+        module.add_arguments(k)
+        k.set_defaults(kind=kind)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -676,57 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         "has test hooks under /emulator/ (sent, state, faults, inject); goip_udp serves them "
         "on --control-port.",
     )
-    em.add_argument("kind", choices=EMULATOR_KINDS, help="the device kind to emulate")
-    em.add_argument("--port", type=int, help="HTTP port [goip 8081, router 8082, brevis 8083, "
-                    "smsgateway24 8084, smsgate 8085; 0 = any free port]")
-    em.add_argument("--host", default="127.0.0.1", help="address to listen on (goip_udp: to send from)")
-    em.add_argument("--username", help="login [goip admin, router user1, brevis apiuser, smsgate sms]")
-    em.add_argument("--password", help="password [goip admin, router user_pass, brevis/smsgateway24 "
-                    "secret, smsgate password]; goip_udp: the SMS-server password, required")
-    em.add_argument("--send-duration", type=float,
-                    help="seconds the modem/line is busy per SMS [goip 2.5, others 0.5]")
-    em.add_argument("--seed", type=int, help="random seed (ids, faults), for repeatable runs")
-    em.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                    help="log level [info]")
-    g = em.add_argument_group("goip")
-    g.add_argument("--lines", type=int, default=8, help="GSM lines [8]")
-    g = em.add_argument_group("goip_udp (the GoIP calls the bridge's SMS-server port)")
-    g.add_argument("--server-host", default="127.0.0.1", help="the bridge's address [127.0.0.1]")
-    g.add_argument("--server-port", type=int, default=44444, help="the bridge's listen_port [44444]")
-    g.add_argument("--line-ids", default="gw1", help="line ids as set in the bridge's line_ids, "
-                   "in channel order: gw1,gw2 (or 1=gw1,2=gw2) [gw1]")
-    g.add_argument("--keepalive-interval", type=float, default=30.0, help="seconds between keepalives [30]")
-    g.add_argument("--retransmit-interval", type=float, default=3.0,
-                   help="seconds between repeats of an unacknowledged RECEIVE/DELIVER [3]")
-    g.add_argument("--delivery-delay", type=float, default=1.0, help="seconds until the handset report [1]")
-    g.add_argument("--delivery-state", default="0",
-                   help="state of handset reports: 0 delivered, another number failed, none = never [0]")
-    g.add_argument("--control-port", type=int, default=0, help="HTTP port of the test hooks [0 = any free port]")
-    g = em.add_argument_group("router")
-    g.add_argument("--disabled", action="store_true", help="start with the SMS gateway API switched off")
-    g.add_argument("--auth-style", default="401", choices=["401", "403", "body"],
-                   help="how refused credentials look [401]")
-    g = em.add_argument_group("brevis")
-    g.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
-    g.add_argument("--keyfile", help="its key, unless it is in --certfile")
-    g.add_argument("--no-api-access", action="store_true", help="the user lacks 'Access to the HTTP API' (403)")
-    g = em.add_argument_group("smsgateway24")
-    g.add_argument("--email", default="user@example.com", help="account login [user@example.com]")
-    g.add_argument("--device-id", type=int, default=260, help="the phone's device id [260]")
-    g.add_argument("--step", type=float, default=0.5,
-                   help="seconds between the phone's status steps (taken, queued, sent, report) [0.5]")
-    g.add_argument("--timeline", help="the four step delays, comma-separated (overrides --step)")
-    g.add_argument("--final-status", type=int, default=7, choices=[6, 7, 8],
-                   help="7 delivered, 6 no handset report, 8 not delivered [7]")
-    g.add_argument("--token-ttl-calls", type=int, help="a token works for this many calls [forever]")
-    g.add_argument("--token-ttl-seconds", type=float, help="a token works this many seconds [forever]")
-    g = em.add_argument_group("smsgate (and smsgateway24: --sims)")
-    g.add_argument("--sims", type=int, help="SIM slots [2]")
-    g.add_argument("--signing-key", default="emulator-signing-key",
-                   help="the webhook signing key (the bridge's webhook_secret) [emulator-signing-key]")
-    g.add_argument("--process-delay", type=float, default=0.05, help="seconds Pending -> Processed [0.05]")
-    g.add_argument("--send-delay", type=float, default=0.05, help="seconds Processed -> Sent [0.05]")
-    g.add_argument("--deliver-delay", type=float, default=0.05, help="seconds per part's delivery report [0.05]")
+    _add_emulate_parsers(em)
     em.set_defaults(func=_cmd_emulate)
     return p
 

@@ -327,3 +327,37 @@ async def run_brevis_emulator(
             API_PATH,
             emulator.username,
         )
+
+
+# ============================================================================================
+# `smpp-bridge emulate brevis` (bridge/cli.py reads these)
+
+DEFAULT_PORT = 8083
+
+
+def add_arguments(parser: Any) -> None:
+    """This kind's options of ``smpp-bridge emulate`` (an ``argparse`` parser)."""
+    parser.add_argument("--username", default="apiuser", help="login [apiuser]")
+    parser.add_argument("--password", default="secret", help="password [secret]")
+    parser.add_argument("--send-duration", type=float, default=0.5,
+                        help="seconds the gateway is busy per SMS [0.5]")
+    parser.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="its key, unless it is in --certfile")
+    parser.add_argument("--no-api-access", action="store_true",
+                        help="the user lacks 'Access to the HTTP API' (403)")
+
+
+def from_cli(args: Any) -> tuple[BrevisEmulator, str]:
+    """(emulator, a one-line description) from the parsed options; OSError for a bad cert."""
+    ctx = None
+    if args.certfile:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.certfile, args.keyfile)
+    emu = BrevisEmulator(
+        username=args.username,
+        password=args.password,
+        api_access=not args.no_api_access,
+        send_duration=args.send_duration,
+        ssl_context=ctx,
+    )
+    return emu, f"/api.php, user {emu.username!r}" + (" (HTTPS)" if ctx else "")

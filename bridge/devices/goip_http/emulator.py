@@ -488,3 +488,32 @@ async def run_goip_emulator(port: int, lines: int, host: str = "127.0.0.1", **op
             PREFIX,
             emulator.username,
         )
+
+
+# ============================================================================================
+# `smpp-bridge emulate goip_http` (bridge/cli.py reads these; "goip" is its older name)
+
+#: Other names ``smpp-bridge emulate`` accepts for this kind.
+CLI_ALIASES = ("goip",)
+DEFAULT_PORT = 8081
+
+
+def add_arguments(parser: Any) -> None:
+    """This kind's options of ``smpp-bridge emulate`` (an ``argparse`` parser)."""
+    parser.add_argument("--username", default="admin", help="login [admin]")
+    parser.add_argument("--password", default="admin", help="password [admin]")
+    parser.add_argument("--send-duration", type=float, default=2.5,
+                        help="seconds a line is busy per SMS [2.5]")
+    parser.add_argument("--lines", type=int, default=8, help="GSM lines [8]")
+
+
+def from_cli(args: Any) -> tuple[GoipEmulator, str]:
+    """(emulator, a one-line description) from the parsed options."""
+    emu = GoipEmulator(
+        lines=args.lines,
+        username=args.username,
+        password=args.password,
+        send_duration=args.send_duration,
+        seed=args.seed,
+    )
+    return emu, f"{args.lines} lines, user {emu.username!r}"

@@ -804,3 +804,92 @@ async def run_goip_udp_emulator(
             server_port,
             ", ".join(str(p) for p in ports.values()),
         )
+
+
+# ============================================================================================
+# `smpp-bridge emulate goip_udp` (bridge/cli.py reads these)
+
+#: None: not an HTTP server (the GoIP calls the bridge over UDP); ``cli_main`` runs it, with
+#: its test hooks on ``--control-port``.
+DEFAULT_PORT = None
+
+
+def add_arguments(parser: Any) -> None:
+    """This kind's options of ``smpp-bridge emulate`` (an ``argparse`` parser)."""
+    parser.add_argument("--password", help="the SMS-server password set in the bridge, required")
+    parser.add_argument("--send-duration", type=float, default=0.5,
+                        help="seconds a line is busy per SMS [0.5]")
+    parser.add_argument("--server-host", default="127.0.0.1", help="the bridge's address [127.0.0.1]")
+    parser.add_argument("--server-port", type=int, default=44444, help="the bridge's listen_port [44444]")
+    parser.add_argument("--line-ids", default="gw1", help="line ids as set in the bridge's line_ids, "
+                        "in channel order: gw1,gw2 (or 1=gw1,2=gw2) [gw1]")
+    parser.add_argument("--keepalive-interval", type=float, default=30.0,
+                        help="seconds between keepalives [30]")
+    parser.add_argument("--retransmit-interval", type=float, default=3.0,
+                        help="seconds between repeats of an unacknowledged RECEIVE/DELIVER [3]")
+    parser.add_argument("--delivery-delay", type=float, default=1.0,
+                        help="seconds until the handset report [1]")
+    parser.add_argument("--delivery-state", default="0",
+                        help="state of handset reports: 0 delivered, another number failed, none = never [0]")
+    parser.add_argument("--control-port", type=int, default=0,
+                        help="HTTP port of the test hooks [0 = any free port]")
+
+
+def _line_ids(spec: str) -> dict[str, str]:
+    """``gw1,gw2`` -> {"1": "gw1", "2": "gw2"}; ``1=gw1,3=gw3`` keeps the numbers given."""
+    out: dict[str, str] = {}
+    for n, item in enumerate(x.strip() for x in spec.split(",") if x.strip()):
+        line, sep, line_id = item.partition("=")
+        if sep:
+            out[line.strip()] = line_id.strip()
+        else:
+            out[str(n + 1)] = item
+    if not out:
+        raise ValueError("expected line ids like gw1,gw2 (or 1=gw1,2=gw2)")
+    return out
+
+
+def from_cli(args: Any) -> tuple[GoipUdpEmulator, str]:
+    """(emulator, a one-line description) from the parsed options; ValueError for a bad one."""
+    if not args.password:
+        raise ValueError("--password is required (the SMS-server password set in the bridge)")
+    lines = _line_ids(args.line_ids)
+    emulator = GoipUdpEmulator(
+        args.server_host,
+        args.server_port,
+        lines,
+        args.password,
+        keepalive_interval=args.keepalive_interval,
+        send_duration=args.send_duration,
+        retransmit_interval=args.retransmit_interval,
+        delivery_delay=args.delivery_delay,
+        delivery_state=None if args.delivery_state.lower() == "none" else int(args.delivery_state),
+        bind_host=args.host,
+        seed=args.seed,
+    )
+    ids = ", ".join(f"{n}={i}" for n, i in lines.items())
+    return emulator, f"{len(lines)} line(s) ({ids})"
+
+
+def cli_main(
+    emulator: GoipUdpEmulator, args: Any
+) -> tuple[Any, list[tuple[int, str, str, str]]]:
+    """(the ``trio.run`` main of ``smpp-bridge emulate goip_udp``, the ports it listens on as
+    (port, host, what, the option that sets it))."""
+
+    lines = _line_ids(args.line_ids)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(emulator.run)
+            control = await nursery.start(emulator.serve_control, args.host, args.control_port)
+            ids = ", ".join(f"{n}={i}" for n, i in lines.items())
+            print(
+                f"goip_udp emulator ready: {len(lines)} line(s) ({ids}) talking to "
+                f"udp {args.server_host}:{args.server_port} from port(s) "
+                f"{', '.join(str(p) for p in ports.values())}; "
+                f"test hooks on http://{args.host}:{control}/ (/emulator/...); Ctrl-C stops it",
+                flush=True,
+            )
+
+    return main, [(args.control_port, args.host, "test hooks HTTP", "--control-port (0 = any free port)")]

@@ -432,3 +432,32 @@ async def run_router_emulator(port: int, host: str = "127.0.0.1", **opts: Any) -
         log.info(
             "router emulator on http://%s:%d/cgi-bin/ (user %r)", host, actual, emulator.username
         )
+
+
+# ============================================================================================
+# `smpp-bridge emulate router` (bridge/cli.py reads these)
+
+DEFAULT_PORT = 8082
+
+
+def add_arguments(parser: Any) -> None:
+    """This kind's options of ``smpp-bridge emulate`` (an ``argparse`` parser)."""
+    parser.add_argument("--username", default="user1", help="login [user1]")
+    parser.add_argument("--password", default="user_pass", help="password [user_pass]")
+    parser.add_argument("--send-duration", type=float, default=0.5,
+                        help="seconds the modem is busy per SMS [0.5]")
+    parser.add_argument("--disabled", action="store_true", help="start with the SMS gateway API switched off")
+    parser.add_argument("--auth-style", default="401", choices=["401", "403", "body"],
+                        help="how refused credentials look [401]")
+
+
+def from_cli(args: Any) -> tuple[RouterEmulator, str]:
+    """(emulator, a one-line description) from the parsed options."""
+    emu = RouterEmulator(
+        username=args.username,
+        password=args.password,
+        enabled=not args.disabled,
+        send_duration=args.send_duration,
+        auth_style=args.auth_style,
+    )
+    return emu, f"SMS via URL at /cgi-bin/sms_send, user {emu.username!r}"

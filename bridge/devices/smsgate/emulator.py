@@ -639,3 +639,37 @@ async def run_smsgate_emulator(port: int, host: str = "127.0.0.1", **opts: Any) 
     async with trio.open_nursery() as nursery:
         actual = await nursery.start(emulator.serve, host, port)
         log.info("SMSGate emulator on http://%s:%d/ (user %r)", host, actual, emulator.username)
+
+
+# ============================================================================================
+# `smpp-bridge emulate smsgate` (bridge/cli.py reads these)
+
+DEFAULT_PORT = 8085
+
+
+def add_arguments(parser: Any) -> None:
+    """This kind's options of ``smpp-bridge emulate`` (an ``argparse`` parser)."""
+    parser.add_argument("--username", default="sms", help="login [sms]")
+    parser.add_argument("--password", default="password", help="password [password]")
+    parser.add_argument("--sims", type=int, default=2, help="SIM slots [2]")
+    parser.add_argument("--signing-key", default="emulator-signing-key",
+                        help="the webhook signing key (the bridge's webhook_secret) [emulator-signing-key]")
+    parser.add_argument("--process-delay", type=float, default=0.05, help="seconds Pending -> Processed [0.05]")
+    parser.add_argument("--send-delay", type=float, default=0.05, help="seconds Processed -> Sent [0.05]")
+    parser.add_argument("--deliver-delay", type=float, default=0.05,
+                        help="seconds per part's delivery report [0.05]")
+
+
+def from_cli(args: Any) -> tuple[SmsGateEmulator, str]:
+    """(emulator, a one-line description) from the parsed options."""
+    emu = SmsGateEmulator(
+        username=args.username,
+        password=args.password,
+        sims=args.sims,
+        signing_key=args.signing_key,
+        process_delay=args.process_delay,
+        send_delay=args.send_delay,
+        deliver_delay=args.deliver_delay,
+        seed=args.seed,
+    )
+    return emu, f"local server, user {emu.username!r}, {emu.sims} SIM(s)"

@@ -618,3 +618,45 @@ async def run_smsgateway24_emulator(port: int, host: str = "127.0.0.1", **opts: 
             emulator.device_id,
             emulator.sims,
         )
+
+
+# ============================================================================================
+# `smpp-bridge emulate smsgateway24` (bridge/cli.py reads these)
+
+DEFAULT_PORT = 8084
+
+
+def add_arguments(parser: Any) -> None:
+    """This kind's options of ``smpp-bridge emulate`` (an ``argparse`` parser)."""
+    parser.add_argument("--password", default="secret", help="account password [secret]")
+    parser.add_argument("--email", default="user@example.com", help="account login [user@example.com]")
+    parser.add_argument("--device-id", type=int, default=260, help="the phone's device id [260]")
+    parser.add_argument("--sims", type=int, default=2, help="SIM slots [2]")
+    parser.add_argument("--step", type=float, default=0.5,
+                        help="seconds between the phone's status steps (taken, queued, sent, report) [0.5]")
+    parser.add_argument("--timeline", help="the four step delays, comma-separated (overrides --step)")
+    parser.add_argument("--final-status", type=int, default=7, choices=[6, 7, 8],
+                        help="7 delivered, 6 no handset report, 8 not delivered [7]")
+    parser.add_argument("--token-ttl-calls", type=int, help="a token works for this many calls [forever]")
+    parser.add_argument("--token-ttl-seconds", type=float, help="a token works this many seconds [forever]")
+
+
+def from_cli(args: Any) -> tuple[SmsGateway24Emulator, str]:
+    """(emulator, a one-line description) from the parsed options; ValueError for a bad one."""
+    timeline = (
+        tuple(float(x) for x in args.timeline.split(","))
+        if args.timeline
+        else (args.step,) * 4
+    )
+    emu = SmsGateway24Emulator(
+        email=args.email,
+        password=args.password,
+        device_id=args.device_id,
+        sims=args.sims,
+        timeline=timeline,
+        final_status=args.final_status,
+        token_ttl_calls=args.token_ttl_calls,
+        token_ttl_seconds=args.token_ttl_seconds,
+        seed=args.seed,
+    )
+    return emu, f"cloud API at /getdata/, account {emu.email!r}, device {emu.device_id}"
