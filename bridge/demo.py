@@ -29,7 +29,7 @@ import trio
 SITES = ("goip", "mixed")
 
 # The mixed site's names, shown in the banner and used by the e2e test of the demo.
-GOIP_HTTP, GOIP_UDP, ROUTER, PHONE = "goip-http", "goip-udp", "router", "phone"
+GOIP_HTTP, GOIP_UDP, ROUTER, PHONE = "goip-http", "goip-udp", "lte-router", "phone"
 GOIP_HTTP_LINES = 4
 GOIP_UDP_LINES = {"1": "gw1", "2": "gw2"}
 UDP_PASSWORD = "demo-sms"

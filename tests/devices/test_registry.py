@@ -39,8 +39,6 @@ def test_every_kind_has_its_folder_pieces_and_a_docs_page(kind: str) -> None:
 NOT_YET = {
     # demo_config(): a ready config with one goip_http device (data, not a branch on a kind).
     "bridge/config/demo.py",
-    # "router" there is the demo site's device *name*.
-    "bridge/demo.py",
 }
 
 

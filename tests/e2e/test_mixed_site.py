@@ -250,7 +250,7 @@ class DemoProcess:
         self.port = int(re.search(r"SMPP on port\(s\) \[(\d+)\]", self.banner).group(1))
         self.urls = {
             name: re.search(rf"^\s+{name}\s.*?(http://127\.0\.0\.1:\d+)/$", self.banner, re.M).group(1)
-            for name in ("goip-http", "goip-udp", "router", "phone")
+            for name in ("goip-http", "goip-udp", "lte-router", "phone")
         }
 
     def sent(self, device: str) -> list[dict]:
@@ -271,11 +271,11 @@ def test_demo_mixed_site_routes_and_fails_over_as_its_banner_says(tmp_path):
     try:
         banner = demo.banner
         for prefix, route, device in (("+49", "germany", "goip-http"), ("+43", "austria", "goip-udp"),
-                                      ("+41", "switzerland", "router"), ("+33", "france", "phone")):
+                                      ("+41", "switzerland", "lte-router"), ("+33", "france", "phone")):
             assert re.search(rf"\{prefix}\.\.\.\s+{route}\s+-> {device}\b", banner), banner
         c = client(demo.port)
         c.bind_transceiver(system_id="demo", password="demo")
-        texts = {"+4917011": "goip-http", "+4366411": "goip-udp", "+4179011": "router",
+        texts = {"+4917011": "goip-http", "+4366411": "goip-udp", "+4179011": "lte-router",
                  "+33611123456": "phone", "+15550001": "goip-http"}
         for dest, device in texts.items():
             submit(c, f"demo to {dest}".encode(), dest=dest, registered_delivery=1)
@@ -291,7 +291,7 @@ def test_demo_mixed_site_routes_and_fails_over_as_its_banner_says(tmp_path):
         submit(c, b"demo failover", dest="+4917022", registered_delivery=1)
         (dlr,) = receive_deliver_sm(c, 1, timeout=30)
         assert receipt_fields(dlr)["stat"] == "ACCEPTD"  # the router: no handset reports
-        assert "demo failover" in [s["text"] for s in demo.sent("router")]
+        assert "demo failover" in [s["text"] for s in demo.sent("lte-router")]
         assert "demo failover" not in [s["text"] for s in demo.sent("goip-http")]
         c.unbind()
         c.disconnect()
