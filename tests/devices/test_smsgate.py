@@ -18,9 +18,9 @@ import pytest
 import trio
 
 from bridge.devices.base import Capability, DeliveryState, DeviceError, Driver, SendOutcome
-from bridge.devices.smsgate.driver import (
+from bridge.devices.smsgate.driver import SmsGateDriver
+from bridge.devices.smsgate.messages import (
     EVENTS,
-    SmsGateDriver,
     failure_code,
     judge_message_state,
     sign_webhook,

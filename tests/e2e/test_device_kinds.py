@@ -340,7 +340,7 @@ SIGNING_KEY = "e2e-webhook-signing-key"
 
 @pytest.mark.slow
 def test_smsgate_webhooks_reports_inbound_signature_and_offline_failover(tmp_path):
-    from bridge.devices.smsgate.driver import sign_webhook
+    from bridge.devices.smsgate.messages import sign_webhook
 
     phone, router = start_emulators(
         ("smsgate", "--sims", "1", "--signing-key", SIGNING_KEY, "--deliver-delay", "0.05"),
