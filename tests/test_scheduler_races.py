@@ -29,7 +29,7 @@ from bridge.receipts.policy import Outcome
 from bridge.lifecycle import State
 from bridge.metrics import Metrics
 from bridge.scheduler import Scheduler
-from bridge.store import NewMessage, Store, run_inline
+from bridge.store import NewMessage, Store, format_id, run_inline
 
 
 class Driver:
@@ -212,3 +212,76 @@ async def test_a_message_queued_twice_is_sent_by_one_channel_only(tmp_path, nurs
     await trio.sleep(30)  # let any second send finish
     assert heard
     assert driver.sent == ["+4911"]
+
+
+async def test_replace_sm_while_a_channel_picks_the_message_sends_the_new_text_once(
+    tmp_path, nursery, autojump_clock
+):
+    # Found by the model test: a channel read the message, then replace_sm changed its text
+    # (answered ESME_ROK: the message was still queued), and the channel sent the old text.
+    # What a channel sends is what the message says when the channel claims it.
+    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
+    store.open()
+    await nursery.start(store.run)
+    driver = Driver()
+    texts: list[str] = []
+    send = driver.send
+
+    async def recording_send(channel, destination, text, **kw):
+        texts.append(text)
+        return await send(channel, destination, text, **kw)
+
+    driver.send = recording_send  # type: ignore[method-assign]
+    sched = Scheduler(CONFIG, store, {"a": driver}, Metrics(), clock=trio.current_time)
+    store.final_receipts = sched.receipt_rows.final
+    real_parts = store.parts
+    replaced: list[bool] = []
+
+    async def parts_while_replaced(mid: int):
+        if not replaced:
+            replaced.append(
+                await store.replace("app", format_id(mid), source_addr="", body=b"new text", schedule_at=None,
+                                    expire_at=None, registered_delivery=0)  # fmt: skip
+            )
+        return await real_parts(mid)
+
+    store.parts = parts_while_replaced  # type: ignore[method-assign]
+    store.on_new_message = sched.on_new_message
+    await nursery.start(sched.run)
+    one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"old text", route="r"))
+    with trio.fail_after(600):
+        while (rec := await store.get(one.message_id)) is None or rec.state is not State.DELIVERED:
+            await trio.sleep(1)
+    assert replaced == [True]  # replace_sm was answered ESME_ROK ...
+    assert texts == ["new text"]  # ... so the new text went out, once
+
+
+async def test_replace_sm_moving_a_picked_message_to_a_later_schedule_is_kept(tmp_path, nursery, autojump_clock):
+    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
+    store.open()
+    await nursery.start(store.run)
+    driver = Driver()
+    metrics = Metrics()
+    sched = Scheduler(CONFIG, store, {"a": driver}, metrics, clock=trio.current_time)
+    store.final_receipts = sched.receipt_rows.final
+    real_parts = store.parts
+    later: list[float] = []
+
+    async def parts_while_rescheduled(mid: int):
+        if not later:
+            later.append(trio.current_time() + 1000)
+            assert await store.replace("app", format_id(mid), source_addr="", body=b"later", schedule_at=later[0],
+                                       expire_at=None, registered_delivery=0)  # fmt: skip
+        return await real_parts(mid)
+
+    store.parts = parts_while_rescheduled  # type: ignore[method-assign]
+    store.on_new_message = sched.on_new_message
+    await nursery.start(sched.run)
+    one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"now", route="r"))
+    with trio.fail_after(5000):
+        while (rec := await store.get(one.message_id)) is None or rec.state is not State.DELIVERED:
+            await trio.sleep(1)
+    events = await store.events(one.message_id)
+    sent_at = next(e.at for e in events if e.state == "submitting")
+    assert sent_at >= later[0]  # at the new time, not at the pick before the replace
+    assert metrics.scheduler_errors._value.get() == 0  # a lost race, not a fault

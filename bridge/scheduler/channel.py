@@ -45,7 +45,7 @@ from ..inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from ..lifecycle import InvalidTransition, State, is_final
 from ..receipts.policy import Outcome
 from ..smpp.text import message_class, split_text
-from ..store import ClaimedElsewhere, MessageRecord, QueueEntry
+from ..store import ClaimedElsewhere, MessageRecord, QueueEntry, Superseded
 from .caps import CapCounter
 from .parts import part_result
 from .recovery import resume
@@ -181,13 +181,14 @@ class Channel:
             await fn(entry)
         except trio.Cancelled:
             raise
-        except (InvalidTransition, ClaimedElsewhere) as exc:
-            if isinstance(exc, InvalidTransition) and not is_final(exc.current):
+        except (InvalidTransition, ClaimedElsewhere, Superseded) as exc:
+            if isinstance(exc, InvalidTransition) and not (is_final(exc.current) or exc.current in lifecycle.WAITING):
                 await self._rescue(entry, exc)
                 return
             # A lost race, not a fault: while this channel picked the message up, the expiry
-            # sweep or cancel_sm finished it (with its receipt), or another channel began
-            # sending it. Nothing was sent from here; go on.
+            # sweep or cancel_sm finished it (with its receipt), another channel began sending
+            # it, or replace_sm changed it (it is queued again, or waits for its new schedule,
+            # with its new content). Nothing was sent from here; go on.
             log.debug("channel %s: message %s is not this channel's any more (%s)", self.key, entry.id, exc)
             self.sched.failures.pop(entry.id, None)
         except Exception as exc:
@@ -342,7 +343,8 @@ class Channel:
         if self.last_ref is None:
             self.last_ref = await self.driver.last_ref(self.id)
         pre_ref = self.last_ref
-        if not await sched.store.begin_part(rec.id, seq, total, self.device_name, self.id, pre_ref):
+        if not await sched.store.begin_part(rec.id, seq, total, self.device_name, self.id, pre_ref,
+                                            expect_text=rec.text):
             sched.metrics.messages_final.labels(State.EXPIRED.value).inc()  # ran out just now
             return None
         self._set_state("sending")

@@ -43,6 +43,16 @@ class StoreError(Exception):
     """The store could not commit (disk full, read-only, I/O error). Nothing was acknowledged."""
 
 
+class Superseded(Exception):
+    """A channel asked to start sending a message that replace_sm changed after the channel
+    read it: what goes out must be what the message says when it is claimed. The message is
+    queued again (or waits for its new schedule) with its new content."""
+
+    def __init__(self, mid: int) -> None:
+        super().__init__(f"message {mid} was replaced after it was picked up")
+        self.mid = mid
+
+
 class ClaimedElsewhere(Exception):
     """A channel asked to start a device call for a message another channel is sending: one
     message is sent by one channel only (the first to mark it ``submitting`` owns it)."""

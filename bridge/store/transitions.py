@@ -27,7 +27,7 @@ from typing import Any
 from .. import lifecycle
 from ..lifecycle import State
 from ..smpp.text import decode_short_message
-from .records import ClaimedElsewhere, MessageRecord, PartRecord, QueueEntry, parse_id
+from .records import ClaimedElsewhere, MessageRecord, Superseded, PartRecord, QueueEntry, parse_id
 
 # What a caller hands in to have a final state's receipts queued with it:
 # record -> [(esme, kind, payload, expire_at)].
@@ -293,7 +293,8 @@ class Transitions:
             self._add_outbox(conn, esme, kind, rec.id, payload, expire_at)
 
     async def begin_part(
-        self, mid: int, seq: int, total: int, device: str, channel: str, pre_ref: str | None
+        self, mid: int, seq: int, total: int, device: str, channel: str, pre_ref: str | None,
+        *, expect_text: str | None = None,
     ) -> bool:
         """Durably note that a device call for part ``seq`` is about to start. A crash from here
         on leaves an ambiguous send that recovery reconciles through ``pre_ref``.
@@ -303,17 +304,21 @@ class Transitions:
         same transaction, so no device call ever begins after a message's validity.
 
         Raises ClaimedElsewhere when another channel is already sending the message (it was
-        queued twice, e.g. after a replace_sm): one message, one channel."""
+        queued twice, e.g. after a replace_sm): one message, one channel. Raises Superseded
+        when the message, still waiting, no longer has ``expect_text`` (the text the channel
+        read): replace_sm changed it after the pick, and the old text must not go out."""
 
         def op(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                "SELECT state, expire_at, device, channel FROM messages WHERE id=?", (mid,)
+                "SELECT state, expire_at, device, channel, text FROM messages WHERE id=?", (mid,)
             ).fetchone()
             if row is None:
                 raise KeyError(mid)
             state = State(row[0])
             if state is State.SUBMITTING and (row[2], row[3]) != (device, channel):
                 raise ClaimedElsewhere(mid, f"{row[2]}:{row[3]}")
+            if state in lifecycle.WAITING and expect_text is not None and row[4] != expect_text:
+                raise Superseded(mid)
             if state in lifecycle.WAITING and row[1] is not None and self.clock() > row[1]:
                 self._set_state(conn, mid, state, State.EXPIRED, "validity period ended")
                 self._queue_receipts(conn, self._get_record(conn, mid))
