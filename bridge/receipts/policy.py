@@ -161,7 +161,9 @@ def receipt_params(
     else:
         stat, smpp_state = outcome.stat, STATE_TO_SMPP[outcome.state]
         err, net = outcome.err, outcome.network_error
-    delivered = submitted if outcome.state in SUCCESS_STATES and not intermediate else 0
+    # dlvrd counts deliveries: ACCEPTD (ACKNOWLEDGED: the network took it, no handset report
+    # will ever come) is a success for registered_delivery, but not a delivery - dlvrd:000.
+    delivered = submitted if outcome.state is State.DELIVERED and not intermediate else 0
     text = build_receipt_text(
         rid,
         submitted=min(submitted, 999),
