@@ -12,6 +12,9 @@ Rules
 * The order of the checks is fixed: what the fields say (concatenation, times, priority, coding,
   text), then the destination(s) (address, opt-out, route), then the ESME's throughput, counted
   in SMS parts (segments). Queue depth is the caller's (it knows what is waiting for a commit).
+* An alphanumeric ``source_addr`` ("MyShop") routed to a device kind without the
+  CUSTOM_SENDER capability is accepted (the SMS still goes out, from the SIM's own number),
+  counted in ``smpp_bridge_sender_not_honoured_total`` and logged once per ESME.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import Config, EsmeConfig
+from .devices import registry as device_registry
+from .devices.base import Capability
 from .logs import mask_number
 from .smpp.constants import Status
 from .smpp.text import decode_short_message, part_count
@@ -33,6 +38,8 @@ from .store import NewMessage
 log = logging.getLogger(__name__)
 
 DEST_RE = re.compile(r"^\+?[0-9]{1,20}$")
+NUMERIC_SENDER_RE = re.compile(r"^\+?[0-9]*$")
+TON_ALPHANUMERIC = 5
 
 SUBMIT_SM = "submit_sm"
 DATA_SM = "data_sm"
@@ -124,6 +131,8 @@ class Acceptance:
         # Set by the app: routes a destination (None: store unrouted).
         self.route_for: Callable[[str, str], str | None] | None = None
         self.routes_configured = False
+        # ESMEs already told (in the log) that the devices ignore their sender.
+        self.sender_warned: set[str] = set()
 
     def update_config(self, config: Config) -> None:
         self.config = config
@@ -219,7 +228,36 @@ class Acceptance:
             if self.metrics is not None:
                 self.metrics.throttled.labels(esme.system_id).inc(total)
             raise Refused(Status.RTHROTTLED, "over the ESME's throughput")
+        for submit in out:
+            self._sender_check(esme.system_id, submit.msg)
         return Decision(out, total, unsuccess)
+
+    def _sender_check(self, esme_id: str, msg: NewMessage) -> None:
+        """Count (and log once per ESME) an alphanumeric sender that the route's
+        devices cannot send with: they send with the SIM's own number."""
+        sender = msg.source_addr
+        if not sender or (msg.source_addr_ton != TON_ALPHANUMERIC and NUMERIC_SENDER_RE.match(sender)):
+            return
+        route = self.config.route(msg.route) if msg.route else None
+        if route is None:
+            return
+        kinds = sorted(
+            {d.kind for d in (self.config.device(name) for name, _ in route.channels) if d is not None}
+        )
+        ignored = [k for k in kinds if Capability.CUSTOM_SENDER not in device_registry.capabilities(k).flags]
+        if not ignored:
+            return
+        if self.metrics is not None:
+            self.metrics.sender_not_honoured.labels(esme_id).inc()
+        if esme_id not in self.sender_warned:
+            self.sender_warned.add(esme_id)
+            log.warning(
+                "ESME %s submits with sender %r, but route %s's %s devices send with the SIM's "
+                "own number: recipients see that number, not %r. The messages are sent and "
+                "counted in smpp_bridge_sender_not_honoured_total; have the ESME submit without "
+                "an alphanumeric source_addr (logged once per ESME)",
+                esme_id, sender, route.name, "/".join(ignored), sender,
+            )
 
     def _multi(
         self, esme: EsmeConfig, p: Mapping[str, Any], common: dict[str, Any], segments: int

@@ -261,6 +261,13 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.sender_not_honoured = Counter(
+            "smpp_bridge_sender_not_honoured_total",
+            "Messages accepted with an alphanumeric source_addr routed to a device kind that "
+            "sends with its SIM's own number instead",
+            ["esme"],
+            registry=r,
+        )
         self.optout_blocked = Counter(
             "smpp_bridge_optout_blocked_total",
             "Messages to opted-out numbers not sent, by inbound.optout.mt_action "

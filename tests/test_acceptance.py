@@ -258,3 +258,65 @@ from hypothesis import strategies as st  # noqa: E402
 @given(st.text(alphabet=st.sampled_from(list("ab 1€[]{}~|^\\\n") + ["é", "ж", "ê", "😀"]), max_size=400))
 def test_the_segment_count_is_always_the_number_of_parts_sent(text):
     assert acceptance_mod.segment_count(text) == len(split_text(text).parts)
+
+
+# -- a sender the device cannot honour -------------------------------------------------------------
+
+SENDER_CONFIG = """
+esmes:
+  - system_id: shop
+    password: "secret-1"
+  - system_id: bank
+    password: "secret-2"
+devices:
+  - name: gw
+    kind: goip_http
+    url: http://goip.example
+    password: "pw"
+    lines: 1
+routes:
+  - name: all
+    channels: [gw]
+"""
+
+
+def sender_acceptance(caplog):
+    from bridge.metrics import Metrics
+
+    cfg = load_config_text(SENDER_CONFIG)
+    metrics = Metrics()
+    acc = Acceptance(cfg, clock=lambda: NOW, monotonic=lambda: 100.0, metrics=metrics)
+    acc.route_for = lambda esme, dest: "all"
+    acc.routes_configured = True
+    caplog.set_level("INFO", logger="bridge.acceptance")
+    return acc, cfg, metrics
+
+
+def not_honoured(metrics, esme: str) -> float:
+    return metrics.sender_not_honoured.labels(esme)._value.get()
+
+
+def test_an_alphanumeric_sender_through_a_goip_is_accepted_counted_and_logged_once_per_esme(caplog):
+    acc, cfg, metrics = sender_acceptance(caplog)
+    shop, bank = cfg.esme("shop"), cfg.esme("bank")
+    for _ in range(3):  # accepted: the SMS still goes out, from the SIM's own number
+        assert submit(acc, shop, source_addr="MyShop", source_addr_ton=5).messages
+    submit(acc, bank, source_addr="Bank")  # alphanumeric even with TON 0
+    submit(acc, bank, source_addr="+4917012345", source_addr_ton=1)  # a number: not counted
+    submit(acc, bank, source_addr="")  # no sender: not counted
+    assert not_honoured(metrics, "shop") == 3
+    assert not_honoured(metrics, "bank") == 1
+    lines = [r.getMessage() for r in caplog.records if "SIM's own number" in r.getMessage()]
+    assert len(lines) == 2, lines  # one per ESME, not one per message
+    assert "shop" in lines[0] and "MyShop" in lines[0] and "goip_http" in lines[0]
+
+
+def test_a_device_kind_that_honours_the_sender_is_not_counted(caplog, monkeypatch):
+    from bridge.devices import base, registry
+
+    acc, cfg, metrics = sender_acceptance(caplog)
+    able = base.Capabilities(flags=frozenset({base.Capability.CUSTOM_SENDER}))
+    monkeypatch.setattr(registry, "capabilities", lambda kind: able)
+    submit(acc, cfg.esme("shop"), source_addr="MyShop", source_addr_ton=5)
+    assert not_honoured(metrics, "shop") == 0
+    assert not any("SIM's own number" in r.getMessage() for r in caplog.records)

@@ -212,6 +212,10 @@ class Capability(enum.Enum):
     DELIVERY_REPORTS = "delivery_reports"
     #: ``inbox`` returns received SMS.
     INBOX = "inbox"
+    #: ``send`` sends with the submit's ``source_addr`` (an alphanumeric sender such as
+    #: "MyShop"). Without it the device sends with its SIM's own number, whatever the ESME
+    #: asked (GoIP, LTE routers, Android phones): the acceptance step counts and logs that.
+    CUSTOM_SENDER = "custom_sender"
 
 
 GENERIC_RECEIPT_TABLE: Mapping[str, tuple[str, int | None]] = {
