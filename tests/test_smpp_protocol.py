@@ -120,6 +120,25 @@ def test_bind_throttle_lets_one_guess_through_per_fail_delay_after_the_limit():
     assert throttle.delay(ip, 10.0) == 0.0
 
 
+def test_a_right_bind_gives_its_turn_back_so_the_guesses_keep_their_pace():
+    clock = FakeClock()
+    throttle = proto.BindThrottle(clock)
+    ip = "203.0.113.9"
+    for _ in range(proto.FAIL_LIMIT):
+        throttle.note_failure(ip)
+    assert throttle.delay(ip, 10.0) == proto.FAIL_DELAY  # a guess takes the first turn
+    assert throttle.delay(ip, 10.0) == 2 * proto.FAIL_DELAY  # the real ESME reserves one, is right:
+    throttle.give_back(ip)  # it bound at once and frees its turn
+    assert throttle.delay(ip, 10.0) == 2 * proto.FAIL_DELAY  # the next guess is not pushed back
+    for _ in range(5):  # however often the real ESME binds, the queue does not fill up
+        throttle.delay(ip, 10.0)
+        throttle.give_back(ip)
+    assert throttle.delay(ip, 10.0) == 3 * proto.FAIL_DELAY
+    clock.now += 10 * proto.FAIL_DELAY
+    throttle.give_back(ip)  # every turn is past: nothing left to give back
+    assert throttle.delay(ip, 10.0) == proto.FAIL_DELAY
+
+
 def test_a_reload_closes_binds_whose_esme_changed(config, tmp_path):
     acme = config.esme("acme")
     assert proto.reload_verdict(acme, acme, "127.0.0.1") is None

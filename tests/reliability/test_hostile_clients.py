@@ -391,17 +391,28 @@ def test_bind_brute_force_is_slowed_down_logged_and_does_not_lock_out_the_real_e
         assert max(unchecked) < min(checked)  # refused at once, not after a wait
         # One checked guess per FAIL_DELAY from one address.
         assert all(e >= (n + 1) * FAIL_DELAY * 0.9 for n, e in enumerate(checked)), checked
-        # The right password from the attacked address still works: slowed, never locked out
-        # for longer than session_init.
-        status, _ = timed_bind(attacker, port, "secret1")
-        assert status == Status.ROK
+        # The failing credentials are slowed, not the address: the real ESME on the attacker's
+        # own (shared) host binds at once while wrong guesses from it wait their turns.
+        during: list[tuple[int, float]] = []
+        guesses = [threading.Thread(target=lambda i=i: during.append(timed_bind(attacker, port, f"more{i}")))
+                   for i in range(2)]
+        for t in guesses:
+            t.start()
+        time.sleep(0.3)  # let the two guesses take their turns first (a head start, not a wait for a result)
+        status, elapsed = timed_bind(attacker, port, "secret1")
+        assert status == Status.ROK and elapsed < FAIL_DELAY / 2, (status, elapsed)
+        assert len(during) == 0  # the guesses are still waiting for their turns
+        for t in guesses:
+            t.join(30)
+        assert sorted(s for s, _ in during) == [Status.RINVPASWD] * 2
+        assert sorted(e for _, e in during)[-1] >= 2 * FAIL_DELAY * 0.9, during  # still one per FAIL_DELAY
         # Logged and counted.
         log = bridge.log_text()
         refused = re.findall(r"bind refused: system_id='alice' from 127\.0\.0\.2: wrong password", log)
-        assert len(refused) == FAIL_LIMIT + queued
+        assert len(refused) == FAIL_LIMIT + queued + 2
         assert len(re.findall(r"from 127\.0\.0\.2: too many failed binds from this address", log)) == parallel - queued
         metrics = scrape(bridge.admin_url)
-        assert metric_sum(metrics, "smpp_bridge_bind_failures_total", reason="wrong_password") == FAIL_LIMIT + queued
+        assert metric_sum(metrics, "smpp_bridge_bind_failures_total", reason="wrong_password") == FAIL_LIMIT + queued + 2
         print(f"brute force: {FAIL_LIMIT} fast refusals, then of {parallel} parallel guesses {queued} were checked, "
               f"one per {FAIL_DELAY:g} s (the last after {checked[-1]:.1f} s), {parallel - queued} refused unchecked")
     finally:

@@ -439,9 +439,12 @@ class Connection:
 
     async def _on_bind(self, pdu: Pdu) -> None:
         server = self.server
+        # A bind from an address with repeated failures reserves its turn BEFORE it is checked
+        # (no turn left: refused unchecked), so parallel guesses cannot all be checked at once.
+        # It is then checked at once: the right credentials bind without waiting and give the
+        # turn back; a refusal waits for its turn (slow down the failing credentials, not the
+        # address - the real ESME on a shared host is not slowed).
         delay = server.bind_failure_delay(self.peer)
-        if delay:
-            await trio.sleep(delay)
         system_id = pdu.params.get("system_id", "")
         esme = server.config.esme(system_id)
         refusal = proto.bind_refusal(esme, self.peer, shutting_down=server.shutting_down, delay=delay)
@@ -450,6 +453,11 @@ class Connection:
             password_ok = await _check_password(esme, pdu.params.get("password", ""))
             binds_now = len(server.binds.get(esme.system_id, ()))
             refusal = proto.bind_refusal_after_password(esme, password_ok, binds_now)
+        if delay:
+            if refusal is None:
+                server.bind_throttle.give_back(self.peer)
+            else:
+                await trio.sleep(delay)
         if refusal is not None:
             if refusal.counts_as_guess:
                 server.note_bind_failure(self.peer)

@@ -54,9 +54,10 @@ ASYNC_REQUESTS = frozenset({C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
 BOUND_STATES = frozenset({SessionState.BOUND_TX, SessionState.BOUND_RX, SessionState.BOUND_TRX})
 RECEIVER_STATES = frozenset({SessionState.BOUND_RX, SessionState.BOUND_TRX})
 # Bind brute-force slowdown: after this many failures from one IP within the window, each
-# further attempt waits FAIL_DELAY seconds before it is answered, and attempts from that IP
-# take turns: one per FAIL_DELAY, however many connections it opens at once. An attempt whose
-# turn would come after session_init is refused at once, unchecked (see BindThrottle.delay).
+# further attempt from that IP reserves a turn, one per FAIL_DELAY however many connections it
+# opens at once, and is then checked: the right credentials bind at once (the turn is given
+# back), a refusal is answered at its turn. An attempt whose turn would come after
+# session_init is refused at once, unchecked (see BindThrottle.delay).
 FAIL_LIMIT = 5
 FAIL_WINDOW = 60.0
 FAIL_DELAY = 2.0
@@ -96,6 +97,19 @@ class BindThrottle:
             return None
         self._next_try[ip] = at
         return at - now
+
+    def give_back(self, ip: str) -> None:
+        """A bind that reserved a turn (``delay`` > 0) succeeded: it did not wait, so its turn
+        is freed (turns are interchangeable: the last one goes) and the guesses queued from that
+        address are not pushed back by the real ESME's binds."""
+        at = self._next_try.get(ip)
+        if at is None:
+            return
+        at -= FAIL_DELAY
+        if at <= self.clock():
+            self._next_try.pop(ip)
+        else:
+            self._next_try[ip] = at
 
     def note_failure(self, ip: str) -> None:
         q = self._fails.setdefault(ip, deque(maxlen=100))
