@@ -213,7 +213,12 @@ class Monitor:
             else:
                 log.warning("device %s is down: %s", name, health.detail)
         elif previous is None and not health.ok:
-            log.warning("device %s is down at start: %s", name, health.detail)
+            if health.starting:
+                log.info("device %s: %s", name, health.detail)
+            else:
+                log.warning("device %s is down at start: %s", name, health.detail)
+        elif previous is not None and previous[0].starting and not health.ok and not health.starting:
+            log.warning("device %s is down: %s", name, health.detail)
         if self.scheduler is not None:
             # A device found down gets no messages; its routes fail over (Scheduler.device_health).
             self.scheduler.device_health(name, health)

@@ -188,6 +188,10 @@ class DeviceHealth:
     protocol_errors: int = 0
     #: Failed device calls in a row (any kind: transport, garbage, auth); 0 after a good answer.
     consecutive_errors: int = 0
+    #: Not heard from yet, and too early to call it down: a device that starts the talk itself
+    #: (a GoIP in SMS-server mode) within its keepalive timeout of our start. Its channels wait
+    #: quietly; after that timeout without a word it is down like any other.
+    starting: bool = False
 
     @property
     def ok(self) -> bool:

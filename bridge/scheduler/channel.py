@@ -131,12 +131,12 @@ class Channel:
         self.poke()
         self.sched.wake()
 
-    def take_out(self, reason: str, *, cooldown: float | None = None) -> None:
+    def take_out(self, reason: str, *, cooldown: float | None = None, quiet: bool = False) -> None:
         """Out of service now: quarantined (probed when it ends) or, with ``cooldown``, resting
         like after a GSM logout. A channel waiting idle for work leaves that wait, so it rests
         and probes instead of taking the next message."""
         if cooldown is not None:
-            self.cooldown(cooldown, reason)
+            self.cooldown(cooldown, reason, quiet=quiet)
         else:
             self._penalise(reason, probe=True)
         if self.idle:
@@ -264,10 +264,11 @@ class Channel:
                 # dispatcher may have looked while this channel still counted as healthy).
                 self.sched.wake()
 
-    def cooldown(self, seconds: float, reason: str) -> None:
+    def cooldown(self, seconds: float, reason: str, *, quiet: bool = False) -> None:
         self.down_until = self.sched.clock() + seconds
         self._set_state("cooldown")
-        log.warning("channel %s cooling down for %.0f s: %s", self.key, seconds, reason)
+        log.log(logging.INFO if quiet else logging.WARNING,
+                "channel %s cooling down for %.0f s: %s", self.key, seconds, reason)
 
     def _penalise(self, reason: str, *, probe: bool = False) -> None:
         cfg = self.sched.config.scheduler

@@ -232,7 +232,12 @@ class Scheduler:
                 continue
             c = health.channels.get(ch.id) if health.ok else None
             if ch.state == "ready" and not ch.paused:
-                if not health.ok:
+                if health.starting:
+                    # Not heard from yet: wait for its first word, without alarm.
+                    ch.take_out(f"waiting for the device: {health.detail}",
+                                cooldown=self.config.scheduler.logout_cooldown, quiet=True)
+                    ch.back_when = "device_up"
+                elif not health.ok:
                     taken.append(ch.id)
                     ch.take_out(f"health check: device {why}: {health.detail}")
                     ch.back_when = "device_up"

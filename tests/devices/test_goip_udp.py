@@ -579,3 +579,19 @@ async def test_serve_twice_and_close(nursery):
     await driver.aclose()
     with pytest.raises(DeviceError):
         await driver.send("1", "1", "x")
+
+
+async def test_a_goip_not_heard_from_yet_is_starting_not_down(nursery, autojump_clock):
+    # The GoIP starts the talk (its first keepalive can take up to its keepalive interval):
+    # right after our start it is "waiting for the first keepalive", which the monitor logs
+    # as information, not as a device down; after keepalive_timeout without a word, it is down.
+    driver = GoipUdpDriver("goip-udp", host="127.0.0.1", port=0, lines=LINES, password=PASSWORD,
+                           keepalive_timeout=30.0)  # fmt: skip
+    await nursery.start(driver.serve)
+    health = await driver.health()
+    assert health.starting and not health.ok
+    assert "waiting for the first keepalive" in health.detail
+    await trio.sleep(31)
+    health = await driver.health()
+    assert not health.starting and not health.ok
+    assert "no keepalive on line(s)" in health.detail

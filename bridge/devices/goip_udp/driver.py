@@ -247,6 +247,7 @@ class GoipUdpDriver(DriverBase):
         }
         self._by_id: dict[str, _Line] = {line.line_id: line for line in self._lines.values()}
         self._sock: Any = None
+        self._listening_since: float | None = None  # when serve() bound its socket
         self._send_lock = trio.Lock()
         self._closed = False
         self._serving = False
@@ -364,6 +365,7 @@ class GoipUdpDriver(DriverBase):
         try:
             await sock.bind((self.host, self.port))
             self._sock = sock
+            self._listening_since = self._clock()
             actual = sock.getsockname()[1]
             log.info(
                 "goip %s: SMS server listening on udp %s:%d for line ids %s",
@@ -956,10 +958,21 @@ class GoipUdpDriver(DriverBase):
             parts.append(
                 f"{self._consecutive_errors} failed send(s) in a row, last: {self._last_error}"
             )
+        # No line heard from yet, within one keepalive timeout of our start: the GoIP has not
+        # had its turn to call us (it starts the talk), so it is not down yet.
+        starting = (
+            self._listening_since is not None
+            and not alive and not refused
+            and all(line.last_seen is None for line in self._lines.values())
+            and now - self._listening_since <= self.keepalive_timeout
+        )
+        if starting:
+            parts = [f"waiting for the first keepalive (up to {self.keepalive_timeout:g} s after start)"]
         return DeviceHealth(
             reachable=bool(alive),
             detail=self._redact("; ".join(parts) or "ok"),
             channels=channels,
+            starting=starting,
             auth_failed=bool(refused),
             protocol_errors=self.counters["protocol_errors"],
             consecutive_errors=self._consecutive_errors,
