@@ -1,4 +1,7 @@
-"""SMPP PDUs as plain data, and their wire codec (filled in below the data class)."""
+"""SMPP PDUs as plain data, and their wire codec (filled in below the data class).
+
+Long on purpose (~800 lines): the body layout of every SMPP 3.4 PDU and its TLVs, in one
+table-driven codec; splitting it by PDU would repeat the shared field readers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
 """GoIP GSM gateway driver, HTTP API (docs/devices/goip.md, part 1).
 
+Long on purpose (~830 lines): one device's whole HTTP protocol - send, the shared status page
+and its slot reconciliation, the inbox, health - with the firmware quirks each needs; the
+parts share the client and the per-line status cache, so splitting them would scatter one
+protocol over several files.
+
 One driver per GoIP; one shared ``httpx.AsyncClient`` (keep-alive, a few pooled connections)
 for all its lines. Channels are the line numbers "1".."N".
 

@@ -1,5 +1,9 @@
 """GoIP GSM gateway driver, "SMS server" UDP protocol (docs/devices/goip.md, part 2).
 
+Long on purpose (~990 lines): the listener, the per-line exchanges (send, retransmit, status,
+inbound acknowledgements) and their timers run on one socket and one task tree; the sans-IO
+codec is already apart in protocol.py.
+
 Here the bridge *is* the GoIP's SMS server: every GoIP line is configured (web UI, "SMS" ->
 "SMS Server") with the bridge's address and port, a line id (e.g. ``gw1``) and a password. The
 GoIP starts the conversation - keepalives every ~30 s from each line's own UDP source port - so

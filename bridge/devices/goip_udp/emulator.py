@@ -1,5 +1,9 @@
 """GoIP emulator, "SMS server" UDP mode: the GoIP as the UDP *client* of the bridge.
 
+Long on purpose (~900 lines): a whole device - keepalives, sends with retransmits, delivery
+reports, inbound SMS, every fault switch - as the real GoIP behaves, from the other side of
+the wire than the driver.
+
 Wire format: docs/devices/goip.md, part 2. Each emulated line has its own UDP socket (its own
 source port, as on the real device) and:
 

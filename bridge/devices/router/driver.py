@@ -1,4 +1,7 @@
 """LTE router "send SMS via URL" driver (Teltonika RUT style; docs/devices/router.md).
+
+Long on purpose (~750 lines): the vendors' URL dialects (GET/POST, answers in text, JSON or
+XML), the inbox pages and health of one kind of device, sharing one client and one parser.
 Config kind ``router``.
 
 One driver per router; one channel, "1" (the router's one modem / SIM).

@@ -1,5 +1,8 @@
 """Android phone via SMSGate (the android-sms-gateway app, Local Server mode).
 
+Long on purpose (~820 lines): sending, polling, the webhook receiver and its registration act
+on one per-message record; the pure pieces (signatures, states) are apart in messages.py.
+
 docs/devices/smsgate.md, from the app's public docs (sms-gate.app: sending messages,
 status tracking, webhooks, health). The app runs an HTTP server on the phone
 (``http://<phone>:8080``, HTTP Basic auth with the username/password shown in the app).

@@ -1,5 +1,8 @@
 """Android phone via SmsGateway24 (docs/devices/smsgateway24.md).
 
+Long on purpose (~710 lines): the cloud API's token renewal, send, status, inbox and offline
+detection share one client and one token.
+
 SmsGateway24 is a cloud service: the bridge talks to ``<base>/getdata/<method>`` (form POST),
 and the SmsGateway24 app on the phone polls the cloud for SMS to send and reports back.
 One driver per phone (``device_id``); channels "1".."sims" are the phone's SIM slots 0..sims-1.
