@@ -10,7 +10,6 @@ import datetime
 import hmac
 import ipaddress
 import re
-import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union

@@ -28,7 +28,7 @@ import attrs
 import httpx
 import trio
 
-from bridge.devices.base import DeviceError, SendOutcome, SendResult
+from bridge.devices.base import ChannelHealth, DeviceError, DeviceHealth, SendOutcome, SendResult
 
 __all__ = [
     "DETAIL_BODY_LIMIT",
@@ -256,6 +256,20 @@ class CallCounters:
     def ok(self) -> None:
         self.consecutive_errors = 0
         self.auth_failed = False
+
+    def health(
+        self, *, reachable: bool, detail: str, channels: Mapping[str, ChannelHealth],
+        redact: Callable[[str], str],
+    ) -> DeviceHealth:
+        """What a health check reports, with these counters behind it (``detail`` redacted)."""
+        return DeviceHealth(
+            reachable=reachable,
+            detail=redact(detail),
+            channels=dict(channels),
+            auth_failed=self.auth_failed,
+            protocol_errors=self.protocol_errors,
+            consecutive_errors=self.consecutive_errors,
+        )
 
     def failed(self, detail: str, *, protocol: bool = False, auth: bool = False) -> None:
         self.consecutive_errors += 1

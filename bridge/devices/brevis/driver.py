@@ -65,7 +65,6 @@ import httpx
 
 from bridge.devices.brevis import CAPABILITIES
 from bridge.devices.base import (
-    Capability,
     ChannelHealth,
     DeliveryState,
     DeviceError,
@@ -357,14 +356,8 @@ class BrevisDriver(DriverBase):
         return self._health(reachable=True, detail="; ".join(parts))
 
     def _health(self, *, reachable: bool, detail: str) -> DeviceHealth:
-        c = self._counters
-        return DeviceHealth(
-            reachable=reachable,
-            detail=self._redact(detail),
-            channels={CHANNEL: ChannelHealth()},
-            auth_failed=c.auth_failed,
-            protocol_errors=c.protocol_errors,
-            consecutive_errors=c.consecutive_errors,
+        return self._counters.health(
+            reachable=reachable, detail=detail, channels={CHANNEL: ChannelHealth()}, redact=self._redact
         )
 
     # ---------------------------------------------------------------- lifecycle

@@ -47,7 +47,6 @@ import trio
 
 from bridge.devices.goip_http import CAPABILITIES
 from bridge.devices.base import (
-    Capability,
     ChannelHealth,
     DeliveryState,
     DeviceError,

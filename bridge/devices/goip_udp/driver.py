@@ -113,7 +113,6 @@ import trio
 
 from bridge.devices.goip_udp import CAPABILITIES
 from bridge.devices.base import (
-    Capability,
     ChannelHealth,
     DeliveryState,
     DeviceError,

@@ -84,7 +84,6 @@ import trio
 
 from bridge.devices.router import CAPABILITIES
 from bridge.devices.base import (
-    Capability,
     ChannelHealth,
     DeliveryState,
     DeviceError,
@@ -736,15 +735,9 @@ class RouterDriver(DriverBase):
         return self._health(reachable=True, detail="; ".join(parts))
 
     def _health(self, *, reachable: bool, detail: str) -> DeviceHealth:
-        c = self._counters
-        return DeviceHealth(
-            reachable=reachable,
-            detail=self._redact(detail),
-            # The router's SMS API says nothing about registration or signal.
-            channels={CHANNEL: ChannelHealth()},
-            auth_failed=c.auth_failed,
-            protocol_errors=c.protocol_errors,
-            consecutive_errors=c.consecutive_errors,
+        # The router's SMS API says nothing about registration or signal.
+        return self._counters.health(
+            reachable=reachable, detail=detail, channels={CHANNEL: ChannelHealth()}, redact=self._redact
         )
 
     # ---------------------------------------------------------------- lifecycle

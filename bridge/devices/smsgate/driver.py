@@ -77,7 +77,6 @@ import trio
 
 from bridge.devices.smsgate import CAPABILITIES
 from bridge.devices.base import (
-    Capability,
     ChannelHealth,
     DeliveryState,
     DeviceError,
@@ -807,13 +806,8 @@ class SmsGateDriver(DriverBase):
     def _health(
         self, *, reachable: bool, detail: str, channels: Mapping[str, ChannelHealth] | None = None
     ) -> DeviceHealth:
-        return DeviceHealth(
-            reachable=reachable,
-            detail=self._redact(detail),
-            channels=dict(channels or {}),
-            auth_failed=self._counters.auth_failed,
-            protocol_errors=self._counters.protocol_errors,
-            consecutive_errors=self._counters.consecutive_errors,
+        return self._counters.health(
+            reachable=reachable, detail=detail, channels=channels or {}, redact=self._redact
         )
 
     # ---------------------------------------------------------------- lifecycle

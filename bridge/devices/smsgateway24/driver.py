@@ -54,7 +54,6 @@ import trio
 
 from bridge.devices.smsgateway24 import CAPABILITIES
 from bridge.devices.base import (
-    Capability,
     ChannelHealth,
     DeliveryState,
     DeviceError,
@@ -702,13 +701,8 @@ class SmsGateway24Driver(DriverBase):
     def _health(
         self, *, reachable: bool, detail: str, channels: Mapping[str, ChannelHealth] | None = None
     ) -> DeviceHealth:
-        return DeviceHealth(
-            reachable=reachable,
-            detail=self._redact(detail),
-            channels=dict(channels or {}),
-            auth_failed=self._counters.auth_failed,
-            protocol_errors=self._counters.protocol_errors,
-            consecutive_errors=self._counters.consecutive_errors,
+        return self._counters.health(
+            reachable=reachable, detail=detail, channels=channels or {}, redact=self._redact
         )
 
     # ---------------------------------------------------------------- lifecycle
