@@ -102,6 +102,9 @@ class Engine:
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._rlock = threading.Lock()
+        # Held by the worker thread for a whole group commit: close() waits for it, so a
+        # connection is never closed under a commit still running (SQLite would crash).
+        self._wlock = threading.Lock()
         self._last_id = 0
         # Messages that are not final, plus stored parts still waiting for siblings. The front
         # end compares this with limits.queue_depth (ESME_RMSGQFUL).
@@ -137,10 +140,11 @@ class Engine:
 
     def close(self) -> None:
         self._closed = True
-        for conn in (self._wconn, self._rconn):
-            if conn is not None:
-                conn.close()
-        self._wconn = self._rconn = None
+        with self._wlock, self._rlock:  # a commit or read still running in a thread ends first
+            for conn in (self._wconn, self._rconn):
+                if conn is not None:
+                    conn.close()
+            self._wconn = self._rconn = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer task: runs group commits until cancelled."""
@@ -187,8 +191,16 @@ class Engine:
         return w.result
 
     def _commit_batch(self, batch: list[_Waiter]) -> None:
+        with self._wlock:
+            self._commit_batch_locked(batch)
+
+    def _commit_batch_locked(self, batch: list[_Waiter]) -> None:
         conn = self._wconn
-        assert conn is not None
+        if conn is None:  # closed meanwhile: nothing was written, nothing acknowledged
+            for w in batch:
+                w.hooks = []
+                w.error = StoreError("the store is closed")
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -281,7 +293,8 @@ class Engine:
     async def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         def run() -> Any:
             with self._rlock:
-                assert self._rconn is not None
+                if self._rconn is None:
+                    raise StoreError("the store is closed")
                 return fn(self._rconn)
 
         return await self._run_sync(run)

@@ -109,3 +109,39 @@ async def test_ping_reads_and_fails_once_closed(store):
     store.close()
     with pytest.raises(Exception):
         await store.ping()
+
+
+async def test_close_waits_for_a_commit_running_in_its_thread(tmp_path, nursery):
+    # A test (or a shutdown) that closed the store while the writer thread was still inside a
+    # commit crashed the process (a segmentation fault inside SQLite, seen under the parallel
+    # test run). close() now waits for the running commit; later writes fail cleanly.
+    import threading
+
+    store = Store(tmp_path / "b.sqlite3")
+    store.open()
+    await nursery.start(store.run)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_op(conn):
+        inside.set()
+        release.wait(5)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+        return "committed"
+
+    result: list = []
+
+    async def write() -> None:
+        result.append(await store.write(slow_op))
+
+    nursery.start_soon(write)
+    await trio.to_thread.run_sync(inside.wait)
+    closer = threading.Thread(target=store.close)
+    closer.start()  # close() from another thread while the commit is inside SQLite
+    release.set()
+    await trio.to_thread.run_sync(closer.join)
+    with trio.fail_after(5):
+        while not result:
+            await trio.sleep(0.01)
+    assert result == ["committed"]
+    with pytest.raises(StoreError):
+        await store.write(slow_op)
