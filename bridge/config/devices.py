@@ -41,6 +41,20 @@ __all__ = [
 ]
 
 
+def _first_use(
+    ctx: _Ctx, first_line: dict[str, int | None], name: str | None, line: int | None, key: str, what: str
+) -> bool:
+    """Note ``name`` as used at ``line``; False (with the error) when it was used before. A
+    list item without a readable name is not a duplicate."""
+    if name is None:
+        return True
+    if name in first_line:
+        ctx.error(key, line, f"duplicate {what} name {name!r} (first used at line {first_line[name]})")
+        return False
+    first_line[name] = line
+    return True
+
+
 def _name_problem(what: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         if NAME_PATTERN.match(value):
@@ -371,13 +385,8 @@ def _load_devices(ctx: _Ctx, node: Node | None, path: str) -> tuple[DeviceConfig
     first_line: dict[str, int | None] = {}
     for i, item in enumerate(items):
         device, name, line = _load_device(ctx, item, f"{path}[{i}]")
-        if name is not None:
-            if name in first_line:
-                ctx.error(
-                    f"{path}[{i}].name", line, f"duplicate device name {name!r} (first used at line {first_line[name]})"
-                )
-                continue
-            first_line[name] = line
+        if not _first_use(ctx, first_line, name, line, f"{path}[{i}].name", "device"):
+            continue
         if device is None:
             if name is not None:
                 ctx.broken_devices.add(name)

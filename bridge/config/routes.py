@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from yaml.nodes import Node
 
-from .devices import _channel_id, _describe_ids, _DIGITS, _known_hint, _list_section, _name_problem
+from .devices import _channel_id, _describe_ids, _DIGITS, _first_use, _known_hint, _list_section, _name_problem
 from .model import DeviceConfig, RouteConfig
 from .reader import BAD, _Ctx, describe, _item_text, Map
 
@@ -192,13 +192,8 @@ def _load_routes(ctx: _Ctx, node: Node | None, path: str) -> tuple[RouteConfig, 
     catch_all: tuple[str, int | None] | None = None
     for i, item in enumerate(items):
         route, name, line = _load_route(ctx, item, f"{path}[{i}]")
-        if name is not None:
-            if name in first_line:
-                ctx.error(
-                    f"{path}[{i}].name", line, f"duplicate route name {name!r} (first used at line {first_line[name]})"
-                )
-                continue
-            first_line[name] = line
+        if not _first_use(ctx, first_line, name, line, f"{path}[{i}].name", "route"):
+            continue
         if route is None:
             if name is not None:
                 ctx.broken_routes.add(name)
