@@ -18,7 +18,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -29,18 +28,16 @@ from e2e_support import (
     BridgeProcess,
     EmulatorProcess,
     client,
-    free_port,
     goip_config,
     receive_deliver_sm,
     submit,
     with_admin,
 )
+from prometheus_support import ALERTS, PROMETHEUS, SCRAPE, Prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
-ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
-SCRAPE = ROOT / "config" / "prometheus" / "prometheus.yml"
+FLEET_SCRAPE = ROOT / "config" / "fleet" / "prometheus.yml"
 DASHBOARD = ROOT / "config" / "grafana" / "smpp-bridge.json"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 needs_prometheus = pytest.mark.skipif(
@@ -58,6 +55,7 @@ GRAFANA_VARS = {
     "$__interval": "15s",
     "$__range": "1h",
     "$instance": ".*",
+    "$site": ".*",
 }
 
 
@@ -84,9 +82,9 @@ def variable_queries() -> list[tuple[str, str]]:
         if v["type"] != "query":
             continue
         q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
-        m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", q)
+        m = re.fullmatch(r"label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)", q)
         assert m, f"variable {v['name']}: unexpected query {q!r}"
-        out.append((f"variable {v['name']}", f"count by ({m.group(2)}) ({m.group(1)})"))
+        out.append((f"variable {v['name']}", substitute(f"count by ({m.group(2)}) ({m.group(1)})")))
     return out
 
 
@@ -153,9 +151,34 @@ def test_promtool_accepts_the_rules_and_the_scrape_config():
     rules = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert rules.returncode == 0, rules.stdout + rules.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in rules.stdout
-    config = subprocess.run([PROMTOOL, "check", "config", str(SCRAPE)], capture_output=True, text=True,
-                            cwd=SCRAPE.parent)
-    assert config.returncode == 0, config.stdout + config.stderr
+    for scrape in (SCRAPE, FLEET_SCRAPE):
+        config = subprocess.run([PROMTOOL, "check", "config", str(scrape)], capture_output=True, text=True,
+                                cwd=scrape.parent)
+        assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_the_dashboard_asks_for_its_data_source_on_import_and_filters_by_site():
+    """Grafana's import asks for each ``__inputs`` entry and puts the choice wherever the file
+    says ``${NAME}``: every such reference must be declared, and the site selector must drive
+    every query (a fleet dashboard that mixes sites would mislead)."""
+    text = DASHBOARD.read_text()
+    dash = json.loads(text)
+    declared = {i["name"] for i in dash["__inputs"] if i["type"] == "datasource"}
+    assert declared == {"DS_PROMETHEUS"}
+    used = set(re.findall(r"\$\{(DS_[A-Z_]+)\}", text))
+    assert used and used <= declared
+    names = [v["name"] for v in dash["templating"]["list"]]
+    assert names[:3] == ["datasource", "site", "instance"]
+    raw = []
+
+    def walk(panels):
+        for p in panels:
+            walk(p.get("panels", []))
+            raw.extend((p["title"], t["expr"]) for t in p.get("targets", []))
+
+    walk(dash["panels"])
+    assert [t for t, expr in raw if 'site=~"$site"' not in expr] == []
+    assert dash["panels"][0]["title"] == "Fleet"
 
 
 def test_every_alert_says_what_to_do():
@@ -163,59 +186,6 @@ def test_every_alert_says_what_to_do():
         assert rule["alert"].startswith("SmppBridge")
         assert rule["labels"]["severity"] in ("critical", "warning", "info")
         assert rule["annotations"]["summary"] and len(rule["annotations"]["description"]) > 60
-
-
-class Prometheus:
-    def __init__(self, workdir: Path, target_port: int) -> None:
-        shipped = yaml.safe_load(SCRAPE.read_text())
-        job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "smpp-bridge")
-        job["scrape_interval"] = "1s"
-        job["scrape_timeout"] = "1s"
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{target_port}"], "labels": {"site": "test"}}]
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(ALERTS)],
-            "scrape_configs": [job],
-        }
-        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / "prometheus.log", "w")
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.logfile = workdir / "prometheus.log"
-        self.wait(lambda: httpx.get(self.url + "/-/ready", timeout=1).status_code == 200, "Prometheus ready")
-
-    def wait(self, predicate, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                value = predicate()
-                if value:
-                    return value
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError("Prometheus exited:\n" + self.logfile.read_text())
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not within {timeout} s\n{self.logfile.read_text()[-2000:]}")
-            time.sleep(0.2)
-
-    def query(self, expr: str) -> dict:
-        r = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10)
-        return r.json()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 @pytest.mark.slow
@@ -275,6 +245,8 @@ def test_real_prometheus_scrapes_the_bridge_and_every_query_has_data(tmp_path):
             assert data["status"] == "success", f"{rule['alert']}: {data.get('error')}"
             if not data["data"]["result"]:
                 empty.append(f"alert {rule['alert']}: {with_bool(rule['expr'])}")
+            # Each alert names the site it fires for (the fleet's Prometheus labels every target).
+            assert all(r["metric"].get("site") == "test" for r in data["data"]["result"]), rule["alert"]
         assert not empty, "no data for:\n" + "\n".join(empty)
 
         # Prometheus evaluated the rule file itself: every rule healthy.

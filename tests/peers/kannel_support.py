@@ -10,6 +10,7 @@ server that records what Kannel calls back (the application side).
 from __future__ import annotations
 
 import http.server
+import re
 import shutil
 import subprocess
 import threading
@@ -51,25 +52,56 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class KannelRouter:
-    """bearerbox + smsbox bound to a bridge at ``bridge_port`` as ``system_id``/``password``."""
+class KannelConf:
+    """A Kannel configuration file as groups of ``key = value`` lines, to rewrite in place.
 
-    def __init__(self, workdir: Path, bridge_port: int, system_id: str, password: str) -> None:
-        self.workdir = workdir
-        self.admin_port = free_port()
-        self.smsbox_port = free_port()
-        self.sendsms_port = free_port()
-        self.app = _Recorder()
-        threading.Thread(target=self.app.serve_forever, daemon=True).start()
-        app = f"http://127.0.0.1:{self.app.server_address[1]}"
-        self.conf = workdir / "kannel.conf"
-        self.conf.write_text(
-            f"""
+    Used to run the shipped fleet recipe (``config/fleet/kannel.conf``) with local addresses,
+    ports and files: only the values a test must change are touched, every other line is the
+    recipe's own."""
+
+    def __init__(self, text: str) -> None:
+        self.groups: list[list[list[str]]] = []  # group -> [key, value] pairs, in order
+        for raw in text.splitlines():
+            line = raw.strip()  # Kannel knows whole-line comments only
+            if not line or line.startswith("#"):
+                continue
+            if "=" not in line:
+                raise ValueError(f"not a Kannel line: {raw!r}")
+            key, value = (part.strip() for part in line.split("=", 1))
+            if key == "group":
+                self.groups.append([])
+            self.groups[-1].append([key, value])
+
+    def where(self, group: str, **match: str) -> list[list[list[str]]]:
+        out = []
+        for g in self.groups:
+            d = dict((k, v.strip('"')) for k, v in g)
+            if d.get("group") == group and all(d.get(k.replace("_", "-")) == v for k, v in match.items()):
+                out.append(g)
+        return out
+
+    def set(self, group: str, key: str, value: str | int, **match: str) -> None:
+        groups = self.where(group, **match)
+        assert groups, f"no group {group} {match} in the recipe"
+        for g in groups:
+            pairs = [p for p in g if p[0] == key]
+            if pairs:
+                pairs[0][1] = str(value)
+            else:
+                g.append([key, str(value)])
+
+    def text(self) -> str:
+        return "\n\n".join("\n".join(f"{k} = {v}" for k, v in g) for g in self.groups) + "\n"
+
+
+def single_site_conf(workdir: Path, bridge_port: int, system_id: str, password: str) -> str:
+    """One bearerbox + smsbox with one SMSC: the bridge at ``bridge_port``."""
+    return f"""
 group = core
-admin-port = {self.admin_port}
+admin-port = 0
 admin-password = adminpw
 status-password = adminpw
-smsbox-port = {self.smsbox_port}
+smsbox-port = 0
 box-allow-ip = 127.0.0.1
 admin-allow-ip = 127.0.0.1
 log-file = "{workdir}/bearerbox.log"
@@ -91,8 +123,8 @@ reconnect-delay = 1
 
 group = smsbox
 bearerbox-host = 127.0.0.1
-bearerbox-port = {self.smsbox_port}
-sendsms-port = {self.sendsms_port}
+bearerbox-port = 0
+sendsms-port = 0
 log-file = "{workdir}/smsbox.log"
 log-level = 0
 
@@ -104,20 +136,63 @@ group = sms-service
 keyword = default
 catch-all = yes
 max-messages = 0
-get-url = "{app}/mo?from=%p&to=%P&text=%a&smsc=%i"
+get-url = "APP/mo?from=%p&to=%P&text=%a&smsc=%i"
 """
-        )
+
+
+class KannelRouter:
+    """bearerbox + smsbox: by default bound to one bridge at ``bridge_port`` as ``system_id``/
+    ``password``; with ``conf``, any configuration (ports, files and the application URL are
+    set here, whatever the file says)."""
+
+    def __init__(self, workdir: Path, bridge_port: int = 0, system_id: str = "", password: str = "", *,
+                 conf: KannelConf | None = None, smsc_ids: tuple[str, ...] = ("site1",)) -> None:
+        self.workdir = workdir
+        self.smsc_ids = smsc_ids
+        self.admin_port = free_port()
+        self.smsbox_port = free_port()
+        self.sendsms_port = free_port()
+        self.app = _Recorder()
+        threading.Thread(target=self.app.serve_forever, daemon=True).start()
+        app = f"http://127.0.0.1:{self.app.server_address[1]}"
+        conf = conf or KannelConf(single_site_conf(workdir, bridge_port, system_id, password))
+        conf.set("core", "admin-port", self.admin_port)
+        conf.set("core", "admin-password", "adminpw")
+        conf.set("core", "status-password", "adminpw")
+        conf.set("core", "smsbox-port", self.smsbox_port)
+        conf.set("core", "log-file", f'"{workdir}/bearerbox.log"')
+        conf.set("core", "access-log", f'"{workdir}/access.log"')
+        conf.set("core", "log-level", 0)
+        if any(k == "store-location" for g in conf.where("core") for k, _ in g):
+            conf.set("core", "store-location", f'"{workdir}/kannel.store"')
+        conf.set("smsbox", "bearerbox-port", self.smsbox_port)
+        conf.set("smsbox", "sendsms-port", self.sendsms_port)
+        conf.set("smsbox", "log-file", f'"{workdir}/smsbox.log"')
+        conf.set("smsbox", "log-level", 0)
+        conf.set("sendsms-user", "password", "apppw")
+        for g in conf.where("sms-service"):
+            for pair in g:
+                if pair[0] == "get-url":
+                    url = pair[1].strip('"')
+                    pair[1] = '"' + app + "/mo?" + url.split("?", 1)[1] + '"'
+        self.conf = workdir / "kannel.conf"
+        self.conf.write_text(conf.text())
         self.app_url = app
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, timeout: float = 20.0) -> KannelRouter:
-        for exe in (BEARERBOX, SMSBOX):
-            log = open(self.workdir / f"{Path(exe).name}.out", "wb")
-            self.procs.append(subprocess.Popen([exe, str(self.conf)], stdout=log, stderr=subprocess.STDOUT))
-            if exe == BEARERBOX:
-                wait_for(lambda: self._port_open(self.smsbox_port), timeout)
-        wait_for(lambda: self._port_open(self.sendsms_port), timeout)
-        wait_for(self.smsc_online, timeout)
+    def start(self, timeout: float = 30.0) -> KannelRouter:
+        try:
+            for exe in (BEARERBOX, SMSBOX):
+                log = open(self.workdir / f"{Path(exe).name}.out", "wb")
+                self.procs.append(subprocess.Popen([exe, str(self.conf)], stdout=log, stderr=subprocess.STDOUT))
+                if exe == BEARERBOX:
+                    wait_for(lambda: self._port_open(self.smsbox_port), timeout)
+            wait_for(lambda: self._port_open(self.sendsms_port), timeout)
+            wait_for(self.smsc_online, timeout)
+        except TimeoutError:
+            states = self.smsc_states() if self._port_open(self.admin_port) else "bearerbox not answering"
+            self.stop()
+            raise RuntimeError(f"Kannel did not come up: {states}\n{self.log()[-3000:]}") from None
         return self
 
     @staticmethod
@@ -134,13 +209,24 @@ get-url = "{app}/mo?from=%p&to=%P&text=%a&smsc=%i"
         r = httpx.get(f"http://127.0.0.1:{self.admin_port}/status.txt", params={"password": "adminpw"}, timeout=5)
         return r.text
 
-    def smsc_online(self) -> bool:
-        return "site1" in (s := self.status()) and "online" in s
+    def smsc_states(self) -> dict[str, list[str]]:
+        """Each SMSC id's connection states from bearerbox's status page ("online", "connecting",
+        "re-connecting", "dead"), one entry per connection."""
+        states: dict[str, list[str]] = {}
+        for line in self.status().splitlines():
+            m = re.match(r"\s*(\S+)\[(\S+)\]\s+SMPP:\S+\s+\((\S+)", line)
+            if m:
+                states.setdefault(m.group(2), []).append(m.group(3))
+        return states
+
+    def smsc_online(self, *ids: str) -> bool:
+        states = self.smsc_states()
+        return all(states.get(i) and all(s == "online" for s in states[i]) for i in ids or self.smsc_ids)
 
     def sendsms(self, to: str, text: str, *, sender: str = "4930000", dlr_id: str = "", **extra: str) -> httpx.Response:
         params = {"username": "app", "password": "apppw", "to": to, "text": text, "from": sender, **extra}
         if dlr_id:
-            params["dlr-mask"] = "3"  # 1 delivered + 2 undelivered
+            params.setdefault("dlr-mask", "3")  # 1 delivered + 2 undelivered (+ 8 accepted: "11")
             params["dlr-url"] = f"{self.app_url}/dlr?id={dlr_id}&status=%d&answer=%A&smscid=%F"
         return httpx.get(f"http://127.0.0.1:{self.sendsms_port}/cgi-bin/sendsms", params=params, timeout=10)
 
