@@ -245,56 +245,6 @@ def free_port() -> int:
     return _free(socket.SOCK_STREAM)
 
 
-class EmulatorProcess:
-    """``smpp-bridge emulate goip`` in a child process, driven over its HTTP test hooks."""
-
-    def __init__(self, lines: int = 4, send_duration: float = 0.2) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "emulate", "goip", "--port", str(self.port),
-             "--lines", str(lines), "--send-duration", str(send_duration), "--log-level", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("GoIP emulator did not start")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _call(self, method: str, path: str, body: dict | None = None):  # type: ignore[no-untyped-def]
-        import httpx
-
-        r = httpx.request(method, self.url + path, json=body, timeout=5)
-        r.raise_for_status()
-        return r.json()
-
-    def sent(self) -> list[dict]:
-        """Every SMS the emulated GoIP 'sent': line, destination, text, id, error."""
-        return self._call("GET", "/emulator/sent")
-
-    def faults(self, **changes) -> None:  # type: ignore[no-untyped-def]
-        self._call("POST", "/emulator/faults", changes)
-
-    def inject(self, line: int, sender: str, text: str, **extra) -> None:  # type: ignore[no-untyped-def]
-        """An SMS arrives in ``line``'s inbox (extra: when=ISO-8601, mojibake=True)."""
-        self._call("POST", "/emulator/inject", {"line": line, "sender": sender, "text": text, **extra})
-
-    def state(self) -> dict:
-        return self._call("GET", "/emulator/state")
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(5)
-
-
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll until predicate() is truthy; return its value (functional waiting, not timing)."""
     deadline = time.monotonic() + timeout
@@ -450,6 +400,28 @@ class KindEmulator:
     def restart(self) -> KindEmulator:
         self.stop()
         return self.start()
+
+
+class EmulatorProcess(KindEmulator):
+    """``smpp-bridge emulate goip`` in a child process, driven over its HTTP test hooks.
+
+    Its port is the one the OS gave it, read from its ready line: a port picked here beforehand
+    could be taken meanwhile by another test run, and the test would then drive someone else's
+    emulator."""
+
+    def __init__(self, lines: int = 4, send_duration: float = 0.2) -> None:
+        super().__init__("goip", "--lines", str(lines), "--send-duration", str(send_duration))
+
+    def _call(self, method: str, path: str, body: dict | None = None):  # type: ignore[no-untyped-def]
+        return self.call(method, path, body)
+
+    def sent(self) -> list[dict]:
+        """Every SMS the emulated GoIP 'sent': line, destination, text, id, error."""
+        return self.call("GET", "/emulator/sent")
+
+    def inject(self, line: int, sender: str, text: str, **extra) -> None:  # type: ignore[no-untyped-def,override]
+        """An SMS arrives in ``line``'s inbox (extra: when=ISO-8601, mojibake=True)."""
+        self.call("POST", "/emulator/inject", {"line": line, "sender": sender, "text": text, **extra})
 
 
 def start_emulators(*specs: tuple) -> list[KindEmulator]:  # type: ignore[type-arg]
