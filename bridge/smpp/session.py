@@ -1,4 +1,14 @@
-"""One SMPP connection, server (SMSC) side, as a sans-IO state machine.
+"""One SMPP connection, either side, as a sans-IO state machine.
+
+One state machine serves both roles (as h11 serves client and server): ``ServerSession`` is the
+SMSC side (our SMPP front end, which ESMEs bind to), ``ClientSession`` the ESME side (our
+upstream connectors, which bind to a provider's SMSC). The rules below are written from the
+SMSC's point of view; the ESME role uses the same tables mirrored (what the SMSC may send, the
+ESME may receive, and the reverse), and the same transitions, whichever side sends the PDU
+that causes them: a bind is pending once it is on the wire, the session is bound once an
+ESME_ROK bind_*_resp answering it is, an unbind moves to UNBINDING and an ESME_ROK
+unbind_resp to CLOSED. Fed each other's bytes, a client and a server session always agree on
+the state (tests/smpp/test_session_roles.py).
 
 Feed it the bytes the peer sent (``receive_data``), pull events (``next_event``); hand it the
 PDUs you want to send (``send``), write the bytes it returns. No sockets, no trio, no clocks:
@@ -65,7 +75,10 @@ from bridge.smpp.pdu import KNOWN_COMMAND_IDS, Pdu, PduError, decode, encode, ge
 
 __all__ = [
     "SessionState",
+    "Role",
+    "Session",
     "ServerSession",
+    "ClientSession",
     "Rejected",
     "NEED_DATA",
     "Closed",
@@ -82,6 +95,11 @@ class SessionState(enum.Enum):
     BOUND_TRX = "BOUND_TRX"
     UNBINDING = "UNBINDING"
     CLOSED = "CLOSED"
+
+
+class Role(enum.Enum):
+    SMSC = "SMSC"  # we take binds (server)
+    ESME = "ESME"  # we bind (client)
 
 
 class LocalProtocolError(Exception):
@@ -180,6 +198,11 @@ SEND: dict[SessionState, frozenset[int]] = {
     S.CLOSED: frozenset(),
 }
 
+# The ESME role: the same tables, mirrored.
+ESME_RECEIVE: dict[SessionState, frozenset[int]] = dict(SEND)
+ESME_SEND: dict[SessionState, frozenset[int]] = dict(RECEIVE)
+_TABLES = {Role.SMSC: (RECEIVE, SEND), Role.ESME: (ESME_RECEIVE, ESME_SEND)}
+
 _BOUND_BY_BIND = {
     C.BIND_TRANSMITTER_RESP: S.BOUND_TX,
     C.BIND_RECEIVER_RESP: S.BOUND_RX,
@@ -198,30 +221,32 @@ def _name(command_id: int) -> str:
     return c.name.lower() if c is not None else f"command_id 0x{command_id:08X}"
 
 
-class ServerSession:
-    """The SMSC side of one SMPP connection. See the module docstring for the rules."""
+class Session:
+    """One side of an SMPP connection. See the module docstring for the rules."""
 
-    def __init__(self, max_pdu_len: int = MAX_PDU_LEN) -> None:
+    def __init__(self, role: Role, max_pdu_len: int = MAX_PDU_LEN) -> None:
+        self.role = role
         self.max_pdu_len = max_pdu_len
-        # interface_version of the latest bind received (None before any): the caller can read
-        # it as soon as the bind arrives; it decides whether TLVs are sent (rule 7).
+        self._recv_table, self._send_table = _TABLES[role]
+        # interface_version of the latest bind (received as SMSC, sent as ESME; None before
+        # any): it decides whether TLVs are sent (rule 7).
         self.interface_version: int | None = None
         self._buf = bytearray()
         self._off = 0
         self._eof = False  # the peer closed its side: no more input (rule 8)
         self._dead = False  # framing lost: no more events
         self._seq = 0
-        # (bind command id, sequence_number) of the bind received and not yet answered.
+        # (bind command id, sequence_number) of the bind on the wire and not yet answered.
         self._pending_bind: tuple[int, int] | None = None
-        self._unbind_received = False  # an unbind_resp is due
+        self._unbind_received = False  # an unbind_resp is due from us
         self._set_state(SessionState.OPEN)
 
     # -- state ---------------------------------------------------------------------------------
 
     def _set_state(self, state: SessionState) -> None:
         self.state = state
-        self._recv_ok = RECEIVE[state]
-        self._send_ok = SEND[state]
+        self._recv_ok = self._recv_table[state]
+        self._send_ok = self._send_table[state]
 
     @property
     def bound(self) -> bool:
@@ -317,11 +342,28 @@ class ServerSession:
                     )
                 self._pending_bind = (cid, seq)
                 self.interface_version = pdu.params.get("interface_version")
+            elif cid in _BOUND_BY_BIND or (cid == C.GENERIC_NACK and self.state is SessionState.OPEN):
+                # The ESME role: the SMSC answers our bind (a generic_nack may refuse it too).
+                pending = self._pending_bind
+                matches = pending is not None and pending[1] == seq and (
+                    cid == C.GENERIC_NACK or pending[0] | RESPONSE_BIT == cid
+                )
+                if not matches:
+                    return Rejected(
+                        pdu,
+                        None,
+                        False,
+                        f"{_name(cid)} (sequence_number {seq}) answers no pending bind "
+                        f"(pending: {_describe_pending(pending)}); dropped",
+                    )
+                self._pending_bind = None
+                if status == 0 and cid != C.GENERIC_NACK:
+                    self._set_state(_BOUND_BY_BIND[cid])
             elif cid == C.UNBIND:
                 self._unbind_received = True
                 if self.state is not SessionState.UNBINDING:
                     self._set_state(SessionState.UNBINDING)
-            elif cid == C.UNBIND_RESP:
+            elif cid == C.UNBIND_RESP and status == 0:
                 self._set_state(SessionState.CLOSED)
             return pdu
         return self._not_allowed(cid, status, seq, data)
@@ -381,8 +423,25 @@ class ServerSession:
             raise LocalProtocolError(f"may not send {_name(cid)}: the peer closed its side and cannot answer")
         new_state = None
         clear_pending = False
+        new_pending = None
+        version = self.interface_version
+        if (not ok_status or cid == C.GENERIC_NACK) and self._pending_bind is not None:
+            # Refusing the pending bind (its own *_resp with an error, or a generic_nack with
+            # its sequence_number) means it is no longer pending.
+            p_cid, p_seq = self._pending_bind
+            clear_pending = p_seq == pdu.sequence_number and (
+                cid == C.GENERIC_NACK or p_cid | RESPONSE_BIT == cid
+            )
         if cid in self._send_ok:
-            if cid in _BOUND_BY_BIND:
+            if cid in BIND_REQUESTS:
+                # The ESME role: our bind goes out and waits for its answer.
+                if self._pending_bind is not None:
+                    raise LocalProtocolError(
+                        f"may not send {_name(cid)}: {_describe_pending(self._pending_bind)} is still unanswered"
+                    )
+                new_pending = (cid, pdu.sequence_number)
+                version = pdu.params.get("interface_version", version)
+            elif cid in _BOUND_BY_BIND:
                 pending = self._pending_bind
                 matches = (
                     pending is not None
@@ -396,7 +455,7 @@ class ServerSession:
                             f"pending bind (pending: {_describe_pending(pending)})"
                         )
                     new_state = _BOUND_BY_BIND[cid]
-                clear_pending = matches
+                clear_pending = clear_pending or matches
             elif cid == C.UNBIND:
                 new_state = SessionState.UNBINDING
             elif cid == C.UNBIND_RESP and ok_status:
@@ -404,20 +463,32 @@ class ServerSession:
                     raise LocalProtocolError("unbind_resp ROK, but the peer sent no unbind")
                 new_state = SessionState.CLOSED
         elif cid & RESPONSE_BIT and (not ok_status or cid == C.GENERIC_NACK):
-            # Rule 6: error answers are always allowed and change nothing...
-            if cid in _BOUND_BY_BIND and self._pending_bind is not None:
-                # ...except that refusing the pending bind means it is no longer pending.
-                p_cid, p_seq = self._pending_bind
-                clear_pending = p_cid | RESPONSE_BIT == cid and p_seq == pdu.sequence_number
+            pass  # Rule 6: error answers are always allowed and change nothing but the above.
         else:
             raise LocalProtocolError(f"may not send {_name(cid)} in state {self.state.value}")
-        version = self.interface_version
         data = encode(pdu, include_tlvs=version is None or version >= 0x34)
         if clear_pending:
             self._pending_bind = None
+        if new_pending is not None:
+            self._pending_bind = new_pending
+            self.interface_version = version
         if new_state is not None:
             self._set_state(new_state)
         return data
+
+
+class ServerSession(Session):
+    """The SMSC side of one SMPP connection (our front end)."""
+
+    def __init__(self, max_pdu_len: int = MAX_PDU_LEN) -> None:
+        super().__init__(Role.SMSC, max_pdu_len)
+
+
+class ClientSession(Session):
+    """The ESME side of one SMPP connection (our upstream connectors)."""
+
+    def __init__(self, max_pdu_len: int = MAX_PDU_LEN) -> None:
+        super().__init__(Role.ESME, max_pdu_len)
 
 
 def _describe_pending(pending: tuple[int, int] | None) -> str:
