@@ -14,6 +14,7 @@ import yaml
 from yaml.nodes import Node
 
 from .admin import _load_admin, _load_limits, _load_logging
+from .connectors import _load_connectors
 from .devices import _load_devices
 from .esmes import _load_esmes
 from .inbound import _load_inbound
@@ -137,6 +138,7 @@ _SECTIONS: dict[str, Callable[[_Ctx, Node | None, str], Any]] = {
     "smpp": _load_smpp,
     "esmes": _load_esmes,
     "devices": _load_devices,
+    "connectors": _load_connectors,  # after devices (names shared), before routes (they name both)
     "routes": _load_routes,
     "scheduler": _load_scheduler,
     "receipts": _load_receipts,
@@ -153,6 +155,7 @@ def _load_root(ctx: _Ctx, root: Node | None) -> Config | None:
     if not m.ok:
         return None
     values = {name: loader(ctx, m.node(name), name) for name, loader in _SECTIONS.items()}
+    values["devices"] = (*values["devices"], *values["connectors"])
     m.finish()
     _check_route_refs(ctx)
     return Config(**values)

@@ -467,7 +467,10 @@ class Config:
     limits: Limits = attrs.Factory(Limits)
     admin: AdminConfig = attrs.Factory(AdminConfig)
     logging: LoggingConfig = attrs.Factory(LoggingConfig)
+    # Devices, then the upstream SMSC connectors (kind "smpp", from the ``connectors`` section):
+    # both are route targets and are driven alike.
     devices: tuple[DeviceConfig, ...] = attrs.field(default=(), converter=tuple)
+    connectors: tuple[DeviceConfig, ...] = attrs.field(default=(), converter=tuple)
     routes: tuple[RouteConfig, ...] = attrs.field(default=(), converter=tuple)  # first match wins
     scheduler: SchedulerConfig = attrs.Factory(SchedulerConfig)
     receipts: ReceiptsConfig = attrs.Factory(ReceiptsConfig)

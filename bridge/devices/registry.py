@@ -31,11 +31,17 @@ KINDS: tuple[str, ...] = (
     "smsgate",
 )
 
+#: Route targets that are not devices but are driven the same way: an upstream SMSC connector
+#: (configured under ``connectors:``, its package is bridge/connectors/).
+CONNECTOR_KINDS: dict[str, str] = {"smpp": "bridge.connectors"}
+
 #: Kinds whose wire format is described on a shared docs page (docs/devices/<page>.md).
 DOCS: dict[str, str] = {"goip_http": "goip", "goip_udp": "goip"}
 
 
 def _part(kind: str, part: str | None = None) -> ModuleType:
+    if kind in CONNECTOR_KINDS:
+        return importlib.import_module(CONNECTOR_KINDS[kind] + (f".{part}" if part else ""))
     if kind not in KINDS:
         raise KeyError(f"no device kind {kind!r}; known kinds: {', '.join(KINDS)}")
     return importlib.import_module(f"bridge.devices.{kind}" + (f".{part}" if part else ""))
@@ -44,7 +50,7 @@ def _part(kind: str, part: str | None = None) -> ModuleType:
 def capabilities(kind: str) -> Capabilities:
     """The declared capabilities of ``kind`` (the defaults for a kind not registered, such as a
     test's stand-in driver)."""
-    if kind not in KINDS:
+    if kind not in KINDS and kind not in CONNECTOR_KINDS:
         return Capabilities()
     return _part(kind).CAPABILITIES
 
@@ -64,6 +70,6 @@ def docs_page(kind: str) -> str:
 
 def build_driver(device: Any) -> Driver:
     """A driver for one configured device (``config.DeviceConfig``)."""
-    if device.kind not in KINDS:
+    if device.kind not in KINDS and device.kind not in CONNECTOR_KINDS:
         raise ValueError(f"device {device.name!r}: no driver for kind {device.kind!r}")
     return config(device.kind).build_driver(device)

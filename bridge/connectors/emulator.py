@@ -1,0 +1,294 @@
+"""An SMSC for tests and the demo: takes binds, answers submit_sm, sends receipts and MO.
+
+It speaks through our sans-IO ``ServerSession`` (the SMSC role). Its faults use the words of
+the device emulators (bridge/emulators/faults.py, docs/emulators.md) where they mean the same,
+and add what only an SMSC does. Set them on ``emulator.faults`` (``apply_faults`` takes a dict):
+
+* ``delay`` - seconds before every submit_sm_resp;
+* ``hang`` - never answer a submit_sm; with ``hang_after_processing`` (default on) the message
+  is taken first (it is in ``sent`` and gets its receipt), so the answer is lost, not the request;
+* ``garbage`` - answer a submit_sm with bytes that are not SMPP, then close;
+* ``bind_status`` - refuse every bind with this command_status (e.g. 0x0E ESME_RINVPASWD);
+* ``throttle`` - answer the next N submit_sm with ESME_RTHROTTLED (``throttle_status`` to use
+  ESME_RMSGQFUL instead);
+* ``drop_after`` - close the connection after taking this many more submit_sm, without
+  answering the last one (a drop mid-window);
+* ``receipts`` - send a receipt for each message (default on), with ``receipt_stat``;
+* ``receipt_format`` - "both" (text and TLVs), "text" or "tlv";
+* ``receipt_id`` - how the receipt writes the id of the resp: "same", "lower", "upper",
+  "padded" (zeros to 20 digits), "decimal" (the hexadecimal id as a decimal number);
+* ``receipt_first`` - send the receipt before the submit_sm_resp;
+* ``duplicate_receipts`` - send every receipt this many extra times;
+* ``refuse_status`` - answer every submit_sm with this error status (0: off).
+
+``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+import trio
+
+from ..smpp.concat import extract
+from ..smpp.constants import ESM_TYPE_RECEIPT, MessageState, Status, Tag
+from ..smpp.constants import CommandId as C
+from ..smpp.pdu import Pdu, make_response
+from ..smpp.receipt import build_receipt_text, receipt_tlvs
+from ..smpp.session import NEED_DATA, Closed, Rejected, ServerSession
+from ..smpp.text import encode_for_esme
+
+log = logging.getLogger(__name__)
+
+GARBAGE = b"\x00\x00\x00\x05garbage, not SMPP"
+_STAT_STATE = {
+    "DELIVRD": MessageState.DELIVERED, "UNDELIV": MessageState.UNDELIVERABLE,
+    "REJECTD": MessageState.REJECTED, "EXPIRED": MessageState.EXPIRED,
+    "ENROUTE": MessageState.ENROUTE, "ACCEPTD": MessageState.ACCEPTED,
+}  # fmt: skip
+
+
+@attrs.define
+class SmscFaults:
+    delay: float = 0.0
+    hang: bool = False
+    hang_after_processing: bool = True
+    garbage: bool = False
+    bind_status: int = 0
+    throttle: int = 0
+    throttle_status: int = Status.RTHROTTLED
+    drop_after: int | None = None
+    receipts: bool = True
+    receipt_stat: str = "DELIVRD"
+    receipt_err: int = 0
+    receipt_format: str = "both"
+    receipt_id: str = "same"
+    receipt_first: bool = False
+    duplicate_receipts: int = 0
+    refuse_status: int = 0
+
+
+@attrs.define
+class Submitted:
+    message_id: str
+    source: str
+    destination: str
+    body: bytes
+    esm_class: int
+    data_coding: int
+    tlvs: dict[int, Any]
+
+
+class _Conn:
+    def __init__(self, emu: SmscEmulator, stream: trio.SocketStream) -> None:
+        self.emu = emu
+        self.stream = stream
+        self.session = ServerSession()
+        self.lock = trio.Lock()
+        self.system_id: str | None = None
+
+    async def write(self, pdu: Pdu) -> None:
+        async with self.lock:
+            await self.stream.send_all(self.session.send(pdu))
+
+    async def request(self, pdu: Pdu) -> None:
+        pdu.sequence_number = self.session.next_sequence()
+        await self.write(pdu)
+
+
+class SmscEmulator:
+    """An SMSC on 127.0.0.1 (``port`` once serving)."""
+
+    def __init__(self, system_id: str = "bridge", password: str = "secret", *, ids: str = "hex") -> None:
+        self.system_id = system_id
+        self.password = password
+        self.ids = ids  # "hex" ("0000A1F3") or "decimal"
+        self.faults = SmscFaults()
+        self.sent: list[Submitted] = []
+        self.binds_total = 0
+        self.unbinds = 0
+        self.port: int | None = None
+        self._conns: set[_Conn] = set()
+        self._ids = itertools.count(0xA1F3)
+        self._nursery: trio.Nursery | None = None
+
+    def apply_faults(self, data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            if not hasattr(self.faults, key):
+                raise ValueError(f"unknown SMSC fault {key!r}; known: {', '.join(attrs.fields_dict(SmscFaults))}")
+            setattr(self.faults, key, value)
+
+    @property
+    def bound(self) -> int:
+        return sum(1 for c in self._conns if c.session.bound)
+
+    async def serve(self, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started(self.port)
+            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+
+    def drop_all(self) -> None:
+        """Close every connection at once (the SMSC restarts)."""
+        for conn in list(self._conns):
+            conn.stream.socket.close()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        conn = _Conn(self, stream)
+        self._conns.add(conn)
+        try:
+            await self._read(conn)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self._conns.discard(conn)
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read(self, conn: _Conn) -> None:
+        s = conn.session
+        while True:
+            ev = s.next_event()
+            if ev is NEED_DATA:
+                s.receive_data(await conn.stream.receive_some(65536) or b"")
+                continue
+            if ev is Closed:
+                return
+            if isinstance(ev, Rejected):
+                if ev.answer is not None:
+                    await conn.write(ev.answer)
+                if ev.close:
+                    return
+                continue
+            if not await self._on_pdu(conn, ev):
+                return
+
+    async def _on_pdu(self, conn: _Conn, pdu: Pdu) -> bool:
+        cid = pdu.command_id
+        f = self.faults
+        if cid in (C.BIND_TRANSMITTER, C.BIND_RECEIVER, C.BIND_TRANSCEIVER):
+            status = f.bind_status
+            if not status and (pdu.params.get("system_id") != self.system_id or pdu.params.get("password") != self.password):
+                status = Status.RINVPASWD
+            await conn.write(make_response(pdu, status, system_id="emu-smsc"))
+            if not status:
+                self.binds_total += 1
+                conn.system_id = pdu.params.get("system_id")
+            return True
+        if cid == C.UNBIND:
+            self.unbinds += 1
+            await conn.write(make_response(pdu))
+            return False
+        if cid == C.ENQUIRE_LINK:
+            if not f.hang:
+                await conn.write(make_response(pdu))
+            return True
+        if cid == C.SUBMIT_SM:
+            return await self._submit(conn, pdu)
+        return True  # responses (deliver_sm_resp ...)
+
+    async def _submit(self, conn: _Conn, pdu: Pdu) -> bool:
+        f = self.faults
+        if f.garbage:
+            await conn.stream.send_all(GARBAGE)
+            return False
+        if f.throttle > 0:
+            f.throttle -= 1
+            await conn.write(make_response(pdu, f.throttle_status))
+            return True
+        if f.refuse_status:
+            await conn.write(make_response(pdu, f.refuse_status))
+            return True
+        if f.hang and not f.hang_after_processing:
+            return True
+        n = next(self._ids)
+        mid = f"{n:08X}" if self.ids == "hex" else str(n)
+        body, _concat = extract(pdu)
+        self.sent.append(Submitted(
+            mid, str(pdu.params.get("source_addr")), str(pdu.params.get("destination_addr")),
+            bytes(pdu.params.get("short_message") or b""), int(pdu.params.get("esm_class") or 0),
+            int(pdu.params.get("data_coding") or 0), dict(pdu.tlvs),
+        ))  # fmt: skip
+        if f.drop_after is not None:
+            if f.drop_after <= 0:
+                f.drop_after = None
+                return False  # taken, never answered, connection gone
+            f.drop_after -= 1
+        want_receipt = f.receipts and int(pdu.params.get("registered_delivery") or 0) & 0x03
+        if want_receipt and f.receipt_first:
+            await self._receipts(conn, mid)
+        if f.hang:
+            if want_receipt and not f.receipt_first:
+                await self._receipts(conn, mid)
+            return True
+        if f.delay:
+            await trio.sleep(f.delay)
+        await conn.write(make_response(pdu, message_id=mid))
+        if want_receipt and not f.receipt_first:
+            await self._receipts(conn, mid)
+        return True
+
+    def receipt_id(self, mid: str) -> str:
+        style = self.faults.receipt_id
+        if style == "lower":
+            return mid.lower()
+        if style == "upper":
+            return mid.upper()
+        if style == "padded":
+            return mid.rjust(20, "0")
+        if style == "decimal":
+            return str(int(mid, 16))
+        return mid
+
+    async def _receipts(self, conn: _Conn, mid: str) -> None:
+        f = self.faults
+        rid = self.receipt_id(mid)
+        target = self._receiver(conn)
+        if target is None:
+            return
+        text, tlvs = b"", {}
+        if f.receipt_format in ("both", "text"):
+            now = datetime.now(timezone.utc)
+            text = build_receipt_text(
+                rid, delivered=1 if f.receipt_stat == "DELIVRD" else 0, submit_date=now, done_date=now,
+                stat=f.receipt_stat, err=f.receipt_err % 1000, text="",
+            ).encode("ascii")
+        if f.receipt_format in ("both", "tlv"):
+            net = (8, f.receipt_err) if f.receipt_err else None
+            tlvs = receipt_tlvs(rid, _STAT_STATE.get(f.receipt_stat, MessageState.UNKNOWN), net)
+        for _ in range(1 + f.duplicate_receipts):
+            pdu = Pdu(C.DELIVER_SM, 0, 0, {
+                "source_addr": "", "destination_addr": "", "esm_class": ESM_TYPE_RECEIPT,
+                "data_coding": 0, "short_message": text,
+            }, dict(tlvs))  # fmt: skip
+            await target.request(pdu)
+
+    def _receiver(self, conn: _Conn) -> _Conn | None:
+        from ..smpp.session import SessionState as S
+
+        if conn.session.state in (S.BOUND_RX, S.BOUND_TRX):
+            return conn
+        for other in self._conns:
+            if other.session.state in (S.BOUND_RX, S.BOUND_TRX) and other.system_id == conn.system_id:
+                return other
+        return None
+
+    async def inject_mo(self, source: str, destination: str, text: str) -> int:
+        """An MO to one receiver bind; returns how many binds it went to (0 or 1)."""
+        from ..smpp.session import SessionState as S
+
+        coding, body = encode_for_esme(text)
+        for conn in list(self._conns):
+            if conn.session.state in (S.BOUND_RX, S.BOUND_TRX):
+                await conn.request(Pdu(C.DELIVER_SM, 0, 0, {
+                    "source_addr": source, "destination_addr": destination, "esm_class": 0,
+                    "data_coding": coding, "short_message": body,
+                }))  # fmt: skip
+                return 1
+        return 0
