@@ -38,6 +38,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
+from .connectors.metrics import status as connector_status
 from .http.server import HttpServer, Request, Response, json_response
 
 log = logging.getLogger(__name__)
@@ -365,6 +366,7 @@ class AdminServer:
             "smpp": {"ports": list(app.smpp_ports), "connections": len(app.server.connections)},
             "esmes": esmes,
             "devices": devices,
+            "connectors": connector_status(app.drivers),  # upstream SMSCs (bridge/connectors/)
             "routes": routes,
             "store": {
                 "path": str(store.path),

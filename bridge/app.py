@@ -24,6 +24,7 @@ import trio
 
 from .admin import AdminServer
 from .config import Config
+from .connectors.metrics import ConnectorCollector
 from .devices import build_driver
 from .receipts.delivery import OutboxDelivery
 from .receipts.policy import Receipts
@@ -88,6 +89,7 @@ class App:
         self.metrics.add_collector(StoreCollector(self.store))
         self.metrics.add_collector(SchedulerCollector(self.scheduler, self.delivery))
         self.metrics.add_collector(OpsCollector(self.store, self.scheduler))
+        self.metrics.add_collector(ConnectorCollector(self.drivers))  # upstream SMSCs
         self.monitor = Monitor(config, self.drivers, self.store, self.metrics, self.scheduler)
         self.pdu_log: PduLog | None = None
         if config.logging.pdu_log.enabled:

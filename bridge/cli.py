@@ -292,8 +292,8 @@ def _add_emulate_parsers(em: argparse.ArgumentParser) -> None:
     common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level [info]")
     kinds = em.add_subparsers(dest="kind", metavar="KIND", required=True,
-                              help="the device kind to emulate: " + ", ".join(registry.KINDS))
-    for kind in registry.KINDS:
+                              help="the device kind to emulate: " + ", ".join((*registry.KINDS, *registry.CONNECTOR_KINDS)))
+    for kind in (*registry.KINDS, *registry.CONNECTOR_KINDS):
         module = registry.emulator(kind)
         aliases = list(getattr(module, "CLI_ALIASES", ()))
         summary = (module.__doc__ or kind).strip().splitlines()[0].split(":")[0].rstrip(".")

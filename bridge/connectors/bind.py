@@ -32,7 +32,7 @@ import trio
 from ..smpp.constants import CommandId as C
 from ..smpp.constants import Status
 from ..smpp.pdu import Pdu, make_response
-from ..smpp.session import NEED_DATA, ClientSession, Closed, LocalProtocolError, Rejected
+from ..smpp.session import NEED_DATA, ClientSession, Closed, LocalProtocolError, Rejected, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,11 @@ class Bind:
                 self._set("down", exc.detail)
                 self.events.bind_refused(self, "other")
             finally:
+                if self.state == "bound" and self._stream is not None:
+                    # Leaving while bound (shutdown, or the driver closed): unbind politely,
+                    # bounded, whatever cancelled us.
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.cfg.response_timeout):
+                        await self._unbind_now()
                 self._fail_pending()
                 await self._close_stream()
             if self._closing:
@@ -284,19 +289,33 @@ class Bind:
             done.set()  # empty box: the waiter sees no answer
         self._pending.clear()
 
+    async def _unbind_now(self) -> None:
+        """Send unbind and read until its unbind_resp (or the end): the reader task is gone."""
+        session, stream = self.session, self._stream
+        assert session is not None and stream is not None
+        self._set("closing", "unbinding")
+        try:
+            await stream.send_all(session.send(Pdu(C.UNBIND, 0, session.next_sequence())))
+            while session.state is not SessionState.CLOSED:
+                ev = session.next_event()
+                if ev is NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    session.receive_data(data or b"")
+                    if not data:
+                        return
+                elif ev is Closed:
+                    return
+                # Anything else now (a late receipt) is not answered: the SMSC sends it again.
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError, LocalProtocolError):
+            return
+        finally:
+            log.info("connector %s: unbound", self.name)
+
     async def close(self) -> None:
-        """Unbind and close (shutdown, reload)."""
+        """Stop: unbind if bound (run's cleanup does it), close, and bind no more."""
         self._closing = True
-        if self.state == "bound" and self.session is not None:
-            self._set("closing", "unbinding")
-            try:
-                await self._request(Pdu(C.UNBIND, 0, 0), self.cfg.response_timeout)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError):
-                pass
         if self._cancel is not None:
             self._cancel.cancel()
-        await self._close_stream()
-        self._set("down", "closed")
 
     async def _close_stream(self) -> None:
         stream, self._stream = self._stream, None

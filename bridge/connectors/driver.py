@@ -113,29 +113,34 @@ class ConnectorDriver(DriverBase):
         self._inbox: OrderedDict[str, tuple[InboundSms, list[tuple[Bind, Pdu]]]] = OrderedDict()
         self._mo_keys: OrderedDict[str, float] = OrderedDict()
         self._nursery: trio.Nursery | None = None
+        self._stopped = trio.Event()
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for bind in self.binds:
-                nursery.start_soon(bind.run)
-            nursery.start_soon(self._sweep)
-            task_status.started(None)
+        self._stopped = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for bind in self.binds:
+                    nursery.start_soon(bind.run)
+                nursery.start_soon(self._sweep)
+                task_status.started(None)
+        finally:
+            self._stopped.set()
 
     async def aclose(self) -> None:
-        """Unbind every session (shutdown, reload) and stop."""
+        """Unbind every session (each bind's cleanup does it, bounded) and stop."""
         if self._closed:
             return
         self._closed = True
-        with trio.CancelScope(shield=True):
-            async with trio.open_nursery() as n:
-                for bind in self.binds:
-                    n.start_soon(bind.close)
+        for bind in self.binds:
+            await bind.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self._stopped.wait()
 
     async def _sweep(self) -> None:
         while True:
@@ -161,6 +166,10 @@ class ConnectorDriver(DriverBase):
 
     def dead_peer(self, bind: Bind) -> None:
         self.stats.dead_peers += 1
+
+    @property
+    def mo_waiting(self) -> int:
+        return len(self._inbox)
 
     @property
     def binds_up(self) -> int:
@@ -350,7 +359,7 @@ class ConnectorDriver(DriverBase):
             "bind_refusals": dict(st.bind_refusals),
             "throttled": st.throttled,
             "mo": st.mo,
-            "mo_waiting": len(self._inbox),
+            "mo_waiting": self.mo_waiting,
             "latency_avg_seconds": st.latency_sum / st.latency_count if st.latency_count else None,
         }
 

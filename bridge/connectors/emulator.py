@@ -262,6 +262,7 @@ class SmscEmulator:
         if f.receipt_format in ("both", "tlv"):
             net = (8, f.receipt_err) if f.receipt_err else None
             tlvs = receipt_tlvs(rid, _STAT_STATE.get(f.receipt_stat, MessageState.UNKNOWN), net)
+        log.debug("receipt for %s as %r (%s, %s)", mid, rid, f.receipt_format, f.receipt_stat)
         for _ in range(1 + f.duplicate_receipts):
             pdu = Pdu(C.DELIVER_SM, 0, 0, {
                 "source_addr": "", "destination_addr": "", "esm_class": ESM_TYPE_RECEIPT,
@@ -292,3 +293,81 @@ class SmscEmulator:
                 }))  # fmt: skip
                 return 1
         return 0
+
+
+# -- test hooks over HTTP and the command line ---------------------------------------------------
+# The same hooks as the device emulators (docs/emulators.md): GET /emulator/sent, GET
+# /emulator/state, GET|POST /emulator/faults, POST /emulator/inject (an MO: sender, recipient,
+# text), plus POST /emulator/drop (close every connection: the SMSC restarts).
+
+
+def _sent_json(s: Submitted) -> dict[str, Any]:
+    return {
+        "message_id": s.message_id, "source": s.source, "destination": s.destination,
+        "body_hex": s.body.hex(), "esm_class": s.esm_class, "data_coding": s.data_coding,
+    }  # fmt: skip
+
+
+async def control(emu: SmscEmulator, request: Any) -> Any:
+    from bridge.emulators.faults import form_or_json
+    from bridge.http.server import json_response
+
+    path, method = request.path, request.method
+    if path == "/emulator/sent" and method == "GET":
+        return json_response([_sent_json(s) for s in emu.sent])
+    if path == "/emulator/state" and method == "GET":
+        return json_response({"bound": emu.bound, "binds_total": emu.binds_total, "unbinds": emu.unbinds,
+                              "sent": len(emu.sent), "faults": attrs.asdict(emu.faults)})
+    if path == "/emulator/faults":
+        if method == "POST":
+            try:
+                emu.apply_faults(dict(form_or_json(request)))
+            except (ValueError, TypeError) as exc:
+                return json_response({"error": str(exc)}, status=400)
+        return json_response(attrs.asdict(emu.faults))
+    if path == "/emulator/inject" and method == "POST":
+        data = form_or_json(request)
+        try:
+            sent = await emu.inject_mo(str(data["sender"]), str(data.get("recipient", "")), str(data["text"]))
+        except KeyError as exc:
+            return json_response({"error": f"missing {exc.args[0]}"}, status=400)
+        return json_response({"delivered_to_binds": sent}, status=200 if sent else 409)
+    if path == "/emulator/drop" and method == "POST":
+        emu.drop_all()
+        return json_response({"dropped": True})
+    return json_response({"error": f"no hook {method} {path}"}, status=404)
+
+
+CLI_ALIASES = ("smsc",)
+DEFAULT_PORT = None
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--smpp-port", type=int, default=2776, help="SMPP port [2776; 0 = any free port]")
+    parser.add_argument("--control-port", "--port", dest="control_port", type=int, default=0,
+                        help="HTTP port of the test hooks [0 = any free]")
+    parser.add_argument("--system-id", default="bridge", help="the system_id binds must use [bridge]")
+    parser.add_argument("--password", default="secret", help="the password binds must use [secret]")
+    parser.add_argument("--ids", choices=["hex", "decimal"], default="hex", help="message id style [hex]")
+
+
+def from_cli(args: Any) -> tuple[SmscEmulator, str]:
+    return SmscEmulator(args.system_id, args.password, ids=args.ids), f"system_id {args.system_id}"
+
+
+def cli_main(emu: SmscEmulator, args: Any) -> tuple[Any, list[tuple[int, str, str, str]]]:
+    from bridge.http.server import HttpServer
+
+    async def main() -> None:
+        server = HttpServer(lambda request: control(emu, request), name="smsc-emulator")
+        async with trio.open_nursery() as nursery:
+            smpp_port = await nursery.start(emu.serve, args.smpp_port)
+            http_port = await nursery.start(server.serve, args.host, args.control_port)
+            print(
+                f"smpp emulator ready on http://{args.host}:{http_port}/ (SMSC on SMPP port {smpp_port}, "
+                f"system_id {emu.system_id}); test hooks under /emulator/; Ctrl-C stops it",
+                flush=True,
+            )
+
+    return main, [(args.smpp_port, "127.0.0.1", "SMSC emulator SMPP", "--smpp-port"),
+                  (args.control_port, args.host, "SMSC emulator HTTP", "--control-port")]

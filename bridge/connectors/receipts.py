@@ -152,10 +152,9 @@ class ReceiptBook:
             self._index.setdefault(form, ref)
         self._trim()
         for form in id_forms(ref):
-            early = self._early.pop(form, None)
+            early = self._early.get(form)
             if early is not None:
-                for other in id_forms(early.receipt.message_id):
-                    self._early.pop(other, None)
+                self._drop_early(early)
                 self._latest[ref] = early.receipt
                 return "matched"
         return None
@@ -175,7 +174,9 @@ class ReceiptBook:
         if ref is None:
             if any(f in self._early for f in forms):
                 return "duplicate"
-            self._early[forms[0]] = _Early(receipt, now)
+            early = _Early(receipt, now)
+            for form in forms:  # its resp may write the id in any of them
+                self._early[form] = early
             return "early"
         old = self._latest.get(ref)
         if old is not None and (old.final or old == receipt):
@@ -184,8 +185,15 @@ class ReceiptBook:
         return "matched"
 
     def expire(self, now: float) -> list[Receipt]:
-        gone = [k for k, e in self._early.items() if now - e.at >= self.early_grace]
-        return [self._early.pop(k).receipt for k in gone]
+        gone = {id(e): e for e in self._early.values() if now - e.at >= self.early_grace}
+        for early in gone.values():
+            self._drop_early(early)
+        return [e.receipt for e in gone.values()]
+
+    def _drop_early(self, early: _Early) -> None:
+        for form in id_forms(early.receipt.message_id):
+            if self._early.get(form) is early:
+                del self._early[form]
 
     def latest(self, ref: str) -> Receipt | None:
         return self._latest.get(ref)

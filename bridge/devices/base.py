@@ -247,7 +247,8 @@ class Capabilities:
     #: Characters a text sent to this device must not start with (the device refuses such a
     #: text). The scheduler's splitter keeps them off the start of every part after the first.
     part_start_refused: frozenset[str] = frozenset()
-    #: Optional keywords ``send`` takes: "flash" (class 0), "urgent" (priority).
+    #: Optional keywords ``send`` takes: "flash" (class 0), "urgent" (priority), "source" (the
+    #: submit's source_addr: an upstream SMSC connector).
     send_options: frozenset[str] = frozenset()
     #: Wait one status_poll_interval before the first status poll (the device shows nothing
     #: useful right after a send: GoIP HTTP's line is busy for seconds).

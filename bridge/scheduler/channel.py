@@ -353,11 +353,13 @@ class Channel:
         m.channel_inflight.labels(self.device_name, self.id).set(1)
         started = sched.clock()
         self.caps.record(started)
-        options: dict[str, bool] = {}
+        options: dict[str, Any] = {}
         if "flash" in self.send_options:
             options["flash"] = message_class(rec.data_coding) == 0
         if "urgent" in self.send_options:
             options["urgent"] = rec.priority >= 2
+        if "source" in self.send_options:  # an upstream SMSC sends with the ESME's sender
+            options["source"] = rec.source_addr
         try:
             result = await self.driver.send(self.id, rec.destination_addr, text, **options)
         finally:

@@ -1,0 +1,71 @@
+"""Per-connector metrics, read from the drivers when Prometheus scrapes (a collector), and the
+same figures for ``/api/status`` and ``smpp-bridge status``.
+
+* ``smpp_bridge_connector_binds_up{connector}`` - bound sessions now (alert: 0 while enabled)
+* ``smpp_bridge_connector_binds_configured{connector}``
+* ``smpp_bridge_connector_submits_total{connector,status}`` - submit_sm answers by status
+  (ESME_ROK, ESME_RTHROTTLED ..., "ambiguous"); rate() of ESME_ROK is the throughput
+* ``smpp_bridge_connector_receipts_total{connector,result}`` - matched, unmatched, duplicate
+* ``smpp_bridge_connector_bind_refusals_total{connector,reason}`` - auth, other
+* ``smpp_bridge_connector_throttled_total{connector}`` - ESME_RTHROTTLED / ESME_RMSGQFUL answers
+* ``smpp_bridge_connector_dead_peers_total{connector}`` - enquire_link went unanswered
+* ``smpp_bridge_connector_mo_total{connector}``, ``smpp_bridge_connector_mo_waiting{connector}``
+* ``smpp_bridge_connector_submit_latency_seconds_sum/_count{connector}`` - submit_sm -> resp
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from . import KIND
+
+
+def connectors(drivers: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: d for name, d in drivers.items() if getattr(d, "kind", None) == KIND}
+
+
+def status(drivers: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``connectors`` part of /api/status."""
+    return {name: d.status_summary() for name, d in connectors(drivers).items()}
+
+
+class ConnectorCollector:
+    def __init__(self, drivers: Mapping[str, Any]) -> None:
+        self.drivers = drivers
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        p = "smpp_bridge_connector_"
+        up = GaugeMetricFamily(p + "binds_up", "Bound sessions to the upstream SMSC", labels=["connector"])
+        conf = GaugeMetricFamily(p + "binds_configured", "Sessions configured", labels=["connector"])
+        submits = CounterMetricFamily(p + "submits", "submit_sm answers by status", labels=["connector", "status"])
+        receipts = CounterMetricFamily(p + "receipts", "Receipts from the SMSC by match result", labels=["connector", "result"])
+        refusals = CounterMetricFamily(p + "bind_refusals", "Binds the SMSC refused", labels=["connector", "reason"])
+        throttled = CounterMetricFamily(p + "throttled", "ESME_RTHROTTLED / ESME_RMSGQFUL answers", labels=["connector"])
+        dead = CounterMetricFamily(p + "dead_peers", "Connections closed for an unanswered enquire_link", labels=["connector"])
+        mo = CounterMetricFamily(p + "mo", "MO received from the SMSC", labels=["connector"])
+        waiting = GaugeMetricFamily(p + "mo_waiting", "MO not yet stored (their deliver_sm unanswered)", labels=["connector"])
+        lat_sum = CounterMetricFamily(p + "submit_latency_seconds_sum", "Seconds from submit_sm to its resp, summed", labels=["connector"])
+        lat_n = CounterMetricFamily(p + "submit_latency_seconds_count", "submit_sm answered", labels=["connector"])
+        for name, d in connectors(self.drivers).items():
+            st = d.stats
+            up.add_metric([name], d.binds_up)
+            conf.add_metric([name], len(d.binds))
+            for status_name, n in sorted({"ESME_ROK": 0, "ambiguous": 0, **st.submits}.items()):
+                submits.add_metric([name, status_name], n)
+            for result in ("matched", "unmatched", "duplicate"):
+                receipts.add_metric([name, result], st.receipts[result])
+            for reason, n in st.bind_refusals.items():
+                refusals.add_metric([name, reason], n)
+            throttled.add_metric([name], st.throttled)
+            dead.add_metric([name], st.dead_peers)
+            mo.add_metric([name], st.mo)
+            waiting.add_metric([name], d.mo_waiting)
+            lat_sum.add_metric([name], st.latency_sum)
+            lat_n.add_metric([name], st.latency_count)
+        yield from (up, conf, submits, receipts, refusals, throttled, dead, mo, waiting, lat_sum, lat_n)
