@@ -543,7 +543,7 @@ def test_esmes_required_and_shape():
         (
             "",
             1,
-            "expected a mapping of sections (smpp, esmes, devices, routes, scheduler, receipts, inbound, store, "
+            "expected a mapping of sections (smpp, esmes, devices, connectors, routes, scheduler, receipts, inbound, store, "
             "limits, admin, logging), got a list",
         )
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from yaml.nodes import ScalarNode, SequenceNode
 
 from bridge.config.devices import BAD, DEVICE_PASSWORD_KEYS, Map, host_problem, load_device_password
 from bridge.devices.base import secret_text
@@ -64,12 +65,14 @@ def _ton_npi(m: Map, key: str) -> Any:
     value, node = m.value(key)
     if value == "auto":
         return None
-    if (
-        isinstance(value, list) and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
-    ):  # fmt: skip
-        return (value[0], value[1])
-    m.fail(key, node, f'expected "auto" or [ton, npi] like [1, 1], got {value!r}')
+    expected = 'expected "auto" or [ton, npi] like [1, 1] (each 0-255)'
+    if isinstance(node, SequenceNode):
+        items = [m.ctx.construct(n) if isinstance(n, ScalarNode) else None for n in node.value]
+        if len(items) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in items):
+            return (items[0], items[1])
+        m.fail(key, node, f"{expected}, got {items!r}")
+        return None
+    m.fail(key, node, f"{expected}, got {value!r}")
     return None
 
 
