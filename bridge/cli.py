@@ -459,6 +459,14 @@ def _age(seconds: float | None) -> str:
     return f"{s // 86400}d"
 
 
+def _connector_row(name: str, c: dict[str, Any]) -> list[Any]:
+    ok = c["submits"].get("ESME_ROK", 0)
+    other = sum(n for k, n in c["submits"].items() if k != "ESME_ROK")
+    r = c["receipts"]
+    return [name, f"{c['binds_up']}/{len(c['binds'])}", f"{ok}/{other}", f"{r['matched']}/{r['unmatched']}",
+            c["throttled"], c["mo"]]
+
+
 def format_status(st: dict[str, Any]) -> str:
     """The admin API's /api/status as terminal tables."""
     out = [
@@ -494,6 +502,15 @@ def format_status(st: dict[str, Any]) -> str:
     down = [d for d in st["devices"] if d["health"] is not None and not d["health"]["up"]]
     for d in down:
         out.append(f"  device {d['name']} is down: {d['health']['detail']}")
+    if st.get("connectors"):
+        out += ["", "Upstream SMSC connectors"]
+        out.append(_table(["CONNECTOR", "BINDS UP", "SUBMITS OK/OTHER", "RECEIPTS MATCHED/UNMATCHED", "THROTTLED", "MO"], [
+            _connector_row(name, c) for name, c in sorted(st["connectors"].items())
+        ]))
+        for name, c in sorted(st["connectors"].items()):
+            for bind, b in sorted(c["binds"].items()):
+                if b["state"] != "bound":
+                    out.append(f"  {bind} is {b['state']}: {b['detail']}")
     out += ["", "Routes"]
     rows = [
         [r["name"], r["queued"], _age(r["oldest_queued_seconds"]), f"{r['channels_available']}/{len(r['channels'])}"]
@@ -537,9 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--admin-port", type=int, default=8025, help="admin API and /metrics port; 0 turns it off")
     demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                       help="log level [info]")
-    demo.add_argument("--site", choices=["goip", "mixed"], default="goip",
+    demo.add_argument("--site", choices=["goip", "mixed", "upstream"], default="goip",
                       help="goip: one emulated GoIP (8 lines); mixed: a GoIP, a GoIP in SMS-server mode, "
-                      "an LTE router and an Android phone, routed by prefix with failover [goip]")
+                      "an LTE router and an Android phone, routed by prefix with failover; upstream: SIMs and "
+                      "an emulated upstream SMSC, each the other's failover [goip]")
     demo.set_defaults(func=_cmd_demo)
 
     st = sub.add_parser("status", help="show ESMEs, channels, queues and the store of a running bridge")

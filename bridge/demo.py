@@ -1,6 +1,6 @@
 """``smpp-bridge demo``: the bridge on emulated hardware, on loopback, in one process.
 
-Two sites:
+Three sites:
 
 * ``goip`` (the default): one emulated GoIP with 8 lines (HTTP API) and a catch-all route.
 * ``mixed``: a site with one device of each common kind - a GoIP driven over HTTP, a GoIP whose
@@ -9,6 +9,9 @@ Two sites:
   prefix, with failover from one device kind to another when a route has no healthy channel.
   The config is written to the data directory as ``bridge.yaml`` and loaded like any other
   (so it is checked, and it is a ready example of a mixed site to copy).
+
+* ``upstream``: SIM channels first and an upstream SMSC connector when they are down, and the
+  reverse (``demo_upstream.py``).
 
 Every emulator runs in the demo's own trio run and keeps its HTTP test hooks (``/emulator/sent``,
 ``/emulator/faults``, ``/emulator/inject``); the banner says how to use them to watch messages go
@@ -26,7 +29,7 @@ from typing import Any
 import attrs
 import trio
 
-SITES = ("goip", "mixed")
+SITES = ("goip", "mixed", "upstream")
 
 # The mixed site's names, shown in the banner and used by the e2e test of the demo.
 GOIP_HTTP, GOIP_UDP, ROUTER, PHONE = "goip-http", "goip-udp", "lte-router", "phone"
@@ -346,6 +349,10 @@ async def run_demo(site: str, data_dir: Path, smpp_port: int, admin_port: int) -
         await run_goip_site(data_dir, smpp_port, admin_port)
     elif site == "mixed":
         await run_mixed_site(data_dir, smpp_port, admin_port)
+    elif site == "upstream":
+        from .demo_upstream import run_upstream_site
+
+        await run_upstream_site(data_dir, smpp_port, admin_port)
     else:
         raise ValueError(f"unknown demo site {site!r}; sites: {', '.join(SITES)}")
 

@@ -133,6 +133,13 @@ def test_submit_receipt_long_and_mo_through_the_connector(tmp_path):
         status = admin(bridge, "GET", "/api/status")
         conn = status["connectors"]["smsc1"]
         assert conn["binds_up"] == 1 and conn["receipts"]["matched"] == 3
+        # ... and in `smpp-bridge status`.
+        import subprocess
+        import sys
+
+        out = subprocess.run([sys.executable, "-m", "bridge.cli", "status", "--admin", bridge.admin_url],
+                             capture_output=True, text=True, timeout=30).stdout
+        assert re.search(r"^smsc1\s+1/1\s+3/0\s+3/0\s+0\s+1$", out, re.M), out
     finally:
         bridge.stop()
         smsc.stop()
@@ -200,3 +207,68 @@ def test_kill_9_with_submits_in_flight(tmp_path):
     finally:
         bridge.stop()
         smsc.stop()
+
+
+def test_demo_upstream_site_fails_over_to_the_smsc_as_its_banner_says(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import httpx
+
+    from e2e_support import client
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "demo", "--site", "upstream", "--smpp-port", "0",
+         "--admin-port", "0", "--data-dir", str(tmp_path / "demo"), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops it" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert ready.wait(30), "".join(lines)
+        banner = "".join(lines)
+        port = int(re.search(r"SMPP on port\(s\) \[(\d+)\]", banner).group(1))
+        goip = re.search(r"emulated GoIP: (http://\S+)/ ", banner).group(1)
+        smsc = re.search(r"test hooks (http://\S+)/$", banner, re.M).group(1)
+        assert re.search(r"anything else\s+local\s+-> sims .*failover: international", banner), banner
+        c = client(port)
+        c.bind_transceiver(system_id="demo", password="demo")
+        submit(c, b"via the sims", dest="+4917011", registered_delivery=1)
+        assert receipt_fields(receive_deliver_sm(c, 1, timeout=30)[0])["stat"] == "DELIVRD"
+        # The banner's recipe: log out the SIMs; a local message then goes out via the SMSC.
+        cmd = re.search(r"log out the SIMs:\s+curl .*? (http://\S+/emulator/faults) -d '(.*)'$", banner, re.M)
+        httpx.post(cmd.group(1), content=cmd.group(2), headers={"Content-Type": "application/json"}, timeout=5)
+        wait_for(lambda: all(s != "ready" for k, s in channel_states_at(banner).items() if k.startswith("sims:")),
+                 timeout=20)
+        submit(c, b"via the smsc", dest="+4917022", registered_delivery=1)
+        assert receipt_fields(receive_deliver_sm(c, 1, timeout=30)[0])["stat"] == "DELIVRD"
+        assert [s["destination"] for s in httpx.get(smsc + "/emulator/sent", timeout=5).json()] == ["4917022"]
+        assert "via the smsc" not in [s.get("text") for s in httpx.get(goip + "/emulator/sent", timeout=5).json()]
+        c.unbind()
+        c.disconnect()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
+        print("".join(lines))
+    assert proc.returncode == 0
+
+
+def channel_states_at(banner: str) -> dict[str, str]:
+    import httpx
+
+    url = re.search(r"admin API and metrics: (http://127\.0\.0\.1:\d+)/metrics", banner).group(1)
+    status = httpx.get(url + "/api/status", timeout=5).json()
+    return {c["key"]: c["state"] for d in status["devices"] for c in d["channels"]}
