@@ -85,7 +85,7 @@ class Bind:
             try:
                 held = await self._connect_and_serve()
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, trio.TooSlowError) as exc:
-                self._set("down", f"connection failed: {exc or 'timed out'}")
+                self._set("down", f"connection failed: {_why(exc)}")
             except _BindRefused as exc:
                 if exc.status in AUTH_STATUSES:
                     self._set("auth_failed", exc.detail)
@@ -331,6 +331,15 @@ class Bind:
         self.state, self.detail = state, detail
         if changed:
             self.events.state_changed(self)
+
+
+def _why(exc: BaseException) -> str:
+    """A readable reason: trio wraps TLS errors (a certificate refused) in an empty one."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}" if text else str(cause)
+    return text or ("timed out" if isinstance(exc, trio.TooSlowError) else type(exc).__name__)
 
 
 class _BindRefused(Exception):

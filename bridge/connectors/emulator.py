@@ -115,6 +115,7 @@ class SmscEmulator:
         self._conns: set[_Conn] = set()
         self._ids = itertools.count(0xA1F3)
         self._nursery: trio.Nursery | None = None
+        self._ssl: Any = None
 
     def apply_faults(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
@@ -126,7 +127,9 @@ class SmscEmulator:
     def bound(self) -> int:
         return sum(1 for c in self._conns if c.session.bound)
 
-    async def serve(self, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, port: int = 0, *, ssl_context: Any = None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on 127.0.0.1 (TLS with ``ssl_context``) until cancelled; started(port)."""
+        self._ssl = ssl_context
         listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
@@ -137,15 +140,18 @@ class SmscEmulator:
     def drop_all(self) -> None:
         """Close every connection at once (the SMSC restarts)."""
         for conn in list(self._conns):
-            conn.stream.socket.close()
+            stream = conn.stream
+            getattr(stream, "transport_stream", stream).socket.close()
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: Any) -> None:
+        if self._ssl is not None:
+            stream = trio.SSLStream(stream, self._ssl, server_side=True)
         conn = _Conn(self, stream)
         self._conns.add(conn)
         try:
             await self._read(conn)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+            pass  # includes a TLS handshake the client gave up (ssl.SSLError is an OSError)
         finally:
             self._conns.discard(conn)
             with trio.CancelScope(shield=True):

@@ -15,8 +15,8 @@ def connector_yaml(port: int, **extra: Any) -> str:
         f"    port: {port}",
         "    system_id: bridge",
         "    password: secret",
-        "    tls: false",
     ]
+    extra.setdefault("tls", "false")
     lines += [f"    {k}: {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 

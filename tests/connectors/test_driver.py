@@ -169,3 +169,53 @@ async def test_mo_waits_until_stored_then_answered() -> None:
         await drv.delete_inbox([sms])
         assert await drv.inbox() == []
         n.cancel_scope.cancel()
+
+
+async def _tls_start(nursery: trio.Nursery, tmp_path: Any, **extra: Any) -> tuple[SmscEmulator, Any]:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("smsc.test").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    emu = SmscEmulator()
+    port = await nursery.start(lambda task_status: emu.serve(0, ssl_context=server_ctx, task_status=task_status))
+    cfg = connector_device(port, **{"tls": "true", "ca_file": str(ca_file), "rebind_min": 0.1, **extra})
+    drv = build_driver(cfg)
+    await nursery.start(drv.serve)
+    return emu, drv
+
+
+async def test_tls_checks_the_ca_and_the_server_name(tmp_path: Any) -> None:
+    async with trio.open_nursery() as n:
+        emu, drv = await _tls_start(n, tmp_path, server_name="smsc.test")
+        await wait_for(lambda: drv.binds_up == 1)
+        res = await drv.send("1", "+15551234", "over tls")
+        assert res.outcome is SendOutcome.ACCEPTED and emu.sent[0].body == b"over tls"
+        n.cancel_scope.cancel()
+    async with trio.open_nursery() as n:
+        # The certificate is for smsc.test, the connector expects another name: never bound.
+        emu, drv = await _tls_start(n, tmp_path, server_name="other.test")
+        await wait_for(lambda: "certificate" in drv.binds[0].detail.lower() or "hostname" in drv.binds[0].detail.lower())
+        assert drv.binds_up == 0 and emu.binds_total == 0
+        n.cancel_scope.cancel()
+
+
+async def test_data_sm_receipt_is_matched_and_answered() -> None:
+    from bridge.smpp.constants import CommandId as C
+    from bridge.smpp.constants import MessageState, Tag
+    from bridge.smpp.pdu import Pdu
+
+    async with trio.open_nursery() as n:
+        emu, drv = await start(n)
+        emu.apply_faults({"receipts": False})
+        res = await drv.send("1", "+15551234", "hi")
+        pdu = Pdu(C.DATA_SM, 0, 9, {"esm_class": 0x04, "data_coding": 0},
+                  {Tag.RECEIPTED_MESSAGE_ID: res.ref.lower(), Tag.MESSAGE_STATE: int(MessageState.DELIVERED)})
+        answer = await drv._on_deliver(drv.binds[0], pdu)
+        assert answer.command_id == C.DATA_SM_RESP and answer.command_status == 0
+        assert (await drv.status("1", res.ref)).state is DeliveryState.DELIVERED
+        n.cancel_scope.cancel()
