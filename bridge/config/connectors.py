@@ -14,11 +14,15 @@ from yaml.nodes import Node
 from bridge.connectors import KIND
 from bridge.connectors import config as spec
 
-from .devices import _first_use, _list_section, _name_problem
+from .devices import _name_problem, load_targets, load_timings
 from .model import Caps, DeviceConfig
 from .reader import BAD, Map, _Ctx
 
-_COMMON = ("name", "enabled", "status_timeout", "status_poll_interval", "health_interval", "inbox_poll_interval")
+CONNECTOR_TIMINGS = {
+    "status_poll_interval": 1.0, "status_timeout": 172_800.0, "inbox_poll_interval": 1.0,
+    "health_interval": 5.0,
+}  # fmt: skip
+_COMMON = ("name", "enabled", *CONNECTOR_TIMINGS)
 
 
 def _load_connector(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None, str | None, int | None]:
@@ -30,15 +34,9 @@ def _load_connector(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | No
                      check=_name_problem("connector"))
     fields = spec.load(m)
 
-    def seconds(key: str, default: float) -> float:
-        return m.get_number(key, default, exclusive=True, what="a number of seconds")
-
-    # Receipts from an SMSC may take hours; the tracker follows them this long (then the
-    # message counts as handed to the network, receipts.no_report decides its receipt).
-    status_timeout = seconds("status_timeout", 172_800.0)
-    status_poll_interval = seconds("status_poll_interval", 1.0)
-    health_interval = seconds("health_interval", 5.0)
-    inbox_poll_interval = seconds("inbox_poll_interval", 1.0)
+    # Receipts from an SMSC may take hours: the tracker follows them status_timeout long (then
+    # the message counts as handed to the network, receipts.no_report decides its receipt).
+    timings = load_timings(m, CONNECTOR_TIMINGS)
     enabled = m.get_bool("enabled", True)
     m.finish()
     line = m.key_line("name")
@@ -50,10 +48,7 @@ def _load_connector(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | No
     device = DeviceConfig(
         name=name,
         kind=KIND,
-        status_timeout=status_timeout,
-        status_poll_interval=status_poll_interval,
-        health_interval=health_interval,
-        inbox_poll_interval=inbox_poll_interval,
+        **timings,
         enabled=enabled,
         caps=Caps(per_minute=0, per_hour=0, per_day=0, jitter=0.0),  # pacing is the connector's
         **fields,
@@ -62,28 +57,7 @@ def _load_connector(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | No
 
 
 def _load_connectors(ctx: _Ctx, node: Node | None, path: str) -> tuple[DeviceConfig, ...]:
-    items = _list_section(
-        ctx, node, path, "a list of connectors (may be empty)", "start each connector with '- name: ...'"
-    )
-    if items is None:
-        return ()
-    out: list[DeviceConfig] = []
-    first_line: dict[str, int | None] = {}
-    for i, item in enumerate(items):
-        device, name, line = _load_connector(ctx, item, f"{path}[{i}]")
-        if name is not None and name in ctx.devices:
-            ctx.error(f"{path}[{i}].name", line, f"connector name {name!r} is already a device's name: routes name both, pick another")
-            ctx.broken_devices.add(name)
-            continue
-        if not _first_use(ctx, first_line, name, line, f"{path}[{i}].name", "connector"):
-            continue
-        if device is None:
-            if name is not None:
-                ctx.broken_devices.add(name)
-            continue
-        ctx.devices[device.name] = device
-        out.append(device)
-    return tuple(out)
+    return load_targets(ctx, node, path, "connector", _load_connector)
 
 
 def connector_settings(device: Any) -> Any:

@@ -294,6 +294,23 @@ def _check_order(m: Map, low_key: str, low: float, high_key: str, high: float, w
     )
 
 
+#: The timing keys of a device (seconds) and their defaults; a connector has its own defaults.
+DEVICE_TIMINGS = {
+    "timeout": 10.0, "status_poll_interval": 2.0, "status_timeout": 60.0, "inbox_poll_interval": 10.0,
+    "health_interval": 30.0,
+}  # fmt: skip
+
+
+def load_timings(m: Map, defaults: dict[str, float]) -> dict[str, float]:
+    """The timing keys of ``defaults`` (seconds, above 0), status_timeout after the poll."""
+    got = {key: m.get_number(key, d, exclusive=True, what="a number of seconds") for key, d in defaults.items()}
+    _check_order(
+        m, "status_poll_interval", got["status_poll_interval"], "status_timeout", got["status_timeout"],
+        "the status would never be polled before the bridge gives up on it", strict=True,
+    )
+    return got
+
+
 def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None, str | None, int | None]:
     """(device or None if anything in it was wrong, its name if readable, line of the name)."""
     before = len(ctx.issues)
@@ -319,18 +336,7 @@ def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None,
         m.declare(spec.KEYS)
         fields = spec.load(m)
 
-    def seconds(key: str, default: float) -> float:
-        return m.get_number(key, default, exclusive=True, what="a number of seconds")
-
-    timeout = seconds("timeout", 10.0)
-    status_poll_interval = seconds("status_poll_interval", 2.0)
-    status_timeout = seconds("status_timeout", 60.0)
-    inbox_poll_interval = seconds("inbox_poll_interval", 10.0)
-    health_interval = seconds("health_interval", 30.0)
-    _check_order(
-        m, "status_poll_interval", status_poll_interval, "status_timeout", status_timeout,
-        "the status would never be polled before the bridge gives up on it", strict=True,
-    )
+    timings = load_timings(m, DEVICE_TIMINGS)
     enabled = m.get_bool("enabled", True)
     caps = _load_caps(ctx, m.node("caps"), m.path_of("caps"), Caps())
     lines = fields.get("lines", 1) if fields is not None else BAD
@@ -345,11 +351,7 @@ def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None,
     device = DeviceConfig(
         name=name,
         kind=kind,
-        timeout=timeout,
-        status_poll_interval=status_poll_interval,
-        status_timeout=status_timeout,
-        inbox_poll_interval=inbox_poll_interval,
-        health_interval=health_interval,
+        **timings,
         enabled=enabled,
         caps=caps,
         channel_overrides=overrides,
@@ -375,25 +377,39 @@ def _list_section(ctx: _Ctx, node: Node | None, path: str, what: str, hint: str)
 
 
 def _load_devices(ctx: _Ctx, node: Node | None, path: str) -> tuple[DeviceConfig, ...]:
+    return load_targets(ctx, node, path, "device", _load_device)
+
+
+def load_targets(
+    ctx: _Ctx, node: Node | None, path: str, word: str,
+    load_one: Callable[[_Ctx, Node, str], tuple[DeviceConfig | None, str | None, int | None]],
+) -> tuple[DeviceConfig, ...]:
+    """A list of route targets (``devices``, ``connectors``): each loaded by ``load_one``, its
+    name unique among every target loaded so far (routes name both alike)."""
     items = _list_section(
-        ctx, node, path, "a list of devices (may be empty)", "start each device with '- name: ...'"
+        ctx, node, path, f"a list of {word}s (may be empty)", f"start each {word} with '- name: ...'"
     )
     if items is None:
-        ctx.devices_unreadable = True
+        if word == "device":
+            ctx.devices_unreadable = True
         return ()
-    devices: list[DeviceConfig] = []
+    targets: list[DeviceConfig] = []
     first_line: dict[str, int | None] = {}
     for i, item in enumerate(items):
-        device, name, line = _load_device(ctx, item, f"{path}[{i}]")
-        if not _first_use(ctx, first_line, name, line, f"{path}[{i}].name", "device"):
+        target, name, line = load_one(ctx, item, f"{path}[{i}]")
+        if name is not None and name in ctx.devices and name not in first_line:
+            ctx.error(f"{path}[{i}].name", line, f"{word} name {name!r} is already a device's name: routes name both, pick another")
+            ctx.broken_devices.add(name)
             continue
-        if device is None:
+        if not _first_use(ctx, first_line, name, line, f"{path}[{i}].name", word):
+            continue
+        if target is None:
             if name is not None:
                 ctx.broken_devices.add(name)
             continue
-        ctx.devices[device.name] = device
-        devices.append(device)
-    return tuple(devices)
+        ctx.devices[target.name] = target
+        targets.append(target)
+    return tuple(targets)
 
 
 # -- routes ----------------------------------------------------------------------------------
