@@ -34,6 +34,8 @@ RESTART_WHY = {
     "admin": "the admin HTTP listener is opened once at start",
     "devices": "device drivers and channel workers are started once; restart to add, remove "
     "or change devices and channels",
+    "connectors": "upstream SMSC sessions are bound once at start; restart to add, remove or change "
+    "connectors (each session unbinds gracefully on the way)",
 }
 
 

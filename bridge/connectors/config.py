@@ -136,6 +136,10 @@ def load(m: Map) -> dict[str, Any]:
         "source": m.get_str("source", None, what="a default sender (source_addr)"),
         "early_grace": seconds("receipt_grace", 120.0),
     }
+    if settings["version"] == "3.3" and settings["long"] != "udh":
+        m.fail("long", m.node("long") or m.key_line("interface_version"),
+               f"long: {settings['long']} needs TLVs, which SMPP 3.3 does not carry: use long: udh with "
+               "interface_version 3.3")
     return {"lines": window, "password": password, "options": settings}
 
 

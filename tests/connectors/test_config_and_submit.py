@@ -59,6 +59,7 @@ def test_defaults_are_secure_and_routes_name_the_connector() -> None:
         ("    source_ton_npi: [1]", 'expected "auto" or [ton, npi] like [1, 1]'),
         ("    pasword: x", "pasword"),
         ("    port: 70000", "connectors[0].port"),
+        ('    interface_version: "3.3"\n    long: sar', "long: sar needs TLVs, which SMPP 3.3 does not carry"),
     ],
 )
 def test_clear_errors(extra: str, message: str) -> None:
