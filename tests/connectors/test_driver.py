@@ -219,3 +219,15 @@ async def test_data_sm_receipt_is_matched_and_answered() -> None:
         assert answer.command_id == C.DATA_SM_RESP and answer.command_status == 0
         assert (await drv.status("1", res.ref)).state is DeliveryState.DELIVERED
         n.cancel_scope.cancel()
+
+
+async def test_throughput_paces_segments(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as n:
+        emu, drv = await start(n, throughput=2)
+        t0 = trio.current_time()
+        res = await drv.send("1", "+15551234", "x" * 300)  # 2 parts
+        res2 = await drv.send("2", "+15551234", "y")
+        assert res.outcome is res2.outcome is SendOutcome.ACCEPTED
+        assert len(emu.sent) == 3
+        assert trio.current_time() - t0 >= 1.0  # 3 segments at 2 per second: 0, 0.5, 1.0
+        n.cancel_scope.cancel()
