@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 from . import KIND
 
@@ -50,8 +50,7 @@ class ConnectorCollector:
         dead = CounterMetricFamily(p + "dead_peers", "Connections closed for an unanswered enquire_link", labels=["connector"])
         mo = CounterMetricFamily(p + "mo", "MO received from the SMSC", labels=["connector"])
         waiting = GaugeMetricFamily(p + "mo_waiting", "MO not yet stored (their deliver_sm unanswered)", labels=["connector"])
-        lat_sum = CounterMetricFamily(p + "submit_latency_seconds_sum", "Seconds from submit_sm to its resp, summed", labels=["connector"])
-        lat_n = CounterMetricFamily(p + "submit_latency_seconds_count", "submit_sm answered", labels=["connector"])
+        latency = SummaryMetricFamily(p + "submit_latency_seconds", "Seconds from submit_sm to its resp", labels=["connector"])
         for name, d in connectors(self.drivers).items():
             st = d.stats
             up.add_metric([name], d.binds_up)
@@ -66,6 +65,5 @@ class ConnectorCollector:
             dead.add_metric([name], st.dead_peers)
             mo.add_metric([name], st.mo)
             waiting.add_metric([name], d.mo_waiting)
-            lat_sum.add_metric([name], st.latency_sum)
-            lat_n.add_metric([name], st.latency_count)
-        yield from (up, conf, submits, receipts, refusals, throttled, dead, mo, waiting, lat_sum, lat_n)
+            latency.add_metric([name], count_value=st.latency_count, sum_value=st.latency_sum)
+        yield from (up, conf, submits, receipts, refusals, throttled, dead, mo, waiting, latency)
