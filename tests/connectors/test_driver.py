@@ -231,3 +231,21 @@ async def test_throughput_paces_segments(autojump_clock: Any) -> None:
         assert len(emu.sent) == 3
         assert trio.current_time() - t0 >= 1.0  # 3 segments at 2 per second: 0, 0.5, 1.0
         n.cancel_scope.cancel()
+
+
+async def test_separate_transmitter_and_receiver_binds() -> None:
+    async with trio.open_nursery() as n:
+        emu = SmscEmulator()
+        port = await n.start(emu.serve)
+        drv = build_driver(connector_device(port, binds="{tx: 2, rx: 1}"))
+        await n.start(drv.serve)
+        await wait_for(lambda: drv.binds_up == 3)
+        assert sorted(b.mode for b in drv.binds) == ["rx", "tx", "tx"]
+        results = [await drv.send(str(i), "+15551234", f"m{i}") for i in (1, 2)]
+        # Submits went over the transmitters, receipts came back over the receiver.
+        for res in results:
+            assert (await final_status(drv, res.ref)).state is DeliveryState.DELIVERED
+        assert sum(1 for b in drv.binds if b.mode == "rx") == 1
+        await emu.inject_mo("+4917000", "1", "mo over rx")
+        await wait_for(lambda: drv.stats.mo == 1)
+        n.cancel_scope.cancel()
