@@ -95,9 +95,9 @@ class Bind:
                         self.name, exc.detail, self.cfg.auth_retry,
                     )
                     self.events.bind_refused(self, "auth")
-                    await trio.sleep(self.cfg.auth_retry)
-                    continue
-                self._set("down", exc.detail)
+                else:
+                    self._set("down", exc.detail)
+                    self.events.bind_refused(self, "other")
                 self.events.bind_refused(self, "other")
             finally:
                 if self.state == "bound" and self._stream is not None:
@@ -109,10 +109,13 @@ class Bind:
                 await self._close_stream()
             if self._closing:
                 break
+            if self.state == "auth_failed":
+                # The connection is closed first: a wrong password is not kept connected either.
+                await trio.sleep(self.cfg.auth_retry)
+                continue
             if held:
                 delay = self.cfg.rebind_min
-            if self.state != "auth_failed":
-                self._set("down", self.detail)
+            self._set("down", self.detail)
             log.warning("connector %s: %s; binding again in %.1f s", self.name, self.detail, delay)
             await trio.sleep(delay)
             delay = min(delay * 2, self.cfg.rebind_max)

@@ -124,6 +124,10 @@ class SmscEmulator:
             setattr(self.faults, key, value)
 
     @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    @property
     def bound(self) -> int:
         return sum(1 for c in self._conns if c.session.bound)
 

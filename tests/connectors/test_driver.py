@@ -138,6 +138,7 @@ async def test_bad_credentials_reported_and_not_hammered(autojump_clock: Any) ->
         drv = build_driver(connector_device(port, rebind_min=0.1, auth_retry=60))
         await n.start(drv.serve)
         await wait_for(lambda: drv.stats.bind_refusals["auth"] == 1)
+        await wait_for(lambda: emu.connections == 0)  # not kept connected while it waits
         health = await drv.health()
         assert health.auth_failed and not health.ok
         assert (await drv.send("1", "+1555", "hi")).outcome is SendOutcome.AUTH_FAILED
