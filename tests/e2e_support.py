@@ -484,3 +484,21 @@ def no_more_deliver_sm(c: smpplib.client.Client, seconds: float = 1.0) -> list:
         except socket.timeout:
             pass
     return got
+
+
+def smsc_emulator(*args: str) -> tuple[KindEmulator, int]:
+    """``smpp-bridge emulate smsc`` in a child process: (it, its SMPP port). Its test hooks
+    (``/emulator/sent``, ``/emulator/faults``, ``/emulator/inject``) are on ``.url``."""
+    emu = KindEmulator("smpp", "--smpp-port", "0", *args)
+    m = re.search(r"SMPP port (\d+)", "".join(emu.output))
+    assert m is not None, emu.output
+    return emu, int(m.group(1))
+
+
+def connector_yaml(port: int, name: str = "smsc1", extra: str = "") -> str:
+    """A ``connectors:`` section with one connector to the SMSC emulator on ``port``
+    (``extra``: more keys, each line indented by 4 spaces)."""
+    return (
+        f"connectors:\n  - name: {name}\n    host: 127.0.0.1\n    port: {port}\n"
+        f"    system_id: bridge\n    password: secret\n    tls: false\n{extra}"
+    )

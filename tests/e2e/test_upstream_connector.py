@@ -26,16 +26,9 @@ from e2e_support import (
     wait_for,
     with_admin,
     admin,
+    connector_yaml,
+    smsc_emulator,
 )
-
-SMPP_PORT_RE = re.compile(r"SMPP port (\d+)")
-
-
-def smsc_emulator(*args: str) -> tuple[KindEmulator, int]:
-    emu = KindEmulator("smpp", "--smpp-port", "0", *args)
-    port = int(SMPP_PORT_RE.search("".join(emu.output)).group(1))
-    return emu, port
-
 
 def site_config(smsc_port: int, goip_url: str | None = None, *, ambiguous: str = "unknown", response_timeout: float = 2) -> str:
     devices = ""
@@ -59,20 +52,13 @@ devices:
     channels: [goip1]
     failover: upstream
 """
+    connector = connector_yaml(smsc_port, extra=(
+        f"    window: 4\n    response_timeout: {response_timeout}\n    rebind_min: 0.2\n"
+        "    rebind_max: 1\n    health_interval: 0.3\n"
+    ))
     return with_admin(base_config(extra=f"""
 {devices}
-connectors:
-  - name: smsc1
-    host: 127.0.0.1
-    port: {smsc_port}
-    system_id: bridge
-    password: secret
-    tls: false
-    window: 4
-    response_timeout: {response_timeout}
-    rebind_min: 0.2
-    rebind_max: 1
-    health_interval: 0.3
+{connector}
 routes:
 {local}
   - name: upstream
@@ -192,12 +178,12 @@ def test_kill_9_with_submits_in_flight(tmp_path):
         c = bind_trx(bridge)
         mids = [submit(c, f"in flight {i}".encode(), dest=f"+1555000{i}", registered_delivery=1).message_id.decode()
                 for i in range(3)]
-        wait_for(lambda: len(smsc.sent()) == 3)
+        wait_for(lambda: len(smsc.sent()) == 3, timeout=30)
         bridge.kill()
         smsc.faults(hang=False, receipts=True)
         bridge.start()
         c = bind_trx(bridge)
-        dlrs = receive_deliver_sm(c, 3, timeout=30)
+        dlrs = receive_deliver_sm(c, 3, timeout=60)
         got = {receipt_fields(d)["id"]: receipt_fields(d)["stat"] for d in dlrs}
         # Each acknowledged message ends, once, as the ambiguity policy says (never resent).
         assert got == {m: "UNKNOWN" for m in mids}

@@ -27,7 +27,8 @@ import yaml
 from e2e_support import (
     BridgeProcess,
     EmulatorProcess,
-    KindEmulator,
+    connector_yaml,
+    smsc_emulator,
     client,
     goip_config,
     receive_deliver_sm,
@@ -196,17 +197,8 @@ def test_real_prometheus_scrapes_the_bridge_and_every_query_has_data(tmp_path):
     (tmp_path / "prom").mkdir()
     emulator = EmulatorProcess(lines=2, send_duration=0.1)
     # An upstream SMSC connector too, so that its series (and alerts) have data.
-    smsc = KindEmulator("smpp", "--smpp-port", "0")
-    smsc_port = re.search(r"SMPP port (\d+)", "".join(smsc.output)).group(1)
-    connector = f"""
-connectors:
-  - name: smsc1
-    host: 127.0.0.1
-    port: {smsc_port}
-    system_id: bridge
-    password: secret
-    tls: false
-"""
+    smsc, smsc_port = smsc_emulator()
+    connector = connector_yaml(smsc_port)
     config = with_admin(goip_config(emulator.url, lines=2, scheduler="  max_attempts: 1", extra=connector))
     bridge = BridgeProcess(tmp_path / "bridge", config)
     prom = None
