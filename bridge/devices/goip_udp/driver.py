@@ -1,8 +1,9 @@
 """GoIP GSM gateway driver, "SMS server" UDP protocol (docs/devices/goip.md, part 2).
 
-Long on purpose (~990 lines): the listener, the per-line exchanges (send, retransmit, status,
-inbound acknowledgements) and their timers run on one socket and one task tree; the sans-IO
-codec is already apart in protocol.py.
+Long on purpose (~820 lines, most of it this docstring and the send exchange): the per-line
+exchanges (send, retransmit, status, inbound acknowledgements) and their timers share one
+state; the sans-IO codec is apart in protocol.py and the UDP listener (socket, passwords,
+keepalives) in listener.py.
 
 Here the bridge *is* the GoIP's SMS server: every GoIP line is configured (web UI, "SMS" ->
 "SMS Server") with the bridge's address and port, a line id (e.g. ``gw1``) and a password. The
@@ -16,8 +17,8 @@ socket and must run in the app's nursery for the driver to work at all; the sche
 
 The wire format (the ``KIND:N;key:value;...`` datagrams the GoIP pushes, and the
 ``MSG``/``PASSWORD``/``SEND``/``DONE`` exchange of one send) is parsed and built in
-``protocol.py``, sans-IO; this module is the UDP listener, its timers and the ``Driver``
-interface around it.
+``protocol.py``, sans-IO; the socket, the password check and the keepalive registry are in
+``listener.py``; this module is the ``Driver`` interface, the send exchanges and their timers.
 
 Retransmission and double sends
 -------------------------------
@@ -88,7 +89,7 @@ retransmission of an SMS already acknowledged is acknowledged again at once (our
 Security
 --------
 Every datagram that claims a line id must carry the line's password (compared in constant
-time). Refusals are counted (``counters``) and logged at most once a minute per kind and id;
+time, in listener.py). Refusals are counted (``counters``) and logged at most once a minute per kind and id;
 passwords never appear in logs, ``detail`` strings or ``InboundSms.raw`` (``pass``/``password``
 fields are masked). An authenticated datagram from a new source address moves the line there
 (NAT rebinding, DHCP): the password is what identifies a line, not its address. Replies to
@@ -100,7 +101,6 @@ commands (reboot, IMEI, ...). RECORD/REMAIN pushes are acknowledged and ignored.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 from collections import OrderedDict
@@ -124,16 +124,15 @@ from bridge.devices.base import (
     SendResult,
     StatusResult,
 )
+from bridge.devices.goip_udp.listener import UdpListener
 from bridge.devices.goip_udp.protocol import (
     _NUMBER,
-    MAX_DATAGRAM,
     MAX_TEXT_BYTES,
     SEND_TELID,
     KeyedDatagram,
     Reply,
     _Awaiting,
     _bounded_put,
-    _decode,
     _Inbound,
     _Line,
     _printable,
@@ -142,9 +141,7 @@ from bridge.devices.goip_udp.protocol import (
     classify_errorstatus,
     inbound_device_key,
     make_ref,
-    parse_keyed,
     parse_ref,
-    parse_reply,
     redact_datagram,
 )
 
@@ -155,7 +152,6 @@ log = logging.getLogger("bridge.devices.goip_udp")
 DEFAULT_PORT = 44444
 #: How many sends / reports / inbound keys the driver remembers (memory bound).
 MAX_TRACKED = 10_000
-REFUSAL_LOG_INTERVAL = 60.0
 
 # ============================================================================================
 # Driver state (the exchange of one send, fed by the receive loop)
@@ -248,12 +244,7 @@ class GoipUdpDriver(DriverBase):
         self._lines: dict[str, _Line] = {
             ch: _Line(channel=ch, line_id=str(lid)) for ch, lid in zip(channels, ids)
         }
-        self._by_id: dict[str, _Line] = {line.line_id: line for line in self._lines.values()}
-        self._sock: Any = None
-        self._listening_since: float | None = None  # when serve() bound its socket
-        self._send_lock = trio.Lock()
         self._closed = False
-        self._serving = False
         # sendids: random 31-bit base, then a counter (unique per process and, with high
         # probability, across restarts).
         self._next_sendid = secrets.randbelow(2**31 - 2**24) + 1
@@ -286,7 +277,18 @@ class GoipUdpDriver(DriverBase):
             "retransmits": 0,
             "ambiguous": 0,
         }
-        self._refusal_logged: dict[tuple[str, str], float] = {}
+        self._listener = UdpListener(
+            name,
+            host=host,
+            port=port,
+            lines=self._lines,
+            password=self._password,
+            counters=self.counters,
+            on_receive=self._receive,
+            on_deliver=self._deliver,
+            on_reply=self._handle_reply,
+        )
+        self._sendto = self._listener.sendto
 
     def __repr__(self) -> str:
         return f"<GoipUdpDriver {self.name!r} udp {self.host}:{self.port} lines={len(self._lines)}>"
@@ -305,45 +307,6 @@ class GoipUdpDriver(DriverBase):
         self._next_sendid = self._next_sendid % (2**31 - 1) + 1
         return sendid
 
-    def _password_ok(self, given: str | None) -> bool:
-        return hmac.compare_digest((given or "").encode("utf-8"), self._password)
-
-    async def _sendto(self, data: bytes, addr: Any) -> bool:
-        sock = self._sock
-        if sock is None or addr is None:
-            return False
-        try:
-            async with self._send_lock:
-                await sock.sendto(data, addr)
-            return True
-        except (OSError, trio.ClosedResourceError) as exc:
-            log.warning("goip %s: sending to %s failed: %s", self.name, addr, exc)
-            return False
-
-    def _refused(self, kind: str, line_id: str, addr: Any) -> None:
-        self.counters["refused"] += 1
-        if kind == "req":
-            self.counters["refused_keepalive"] += 1
-        line = self._by_id.get(line_id)
-        if line is not None:
-            line.refused_at = self._clock()
-        key = (kind.lower(), line_id)
-        now = self._clock()
-        last = self._refusal_logged.get(key)
-        if last is None or now - last >= REFUSAL_LOG_INTERVAL:
-            self._refusal_logged[key] = now
-            if len(self._refusal_logged) > 1000:
-                self._refusal_logged.clear()
-            log.warning(
-                "goip %s: refused %s from %s for line id %r: %s (%d refusals so far)",
-                self.name,
-                _printable(kind, 20),
-                addr,
-                _printable(line_id, 40),
-                "unknown line id" if line is None else "wrong password",
-                self.counters["refused"],
-            )
-
     def _ok(self) -> None:
         self._consecutive_errors = 0
 
@@ -354,143 +317,13 @@ class GoipUdpDriver(DriverBase):
     # ---------------------------------------------------------------- serving
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Bind the UDP socket and handle datagrams until cancelled.
+        """Bind the UDP socket and handle datagrams until cancelled (listener.py).
 
         ``task_status.started(actual_port)``. Runs in the app's nursery; without it the driver
         hears no keepalive and every send ends CHANNEL_DOWN.
         """
         self._check_open()
-        if self._serving:
-            raise DeviceError(f"device {self.name!r}: serve() is already running")
-        family = trio.socket.AF_INET6 if ":" in self.host else trio.socket.AF_INET
-        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
-        self._serving = True
-        try:
-            await sock.bind((self.host, self.port))
-            self._sock = sock
-            self._listening_since = self._clock()
-            actual = sock.getsockname()[1]
-            log.info(
-                "goip %s: SMS server listening on udp %s:%d for line ids %s",
-                self.name,
-                self.host,
-                actual,
-                ", ".join(sorted(self._by_id)),
-            )
-            task_status.started(actual)
-            while True:
-                try:
-                    data, addr = await sock.recvfrom(MAX_DATAGRAM)
-                except OSError as exc:  # e.g. ICMP port unreachable reported on some systems
-                    log.debug("goip %s: recvfrom: %s", self.name, exc)
-                    continue
-                try:
-                    await self._handle(data, addr)
-                except trio.Cancelled:
-                    raise
-                except Exception:
-                    self.counters["protocol_errors"] += 1
-                    log.exception(
-                        "goip %s: failed to handle a datagram from %s: %s",
-                        self.name,
-                        addr,
-                        _printable(redact_datagram(_decode(data)), 200),
-                    )
-        except trio.ClosedResourceError:
-            if not self._closed:
-                raise
-        finally:
-            self._sock = None
-            self._serving = False
-            sock.close()
-
-    async def _handle(self, data: bytes, addr: Any) -> None:
-        self.counters["datagrams"] += 1
-        text = _decode(data)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "goip %s <- %s: %s", self.name, addr, _printable(redact_datagram(text), 300)
-            )
-        keyed = parse_keyed(text)
-        if keyed is not None:
-            await self._handle_keyed(keyed, text, addr)
-            return
-        reply = parse_reply(text)
-        if reply is not None:
-            await self._handle_reply(reply, addr)
-            return
-        self.counters["protocol_errors"] += 1
-        log.debug("goip %s: unrecognised datagram from %s ignored", self.name, addr)
-
-    async def _handle_keyed(self, d: KeyedDatagram, raw: str, addr: Any) -> None:
-        kind = d.kind_lower
-        line_id = d.get("id") or ""
-        password = d.get("pass") if kind == "req" else d.get("password")
-        if password is None:  # tolerate either spelling on any kind
-            password = d.get("password") if kind == "req" else d.get("pass")
-        line = self._by_id.get(line_id)
-        # Compare even for unknown ids: the time taken does not tell which ids exist.
-        ok = self._password_ok(password) and line is not None
-        if not ok:
-            self._refused(d.kind, line_id, addr)
-            if kind == "req":
-                answer = f"reg:{d.seq};status:400;".encode()
-            else:
-                # The device's wording (RECEIVE), for every kind.
-                answer = (
-                    f"{d.kind} {d.seq} ERROR not find this id:{_printable(line_id, 40)}, "
-                    "or password error"
-                ).encode("utf-8")
-            # Never answer a stranger with more bytes than it sent (no amplification).
-            if len(answer) <= len(raw.encode("utf-8")):
-                await self._sendto(answer, addr)
-            return
-        assert line is not None
-        now = self._clock()
-        if line.addr != addr:
-            if line.addr is not None:
-                log.info(
-                    "goip %s: line %s (%s) now talks from %s (was %s)",
-                    self.name,
-                    line.channel,
-                    line.line_id,
-                    addr,
-                    line.addr,
-                )
-            line.addr = addr
-        line.last_seen = now
-        if kind == "req":
-            self._keepalive(line, d)
-            await self._sendto(f"reg:{d.seq};status:200;".encode(), addr)
-        elif kind == "receive":
-            await self._receive(line, d, raw, addr)
-        elif kind == "deliver":
-            self._deliver(line, d)
-            await self._sendto(f"DELIVER {d.seq} OK".encode(), addr)
-        else:
-            if kind == "state":
-                line.state = d.get("gsm_remain_state")
-                status = (line.state or "").upper()
-                if status in ("LOGIN", "LOGOUT"):
-                    line.gsm_status = status
-            await self._sendto(f"{d.kind} {d.seq} OK".encode(), addr)
-
-    def _keepalive(self, line: _Line, d: KeyedDatagram) -> None:
-        self.counters["keepalives"] += 1
-        line.keepalives += 1
-        line.info = {k: v for k, v in d.fields.items() if k not in ("pass", "password")}
-        status = (d.get("gsm_status") or "").strip().upper()
-        line.gsm_status = status or None
-        if line.keepalives == 1:
-            log.info(
-                "goip %s: line %s (%s) registered from %s (gsm %s, signal %s)",
-                self.name,
-                line.channel,
-                line.line_id,
-                line.addr,
-                line.gsm_status or "?",
-                d.get("signal") or "?",
-            )
+        await self._listener.serve(task_status=task_status)
 
     # ---------------------------------------------------------------- inbound SMS
 
@@ -727,7 +560,7 @@ class GoipUdpDriver(DriverBase):
                     detail=f"text longer than {MAX_TEXT_BYTES} UTF-8 bytes (the GoIP's limit)",
                 ),
             )
-        if self._sock is None:
+        if self._listener.sock is None:
             return self._result(
                 channel, SendResult(SendOutcome.ERROR, detail="not listening (serve() is not running)")
             )
@@ -878,7 +711,7 @@ class GoipUdpDriver(DriverBase):
         """End the device's session (``DONE <sendid>``), best effort and briefly: repeated
         until the device answers DONE if it answered anything before, else sent once (also
         when the send was cancelled: shutdown must not wait for the device)."""
-        if ex.addr is None or self._sock is None:
+        if ex.addr is None or self._listener.sock is None:
             return
         data = f"DONE {ex.sendid}".encode()
         attempts = self.done_attempts if ex.answered and not brief else 1
@@ -949,7 +782,7 @@ class GoipUdpDriver(DriverBase):
                 if line.refused_at is not None and now - line.refused_at <= self.keepalive_timeout:
                     refused.append(ch)
         parts = []
-        if self._sock is None:
+        if self._listener.sock is None:
             parts.append("not listening")
         if dead:
             parts.append(f"no keepalive on line(s) {', '.join(dead)}")
@@ -964,10 +797,10 @@ class GoipUdpDriver(DriverBase):
         # No line heard from yet, within one keepalive timeout of our start: the GoIP has not
         # had its turn to call us (it starts the talk), so it is not down yet.
         starting = (
-            self._listening_since is not None
+            self._listener.listening_since is not None
             and not alive and not refused
             and all(line.last_seen is None for line in self._lines.values())
-            and now - self._listening_since <= self.keepalive_timeout
+            and now - self._listener.listening_since <= self.keepalive_timeout
         )
         if starting:
             parts = [f"waiting for the first keepalive (up to {self.keepalive_timeout:g} s after start)"]
@@ -986,5 +819,4 @@ class GoipUdpDriver(DriverBase):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._sock is not None:
-                self._sock.close()
+            self._listener.close()
