@@ -1,57 +1,104 @@
-"""packaging/install.sh for real, then the README's operator commands as the service user.
+"""packaging/install.sh for real, into /, then the bridge as systemd would run it.
 
-CI runs as root on a throwaway machine without systemd. The installer runs with ``--root`` (a
-fresh directory standing in for /: the venv, /etc/smpp-bridge, /var/lib/smpp-bridge, the unit)
-so a developer's machine keeps its own /etc; the service user `smpp-bridge` is created for real.
-The bridge then runs as that user with the installed config and its secrets file, and
-STATE_DIRECTORY set as systemd sets it from the unit's StateDirectory=.
+CI runs as root on a throwaway machine. There the installer runs for real (no ``--root``): the
+venv in /opt/smpp-bridge, /etc/smpp-bridge, /var/lib/smpp-bridge, /usr/local/bin/smpp-bridge,
+the unit in /etc/systemd/system and the `smpp-bridge` system user. That machine has no systemd
+as PID 1, so the test does what systemd would do with the installed unit: it parses the unit
+file and runs its ``ExecStartPre=`` and ``ExecStart=`` commands as its ``User=``/``Group=``, in
+its ``WorkingDirectory=``, with its ``Environment=`` and with ``STATE_DIRECTORY`` set from its
+``StateDirectory=`` (as systemd sets it), and the secrets file the command line names.
+
+It only runs where that is safe: as root, without systemd running (the installer would enable
+the unit), and only when none of the paths it installs nor the `smpp-bridge` user exist, unless
+a marker says an earlier run of this test made them (then it removes those first). Afterwards it
+removes everything it installed and the user.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import READY_RE, KindEmulator, free_port, receive_deliver_sm, wait_for
+from tests.e2e_support import READY_RE, KindEmulator, free_port, receive_deliver_sm
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "packaging" / "install.sh"
 LOCK = ROOT / "packaging" / "requirements.lock"
 USER = "smpp-bridge"
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("apt-get") or not shutil.which("useradd")
-    or subprocess.run(["/usr/bin/python3", "-c", "import venv, ensurepip"], capture_output=True).returncode != 0,
-    reason="the installer needs root, apt-get, useradd and /usr/bin/python3 with venv (Debian)",
-)
-
-
-def as_service_user(argv: list[str], env: dict[str, str], **kw):  # type: ignore[no-untyped-def]
-    """Like `sudo -u smpp-bridge ...` (no PAM session needed)."""
-    return dict(user=USER, group=USER, extra_groups=[], env=env, cwd="/", **kw)
+UNIT = Path("/etc/systemd/system/smpp-bridge.service")
+#: Everything the installer creates (besides the user and its group).
+INSTALLED = [Path("/opt/smpp-bridge"), Path("/etc/smpp-bridge"), Path("/var/lib/smpp-bridge"),
+             Path("/usr/local/bin/smpp-bridge"), UNIT]
+#: Written before the install: what exists while it exists was made by this test.
+MARKER = Path("/var/tmp/smpp-bridge-install-test.marker")
 
 
-@pytest.fixture(scope="module")
-def site():  # type: ignore[no-untyped-def]
-    root = Path(tempfile.mkdtemp(prefix="smpp-bridge-install-", dir="/tmp"))
-    root.chmod(0o755)  # the service user walks through it, as through /
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+def _exists(name: str, db: str) -> bool:
+    try:
+        (pwd.getpwnam if db == "passwd" else grp.getgrnam)(name)
+        return True
+    except KeyError:
+        return False
 
 
-def install(root: Path) -> str:
-    r = subprocess.run(["bash", str(INSTALL), "--root", str(root)], capture_output=True, text=True, timeout=540,
+def why_not_safe() -> str | None:
+    if os.geteuid() != 0:
+        return "the real install needs root (CI runs as root on a throwaway machine)"
+    if not shutil.which("apt-get") or not shutil.which("useradd") or not shutil.which("userdel"):
+        return "the installer is for Debian (apt-get, useradd, userdel)"
+    if subprocess.run(["/usr/bin/python3", "-c", "import venv, ensurepip"], capture_output=True).returncode:
+        return "/usr/bin/python3 with venv is needed"
+    if Path("/run/systemd/system").is_dir():
+        return "systemd runs here: a real install would enable a unit on this machine"
+    if MARKER.exists():
+        return None  # leftovers of an earlier run of this test: it removes them
+    taken = [str(p) for p in INSTALLED if p.exists() or p.is_symlink()]
+    taken += [f"user {USER}"] if _exists(USER, "passwd") else []
+    taken += [f"group {USER}"] if _exists(USER, "group") else []
+    if taken:
+        return f"not installing over what this test did not make: {', '.join(taken)}"
+    return None
+
+
+def remove_installation() -> None:
+    for p in INSTALLED:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    if _exists(USER, "passwd"):
+        subprocess.run(["userdel", USER], check=True)
+    if _exists(USER, "group"):
+        subprocess.run(["groupdel", USER], check=True)
+    MARKER.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def fresh_machine():  # type: ignore[no-untyped-def]
+    reason = why_not_safe()
+    if reason:
+        pytest.skip(reason)
+    remove_installation()  # an earlier, interrupted run's (the marker says they are ours)
+    MARKER.write_text("tests/ops/test_install.py installs smpp-bridge for real while this file exists\n")
+    try:
+        yield
+    finally:
+        remove_installation()
+
+
+def install(*args: str) -> str:
+    r = subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=540,
                        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
@@ -68,24 +115,67 @@ def venv_versions(venv: Path) -> dict[str, str]:
     return {n.lower().replace("_", "-"): v for n, _, v in (line.partition("==") for line in out.split())}
 
 
+class Unit:
+    """The installed unit's [Service] section, read the way systemd reads what we use of it."""
+
+    def __init__(self, path: Path):
+        self.values: dict[str, list[str]] = {}
+        section = None
+        for raw in path.read_text().splitlines():
+            line = raw.strip()
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("["):
+                section = line
+                continue
+            if section == "[Service]":
+                key, _, value = line.partition("=")
+                self.values.setdefault(key.strip(), []).append(value.strip())
+
+    def one(self, key: str) -> str:
+        (value,) = self.values[key]
+        return value
+
+    def command(self, key: str) -> list[str]:
+        return shlex.split(self.one(key))
+
+    def environment(self) -> dict[str, str]:
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        for value in self.values.get("Environment", []):
+            env.update(item.split("=", 1) for item in shlex.split(value))
+        assert "EnvironmentFile" not in self.values, "the bridge reads its secrets itself (--env-file)"
+        env["STATE_DIRECTORY"] = f"/var/lib/{self.one('StateDirectory')}"
+        return env
+
+    def as_user(self, env: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
+        """subprocess arguments for running as the unit's User/Group in its WorkingDirectory."""
+        return dict(user=self.one("User"), group=self.one("Group"), extra_groups=[],
+                    env=self.environment() if env is None else env, cwd=self.one("WorkingDirectory"),
+                    umask=int(self.one("UMask"), 8))
+
+
+def as_service_user(env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    """Like `sudo -u smpp-bridge ...` from /."""
+    return dict(user=USER, group=USER, extra_groups=[], env=env, cwd="/")
+
+
 @pytest.mark.slow
-def test_install_run_as_the_service_user_then_upgrade_keeps_config_and_data(site):
-    out = install(site)
-    etc, state = site / "etc/smpp-bridge", site / "var/lib/smpp-bridge"
-    venv = site / "opt/smpp-bridge/venv"
-    program = str(venv / "bin/smpp-bridge")
+def test_real_install_runs_as_the_unit_says_then_upgrade_keeps_config_and_data(fresh_machine):
+    out = install()
+    etc, state = Path("/etc/smpp-bridge"), Path("/var/lib/smpp-bridge")
+    venv = Path("/opt/smpp-bridge/venv")
     config, secrets = etc / "bridge.yaml", etc / "secrets.env"
     uid = pwd.getpwnam(USER).pw_uid
-    assert "systemd left alone" in out
+    assert "systemd is not running here" in out
     assert config.stat().st_mode & 0o777 == 0o600 and config.stat().st_uid == uid
     assert secrets.stat().st_mode & 0o777 == 0o640 and secrets.stat().st_uid == 0
     assert state.stat().st_mode & 0o777 == 0o700 and state.stat().st_uid == uid
     # The service user may read /etc/smpp-bridge, never write there.
     assert etc.stat().st_uid == 0 and etc.stat().st_mode & 0o777 == 0o750
-    assert (site / "usr/local/bin/smpp-bridge").resolve() == Path(program)
-    unit = (site / "etc/systemd/system/smpp-bridge.service").read_text()
-    assert f"--env-file {etc}/secrets.env" in unit
-    doc = re.search(r"^Documentation=file:(\S+)", unit, re.M)
+    assert Path("/usr/local/bin/smpp-bridge").resolve() == venv / "bin/smpp-bridge"
+    unit = Unit(UNIT)
+    assert unit.one("User") == USER
+    doc = re.search(r"^Documentation=file:(\S+)", UNIT.read_text(), re.M)
     assert doc and Path(doc.group(1)).is_file()
     assert venv_versions(venv).items() >= locked_versions().items() - {("setuptools", locked_versions()["setuptools"])}
 
@@ -99,24 +189,32 @@ def test_install_run_as_the_service_user_then_upgrade_keeps_config_and_data(site
     text = text.replace("url: http://192.168.1.50", f"url: {emulator.url}")
     text = text.replace("  # token_env: SMPP_BRIDGE_ADMIN_TOKEN", "  token_env: SMPP_BRIDGE_ADMIN_TOKEN")
     config.write_text(text)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "STATE_DIRECTORY": str(state)}
+    # Nothing under /etc/smpp-bridge is the service user's to write, not even its own config:
+    # the store's default (the state directory) must not need it.
+    config.chmod(0o400)
+    touch = subprocess.run(["touch", str(etc / "probe"), str(config)], capture_output=True, text=True,
+                           **as_service_user({"PATH": "/usr/bin:/bin"}))
+    assert touch.returncode != 0 and not (etc / "probe").exists(), touch.stderr
 
-    # check-config as the service user: the secrets come from the file the unit uses.
+    # The README's command, as the service user: without the secrets file it says which option.
+    program = "/usr/local/bin/smpp-bridge"
+    sudo_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
     r = subprocess.run([program, "check-config", str(config)], capture_output=True, text=True, timeout=60,
-                       **as_service_user([], env))
+                       **as_service_user(sudo_env))
     assert r.returncode == 1 and "GOIP1_PASSWORD is not set" in r.stderr and "--env-file" in r.stderr
     r = subprocess.run([program, "check-config", "--env-file", str(secrets), str(config)], capture_output=True,
-                       text=True, timeout=60, **as_service_user([], env))
+                       text=True, timeout=60, **as_service_user(sudo_env))
     assert r.returncode == 0 and r.stdout.strip() == f"{config}: OK", r.stderr
-    # Without the state directory the default is next to this config (not under /etc here),
-    # where the service user cannot write: check-config says so, naming store.path.
+    # Had the store been pointed at /etc/smpp-bridge, check-config would say so, naming store.path.
     r = subprocess.run([program, "check-config", "--env-file", str(secrets), str(config)], capture_output=True,
-                       text=True, timeout=60, **as_service_user([], {**env, "STATE_DIRECTORY": ""}))
-    assert r.returncode == 1 and "store.path" in r.stderr and f"cannot write in {etc}" in r.stderr
+                       text=True, timeout=60, **as_service_user({**sudo_env, "STATE_DIRECTORY": str(etc)}))
+    assert r.returncode == 1 and "store.path" in r.stderr and f"cannot write in {etc}" in r.stderr, r.stderr
 
-    bridge = subprocess.Popen([program, "run", "--config", str(config), "--env-file", str(secrets)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              **as_service_user([], env))
+    # What systemd would do: ExecStartPre, then ExecStart, as User= with the unit's environment.
+    r = subprocess.run(unit.command("ExecStartPre"), capture_output=True, text=True, timeout=60, **unit.as_user())
+    assert r.returncode == 0, r.stderr
+    bridge = subprocess.Popen(unit.command("ExecStart"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, **unit.as_user())
     lines: list[str] = []
     ready = threading.Event()
 
@@ -165,19 +263,19 @@ def test_install_run_as_the_service_user_then_upgrade_keeps_config_and_data(site
     assert bridge.returncode == 0, "".join(lines)
     db = state / "bridge.sqlite3"
     assert db.exists() and not (etc / "data").exists()
+    assert db.stat().st_uid == uid and db.stat().st_mode & 0o077 == 0  # UMask=0077
 
     # Upgrade: a dependency drifted (here: removed); the installer puts back the locked one and
     # keeps the config, the secrets and the store.
     subprocess.run([str(venv / "bin/python"), "-m", "pip", "uninstall", "-q", "-y", "sortedcontainers"], check=True)
     before = {p: p.read_bytes() for p in (config, secrets)}
-    out = install(site)
+    out = install()
     assert f"keeping existing {config}" in out and f"keeping existing {secrets}" in out
     assert {p: p.read_bytes() for p in (config, secrets)} == before
     assert venv_versions(venv)["sortedcontainers"] == locked_versions()["sortedcontainers"]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
-    r = subprocess.run([program, "check-config", "--env-file", str(secrets), str(config)], capture_output=True,
-                       text=True, timeout=60, **as_service_user([], env))
+    r = subprocess.run(unit.command("ExecStartPre"), capture_output=True, text=True, timeout=60, **unit.as_user())
     assert r.returncode == 0, r.stderr
 
 
