@@ -106,7 +106,7 @@ def test_bind_answers_carry_our_system_id_and_interface_version():
 def test_bind_throttle_lets_one_guess_through_per_fail_delay_after_the_limit():
     clock = FakeClock()
     throttle = proto.BindThrottle(clock)
-    ip = "203.0.113.9"
+    ip = ("203.0.113.9", "acme")
     for _ in range(proto.FAIL_LIMIT):
         assert throttle.delay(ip, 10.0) == 0.0
         throttle.note_failure(ip)
@@ -115,7 +115,8 @@ def test_bind_throttle_lets_one_guess_through_per_fail_delay_after_the_limit():
     turns = int(10.0 // proto.FAIL_DELAY)
     assert delays[:turns] == [proto.FAIL_DELAY * (n + 1) for n in range(turns)]
     assert delays[turns:] == [None] * (8 - turns)  # refused unchecked
-    assert throttle.delay("198.51.100.1", 10.0) == 0.0  # other addresses are not slowed
+    assert throttle.delay(("198.51.100.1", "acme"), 10.0) == 0.0  # other addresses are not slowed
+    assert throttle.delay(("203.0.113.9", "bob"), 10.0) == 0.0  # nor other ESMEs of that address
     clock.now += proto.FAIL_WINDOW + 30  # the failures age out of the window
     assert throttle.delay(ip, 10.0) == 0.0
 
@@ -123,7 +124,7 @@ def test_bind_throttle_lets_one_guess_through_per_fail_delay_after_the_limit():
 def test_a_right_bind_gives_its_turn_back_so_the_guesses_keep_their_pace():
     clock = FakeClock()
     throttle = proto.BindThrottle(clock)
-    ip = "203.0.113.9"
+    ip = ("203.0.113.9", "acme")
     for _ in range(proto.FAIL_LIMIT):
         throttle.note_failure(ip)
     assert throttle.delay(ip, 10.0) == proto.FAIL_DELAY  # a guess takes the first turn

@@ -412,7 +412,7 @@ def test_bind_brute_force_is_slowed_down_logged_and_does_not_lock_out_the_real_e
         log = bridge.log_text()
         refused = re.findall(wrong, log)
         assert len(refused) == FAIL_LIMIT + queued + 2
-        assert len(re.findall(r"from 127\.0\.0\.2: too many failed binds from this address", log)) == parallel - queued
+        assert len(re.findall(r"from 127\.0\.0\.2: too many failed binds for this system_id from this address", log)) == parallel - queued
         metrics = scrape(bridge.admin_url)
         assert metric_sum(metrics, "smpp_bridge_bind_failures_total", reason="wrong_password") == FAIL_LIMIT + queued + 2
         print(f"brute force: {FAIL_LIMIT} fast refusals, then of {parallel} parallel guesses {queued} were checked, "

@@ -106,6 +106,7 @@ class Connection:
         self._m_out: dict[tuple[int, int], Any] = {}  # ... cached: labels() is not free
         self._m_accepted: Any = None
         self._registered = False
+        self._binding = False  # a bind is being answered (the session_init timer waits for it)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -318,7 +319,9 @@ class Connection:
         while True:
             t = self.server.config.smpp.timers
             await trio.sleep(SessionTimers.interval(t))
-            verdict = self.timers.check(trio.current_time(), self.session.state, t, closing=self._closing)
+            verdict = self.timers.check(
+                trio.current_time(), self.session.state, t, closing=self._closing, binding=self._binding
+            )
             if isinstance(verdict, CloseSession):
                 self.request_close(verdict.reason)
             elif verdict is SEND_ENQUIRE_LINK:
@@ -439,28 +442,33 @@ class Connection:
 
     async def _on_bind(self, pdu: Pdu) -> None:
         server = self.server
-        # A bind from an address with repeated failures reserves its turn BEFORE it is checked
-        # (no turn left: refused unchecked), so parallel guesses cannot all be checked at once.
-        # It is then checked at once: the right credentials bind without waiting and give the
-        # turn back; a refusal waits for its turn (slow down the failing credentials, not the
-        # address - the real ESME on a shared host is not slowed).
-        delay = server.bind_failure_delay(self.peer)
+        # A bind for credentials with repeated failures (address and system_id: BindThrottle)
+        # reserves its turn BEFORE it is checked (no turn left: refused unchecked), so parallel
+        # guesses cannot all be checked at once. It is then checked at once: the right
+        # credentials bind without waiting and give the turn back; a refusal waits for its turn.
+        # Meanwhile the session_init timer holds off: the bind_resp is due first.
         system_id = pdu.params.get("system_id", "")
         esme = server.config.esme(system_id)
-        refusal = proto.bind_refusal(esme, self.peer, shutting_down=server.shutting_down, delay=delay)
-        if refusal is None:
-            assert esme is not None
-            password_ok = await _check_password(esme, pdu.params.get("password", ""))
-            binds_now = len(server.binds.get(esme.system_id, ()))
-            refusal = proto.bind_refusal_after_password(esme, password_ok, binds_now)
-        if delay:
+        key = proto.bind_key(self.peer, esme)
+        self._binding = True
+        try:
+            delay = server.bind_failure_delay(key)
+            refusal = proto.bind_refusal(esme, self.peer, shutting_down=server.shutting_down, delay=delay)
             if refusal is None:
-                server.bind_throttle.give_back(self.peer)
-            else:
-                await trio.sleep(delay)
+                assert esme is not None
+                password_ok = await _check_password(esme, pdu.params.get("password", ""))
+                binds_now = len(server.binds.get(esme.system_id, ()))
+                refusal = proto.bind_refusal_after_password(esme, password_ok, binds_now)
+            if delay:
+                if refusal is None:
+                    server.bind_throttle.give_back(key)
+                else:
+                    await trio.sleep(delay)
+        finally:
+            self._binding = False
         if refusal is not None:
             if refusal.counts_as_guess:
-                server.note_bind_failure(self.peer)
+                server.note_bind_failure(key)
             server.metrics.bind_failures.labels(refusal.label).inc()
             log.warning(
                 "bind refused: system_id=%r from %s: %s. %s",

@@ -24,7 +24,7 @@ from ...metrics import Metrics
 from ...store import Store
 from . import protocol as proto
 from .connection import Connection
-from .protocol import BindThrottle
+from .protocol import BindKey, BindThrottle
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +223,9 @@ class SmppServer:
         self._rr[esme_id] = turn + 1
         return conns[turn]
 
-    def bind_failure_delay(self, ip: str) -> float | None:
-        """See BindThrottle.delay: seconds a bind from ``ip`` waits, or None: refuse it unchecked."""
-        return self.bind_throttle.delay(ip, self.config.smpp.timers.session_init)
+    def bind_failure_delay(self, key: BindKey) -> float | None:
+        """See BindThrottle.delay: seconds a bind for ``key`` waits, or None: refuse it unchecked."""
+        return self.bind_throttle.delay(key, self.config.smpp.timers.session_init)
 
-    def note_bind_failure(self, ip: str) -> None:
-        self.bind_throttle.note_failure(ip)
+    def note_bind_failure(self, key: BindKey) -> None:
+        self.bind_throttle.note_failure(key)

@@ -53,37 +53,53 @@ COMMANDS = {C.SUBMIT_SM: SUBMIT_SM, C.DATA_SM: DATA_SM, C.SUBMIT_MULTI: SUBMIT_M
 ASYNC_REQUESTS = frozenset({C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
 BOUND_STATES = frozenset({SessionState.BOUND_TX, SessionState.BOUND_RX, SessionState.BOUND_TRX})
 RECEIVER_STATES = frozenset({SessionState.BOUND_RX, SessionState.BOUND_TRX})
-# Bind brute-force slowdown: after this many failures from one IP within the window, each
-# further attempt from that IP reserves a turn, one per FAIL_DELAY however many connections it
-# opens at once, and is then checked: the right credentials bind at once (the turn is given
-# back), a refusal is answered at its turn. An attempt whose turn would come after
-# session_init is refused at once, unchecked (see BindThrottle.delay).
+# Bind brute-force slowdown, per credentials: failures are counted per source address AND
+# system_id (all unknown system_ids of an address share one count), so guesses for one ESME
+# from a shared host do not slow the other ESMEs on that host. After this many failures within
+# the window, each further attempt for that (address, system_id) reserves a turn, one per
+# FAIL_DELAY however many connections it opens at once, and is then checked: the right
+# credentials bind at once (the turn is given back), a refusal is answered at its turn. An
+# attempt whose turn would come after session_init is refused at once, unchecked (see
+# BindThrottle.delay). A guess for an ESME's password cannot be told from that ESME without
+# checking it, so an ESME whose own system_id is being guessed from its own address shares the
+# guesser's turns.
 FAIL_LIMIT = 5
 FAIL_WINDOW = 60.0
 FAIL_DELAY = 2.0
-FAIL_IPS = 10_000  # addresses remembered at most: bounded memory under a distributed attack
+FAIL_IPS = 10_000  # (address, system_id) keys remembered at most: bounded memory under a distributed attack
 
 
 # -- binds ---------------------------------------------------------------------------------------
 
 
+TOO_MANY = "too many failed binds for this system_id from this address; not checked"
+
+#: What failed binds are counted under: (source address, system_id), with "" for every
+#: system_id that is not configured (guessing system_ids is slowed like guessing a password).
+BindKey = tuple[str, str]
+
+
+def bind_key(ip: str, esme: EsmeConfig | None) -> BindKey:
+    return (ip, esme.system_id if esme is not None else "")
+
+
 class BindThrottle:
-    """Remembers failed binds per source address and says how long the next one waits.
+    """Remembers failed binds per ``BindKey`` and says how long the next one waits.
     ``clock`` is a monotonic clock in seconds (the listener hands it trio.current_time)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
-        self._fails: dict[str, deque[float]] = {}
-        self._next_try: dict[str, float] = {}  # IP -> earliest time its next bind is looked at
+        self._fails: dict[BindKey, deque[float]] = {}
+        self._next_try: dict[BindKey, float] = {}  # key -> earliest time its next bind is looked at
 
-    def delay(self, ip: str, session_init: float) -> float | None:
-        """Seconds a bind from ``ip`` waits before it is checked (0: at once), or None: refuse it
-        at once without checking it, because the attempts already waiting their turn from that
-        address fill the session_init time (such a turn would never come: the timer closes the
-        connection first). Reserving no turn then keeps the queue, and so any lockout of that
-        address, shorter than session_init."""
+    def delay(self, key: BindKey, session_init: float) -> float | None:
+        """Seconds a bind for ``key`` waits before it is checked (0: at once), or None: refuse it
+        at once without checking it, because the attempts already waiting their turn for that
+        key fill the session_init time. Reserving no turn then keeps the queue, and so any
+        lockout of that key, no longer than session_init. (The connection's session_init timer
+        does not cut a bind waiting for its turn: SessionTimers.check(binding=True).)"""
         now = self.clock()
-        q = self._fails.get(ip)
+        q = self._fails.get(key)
         if not q:
             return 0.0
         while q and now - q[0] > FAIL_WINDOW:
@@ -92,27 +108,27 @@ class BindThrottle:
             return 0.0
         # Reserve this attempt's turn: parallel connections queue up instead of each waiting
         # FAIL_DELAY at the same time.
-        at = max(now, self._next_try.get(ip, 0.0)) + FAIL_DELAY
+        at = max(now, self._next_try.get(key, 0.0)) + FAIL_DELAY
         if at - now > max(FAIL_DELAY, session_init):
             return None
-        self._next_try[ip] = at
+        self._next_try[key] = at
         return at - now
 
-    def give_back(self, ip: str) -> None:
+    def give_back(self, key: BindKey) -> None:
         """A bind that reserved a turn (``delay`` > 0) succeeded: it did not wait, so its turn
-        is freed (turns are interchangeable: the last one goes) and the guesses queued from that
-        address are not pushed back by the real ESME's binds."""
-        at = self._next_try.get(ip)
+        is freed (turns are interchangeable: the last one goes) and the guesses queued for that
+        key are not pushed back by the real ESME's binds."""
+        at = self._next_try.get(key)
         if at is None:
             return
         at -= FAIL_DELAY
         if at <= self.clock():
-            self._next_try.pop(ip)
+            self._next_try.pop(key)
         else:
-            self._next_try[ip] = at
+            self._next_try[key] = at
 
-    def note_failure(self, ip: str) -> None:
-        q = self._fails.setdefault(ip, deque(maxlen=100))
+    def note_failure(self, key: BindKey) -> None:
+        q = self._fails.setdefault(key, deque(maxlen=100))
         q.append(self.clock())
         if len(self._fails) > FAIL_IPS:
             oldest = next(iter(self._fails))
@@ -146,7 +162,7 @@ def bind_refusal(
     if shutting_down:
         return BindRefusal(Status.RBINDFAIL, "the bridge is shutting down")
     if delay is None:
-        return BindRefusal(Status.RBINDFAIL, "too many failed binds from this address; not checked")
+        return BindRefusal(Status.RBINDFAIL, TOO_MANY)
     if esme is None:
         return BindRefusal(Status.RINVSYSID, "unknown system_id")
     if not esme.enabled:
@@ -195,9 +211,9 @@ def bind_hint(reason: str) -> str:
         "ESME disabled in config": "Set enabled: true for this ESME and reload.",
         "the bridge is shutting down": "The client should bind again in a moment (to this bridge once it "
         "has restarted, or to another one).",
-        "too many failed binds from this address; not checked": (
-            f"Binds from this address are checked one per {FAIL_DELAY:g} s after repeated failures: "
-            "fix the client's password and let it retry slowly."
+        TOO_MANY: (
+            f"Binds for this system_id from this address are checked one per {FAIL_DELAY:g} s after "
+            "repeated failures: fix the client's password and let it retry slowly."
         ),
     }.get(
         reason,
@@ -378,8 +394,10 @@ class SessionTimers:
         return False
 
     def check(
-        self, now: float, state: SessionState, t: Timers, *, closing: bool
+        self, now: float, state: SessionState, t: Timers, *, closing: bool, binding: bool = False
     ) -> CloseSession | SendEnquireLink | None:
+        """``binding``: a bind is being answered (its wait is bounded by BindThrottle.delay);
+        session_init does not cut it, its bind_resp is due first."""
         if state is not self._state:
             self._state = state
             self._since = now
@@ -387,7 +405,7 @@ class SessionTimers:
             return None
         if state not in BOUND_STATES:
             if state == SessionState.OPEN:
-                if now - self.connected_at > t.session_init:
+                if now - self.connected_at > t.session_init and not binding:
                     return CloseSession(f"no bind within session_init timer ({t.session_init:g} s)")
             elif now - self._since > t.response:
                 return CloseSession(f"unbind not completed within the response timer ({t.response:g} s)")
@@ -414,12 +432,15 @@ __all__ = [
     "SEND_ENQUIRE_LINK",
     "SUBMIT_LIKE",
     "BindRefusal",
+    "BindKey",
     "BindThrottle",
+    "TOO_MANY",
     "CloseSession",
     "SessionTimers",
     "SubmitPlan",
     "SubmitRefusal",
     "bind_answer",
+    "bind_key",
     "bind_refusal",
     "bind_refusal_after_password",
     "cancel_answer",
