@@ -10,8 +10,12 @@ Rules
 * It is sans-IO: no sockets, no trio, no store writes. Its inputs are the fields, the ESME's
   config, the config, a clock, a route lookup, an opt-out lookup and the ESMEs' token buckets.
 * The order of the checks is fixed: what the fields say (concatenation, times, priority, coding,
-  text), then the destination(s) (address, opt-out, route), then the ESME's throughput, counted
-  in SMS parts (segments). Queue depth is the caller's (it knows what is waiting for a commit).
+  text), then the destination(s) (address, opt-out, route), then the queue depth
+  (``limits.queue_depth``: what the store holds that is not final, ``queued()``, plus the
+  commits the front ends have in flight, ``pending``, which they count), then the ESME's
+  throughput, counted in SMS parts (segments).
+* replace_sm goes through the same step (``decide_replace``): its new times are read and
+  bounded like a submit's, its new text must read as text in the message's data_coding.
 * An alphanumeric ``source_addr`` ("MyShop") routed to a device kind without the
   CUSTOM_SENDER capability is accepted (the SMS still goes out, from the SIM's own number),
   counted in ``smpp_bridge_sender_not_honoured_total`` and logged once per ESME.
@@ -101,6 +105,21 @@ class Decision:
         self.unsuccess = unsuccess
 
 
+class Replacement:
+    """What a replace_sm sets: the new body, and the times and receipt request it changes
+    (None: keep the message's own)."""
+
+    __slots__ = ("body", "schedule_at", "expire_at", "registered_delivery")
+
+    def __init__(
+        self, body: bytes, schedule_at: float | None, expire_at: float | None, registered_delivery: int
+    ) -> None:
+        self.body = body
+        self.schedule_at = schedule_at
+        self.expire_at = expire_at
+        self.registered_delivery = registered_delivery
+
+
 class Refused(Exception):
     """The submit is refused with ``status``; ``reason`` says why (logs, metrics)."""
 
@@ -121,8 +140,14 @@ class Acceptance:
         monotonic: Callable[[], float] = time.monotonic,
         is_opted_out: Callable[[str], bool] = lambda number: False,
         metrics: Any = None,
+        queued: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
+        # What counts against limits.queue_depth: the store's messages that are not final...
+        self.queued = queued
+        # ...and the messages front ends have decided to store whose commit is still running
+        # (a front end adds them when it hands them to the store, subtracts them when done).
+        self.pending = 0
         self.clock = clock
         self.monotonic = monotonic
         self.is_opted_out = is_opted_out
@@ -159,37 +184,16 @@ class Acceptance:
         (``.ref .total .seq .ref_bits``) or None.
         """
         now = self.clock()
-        try:
-            schedule = _parse_time(p.get("schedule_delivery_time", ""), now)
-        except ValueError:
-            raise Refused(Status.RINVSCHED, "bad schedule_delivery_time") from None
-        try:
-            expire = _parse_time(p.get("validity_period", ""), now)
-        except ValueError:
-            raise Refused(Status.RINVEXPIRY, "bad validity_period") from None
+        schedule, expire = _times(p, now)
         priority = p.get("priority_flag", 0)
         if priority > 3:
             raise Refused(Status.RINVPRTFLG, "bad priority_flag")
         dc = p.get("data_coding", 0)
         if dc == 1:
             dc = _ia5_coding(esme.data_coding_1, body)
-        text = decode_short_message(dc, body)
-        if text is None:
-            # Every supported device sends text: binary or compressed user data would go out
-            # as an empty or garbled SMS and be reported delivered. ESME_RSUBMITFAIL is the
-            # permanent refusal every 3.4 client knows (ESME_RINVDCS exists only in SMPP 5.0).
-            raise Refused(Status.RSUBMITFAIL, f"data_coding 0x{dc:02x} is binary or compressed, not text")
-        if not text and body:
-            raise Refused(Status.RSUBMITFAIL, "the short message decodes to no text")
+        text = _text(dc, body, Status.RSUBMITFAIL)
         segments = 1 if concat is not None else segment_count(text)
-        # Validity: the ESME's, else scheduler.default_validity, never more than
-        # scheduler.max_validity; both count from when the message may first go out.
-        sched = self.config.scheduler
-        start = schedule if schedule is not None and schedule > now else now
-        if expire is None:
-            expire = start + sched.default_validity
-        elif expire > start + sched.max_validity:
-            expire = start + sched.max_validity
+        expire = self._validity(now, schedule, expire)
         common = dict(
             esme=esme.system_id,
             body=body,
@@ -224,6 +228,10 @@ class Acceptance:
             if concat is not None:
                 raise Refused(Status.RSUBMITFAIL, "long message to many destinations")
         total = segments * len(out)
+        if self.queued() + self.pending + len(out) > self.config.limits.queue_depth:
+            if self.metrics is not None:
+                self.metrics.queue_full.labels(esme.system_id).inc(total)
+            raise Refused(Status.RMSGQFUL, "queue full (limits.queue_depth)")
         if not self.bucket(esme).take(total, self.monotonic()):
             if self.metrics is not None:
                 self.metrics.throttled.labels(esme.system_id).inc(total)
@@ -231,6 +239,38 @@ class Acceptance:
         for submit in out:
             self._sender_check(esme.system_id, submit.msg)
         return Decision(out, total, unsuccess)
+
+    def decide_replace(
+        self, p: Mapping[str, Any], *, data_coding: int, schedule_at: float | None, expire_at: float | None
+    ) -> Replacement:
+        """What a replace_sm changes in a stored message (its ``data_coding`` and current
+        ``schedule_at`` / ``expire_at`` given), or ``Refused``.
+
+        Empty times keep the message's own (SMPP 3.4 5.2.18 / 4.10.1); a new validity is cut to
+        scheduler.max_validity like a submit's; a new schedule that would start the message
+        after its validity ends gives it the default validity from then on. The new text must
+        read as text in the message's data_coding (replace_sm cannot change the coding).
+        """
+        now = self.clock()
+        schedule, expire = _times(p, now)
+        body = p.get("short_message", b"")
+        _text(data_coding, body, Status.RREPLACEFAIL)
+        new_schedule = schedule if schedule is not None else schedule_at
+        start = new_schedule if new_schedule is not None and new_schedule > now else now
+        if expire is not None:
+            expire = self._validity(now, new_schedule, expire)
+        elif expire_at is not None and expire_at <= start:
+            expire = self._validity(now, new_schedule, None)
+        return Replacement(body, schedule, expire, p.get("registered_delivery", 0))
+
+    def _validity(self, now: float, schedule: float | None, expire: float | None) -> float:
+        """The ESME's validity, else scheduler.default_validity, never more than
+        scheduler.max_validity; both count from when the message may first go out."""
+        sched = self.config.scheduler
+        start = schedule if schedule is not None and schedule > now else now
+        if expire is None:
+            return start + sched.default_validity
+        return min(expire, start + sched.max_validity)
 
     def _sender_check(self, esme_id: str, msg: NewMessage) -> None:
         """Count (and log once per ESME) an alphanumeric sender that the route's
@@ -328,6 +368,32 @@ def _ia5_coding(mode: str, body: bytes) -> int:
     if mode == "ascii" and body.isascii():
         return 3
     return 1
+
+
+def _times(p: Mapping[str, Any], now: float) -> tuple[float | None, float | None]:
+    """(schedule, expire) from schedule_delivery_time and validity_period, or ``Refused``."""
+    try:
+        schedule = _parse_time(p.get("schedule_delivery_time", ""), now)
+    except ValueError:
+        raise Refused(Status.RINVSCHED, "bad schedule_delivery_time") from None
+    try:
+        expire = _parse_time(p.get("validity_period", ""), now)
+    except ValueError:
+        raise Refused(Status.RINVEXPIRY, "bad validity_period") from None
+    return schedule, expire
+
+
+def _text(data_coding: int, body: bytes, status: int) -> str:
+    """The body as text in its data_coding, or ``Refused`` with ``status``."""
+    text = decode_short_message(data_coding, body)
+    if text is None:
+        # Every supported device sends text: binary or compressed user data would go out
+        # as an empty or garbled SMS and be reported delivered. ESME_RSUBMITFAIL is the
+        # permanent refusal every 3.4 client knows (ESME_RINVDCS exists only in SMPP 5.0).
+        raise Refused(status, f"data_coding 0x{data_coding:02x} is binary or compressed, not text")
+    if not text and body:
+        raise Refused(status, "the short message decodes to no text")
+    return text
 
 
 def _parse_time(value: str, now: float) -> float | None:

@@ -156,10 +156,17 @@ def _submit(dest: str = "+4917012345", text: bytes = b"hello") -> Pdu:
     return Pdu(C.SUBMIT_SM, sequence_number=3, params={"destination_addr": dest, "short_message": text})
 
 
+class _Queue:
+    """The store as the queue-depth check sees it: how many messages are not final."""
+
+    def __init__(self, active_count: int = 0) -> None:
+        self.active_count = active_count
+
+
 def test_a_good_submit_is_planned_and_answered_from_the_store_result(config):
-    server = SmppServer(config, store=None, metrics=Metrics())  # type: ignore[arg-type]
+    server = SmppServer(config, store=_Queue(), metrics=Metrics())  # type: ignore[arg-type]
     pdu = _submit()
-    plan = proto.decide_submit(server.acceptance, config.esme("acme"), pdu, queued=0, depth=10)
+    plan = proto.decide_submit(server.acceptance, config.esme("acme"), pdu)
     assert isinstance(plan, proto.SubmitPlan) and not plan.multi
     assert len(plan.messages) == 1 and plan.segments == 1
     ok = proto.submit_answer(pdu, plan, Accepted("0000000042", complete=True), None)
@@ -169,15 +176,18 @@ def test_a_good_submit_is_planned_and_answered_from_the_store_result(config):
 
 
 def test_submits_are_refused_at_once_for_bad_input_and_a_full_queue(config):
-    server = SmppServer(config, store=None, metrics=Metrics())  # type: ignore[arg-type]
+    queue = _Queue()
+    metrics = Metrics()
+    server = SmppServer(config, store=queue, metrics=metrics)  # type: ignore[arg-type]
     acme = config.esme("acme")
-    bad = proto.decide_submit(server.acceptance, acme, _submit(dest="not a number"), queued=0, depth=10)
+    bad = proto.decide_submit(server.acceptance, acme, _submit(dest="not a number"))
     assert isinstance(bad, proto.SubmitRefusal) and bad.answer.command_status == Status.RINVDSTADR
-    assert bad.queue_full == 0
+    queue.active_count = config.limits.queue_depth
     long_text = b"x" * 400  # three segments
-    full = proto.decide_submit(server.acceptance, acme, _submit(text=long_text), queued=10, depth=10)
+    full = proto.decide_submit(server.acceptance, acme, _submit(text=long_text))
     assert isinstance(full, proto.SubmitRefusal) and full.answer.command_status == Status.RMSGQFUL
-    assert full.queue_full == 3  # counted per segment
+    counted = metrics.registry.get_sample_value("smpp_bridge_queue_full_segments_total", {"esme": "acme"})
+    assert counted == 3  # counted per segment
 
 
 # -- query / cancel / replace --------------------------------------------------------------------
@@ -194,11 +204,6 @@ def test_query_cancel_replace_answers():
     assert proto.cancel_answer(cancel, 2).command_status == Status.ROK
 
     replace = Pdu(C.REPLACE_SM, sequence_number=6, params={"message_id": "1", "schedule_delivery_time": "garbage"})
-    assert proto.replace_times(replace, 0.0).command_status == Status.RINVSCHED  # type: ignore[union-attr]
-    replace.params = {"message_id": "1", "validity_period": "garbage"}
-    assert proto.replace_times(replace, 0.0).command_status == Status.RINVEXPIRY  # type: ignore[union-attr]
-    replace.params = {"message_id": "1", "schedule_delivery_time": "000000001000000R"}  # in 10 minutes
-    assert proto.replace_times(replace, 1000.0) == (1600.0, None)
     assert proto.replace_answer(replace, None).command_status == Status.RINVMSGID
     assert proto.replace_answer(replace, False).command_status == Status.RREPLACEFAIL
     assert proto.replace_answer(replace, True).command_status == Status.ROK

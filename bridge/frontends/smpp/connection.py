@@ -107,6 +107,7 @@ class Connection:
         self._m_accepted: Any = None
         self._registered = False
         self._binding = False  # a bind is being answered (the session_init timer waits for it)
+        self._unbinding = False  # the ESME's unbind is being answered
 
     # -- public --------------------------------------------------------------------------------
 
@@ -402,7 +403,14 @@ class Connection:
         elif cid in BIND_TYPES:
             await self._on_bind(pdu)
         elif cid == C.UNBIND:
-            self._spawn(self._on_unbind, pdu)
+            if self._unbinding:
+                # A second unbind read while the first is answered: the session is no longer
+                # bound, and an unbind outside a bound session is refused with RINVBNDSTS
+                # (session rules 3 and 6: an error answer may always be sent).
+                self._respond(pdu, Status.RINVBNDSTS)
+            else:
+                self._unbinding = True
+                self._spawn(self._on_unbind, pdu)
         elif cid in ASYNC_REQUESTS:
             self._spawn(self._on_store_request, pdu)
         else:
@@ -507,32 +515,25 @@ class Connection:
         server = self.server
         esme = self.esme
         assert esme is not None
-        plan = proto.decide_submit(
-            server.acceptance,
-            esme,
-            pdu,
-            queued=server.store.active_count + server.pending_accepts,
-            depth=server.config.limits.queue_depth,
-        )
+        acceptance = server.acceptance
+        plan = proto.decide_submit(acceptance, esme, pdu)
         if isinstance(plan, SubmitRefusal):
-            if plan.queue_full:
-                server.metrics.queue_full.labels(esme.system_id).inc(plan.queue_full)
             self._send(plan.answer)
             return
         n = len(plan.messages)
-        server.pending_accepts += n
+        acceptance.pending += n
         self._inflight += 1
         self._inflight_zero = trio.Event() if self._inflight == 1 else self._inflight_zero
 
         def done(result: Any, error: BaseException | None) -> None:
-            server.pending_accepts -= n
+            acceptance.pending -= n
             self._inflight -= 1
             if self._inflight == 0:
                 self._inflight_zero.set()
             if error is not None:
                 server.metrics.store_errors.inc()
                 log.error("submit from %s not stored: %s", esme.system_id, error)
-            else:
+            elif plan.multi or not result.duplicate:  # a resent part is no new segment
                 accepted = self._m_accepted
                 if accepted is None:
                     accepted = self._m_accepted = server.metrics.accepted.labels(esme.system_id)
@@ -574,21 +575,24 @@ class Connection:
                     cancelled = None
                 self._send(proto.cancel_answer(pdu, cancelled))
             elif cid == C.REPLACE_SM:
-                times = proto.replace_times(pdu, self.server.clock())
-                if isinstance(times, Pdu):
-                    self._send(times)
+                recs = await store.get_group(p.get("message_id", ""), esme_id or "")
+                if not recs:
+                    self._send(proto.replace_answer(pdu, None))
                     return
-                schedule, expire = times
+                change = proto.decide_replace(self.server.acceptance, pdu, recs[0])
+                if isinstance(change, Pdu):
+                    self._send(change)
+                    return
                 replaced: bool | None
                 try:
                     replaced = await store.replace(
                         esme_id,
                         p.get("message_id", ""),
                         source_addr=p.get("source_addr", ""),
-                        body=p.get("short_message", b""),
-                        schedule_at=schedule,
-                        expire_at=expire,
-                        registered_delivery=p.get("registered_delivery", 0),
+                        body=change.body,
+                        schedule_at=change.schedule_at,
+                        expire_at=change.expire_at,
+                        registered_delivery=change.registered_delivery,
                     )
                 except KeyError:
                     replaced = None

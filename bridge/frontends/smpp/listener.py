@@ -48,9 +48,12 @@ class SmppServer:
         self.binds: dict[str, list[Connection]] = {}
         # Every decision about a submit (validity, coding, segments, route, opt-out, throughput).
         self.acceptance = Acceptance(
-            config, clock=clock, is_opted_out=lambda number: store.is_opted_out(number), metrics=metrics
+            config,
+            clock=clock,
+            is_opted_out=lambda number: store.is_opted_out(number),
+            metrics=metrics,
+            queued=lambda: store.active_count,
         )
-        self.pending_accepts = 0
         self.ports: list[int] = []
         # Failed binds per source address (brute-force slowdown), on trio's clock.
         self.bind_throttle = BindThrottle(trio.current_time)

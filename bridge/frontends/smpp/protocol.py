@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from ...acceptance import DATA_SM, SUBMIT_MULTI, SUBMIT_SM, Acceptance, Refused, parse_time
+from ...acceptance import DATA_SM, SUBMIT_MULTI, SUBMIT_SM, Acceptance, Refused, Replacement
 from ...config import EsmeConfig, Timers
 from ...lifecycle import smpp_state
 from ...metrics import status_name
@@ -268,14 +268,11 @@ class SubmitPlan:
 @attrs.frozen
 class SubmitRefusal:
     answer: Pdu
-    queue_full: int = 0  # segments refused because the queue is at its depth (0: another reason)
 
 
-def decide_submit(
-    acceptance: Acceptance, esme: EsmeConfig, pdu: Pdu, *, queued: int, depth: int
-) -> SubmitPlan | SubmitRefusal:
-    """submit_sm / data_sm / submit_multi: refuse at once, or plan the commit. ``queued`` is what
-    the queue holds now, commits in flight included; ``depth`` its limit (limits.queue_depth)."""
+def decide_submit(acceptance: Acceptance, esme: EsmeConfig, pdu: Pdu) -> SubmitPlan | SubmitRefusal:
+    """submit_sm / data_sm / submit_multi: refuse at once (the acceptance step decides, the
+    queue depth included), or plan the commit."""
     try:
         body, concat = concat_mod.extract(pdu)
     except concat_mod.ConcatError as exc:
@@ -284,8 +281,6 @@ def decide_submit(
         decision = acceptance.decide(esme, COMMANDS[pdu.command_id], pdu.params, body, concat)
     except Refused as r:
         return SubmitRefusal(make_response(pdu, r.status))
-    if queued + len(decision.messages) > depth:
-        return SubmitRefusal(make_response(pdu, Status.RMSGQFUL), queue_full=decision.segments)
     return SubmitPlan(decision.messages, decision.unsuccess, decision.segments, pdu.command_id == C.SUBMIT_MULTI)
 
 
@@ -324,18 +319,18 @@ def cancel_answer(pdu: Pdu, cancelled: int | None) -> Pdu:
     return make_response(pdu, Status.ROK if cancelled else Status.RCANCELFAIL)
 
 
-def replace_times(pdu: Pdu, now: float) -> tuple[float | None, float | None] | Pdu:
-    """replace_sm's new (schedule_at, expire_at), or the resp refusing a time it cannot read."""
-    p = pdu.params
+def decide_replace(acceptance: Acceptance, pdu: Pdu, current: Any) -> Replacement | Pdu:
+    """replace_sm: what to change in the stored message ``current`` (a store record: its
+    data_coding, schedule_at, expire_at), decided by the acceptance step, or the resp refusing it."""
     try:
-        schedule = parse_time(p.get("schedule_delivery_time", ""), now)
-    except ValueError:
-        return make_response(pdu, Status.RINVSCHED)
-    try:
-        expire = parse_time(p.get("validity_period", ""), now)
-    except ValueError:
-        return make_response(pdu, Status.RINVEXPIRY)
-    return schedule, expire
+        return acceptance.decide_replace(
+            pdu.params,
+            data_coding=current.data_coding,
+            schedule_at=current.schedule_at,
+            expire_at=current.expire_at,
+        )
+    except Refused as r:
+        return make_response(pdu, r.status)
 
 
 def replace_answer(pdu: Pdu, replaced: bool | None) -> Pdu:
@@ -448,6 +443,6 @@ __all__ = [
     "query_answer",
     "reload_verdict",
     "replace_answer",
-    "replace_times",
+    "decide_replace",
     "submit_answer",
 ]
