@@ -152,6 +152,23 @@ NOT_SENT_ERRORS = (
 )
 
 
+# The connection was there but the device had closed it (or closed it under the request).
+CONNECTION_CLOSED_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class _Borrowed:
+    """``async with`` around a client that is not ours to close."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
 class HttpDevice:
     """The HTTP client of one device, and the "did it reach the device?" bookkeeping."""
 
@@ -168,6 +185,9 @@ class HttpDevice:
     ):
         self.timeout = timeout
         self._redact = redact
+        self._verify = verify
+        self._own_transport = transport is None
+        self._user_agent = user_agent
         # httpcore's trace hook tells whether the request was written; other transports
         # (httpx.MockTransport in tests) do not call it.
         self._traceable = transport is None or isinstance(transport, httpx.AsyncHTTPTransport)
@@ -181,14 +201,18 @@ class HttpDevice:
                 ),
                 retries=0,
             )
-        self._client = httpx.AsyncClient(
+        self._client = self._new_client(transport)
+        self.closed = False
+        self.fresh_retries = 0  # reads asked again on a fresh connection (see request)
+
+    def _new_client(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             transport=transport,
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,
             trust_env=False,  # a LAN device: never through an environment proxy
-            headers={"User-Agent": user_agent},
+            headers={"User-Agent": self._user_agent},
         )
-        self.closed = False
 
     async def request(
         self,
@@ -198,13 +222,52 @@ class HttpDevice:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
+        idempotent: bool = False,
     ) -> HttpAnswer:
         """One request with an overall deadline of ``timeout`` seconds. Never raises for
-        network trouble: that comes back as ``HttpAnswer.error`` with ``maybe_sent``."""
+        network trouble: that comes back as ``HttpAnswer.error`` with ``maybe_sent``.
+
+        Devices close idle keep-alive connections; when the close crosses our next request on
+        the pooled connection, that request fails with the connection gone, which cannot be
+        told from a device that took it and died. An ``idempotent`` request (a read: a status
+        poll, an inbox page) is then asked once more, on a fresh connection (the other pooled
+        ones may be as stale), within the same deadline. Anything else (a send) is never
+        repeated blind: its answer says it may have reached the device."""
+        started = trio.current_time()
+        request = (method, url, content, headers, auth)
+        answer, closed = await self._request_once(self._client, *request, timeout=self.timeout)
+        left = started + self.timeout - trio.current_time()
+        if closed and idempotent and left > 0:
+            self.fresh_retries += 1
+            async with self._fresh_client() as client:
+                answer, _ = await self._request_once(client, *request, timeout=left)
+        return answer
+
+    def _fresh_client(self) -> httpx.AsyncClient:
+        """A one-off client on a new connection (with a transport given for tests: that one)."""
+        if not self._own_transport:
+            return _Borrowed(self._client)  # type: ignore[return-value]
+        transport = httpx.AsyncHTTPTransport(
+            verify=self._verify, limits=httpx.Limits(max_keepalive_connections=0), retries=0
+        )
+        return self._new_client(transport)
+
+    async def _request_once(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: str,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        auth: httpx.Auth | None,
+        *,
+        timeout: float,
+    ) -> tuple[HttpAnswer, bool]:
+        """(the answer, whether the connection was found closed by the device)."""
         phase = RequestPhase()
         try:
-            with trio.move_on_after(self.timeout):
-                response = await self._client.request(
+            with trio.move_on_after(timeout):
+                response = await client.request(
                     method,
                     url,
                     content=content,
@@ -212,17 +275,18 @@ class HttpDevice:
                     auth=auth,
                     extensions={"trace": phase.trace},
                 )
-                return HttpAnswer(status=response.status_code, body=response.content)
+                return HttpAnswer(status=response.status_code, body=response.content), False
             return HttpAnswer(
                 error=f"no answer within {self.timeout:g}s",
                 maybe_sent=self.maybe_sent(phase, None),
-            )
+            ), False
         except httpx.RequestError as exc:
             text = str(exc) or "no details"
+            closed = isinstance(exc, CONNECTION_CLOSED_ERRORS)
             return HttpAnswer(
                 error=self._redact(f"{type(exc).__name__}: {text}"),
                 maybe_sent=self.maybe_sent(phase, exc),
-            )
+            ), closed
 
     def maybe_sent(self, phase: RequestPhase, exc: Exception | None) -> bool:
         """Could the device have received the request that failed?"""

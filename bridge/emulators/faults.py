@@ -14,9 +14,15 @@ tests and operators use it. The switches, on ``emulator.faults`` or ``POST /emul
 * ``endpoints`` - which endpoints the switches above apply to (names per emulator,
   ``ENDPOINTS``); None: all;
 * ``keep_alive`` (False: HTTP/1.0 style, no Content-Length, close) and ``drip`` (write answers
-  this many bytes at a time) shape every answer of the device.
+  this many bytes at a time) shape every answer of the device;
+* ``idle_close`` - seconds after which the device drops an idle keep-alive connection; a
+  request arriving on a connection idle at least that long is dropped unread and unanswered
+  (the device's close crossed it on the wire, which a client cannot tell from a device that
+  took the request and died). None: off; 0: every request on an already used connection.
+  Applies to every endpoint (it is the connection's fate, not the endpoint's); counted in
+  ``dropped_idle``.
 
-The order within one request: ``raw_garbage``, ``http_error``, the emulator's own early
+The order within one request: ``idle_close``, ``raw_garbage``, ``http_error``, the emulator's own early
 answers (``early_answer``), ``hang`` before processing, the work, ``hang`` after processing,
 ``garbage``, ``delay``.
 
@@ -113,6 +119,11 @@ class HttpFaults:
     keep_alive: bool = True
     #: Write answers this many bytes at a time (0: at once); tests TCP segment boundaries.
     drip: int = 0
+    #: Seconds of idleness after which a kept-alive connection is dropped, seen by the next
+    #: request on it (dropped unanswered); None: off.
+    idle_close: float | None = attrs.field(
+        default=None, converter=attrs.converters.optional(float)
+    )
 
     def applies_to(self, endpoint: str) -> bool:
         return self.endpoints is None or endpoint in self.endpoints
@@ -152,6 +163,8 @@ class HttpDeviceEmulator:
             old = renamed[0]
             raise TypeError(f"fault option {old!r} is now {RENAMED[old]!r} (docs/emulators.md)")
         self.faults = faults if faults is not None else cls(**options)
+        self.dropped_idle = 0  # requests dropped by idle_close
+        self._last_request: dict[str, float] = {}  # connection (peer address) -> last request
 
     @property
     def port(self) -> int | None:
@@ -216,10 +229,12 @@ class HttpDeviceEmulator:
     async def handle(self, request: Request) -> Reply:
         if request.path.startswith("/emulator/"):
             return self._control(request)
+        faults = self.faults
+        if self._closed_while_idle(request):
+            return RawReply(b"")
         endpoint = self.route(request)
         if endpoint is None:
             return self._shape(self.not_found(request))
-        faults = self.faults
         affected = faults.applies_to(endpoint)
         if affected:
             if faults.raw_garbage:
@@ -242,6 +257,19 @@ class HttpDeviceEmulator:
                 reply.body = self.GARBAGE
             reply.delay = faults.delay
         return self._shape(reply)
+
+    def _closed_while_idle(self, request: Request) -> bool:
+        """``idle_close``: did the device drop this request's connection while it was idle?"""
+        now = trio.current_time()
+        last = self._last_request.pop(request.peer, None)
+        limit = self.faults.idle_close
+        if limit is not None and last is not None and now - last >= limit:
+            self.dropped_idle += 1
+            return True
+        if len(self._last_request) >= 1000:  # connections long gone: forget them
+            self._last_request.clear()
+        self._last_request[request.peer] = now
+        return False
 
     def _shape(self, reply: Response) -> Response:
         faults = self.faults
@@ -305,6 +333,7 @@ class HttpDeviceEmulator:
             "sent": len(self.sent),
             "connections_opened": self.connections_opened,
             "requests": self.server.stats.requests,
+            "dropped_idle": self.dropped_idle,
             "faults": self.faults.as_json(),
             **self.device_state(),
         }

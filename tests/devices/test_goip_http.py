@@ -734,3 +734,24 @@ async def test_query_encoding_uses_percent_20():
     finally:
         await d.aclose()
     assert seen[0].endswith("&l=1&n=%2B1%202&m=a%20b%2Bc%26d%3D%C3%A9")
+
+
+async def test_a_keep_alive_connection_the_device_closed_is_not_the_device_down(emu, driver):
+    """The GoIP drops idle keep-alive connections; when its close crosses our next request on
+    the pooled connection, that request finds the connection gone (emulator fault
+    ``idle_close``). A status poll (a read) is asked again once on a fresh connection; a send
+    is never sent again blind: it may have reached the device."""
+    first = await driver.send("1", "+1", "before")
+    assert first.outcome is SendOutcome.ACCEPTED
+    emu.faults.idle_close = 0.0  # every request on an already used connection is dropped
+    status = await driver.status("1", first.ref)
+    assert status.state is not DeliveryState.UNKNOWN, status
+    health = await driver.health()
+    assert health.reachable and health.consecutive_errors == 0, health
+    assert await driver.inbox() == []
+    # A send on a reused connection: the device may have seen it; not resent, AMBIGUOUS.
+    sent_before = len(emu.sent)
+    await driver.status("1", first.ref)  # leaves a used connection in the pool
+    again = await driver.send("2", "+2", "after")
+    assert again.outcome is SendOutcome.AMBIGUOUS, again
+    assert len(emu.sent) == sent_before  # the emulator dropped it unprocessed, and no resend came

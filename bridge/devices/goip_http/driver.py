@@ -532,11 +532,19 @@ class GoipHttpDriver(DriverBase):
         return f"{self.base_url}{path}?{encode_pairs(query)}"
 
     async def _get(
-        self, path: str, query: list[tuple[str, str]] | None = None, *, basic: bool = False
+        self,
+        path: str,
+        query: list[tuple[str, str]] | None = None,
+        *,
+        basic: bool = False,
+        read: bool = False,
     ) -> _Answer:
+        """``read``: the request only reads the device (status, inbox, health): asked again once
+        on a fresh connection when the device had closed the pooled one (HttpDevice.request);
+        a send or a delete is never repeated blind."""
         self._check_open()
         return await self._http.request(
-            "GET", self._url(path, query), auth=self._basic if basic else None
+            "GET", self._url(path, query), auth=self._basic if basic else None, idempotent=read
         )
 
     # ---------------------------------------------------------------- send
@@ -678,7 +686,9 @@ class GoipHttpDriver(DriverBase):
                     self._inflight = None
 
     async def _fetch_snapshot(self, requested_at: float) -> _Snapshot:
-        answer = await self._get(SEND_STATUS_PATH, [("u", self.username), ("p", self._password)])
+        answer = await self._get(
+            SEND_STATUS_PATH, [("u", self.username), ("p", self._password)], read=True
+        )
         if answer.error is not None:
             self._failed(answer.error)
             log.warning("goip %s status poll failed: %s", self.name, answer.error)
@@ -705,7 +715,7 @@ class GoipHttpDriver(DriverBase):
 
     async def inbox(self) -> list[InboundSms]:
         self._check_open()
-        answer = await self._get(INBOX_PATH, [("type", "sms_inbox")], basic=True)
+        answer = await self._get(INBOX_PATH, [("type", "sms_inbox")], basic=True, read=True)
         return self._inbox_from(answer)
 
     def _inbox_from(self, answer: _Answer) -> list[InboundSms]:
@@ -791,7 +801,7 @@ class GoipHttpDriver(DriverBase):
         send.html answers garbage still shows its failures.
         """
         self._check_open()
-        answer = await self._get(HEALTH_PATH, basic=True)
+        answer = await self._get(HEALTH_PATH, basic=True, read=True)
         if answer.error is not None:
             return self._health(reachable=False, detail=f"unreachable: {answer.error}")
         if answer.status in (401, 403):
