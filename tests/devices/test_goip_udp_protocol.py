@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from bridge.devices.base import Redactor, SendOutcome
 from bridge.devices.goip_udp.protocol import (
-    _bounded_put,
-    _decode,
-    _Line,
-    _same_number,
+    bounded_put,
+    decode_datagram,
+    LineState,
+    same_number,
     build_msg,
     classify_errorstatus,
     inbound_device_key,
@@ -157,7 +157,7 @@ _VALUES = st.text(_TEXT.filter(lambda c: c not in ";\r\n"), max_size=30)
 )
 def test_keyed_datagram_round_trip(kind, seq, fields):
     datagram = f"{kind}:{seq};" + "".join(f"{k}:{v};" for k, v in fields.items())
-    d = parse_keyed(_decode(datagram.encode("utf-8")))
+    d = parse_keyed(decode_datagram(datagram.encode("utf-8")))
     assert d is not None and d.kind == kind and d.seq == str(seq)
     assert dict(d.fields) == fields
 
@@ -169,7 +169,7 @@ def test_keyed_datagram_round_trip(kind, seq, fields):
 )
 def test_receive_msg_runs_to_the_end_of_the_datagram(seq, sender, msg):
     datagram = f"RECEIVE:{seq};id:gw1;password:pw;srcnum:{sender};msg:{msg}"
-    d = parse_keyed(_decode(datagram.encode("utf-8")))
+    d = parse_keyed(decode_datagram(datagram.encode("utf-8")))
     assert d is not None and d.seq == str(seq)
     assert d.get("srcnum") == sender and d.get("msg") == msg
 
@@ -196,7 +196,7 @@ def test_reply_round_trip(verb, sendid, args):
 
 @given(st.binary(max_size=300))
 def test_malformed_datagrams_parse_to_none_or_a_datagram_never_raise(data):
-    text = _decode(data)
+    text = decode_datagram(data)
     d = parse_keyed(text)
     assert d is None or (d.kind and ";" in text)
     r = parse_reply(text)
@@ -205,7 +205,7 @@ def test_malformed_datagrams_parse_to_none_or_a_datagram_never_raise(data):
 
 
 def test_invalid_utf8_falls_back_to_latin1():
-    d = parse_keyed(_decode(b"RECEIVE:1;id:gw1;password:pw;srcnum:1;msg:caf\xe9"))
+    d = parse_keyed(decode_datagram(b"RECEIVE:1;id:gw1;password:pw;srcnum:1;msg:caf\xe9"))
     assert d is not None and d.get("msg") == "caf\xe9"
 
 
@@ -231,18 +231,18 @@ def test_ref_round_trip(channel, sms_no, sendid):
 
 
 def test_same_number_matches_renderings_of_one_number():
-    assert _same_number("+4917012345678", "017012345678")
-    assert not _same_number("+4917012345678", "+4917012345679")
-    assert _same_number("", "+4917012345678")  # the device may leave num empty
+    assert same_number("+4917012345678", "017012345678")
+    assert not same_number("+4917012345678", "+4917012345679")
+    assert same_number("", "+4917012345678")  # the device may leave num empty
 
 
 def test_line_alive_and_bounded_memory():
-    line = _Line(channel="1", line_id="gw1")
+    line = LineState(channel="1", line_id="gw1")
     assert not line.alive(100.0, 92.0)
     line.last_seen = 10.0
     assert line.alive(102.0, 92.0) and not line.alive(102.5, 92.0)
     d: OrderedDict = OrderedDict()
     for i in range(5):
-        _bounded_put(d, i, i, 3)
-    _bounded_put(d, 2, "again", 3)
+        bounded_put(d, i, i, 3)
+    bounded_put(d, 2, "again", 3)
     assert list(d) == [3, 4, 2] and d[2] == "again"

@@ -126,23 +126,23 @@ from bridge.devices.base import (
 )
 from bridge.devices.goip_udp.listener import UdpListener
 from bridge.devices.goip_udp.protocol import (
-    _NUMBER,
     MAX_TEXT_BYTES,
+    SEND_NUMBER_RE,
     SEND_TELID,
+    AwaitingReport,
     KeyedDatagram,
+    LineState,
+    PendingInbound,
     Reply,
-    _Awaiting,
-    _bounded_put,
-    _Inbound,
-    _Line,
-    _printable,
-    _same_number,
+    bounded_put,
     build_msg,
     classify_errorstatus,
     inbound_device_key,
     make_ref,
     parse_ref,
+    printable,
     redact_datagram,
+    same_number,
 )
 
 __all__ = ["DEFAULT_PORT", "GoipUdpDriver"]
@@ -160,7 +160,7 @@ MAX_TRACKED = 10_000
 @attrs.define
 class _Exchange:
     sendid: int
-    line: _Line
+    line: LineState
     addr: Any
     send: trio.MemorySendChannel
     receive: trio.MemoryReceiveChannel
@@ -241,8 +241,8 @@ class GoipUdpDriver(DriverBase):
         self._password = password.encode("utf-8")
         self._redact = Redactor([password])
         self._now = now or (lambda: datetime.now(timezone.utc))
-        self._lines: dict[str, _Line] = {
-            ch: _Line(channel=ch, line_id=str(lid)) for ch, lid in zip(channels, ids)
+        self._lines: dict[str, LineState] = {
+            ch: LineState(channel=ch, line_id=str(lid)) for ch, lid in zip(channels, ids)
         }
         self._closed = False
         # sendids: random 31-bit base, then a counter (unique per process and, with high
@@ -251,14 +251,14 @@ class GoipUdpDriver(DriverBase):
         self._exchanges: dict[int, _Exchange] = {}
         self._finished_sendids: OrderedDict[int, None] = OrderedDict()
         # delivery reports
-        self._awaiting: OrderedDict[str, _Awaiting] = OrderedDict()
+        self._awaiting: OrderedDict[str, AwaitingReport] = OrderedDict()
         self._by_sms: dict[tuple[str, str], str] = {}
         self._reports: OrderedDict[str, StatusResult] = OrderedDict()
         self._orphans: OrderedDict[tuple[str, str], tuple[StatusResult, float, str]] = (
             OrderedDict()
         )
         # inbound
-        self._pending: OrderedDict[str, _Inbound] = OrderedDict()
+        self._pending: OrderedDict[str, PendingInbound] = OrderedDict()
         self._acked: OrderedDict[str, None] = OrderedDict()
         self._inbox_changed = trio.Event()
         # health counters
@@ -327,7 +327,7 @@ class GoipUdpDriver(DriverBase):
 
     # ---------------------------------------------------------------- inbound SMS
 
-    async def _receive(self, line: _Line, d: KeyedDatagram, raw: str, addr: Any) -> None:
+    async def _receive(self, line: LineState, d: KeyedDatagram, raw: str, addr: Any) -> None:
         sender = (d.get("srcnum") or "").strip()
         text = d.get("msg") or ""
         key = inbound_device_key(line.line_id, d.seq, sender, text)
@@ -350,7 +350,7 @@ class GoipUdpDriver(DriverBase):
             device_key=key,
             raw=redact_datagram(raw),
         )
-        self._pending[key] = _Inbound(sms=sms, line=line, seq=d.seq, addr=addr)
+        self._pending[key] = PendingInbound(sms=sms, line=line, seq=d.seq, addr=addr)
         while len(self._pending) > self.max_tracked:
             # Never silently: the GoIP still has it and retransmits it later.
             dropped, _ = self._pending.popitem(last=False)
@@ -379,7 +379,7 @@ class GoipUdpDriver(DriverBase):
             pending = self._pending.pop(item.device_key, None)
             if pending is None:
                 continue
-            _bounded_put(self._acked, item.device_key, None, self.max_tracked)
+            bounded_put(self._acked, item.device_key, None, self.max_tracked)
             await self._sendto(f"RECEIVE {pending.seq} OK".encode(), pending.addr)
             log.debug(
                 "goip %s line %s: acknowledged inbound SMS %s",
@@ -390,7 +390,7 @@ class GoipUdpDriver(DriverBase):
 
     # ---------------------------------------------------------------- delivery reports
 
-    def _deliver(self, line: _Line, d: KeyedDatagram) -> None:
+    def _deliver(self, line: LineState, d: KeyedDatagram) -> None:
         self.counters["reports"] += 1
         sms_no = (d.get("sms_no") or "").strip()
         state = (d.get("state") or "").strip()
@@ -401,12 +401,12 @@ class GoipUdpDriver(DriverBase):
             result = StatusResult(
                 DeliveryState.FAILED,
                 error_code=state or None,
-                detail=f"delivery report state {_printable(state, 20) or '?'}",
+                detail=f"delivery report state {printable(state, 20) or '?'}",
             )
         key = (line.channel, sms_no)
         ref = self._by_sms.get(key)
         awaiting = self._awaiting.get(ref) if ref is not None else None
-        if awaiting is not None and number and not _same_number(awaiting.destination, number):
+        if awaiting is not None and number and not same_number(awaiting.destination, number):
             log.warning(
                 "goip %s line %s: report for sms_no %s names another number; kept aside",
                 self.name,
@@ -416,11 +416,11 @@ class GoipUdpDriver(DriverBase):
             awaiting = None
         if awaiting is not None and ref is not None:
             if ref not in self._reports:
-                _bounded_put(self._reports, ref, result, self.max_tracked)
+                bounded_put(self._reports, ref, result, self.max_tracked)
             log.debug("goip %s: report for %s: %s", self.name, ref, result.state.value)
             return
         self.counters["orphan_reports"] += 1
-        _bounded_put(self._orphans, key, (result, self._clock(), number), self.max_tracked)
+        bounded_put(self._orphans, key, (result, self._clock(), number), self.max_tracked)
         log.debug(
             "goip %s line %s: report for sms_no %s with no known send (kept)",
             self.name,
@@ -430,10 +430,10 @@ class GoipUdpDriver(DriverBase):
 
     def _register_sent(self, channel: str, sms_no: str, destination: str, ref: str) -> None:
         now = self._clock()
-        _bounded_put(
+        bounded_put(
             self._awaiting,
             ref,
-            _Awaiting(channel=channel, sms_no=sms_no, destination=destination, sent_at=now),
+            AwaitingReport(channel=channel, sms_no=sms_no, destination=destination, sent_at=now),
             self.max_tracked,
         )
         if not sms_no:
@@ -448,9 +448,9 @@ class GoipUdpDriver(DriverBase):
             result, at, number = orphan
             # A report that overtook its OK (reordering); an older one belongs to an earlier
             # message with the same sms_no (the device restarted its counter).
-            if now - at <= self.send_timeout and (not number or _same_number(destination, number)):
+            if now - at <= self.send_timeout and (not number or same_number(destination, number)):
                 del self._orphans[key]
-                _bounded_put(self._reports, ref, result, self.max_tracked)
+                bounded_put(self._reports, ref, result, self.max_tracked)
 
     async def status(self, channel: str, ref: str | None) -> StatusResult:
         """PENDING until the handset report for ``ref`` arrives; then DELIVERED or FAILED."""
@@ -479,7 +479,7 @@ class GoipUdpDriver(DriverBase):
             key = (channel, sms_no)
             if self._by_sms.get(key) in (None, ref) and key in self._orphans:
                 result, _at, _number = self._orphans.pop(key)
-                _bounded_put(self._reports, ref, result, self.max_tracked)
+                bounded_put(self._reports, ref, result, self.max_tracked)
                 return result
             return StatusResult(
                 DeliveryState.PENDING,
@@ -544,12 +544,12 @@ class GoipUdpDriver(DriverBase):
                 channel,
                 SendResult(SendOutcome.CHANNEL_DOWN, detail=f"line {line.line_id}: GSM logout"),
             )
-        if not _NUMBER.match(destination):
+        if not SEND_NUMBER_RE.match(destination):
             return self._result(
                 channel,
                 SendResult(
                     SendOutcome.REJECTED,
-                    detail=f"destination {_printable(destination, 40)!r} cannot be sent in a SEND line",
+                    detail=f"destination {printable(destination, 40)!r} cannot be sent in a SEND line",
                 ),
             )
         if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
@@ -594,7 +594,7 @@ class GoipUdpDriver(DriverBase):
         finally:
             await self._done(ex, brief=cancelled)
             self._exchanges.pop(sendid, None)
-            _bounded_put(self._finished_sendids, sendid, None, 1000)
+            bounded_put(self._finished_sendids, sendid, None, 1000)
 
     def _result(self, channel: str, result: SendResult) -> SendResult:
         result = attrs.evolve(result, detail=self._redact(result.detail))
@@ -628,7 +628,7 @@ class GoipUdpDriver(DriverBase):
 
     def _error_result(self, ex: _Exchange, reply: Reply, phase: str) -> SendResult:
         words = [a.upper() for a in reply.args]
-        detail = f"send {ex.sendid} {phase}: device answered {_printable(reply.text, 120)!r}"
+        detail = f"send {ex.sendid} {phase}: device answered {printable(reply.text, 120)!r}"
         if "GSM_LOGOUT" in words:
             ex.line.gsm_status = "LOGOUT"  # until the next keepalive says otherwise
             return SendResult(SendOutcome.CHANNEL_DOWN, detail=f"line {ex.line.line_id}: GSM logout")

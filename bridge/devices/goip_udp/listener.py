@@ -33,12 +33,12 @@ from bridge.devices.base import DeviceError
 from bridge.devices.goip_udp.protocol import (
     MAX_DATAGRAM,
     KeyedDatagram,
+    LineState,
     Reply,
-    _decode,
-    _Line,
-    _printable,
+    decode_datagram,
     parse_keyed,
     parse_reply,
+    printable,
     redact_datagram,
 )
 
@@ -62,18 +62,18 @@ class UdpListener:
         *,
         host: str,
         port: int,
-        lines: Mapping[str, _Line],
+        lines: Mapping[str, LineState],
         password: bytes,
         counters: dict[str, int],
-        on_receive: Callable[[_Line, KeyedDatagram, str, Any], Awaitable[None]],
-        on_deliver: Callable[[_Line, KeyedDatagram], None],
+        on_receive: Callable[[LineState, KeyedDatagram, str, Any], Awaitable[None]],
+        on_deliver: Callable[[LineState, KeyedDatagram], None],
         on_reply: Callable[[Reply, Any], Awaitable[None]],
     ):
         self.name = name
         self.host = host
         self.port = port
         self.lines = lines
-        self.by_id: dict[str, _Line] = {line.line_id: line for line in lines.values()}
+        self.by_id: dict[str, LineState] = {line.line_id: line for line in lines.values()}
         self.counters = counters
         self._password = password
         self._on_receive = on_receive
@@ -126,9 +126,9 @@ class UdpListener:
             log.warning(
                 "goip %s: refused %s from %s for line id %r: %s (%d refusals so far)",
                 self.name,
-                _printable(kind, 20),
+                printable(kind, 20),
                 addr,
-                _printable(line_id, 40),
+                printable(line_id, 40),
                 "unknown line id" if line is None else "wrong password",
                 self.counters["refused"],
             )
@@ -174,7 +174,7 @@ class UdpListener:
                         "goip %s: failed to handle a datagram from %s: %s",
                         self.name,
                         addr,
-                        _printable(redact_datagram(_decode(data)), 200),
+                        printable(redact_datagram(decode_datagram(data)), 200),
                     )
         except trio.ClosedResourceError:
             if not self._closed:
@@ -186,10 +186,10 @@ class UdpListener:
 
     async def handle(self, data: bytes, addr: Any) -> None:
         self.counters["datagrams"] += 1
-        text = _decode(data)
+        text = decode_datagram(data)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "goip %s <- %s: %s", self.name, addr, _printable(redact_datagram(text), 300)
+                "goip %s <- %s: %s", self.name, addr, printable(redact_datagram(text), 300)
             )
         keyed = parse_keyed(text)
         if keyed is not None:
@@ -218,7 +218,7 @@ class UdpListener:
             else:
                 # The device's wording (RECEIVE), for every kind.
                 answer = (
-                    f"{d.kind} {d.seq} ERROR not find this id:{_printable(line_id, 40)}, "
+                    f"{d.kind} {d.seq} ERROR not find this id:{printable(line_id, 40)}, "
                     "or password error"
                 ).encode("utf-8")
             # Never answer a stranger with more bytes than it sent (no amplification).
@@ -255,7 +255,7 @@ class UdpListener:
                     line.gsm_status = status
             await self.sendto(f"{d.kind} {d.seq} OK".encode(), addr)
 
-    def _keepalive(self, line: _Line, d: KeyedDatagram) -> None:
+    def _keepalive(self, line: LineState, d: KeyedDatagram) -> None:
         self.counters["keepalives"] += 1
         line.keepalives += 1
         line.info = {k: v for k, v in d.fields.items() if k not in ("pass", "password")}

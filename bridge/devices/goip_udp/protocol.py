@@ -49,19 +49,27 @@ import attrs
 from bridge.devices.base import InboundSms, Redactor, SendOutcome
 
 __all__ = [
+    "AwaitingReport",
     "KeyedDatagram",
+    "LineState",
+    "PendingInbound",
+    "SEND_NUMBER_RE",
     "MAX_DATAGRAM",
     "MAX_TEXT_BYTES",
     "Reply",
     "SEND_TELID",
+    "bounded_put",
     "build_msg",
     "classify_errorstatus",
+    "decode_datagram",
     "inbound_device_key",
     "make_ref",
     "parse_keyed",
     "parse_ref",
     "parse_reply",
+    "printable",
     "redact_datagram",
+    "same_number",
 ]
 
 #: The GoIP takes at most 3000 bytes of text per MSG.
@@ -77,7 +85,7 @@ _SECRET_FIELD = re.compile(r"(?i)((?:^|;)\s*(?:pass|password)\s*:)[^;]*")
 _PASSWORD_CMD = re.compile(r"(?i)^(\s*PASSWORD\s+\S+\s+).*$", re.DOTALL)
 #: Keyed kinds whose last field (``msg``) runs to the end of the datagram.
 _MSG_KINDS = frozenset({"receive"})
-_NUMBER = re.compile(r"^\+?[0-9A-Za-z#*]{1,32}$")
+SEND_NUMBER_RE = re.compile(r"^\+?[0-9A-Za-z#*]{1,32}$")
 
 
 @attrs.frozen
@@ -99,7 +107,7 @@ class KeyedDatagram:
         return self.fields.get(key.lower(), default)
 
 
-def _decode(data: bytes) -> str:
+def decode_datagram(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -253,7 +261,7 @@ def inbound_device_key(line_id: str, seq: str, sender: str, text: str) -> str:
     return f"{line_id}|{seq}|{digest}"
 
 
-def _printable(text: str, limit: int = 80) -> str:
+def printable(text: str, limit: int = 80) -> str:
     cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 1] + "\u2026"
@@ -264,7 +272,7 @@ def _digits(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
 
 
-def _same_number(a: str, b: str) -> bool:
+def same_number(a: str, b: str) -> bool:
     """Loose match of two renderings of one number (+4917.. vs 017..): last 7 digits."""
     da, db = _digits(a), _digits(b)
     if len(da) < 7 or len(db) < 7:
@@ -278,7 +286,7 @@ def _same_number(a: str, b: str) -> bool:
 
 
 @attrs.define
-class _Line:
+class LineState:
     channel: str
     line_id: str
     addr: Any = None
@@ -297,7 +305,7 @@ class _Line:
 
 
 @attrs.define
-class _Awaiting:
+class AwaitingReport:
     channel: str
     sms_no: str
     destination: str
@@ -305,14 +313,14 @@ class _Awaiting:
 
 
 @attrs.define
-class _Inbound:
+class PendingInbound:
     sms: InboundSms
-    line: _Line
+    line: LineState
     seq: str
     addr: Any
 
 
-def _bounded_put(d: OrderedDict, key: Any, value: Any, limit: int) -> None:
+def bounded_put(d: OrderedDict, key: Any, value: Any, limit: int) -> None:
     d[key] = value
     d.move_to_end(key)
     while len(d) > limit:

@@ -100,10 +100,10 @@ from bridge.devices.http_common import (
 )
 from bridge.devices.smsgate.messages import (
     EVENTS,
-    _Bounded,
-    _parse_time,
-    _Tracked,
+    BoundedMap,
+    TrackedMessage,
     judge_message_state,
+    parse_event_time,
     verify_webhook_signature,
 )
 from bridge.smpp.text import part_count
@@ -202,12 +202,12 @@ class SmsGateDriver(DriverBase):
         self._basic = httpx.BasicAuth(username, password)
         self._counters = CallCounters()
         # per message id
-        self._tracked: _Bounded = _Bounded(cache_size)
+        self._tracked: BoundedMap = BoundedMap(cache_size)
         # webhook bookkeeping
-        self._seen_events: _Bounded = _Bounded(cache_size)
+        self._seen_events: BoundedMap = BoundedMap(cache_size)
         self._inbox: OrderedDict[str, InboundSms] = OrderedDict()
         self._inbox_since: dict[str, float] = {}
-        self._acked: _Bounded = _Bounded(cache_size)
+        self._acked: BoundedMap = BoundedMap(cache_size)
         self._ack_events: dict[str, trio.Event] = {}
         self.webhooks_accepted = 0
         self.webhooks_rejected = 0
@@ -390,10 +390,10 @@ class SmsGateDriver(DriverBase):
 
     # ---------------------------------------------------------------- status
 
-    def _track(self, message_id: str) -> _Tracked:
+    def _track(self, message_id: str) -> TrackedMessage:
         tracked = self._tracked.get(message_id)
         if tracked is None:
-            tracked = _Tracked()
+            tracked = TrackedMessage()
             self._tracked[message_id] = tracked
         return tracked
 
@@ -452,7 +452,7 @@ class SmsGateDriver(DriverBase):
 
     @staticmethod
     def _merge(
-        polled: StatusResult, tracked: _Tracked | None, cached: StatusResult | None
+        polled: StatusResult, tracked: TrackedMessage | None, cached: StatusResult | None
     ) -> StatusResult:
         """Combine a polled state with what webhooks said (``cached`` is not conclusive)."""
         if polled.state is DeliveryState.FAILED:
@@ -616,7 +616,7 @@ class SmsGateDriver(DriverBase):
         channel = (
             str(sim) if isinstance(sim, int) and str(sim) in self.channels else self.channels[0]
         )
-        received_at = _parse_time(payload.get("receivedAt")) or datetime.now(timezone.utc)
+        received_at = parse_event_time(payload.get("receivedAt")) or datetime.now(timezone.utc)
         key = f"smsgate:{event_id}"
         sms = InboundSms(
             channel=channel,

@@ -4,7 +4,7 @@ What the app's webhooks and ``GET /message/{id}`` answers mean, with no HTTP and
 the webhook signature (``sign_webhook``, ``verify_webhook_signature``), a failure reason to an
 ``error_code`` (``failure_code``), a polled state to a ``StatusResult``
 (``judge_message_state``), and what the driver remembers per message from the webhook events
-(``_Tracked``: every part's delivery report, or one failure). ``driver.py`` receives the
+(``TrackedMessage``: every part's delivery report, or one failure). ``driver.py`` receives the
 webhooks, polls the phone and calls into this module.
 """
 
@@ -25,9 +25,12 @@ from bridge.devices.http_common import snippet
 
 __all__ = [
     "ANDROID_RESULT_CODES",
+    "BoundedMap",
     "EVENTS",
+    "TrackedMessage",
     "failure_code",
     "judge_message_state",
+    "parse_event_time",
     "sign_webhook",
     "verify_webhook_signature",
 ]
@@ -139,7 +142,7 @@ def judge_message_state(answer: Mapping[str, Any]) -> StatusResult:
     return StatusResult(mapped, detail=state)
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_event_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -156,7 +159,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 @attrs.define
-class _Tracked:
+class TrackedMessage:
     """What webhooks told us about one message."""
 
     #: Parts as counted from the text this driver sent (None: not sent by us / unknown).
@@ -195,7 +198,7 @@ class _Tracked:
         return None
 
 
-class _Bounded(OrderedDict):
+class BoundedMap(OrderedDict):
     """An insertion-ordered dict that forgets its oldest entries beyond ``limit``."""
 
     def __init__(self, limit: int):
