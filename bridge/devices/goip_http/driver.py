@@ -60,6 +60,7 @@ from bridge.devices.base import (
     install_httpx_log_redaction,
 )
 from bridge.devices.http_common import (
+    CallCounters,
     HttpAnswer,
     HttpDevice,
     decode_body,
@@ -499,10 +500,7 @@ class GoipHttpDriver(DriverBase):
         self._sent_at: dict[str, float] = {}
         self._snapshot: _Snapshot | None = None
         self._inflight: _Inflight | None = None
-        self._protocol_errors = 0
-        self._consecutive_errors = 0
-        self._last_error = ""
-        self._auth_failed = False
+        self._counters = CallCounters()
 
     def __repr__(self) -> str:
         return f"<GoipHttpDriver {self.name!r} {self.base_url} lines={self.lines}>"
@@ -512,19 +510,6 @@ class GoipHttpDriver(DriverBase):
     def _check_open(self) -> None:
         if self._closed:
             raise DeviceError(f"device {self.name!r}: driver is closed")
-
-    def _ok(self) -> None:
-        """A good answer to an authenticated call: the device works and takes our credentials."""
-        self._consecutive_errors = 0
-        self._auth_failed = False
-
-    def _failed(self, detail: str, *, protocol: bool = False, auth: bool = False) -> None:
-        self._consecutive_errors += 1
-        self._last_error = detail
-        if protocol:
-            self._protocol_errors += 1
-        if auth:
-            self._auth_failed = True
 
     def _url(self, path: str, query: list[tuple[str, str]] | None) -> str:
         if not query:
@@ -564,27 +549,11 @@ class GoipHttpDriver(DriverBase):
         finally:
             # A status snapshot requested before this point cannot show this send.
             self._sent_at[channel] = trio.current_time()
-        if answer.error is not None:
-            self._failed(answer.error)
-            if answer.maybe_sent:
-                result = SendResult(
-                    SendOutcome.AMBIGUOUS,
-                    detail=f"request sent, no answer ({answer.error}): the SMS may or may not have gone out",
-                )
-            else:
-                result = SendResult(SendOutcome.ERROR, detail=f"not sent: {answer.error}")
-        else:
-            assert answer.status is not None
-            result, garbage = _classify_send(
-                answer.status, answer.body, line=int(channel), text=text
-            )
-            result = attrs.evolve(result, detail=self._redact(result.detail))
-            if result.outcome is SendOutcome.AUTH_FAILED:
-                self._failed(result.detail, auth=True)
-            elif result.outcome in (SendOutcome.ERROR, SendOutcome.AMBIGUOUS):
-                self._failed(result.detail, protocol=garbage)
-            else:
-                self._ok()
+        result = self._counters.judge_send(
+            answer,
+            lambda status, body: _classify_send(status, body, line=int(channel), text=text),
+            self._redact,
+        )
         log.debug(
             "goip %s line %s send -> %s %s",
             self.name,
@@ -690,25 +659,25 @@ class GoipHttpDriver(DriverBase):
             SEND_STATUS_PATH, [("u", self.username), ("p", self._password)], read=True
         )
         if answer.error is not None:
-            self._failed(answer.error)
+            self._counters.failed(answer.error)
             log.warning("goip %s status poll failed: %s", self.name, answer.error)
             return _Snapshot(requested_at, error=f"status poll failed: {answer.error}")
         text = _decode(answer.body).strip()
         if answer.status in (401, 403) or _AUTH.match(text):
-            self._failed("status poll: user or password error", auth=True)
+            self._counters.failed("status poll: user or password error", auth=True)
             return _Snapshot(requested_at, error="status poll: device rejected credentials")
         if answer.status != 200:
             detail = f"status poll: HTTP {answer.status}"
-            self._failed(detail)
+            self._counters.failed(detail)
             return _Snapshot(requested_at, error=detail)
         try:
             slots = parse_send_status_xml(answer.body)
         except ValueError as exc:
             detail = self._redact(f"malformed status XML ({exc}): {snippet(text)}")
-            self._failed(detail, protocol=True)
+            self._counters.failed(detail, protocol=True)
             log.warning("goip %s: %s", self.name, detail)
             return _Snapshot(requested_at, error="malformed status XML")
-        self._ok()
+        self._counters.ok()
         return _Snapshot(requested_at, slots=slots)
 
     # ---------------------------------------------------------------- inbox
@@ -720,17 +689,17 @@ class GoipHttpDriver(DriverBase):
 
     def _inbox_from(self, answer: _Answer) -> list[InboundSms]:
         if answer.error is not None:
-            self._failed(answer.error)
+            self._counters.failed(answer.error)
             log.warning("goip %s inbox poll failed: %s", self.name, answer.error)
             return []
         if answer.status in (401, 403):
-            self._failed("inbox: device rejected credentials", auth=True)
+            self._counters.failed("inbox: device rejected credentials", auth=True)
             log.warning(
                 "goip %s inbox: device rejected credentials (HTTP %s)", self.name, answer.status
             )
             return []
         if answer.status != 200:
-            self._failed(f"inbox: HTTP {answer.status}")
+            self._counters.failed(f"inbox: HTTP {answer.status}")
             log.warning("goip %s inbox: HTTP %s", self.name, answer.status)
             return []
         try:
@@ -738,10 +707,10 @@ class GoipHttpDriver(DriverBase):
                 _decode(answer.body), now=self._now(), device_tz=self.device_tz
             )
         except ValueError as exc:
-            self._failed(f"inbox: {exc}", protocol=True)
+            self._counters.failed(f"inbox: {exc}", protocol=True)
             log.warning("goip %s inbox: %s", self.name, exc)
             return []
-        self._ok()
+        self._counters.ok()
         return items
 
     async def delete_inbox(self, items: Iterable[InboundSms]) -> None:
@@ -780,7 +749,7 @@ class GoipHttpDriver(DriverBase):
             )
             if answer.error is not None or answer.status != 200:
                 detail = answer.error or f"HTTP {answer.status}"
-                self._failed(f"inbox delete: {detail}", auth=answer.status in (401, 403))
+                self._counters.failed(f"inbox delete: {detail}", auth=answer.status in (401, 403))
                 log.warning(
                     "goip %s inbox delete line %s slot %s failed: %s",
                     self.name,
@@ -789,7 +758,7 @@ class GoipHttpDriver(DriverBase):
                     detail,
                 )
             else:
-                self._ok()
+                self._counters.ok()
 
     # ---------------------------------------------------------------- health
 
@@ -802,37 +771,31 @@ class GoipHttpDriver(DriverBase):
         """
         self._check_open()
         answer = await self._get(HEALTH_PATH, basic=True, read=True)
+        counters = self._counters
         if answer.error is not None:
             return self._health(reachable=False, detail=f"unreachable: {answer.error}")
         if answer.status in (401, 403):
-            self._auth_failed = True
+            counters.auth_failed = True
             return self._health(reachable=True, detail="device rejected credentials")
         if answer.status != 200:
             return self._health(reachable=True, detail=f"status.xml: HTTP {answer.status}")
         try:
             channels = parse_health_xml(answer.body, self.lines)
         except ValueError as exc:
-            self._protocol_errors += 1
+            counters.protocol_errors += 1
             return self._health(reachable=True, detail=f"malformed status.xml: {exc}")
-        self._auth_failed = False
+        counters.auth_failed = False
         down = [ch for ch, h in channels.items() if h.registered is False]
         parts = ["ok" if not down else f"GSM logout on line(s) {', '.join(down)}"]
-        if self._consecutive_errors:
-            parts.append(
-                f"{self._consecutive_errors} failed call(s) in a row, last: {self._last_error}"
-            )
+        if counters.summary():
+            parts.append(counters.summary())
         return self._health(reachable=True, detail="; ".join(parts), channels=channels)
 
     def _health(
         self, *, reachable: bool, detail: str, channels: Mapping[str, ChannelHealth] | None = None
     ) -> DeviceHealth:
-        return DeviceHealth(
-            reachable=reachable,
-            detail=self._redact(detail),
-            channels=dict(channels or {}),
-            auth_failed=self._auth_failed,
-            protocol_errors=self._protocol_errors,
-            consecutive_errors=self._consecutive_errors,
+        return self._counters.health(
+            reachable=reachable, detail=detail, channels=channels or {}, redact=self._redact
         )
 
     # ---------------------------------------------------------------- lifecycle
