@@ -1,6 +1,6 @@
 """GoIP GSM gateway driver, HTTP API (docs/devices/goip.md, part 1).
 
-Long on purpose (~830 lines): one device's whole HTTP protocol - send, the shared status page
+Long on purpose (~800 lines): one device's whole HTTP protocol - send, the shared status page
 and its slot reconciliation, the inbox, health - with the firmware quirks each needs; the
 parts share the client and the per-line status cache, so splitting them would scatter one
 protocol over several files.
