@@ -146,3 +146,17 @@ async def test_a_resent_long_message_part_is_not_counted_again(config):
     assert ids[0] == ids[1]  # the resend got the same id: nothing new was stored
     accepted = server.metrics.registry.get_sample_value("smpp_bridge_segments_accepted_total", {"esme": "acme"})
     assert accepted == 2
+
+
+def test_replace_decisions_keep_read_and_bound_the_times(config):
+    now = 1_000_000.0
+    acceptance = Acceptance(config, clock=lambda: now)
+    keep = acceptance.decide_replace({"short_message": b"x"}, data_coding=0, schedule_at=None, expire_at=now + 60)
+    assert (keep.schedule_at, keep.expire_at) == (None, None)  # empty times: the message's own
+    with pytest.raises(Refused) as bad:
+        acceptance.decide_replace({"schedule_delivery_time": "garbage"}, data_coding=0, schedule_at=None,
+                                  expire_at=None)
+    assert bad.value.status == Status.RINVSCHED
+    with pytest.raises(Refused) as binary:  # replace_sm cannot change the coding: text only
+        acceptance.decide_replace({"short_message": b"\x01\x02"}, data_coding=4, schedule_at=None, expire_at=None)
+    assert binary.value.status == Status.RREPLACEFAIL
