@@ -246,21 +246,17 @@ class Acceptance:
         """What a replace_sm changes in a stored message (its ``data_coding`` and current
         ``schedule_at`` / ``expire_at`` given), or ``Refused``.
 
-        Empty times keep the message's own (SMPP 3.4 5.2.18 / 4.10.1); a new validity is cut to
-        scheduler.max_validity like a submit's; a new schedule that would start the message
-        after its validity ends gives it the default validity from then on. The new text must
-        read as text in the message's data_coding (replace_sm cannot change the coding).
+        Empty times keep the message's own (SMPP 3.4 4.10.1: NULL keeps the original; a stored
+        message always has a validity, its own or the default); a new validity is cut to
+        scheduler.max_validity like a submit's, counted from the (new) schedule. The new text
+        must read as text in the message's data_coding (replace_sm cannot change the coding).
         """
         now = self.clock()
         schedule, expire = _times(p, now)
         body = p.get("short_message", b"")
         _text(data_coding, body, Status.RREPLACEFAIL)
-        new_schedule = schedule if schedule is not None else schedule_at
-        start = new_schedule if new_schedule is not None and new_schedule > now else now
         if expire is not None:
-            expire = self._validity(now, new_schedule, expire)
-        elif expire_at is not None and expire_at <= start:
-            expire = self._validity(now, new_schedule, None)
+            expire = self._validity(now, schedule if schedule is not None else schedule_at, expire)
         return Replacement(body, schedule, expire, p.get("registered_delivery", 0))
 
     def _validity(self, now: float, schedule: float | None, expire: float | None) -> float:

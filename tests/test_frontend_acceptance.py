@@ -2,7 +2,7 @@
 real ``Connection`` and store over memory streams):
 
 * replace_sm's times go through the acceptance step like a submit's: a validity_period is cut
-  to scheduler.max_validity, a new schedule past the old validity gets the default validity;
+  to scheduler.max_validity; empty times keep the message's own;
 * the queue-depth limit is the acceptance step's (every front end shares it), counted per ESME;
 * a second unbind read while the first is being answered gets its unbind_resp (ESME_RINVBNDSTS:
   the session is no longer bound), not silence;
@@ -74,12 +74,13 @@ async def test_replace_sm_validity_is_cut_to_max_validity(config):
     assert stored(config, "text") == ["new text"]
 
 
-async def test_replace_sm_moving_the_schedule_past_the_validity_gets_the_default_validity(config):
-    # Scheduled in an hour with the default validity (48 h); moved to three days ahead.
+async def test_replace_sm_without_a_validity_keeps_the_messages_own(config):
+    # Scheduled in an hour with the default validity (48 h); moved to three days ahead: an
+    # empty validity_period keeps the original (SMPP 3.4 4.10.1), so the message expires unsent.
     answer, now = await submit_then_replace(config, {"schedule_delivery_time": "000003000000000R"})
     assert answer.command_status == Status.ROK
     (expire,) = stored(config, "expire_at")
-    assert expire == pytest.approx(now + 3 * 24 * HOUR + config.scheduler.default_validity, abs=5)
+    assert expire == pytest.approx(now + HOUR + config.scheduler.default_validity, abs=5)
 
 
 async def test_replace_sm_with_an_unreadable_time_is_refused_by_acceptance(config):
