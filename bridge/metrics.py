@@ -94,6 +94,13 @@ class Metrics:
             ["esme"],
             registry=r,
         )
+        self.resubmits_recognised = Counter(
+            "smpp_bridge_resubmits_recognised_total",
+            "submit_sm sent again after our answer to it was never written (connection lost): "
+            "answered with the first message's id, not stored or sent twice",
+            ["esme"],
+            registry=r,
+        )
         self.protocol_errors = Counter(
             "smpp_bridge_protocol_errors_total",
             "Malformed or out-of-state PDUs answered with an error",

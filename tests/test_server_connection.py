@@ -488,3 +488,44 @@ async def test_receipts_spread_evenly_over_receiver_binds(config):
             await total.wait()
         nursery.cancel_scope.cancel()
     assert counts == [10, 10, 10]
+
+
+# -- a resend after our answer was lost is the same message -------------------------------------
+
+
+async def test_a_submit_resent_after_its_answer_was_lost_is_not_a_second_sms(config):
+    """The ESME sends submit_sm and its connection goes before our submit_sm_resp is written
+    (Kannel, and most clients, then send it again on the next bind). The bridge had committed
+    it: the resend is answered with the first id, and one SMS is stored, not two. Each lost
+    answer serves once: the same text sent a third time is a new message."""
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, config)
+        peer, _conn, ended = connect(nursery, server)
+        await peer.bind()
+        await peer.send(submit_pdu(b"meeting moved to 5"))
+        await peer.stream.aclose()  # gone before reading the answer
+        with trio.fail_after(10):
+            await ended.wait()
+        assert len(server.unanswered) == 1
+
+        peer2, _conn2, ended2 = connect(nursery, server)
+        await peer2.bind()
+        await peer2.send(submit_pdu(b"meeting moved to 5"))
+        again = await peer2.recv()
+        await peer2.send(submit_pdu(b"another message"))
+        other = await peer2.recv()
+        await peer2.send(submit_pdu(b"meeting moved to 5"))
+        third = await peer2.recv()
+        await peer2.stream.send_eof()
+        with trio.fail_after(10):
+            await peer2.recv_all()
+            await ended2.wait()
+        nursery.cancel_scope.cancel()
+    assert again is not None and again.command_status == Status.ROK
+    server.store.close()
+    # the first (answered again), "another message", and the third send: without recognising
+    # the resend there would be four, two of them the same SMS to the same number.
+    assert stored_messages(config) == 3
+    ids = [p.params["message_id"] for p in (again, other, third) if p is not None]
+    assert len(set(ids)) == 3
+    assert server.metrics.resubmits_recognised.labels("acme")._value.get() == 1

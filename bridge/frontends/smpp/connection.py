@@ -33,6 +33,7 @@ from ...smpp.pdu import Pdu, make_response
 from ...smpp.session import NEED_DATA, Closed, LocalProtocolError, Rejected, ServerSession
 from ...store import StoreError
 from . import protocol as proto
+from .resubmits import resubmit_key
 from .protocol import (
     ASYNC_REQUESTS,
     BIND_TYPES,
@@ -108,6 +109,9 @@ class Connection:
         self._registered = False
         self._binding = False  # a bind is being answered (the session_init timer waits for it)
         self._unbinding = False  # the ESME's unbind is being answered
+        # submit_sm_resp queued but not yet written: (resubmit key, message id). What is left
+        # when the connection ends goes to server.unanswered (resubmits.py says why).
+        self._unwritten: list[tuple[Any, str]] = []
 
     # -- public --------------------------------------------------------------------------------
 
@@ -210,6 +214,7 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self._unregister()
+            self._hand_over_unwritten()
             for waiter in self._outstanding.values():
                 waiter.event.set()
             with trio.CancelScope(shield=True):
@@ -219,6 +224,20 @@ class Connection:
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         pass
             self._ended.set()
+
+    def _hand_over_unwritten(self) -> None:
+        """Answers to committed submits that never left: their messages will come again."""
+        if not self._unwritten or not self.esme_id:
+            return
+        now = trio.current_time()
+        for key, message_id in self._unwritten:
+            self.server.unanswered.remember(self.esme_id, key, message_id, now)
+        log.info(
+            "SMPP session %s from %s ended with %d submit_sm_resp not written; the same message(s) sent "
+            "again by %s within %g s get the first id instead of a second SMS",
+            self.esme_id, self.peer, len(self._unwritten), self.esme_id, self.server.unanswered.hold,
+        )
+        self._unwritten = []
 
     async def _finish(self, peer_closed: bool) -> None:
         """Steps 2-4 of closing (see run())."""
@@ -301,9 +320,11 @@ class Connection:
                 continue
             data = bytes(self._out)
             self._out.clear()
+            batch, self._unwritten = self._unwritten, []
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self._unwritten[:0] = batch  # never written: the ESME will send these again
                 self._out.clear()
                 self._closing = True
                 self._writer_done.set()
@@ -516,6 +537,15 @@ class Connection:
         esme = self.esme
         assert esme is not None
         acceptance = server.acceptance
+        key = resubmit_key(pdu.command_id, pdu.params)
+        if key is not None:
+            first = server.unanswered.take(esme.system_id, key, trio.current_time())
+            if first is not None:
+                server.metrics.resubmits_recognised.labels(esme.system_id).inc()
+                log.info("submit_sm from %s is the message %s whose answer was lost: answered with its id, "
+                         "not sent twice", esme.system_id, first)
+                self._send(make_response(pdu, message_id=first))
+                return
         plan = proto.decide_submit(acceptance, esme, pdu)
         if isinstance(plan, SubmitRefusal):
             self._send(plan.answer)
@@ -538,7 +568,12 @@ class Connection:
                 if accepted is None:
                     accepted = self._m_accepted = server.metrics.accepted.labels(esme.system_id)
                 accepted.inc(plan.segments)
-            self._send(proto.submit_answer(pdu, plan, result, error))
+            written = self._send(proto.submit_answer(pdu, plan, result, error))
+            if error is None and key is not None and not plan.multi:
+                if written:
+                    self._unwritten.append((key, result.message_id))
+                elif self.esme_id:
+                    server.unanswered.remember(self.esme_id, key, result.message_id, trio.current_time())
             if error is None:
                 server.metrics.submit_latency.observe(time.perf_counter() - started)
 

@@ -25,6 +25,7 @@ from ...store import Store
 from . import protocol as proto
 from .connection import Connection
 from .protocol import BindKey, BindThrottle
+from .resubmits import UnansweredSubmits
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class SmppServer:
         self._accept_scopes: list[trio.CancelScope] = []
         self.shutting_down = False  # set by shutdown(): no new connections, no new binds
         self._rr: dict[str, int] = {}
+        # Answers to committed submits that connections could not write (resubmits.py).
+        self.unanswered = UnansweredSubmits()
         # Set by the app: hears about binds.
         self.on_bind: Callable[[str], None] | None = None
         # Set by the app when logging.pdu_log is on: log_in(conn, pdu) / log_out(conn, pdu).
