@@ -4,6 +4,7 @@
 the top:
 
 * ``engine.py``      the group-commit engine: one writer, batches, rollback of one bad operation
+* ``guard.py``       ids never handed out twice, start checks of a damaged store, the file watch
 * ``schema.py``      migrations (never edit a shipped one) and how connections are opened
 * ``records.py``     message ids (``format_id`` / ``parse_id``), ``NewMessage``, the records handed out
 * ``messages.py``    accepting submits, long-message assembly, submit_multi, lookups
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .engine import Done, Engine, Op, run_inline
+from .guard import StoreDamaged
 from .inbound import (
     INBOUND_RESEND_WINDOW,
     INBOUND_STATES,
@@ -123,6 +125,7 @@ __all__ = [
     "Store",
     "ClaimedElsewhere",
     "Superseded",
+    "StoreDamaged",
     "StoreError",
     "canonical_number",
     "format_id",

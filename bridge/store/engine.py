@@ -14,7 +14,13 @@ Rules
 * An operation may ask for a hook to run after its commit (``after_commit``): in the writer's
   trio task, never when the transaction rolled back.
 * The id counter (``_next_id``) and ``active_count`` are rolled back with a failed transaction;
-  the counter is kept in ``meta.last_id`` so that ids never go back, also across restarts.
+  the counter is kept in ``meta.last_id`` so that ids never go back, also across restarts, and
+  ids are reserved ahead in the id guard (``guard.py``) so that not even a database that lost its
+  last transactions, or was lost whole, hands out an id twice.
+* ``open()`` refuses a damaged, emptied, replaced or shortened store (``StoreDamaged``, saying
+  what to run). Before every group commit, and every ``WATCH_SECONDS`` when idle, the file is
+  checked (``FileWatch``): a deleted, replaced or read-only store fails every write with
+  ``StoreError`` (nothing acknowledged) and ``fault`` says why; ``ping()`` (readiness) then fails.
 * Reads use their own connection (WAL lets them run beside the writer), one at a time.
 """
 
@@ -32,6 +38,15 @@ from typing import Any
 import trio
 
 from .. import lifecycle
+from .guard import (
+    FileWatch,
+    IdGuard,
+    StoreDamaged,
+    check_before_open,
+    check_integrity,
+    check_open,
+    writable_problem,
+)
 from .records import StoreError
 from .schema import _connect, migrate
 
@@ -41,6 +56,9 @@ Op = Callable[[sqlite3.Connection], Any]
 
 
 Done = Callable[[Any, "BaseException | None"], None]
+
+#: How often the idle writer checks the database file (identity, writability).
+WATCH_SECONDS = 5.0
 
 
 class _Waiter:
@@ -111,22 +129,43 @@ class Engine:
         self.active_count = 0
         self.commits = 0
         self._op_hooks: list[Callable[[], None]] = []
+        self.guard = IdGuard(self.path, floors=synchronous == "full")
+        self.watch = FileWatch(self.path)
+        #: Why the store acknowledges nothing now (deleted, replaced, read-only), or None.
+        self.fault: str | None = None
 
     # -- life -----------------------------------------------------------------------------------
 
     def open(self) -> None:
         """Open (creating if needed) and migrate. Synchronous: call before starting tasks."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._wconn = _connect(self.path, self.synchronous)
-        migrate(self._wconn)
-        self._rconn = _connect(self.path, self.synchronous)
-        self._rconn.execute("PRAGMA query_only=ON")
-        c = self._wconn
-        max_msg = c.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
-        max_part = c.execute("SELECT coalesce(max(id), 0) FROM partials").fetchone()[0]
-        row = c.execute("SELECT value FROM meta WHERE key='last_id'").fetchone()
-        self._last_id = max(max_msg, max_part, int(row[0]) if row else 0)
-        self.active_count = self._count_active(c)
+        self.guard.load()
+        check_before_open(self.path, self.guard)
+        problem = writable_problem(self.path if self.path.exists() else self.path.parent)
+        if problem is not None:
+            raise StoreError(
+                f"the database {self.path} is read-only: {problem}. The bridge does not start on a "
+                f"store it cannot write (it could acknowledge nothing); make it writable and start again"
+            )
+        try:
+            self._wconn = c = _connect(self.path, self.synchronous)
+            check_integrity(self.path, c)
+            migrate(c)
+            self._last_id = check_open(self.path, c, self.guard)
+            self._rconn = _connect(self.path, self.synchronous)
+            self._rconn.execute("PRAGMA query_only=ON")
+            self.active_count = self._count_active(c)
+        except sqlite3.DatabaseError as exc:
+            self._close_connections()
+            raise StoreDamaged(
+                f"the database {self.path} cannot be opened ({exc}). Run `smpp-bridge store check "
+                f"--config FILE` for details, then `smpp-bridge store recover --config FILE`"
+            ) from exc
+        except BaseException:
+            self._close_connections()
+            raise
+        self.watch.start()
+        self._refresh_fault()
 
     @staticmethod
     def _count_active(c: sqlite3.Connection) -> int:
@@ -141,10 +180,25 @@ class Engine:
     def close(self) -> None:
         self._closed = True
         with self._wlock, self._rlock:  # a commit or read still running in a thread ends first
-            for conn in (self._wconn, self._rconn):
-                if conn is not None:
-                    conn.close()
-            self._wconn = self._rconn = None
+            if self._wconn is not None:
+                self.guard.close(self._last_id)
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        for conn in (self._wconn, self._rconn):
+            if conn is not None:
+                conn.close()
+        self._wconn = self._rconn = None
+
+    def _refresh_fault(self) -> str | None:
+        fault = self.watch.check()
+        if fault != self.fault:
+            if fault is not None:
+                log.error("store stops acknowledging: %s", fault)
+            else:
+                log.warning("store %s is writable again; acknowledging submits", self.path)
+            self.fault = fault
+        return fault
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer task: runs group commits until cancelled."""
@@ -152,7 +206,12 @@ class Engine:
         while True:
             if not self._pending:
                 self._wakeup = trio.Event()
-                await self._wakeup.wait()
+                with trio.move_on_after(WATCH_SECONDS):
+                    await self._wakeup.wait()
+                if not self._pending:
+                    if self._wconn is not None:
+                        self._refresh_fault()
+                    continue
             batch, self._pending = self._pending, []
             started = time.perf_counter()
             await self._run_sync(self._commit_batch, batch)
@@ -201,6 +260,12 @@ class Engine:
                 w.hooks = []
                 w.error = StoreError("the store is closed")
             return
+        fault = self._refresh_fault()
+        if fault is not None:
+            for w in batch:
+                w.hooks = []
+                w.error = StoreError(fault)
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -218,6 +283,7 @@ class Engine:
                     (str(self._last_id),),
                 )
             conn.execute("COMMIT")
+            self.guard.committed(self._last_id)
             return
         except sqlite3.Error as exc:
             self._rollback(conn)
@@ -250,6 +316,7 @@ class Engine:
                     (str(self._last_id),),
                 )
             conn.execute("COMMIT")
+            self.guard.committed(self._last_id)
         except sqlite3.Error as exc:
             self._rollback(conn)
             self._last_id, self.active_count = last_id, active
@@ -285,8 +352,14 @@ class Engine:
             w.error = StoreError(f"could not commit to {self.path}: {exc}")
 
     def _next_id(self) -> int:
-        self._last_id += 1
-        return self._last_id
+        n = self._last_id + 1
+        if n > self.guard.reserved:
+            try:
+                self.guard.reserve(n)
+            except OSError as exc:
+                raise StoreError(f"could not reserve message ids in {self.guard.path}: {exc}") from exc
+        self._last_id = n
+        return n
 
     # -- reads (separate connection; WAL lets them run beside the writer) ------------------------
 
@@ -300,7 +373,9 @@ class Engine:
         return await self._run_sync(run)
 
     async def ping(self) -> None:
-        """Raise if the database cannot be read (the readiness check)."""
+        """Raise if the database cannot be read, or cannot acknowledge (the readiness check)."""
+        if self._wconn is not None and self._refresh_fault() is not None:
+            raise StoreError(self.fault)
         await self.read(lambda c: c.execute("SELECT 1").fetchone())
 
     def database_size(self) -> int:
