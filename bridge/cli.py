@@ -124,6 +124,8 @@ Port = tuple[int, str, str, str]
 
 
 def _trio_run(main: Any, ports: list[Port] | None = None) -> int:
+    from .store.records import StoreError
+
     try:
         trio.run(main)
     except KeyboardInterrupt:
@@ -134,14 +136,17 @@ def _trio_run(main: Any, ports: list[Port] | None = None) -> int:
         if rest is None:
             return 0
         return _stopped_by_oserror(rest, ports)
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
         return _stopped_by_oserror(exc, ports)
     return 0
 
 
 def _stopped_by_oserror(exc: BaseException, ports: list[Port] | None) -> int:
-    """A port in use, a store directory that cannot be created: say so plainly, with the fix."""
-    errors, rest = (exc.split(OSError) if isinstance(exc, BaseExceptionGroup) else (exc, None))
+    """A port in use, a store directory that cannot be created, a store refused at start (damaged,
+    lost, read-only): say so plainly, with the fix."""
+    from .store.records import StoreError
+
+    errors, rest = (exc.split((OSError, StoreError)) if isinstance(exc, BaseExceptionGroup) else (exc, None))
     if errors is None or rest is not None:
         raise exc
     for err in _leaves(errors):
@@ -530,6 +535,24 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _cmd_store(args: argparse.Namespace) -> int:
+    from .store import tools
+
+    if args.db:
+        db = Path(args.db)
+    else:
+        from .config import ConfigError, load_config
+
+        if not _apply_env_file(args):
+            return 1
+        try:
+            db = Path(load_config(args.config).store.path)
+        except (ConfigError, OSError) as exc:
+            print(f"{args.config}: {exc}", file=sys.stderr)
+            return 1
+    return tools.check(db) if args.store_command == "check" else tools.recover(db)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="smpp-bridge",
@@ -577,6 +600,20 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--password", help="the password (visible in ps; when omitted it is asked for twice, "
                     "or read as one line from standard input when that is not a terminal)")
     hp.set_defaults(func=_cmd_hash_password)
+
+    sto = sub.add_parser("store", help="check or recover the SQLite store (the bridge stopped)")
+    sto_kinds = sto.add_subparsers(dest="store_command", metavar="ACTION", required=True,
+                                   help="check: will the bridge start on the store; recover: make a new one from what is readable")
+    for name, summary in (
+        ("check", "examine the store (unchanged): exit 0 if the bridge will start on it, else say what is wrong"),
+        ("recover", "move a damaged store aside and copy what is readable into a new one (stop the bridge first)"),
+    ):
+        k = sto_kinds.add_parser(name, help=summary, description=summary)
+        where = k.add_mutually_exclusive_group(required=True)
+        where.add_argument("--config", "-c", help="the store of this bridge.yaml (store.path)")
+        where.add_argument("--db", help="the database file itself")
+        k.add_argument("--env-file", metavar="FILE", help="read NAME=value secrets first (as for run)")
+    sto.set_defaults(func=_cmd_store)
 
     em = sub.add_parser(
         "emulate",

@@ -374,6 +374,13 @@ class StoreCollector(Collector):
         )
         g.add_metric([], self.store.active_count)
         yield g
+        ack = GaugeMetricFamily(
+            "smpp_bridge_store_acknowledging",
+            "1 while the store can acknowledge submits; 0 when its file was deleted, replaced or "
+            "turned read-only under the running bridge (the log says which)",
+        )
+        ack.add_metric([], 0 if getattr(self.store, "fault", None) else 1)
+        yield ack
         size = GaugeMetricFamily("smpp_bridge_store_database_bytes", "SQLite files on disk")
         size.add_metric([], self.store.database_size())
         yield size

@@ -42,9 +42,11 @@ from .guard import (
     FileWatch,
     IdGuard,
     StoreDamaged,
+    adopt,
     check_before_open,
-    check_integrity,
-    check_open,
+    db_state,
+    open_read_only,
+    verify,
     writable_problem,
 )
 from .records import StoreError
@@ -148,10 +150,15 @@ class Engine:
                 f"store it cannot write (it could acknowledge nothing); make it writable and start again"
             )
         try:
+            if db_state(self.path) == "present":
+                ro = open_read_only(self.path)
+                try:
+                    verify(self.path, ro, self.guard)
+                finally:
+                    ro.close()
             self._wconn = c = _connect(self.path, self.synchronous)
-            check_integrity(self.path, c)
             migrate(c)
-            self._last_id = check_open(self.path, c, self.guard)
+            self._last_id = adopt(c, self.guard)
             self._rconn = _connect(self.path, self.synchronous)
             self._rconn.execute("PRAGMA query_only=ON")
             self.active_count = self._count_active(c)

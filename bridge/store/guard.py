@@ -50,7 +50,7 @@ from .records import StoreError
 
 RESERVE_BLOCK = 1000
 WHAT_TO_RUN = (
-    "run `smpp-bridge store check --config FILE` for the details, then restore the database "
+    "Run `smpp-bridge store check --config FILE` for the details, then restore the database "
     "from a backup or run `smpp-bridge store recover --config FILE` (copies what is readable into "
     "a new store and keeps the damaged one)"
 )
@@ -244,24 +244,39 @@ def highest_id(conn: sqlite3.Connection) -> int:
     return max(*ids, int(row[0]) if row else 0)
 
 
-def check_open(db: Path, conn: sqlite3.Connection, guard: IdGuard) -> int:
-    """The checks on an open, migrated database (after ``check_integrity``); returns the last id
-    that may not be handed out again.
-    Gives the database a store id (and the guard one) if it has none yet."""
-    row = conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
-    stored = row[0] if row else None
-    last = highest_id(conn)
-    if guard.exists and stored is not None and stored != guard.store:
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
+
+def open_read_only(db: Path) -> sqlite3.Connection:
+    """A connection that cannot change the file: closing it checkpoints nothing, so a refused
+    store (and its damaged write-ahead log) stays exactly as it was found."""
+    from urllib.parse import quote
+
+    return sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, check_same_thread=False)
+
+
+def verify(db: Path, conn: sqlite3.Connection, guard: IdGuard) -> None:
+    """The start checks on the database as found (a read-only connection; see module rules)."""
+    check_integrity(db, conn)
+    if not _has_table(conn, "meta"):
+        stored, last = None, 0
+    else:
+        row = conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
+        stored, last = (row[0] if row else None), highest_id(conn)
+    if not guard.exists:
+        return
+    if stored is not None and stored != guard.store:
         raise StoreDamaged(
             f"the database {db} is not the one its id guard {guard.path} belongs to (store id "
             f"{stored}, guard {guard.store}): the file was replaced. {WHAT_TO_RUN}"
         )
-    if guard.exists and stored is None and max(guard.floor, guard.reserved) > 0:
+    if stored is None and max(guard.floor, guard.reserved) > 0:
         raise StoreDamaged(
             f"the database {db} has no store id but its id guard {guard.path} shows a store that "
             f"held ids up to {guard.reserved}: the file was replaced or recreated. {WHAT_TO_RUN}"
         )
-    if guard.exists and guard.floors:
+    if guard.floors:
         floor = max(guard.floor, guard.last_committed())
         if last < floor:
             raise StoreDamaged(
@@ -270,6 +285,14 @@ def check_open(db: Path, conn: sqlite3.Connection, guard: IdGuard) -> int:
                 f"or missing write-ahead log {db}-wal, or a disk that lost flushed writes). "
                 f"{WHAT_TO_RUN}"
             )
+
+
+def adopt(conn: sqlite3.Connection, guard: IdGuard) -> int:
+    """After ``verify`` and the migrations: give the database (and the guard) a store id if it has
+    none yet; return the last id that may not be handed out again."""
+    row = conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
+    stored = row[0] if row else None
+    last = highest_id(conn)
     if stored is None:
         stored = guard.store if guard.exists and guard.store else new_store_id()
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('store_id', ?)", (stored,))

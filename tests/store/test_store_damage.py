@@ -24,56 +24,7 @@ def msg(text: str) -> NewMessage:
     return NewMessage(esme="app", destination_addr="+491701", body=text.encode())
 
 
-FILES = ("", "-wal", ".ids", ".ids-last")
-
-
-def snapshot(src: Path, dst: Path) -> None:
-    """Copy the store's files as they stand (the shared-memory index SQLite rebuilds itself)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in FILES:
-        f = Path(str(src) + suffix)
-        if f.exists():
-            shutil.copyfile(f, str(dst) + suffix)
-
-
-async def crashed_store(tmp_path: Path, n: int = 120, *, clean_first: int = 0) -> tuple[Path, list[str]]:
-    """A store that acknowledged ``clean_first`` messages and was closed cleanly (they are in the
-    database file), then acknowledged ``n`` more one commit each and crashed; returns the path
-    of what the crash left, and every id acknowledged."""
-    live = tmp_path / "live" / "b.sqlite3"
-    ids: list[str] = []
-    if clean_first:
-        s = Store(live)
-        s.open()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(s.run)
-            ids += [(await s.accept(msg(f"clean {i}"))).message_id for i in range(clean_first)]
-            nursery.cancel_scope.cancel()
-        s.close()
-    crashed = tmp_path / "crashed" / "b.sqlite3"
-    s = Store(live)
-    s.open()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(s.run)
-        ids += [(await s.accept(msg(f"m {i}"))).message_id for i in range(n)]
-        snapshot(live, crashed)
-        nursery.cancel_scope.cancel()
-    s.close()
-    return crashed, ids
-
-
-def open_store(path: Path) -> Store:
-    s = Store(path)
-    s.open()
-    return s
-
-
-def refused(path: Path) -> str:
-    with pytest.raises(StoreDamaged) as info:
-        open_store(path)
-    text = str(info.value)
-    assert "smpp-bridge store recover" in text and "smpp-bridge store check" in text, text
-    return text
+from damage_support import crashed_store, open_store, refused  # noqa: E402
 
 
 async def test_a_crash_alone_loses_nothing_and_starts(tmp_path):
