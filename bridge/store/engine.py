@@ -135,6 +135,9 @@ class Engine:
         self.watch = FileWatch(self.path)
         #: Why the store acknowledges nothing now (deleted, replaced, read-only), or None.
         self.fault: str | None = None
+        #: Test seam (bench/powercut.py): called on the writer thread right after each commit
+        #: returned (its fsyncs done) and before anything else is written or acknowledged.
+        self.sync_barrier: Callable[[], None] | None = None
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -290,7 +293,7 @@ class Engine:
                     (str(self._last_id),),
                 )
             conn.execute("COMMIT")
-            self.guard.committed(self._last_id)
+            self._committed()
             return
         except sqlite3.Error as exc:
             self._rollback(conn)
@@ -323,7 +326,7 @@ class Engine:
                     (str(self._last_id),),
                 )
             conn.execute("COMMIT")
-            self.guard.committed(self._last_id)
+            self._committed()
         except sqlite3.Error as exc:
             self._rollback(conn)
             self._last_id, self.active_count = last_id, active
@@ -334,6 +337,11 @@ class Engine:
             self._last_id, self.active_count = last_id, active
             w.hooks = []
             w.error = exc
+
+    def _committed(self) -> None:
+        if self.sync_barrier is not None:
+            self.sync_barrier()
+        self.guard.committed(self._last_id)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
