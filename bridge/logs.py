@@ -17,6 +17,11 @@ Rules
   ``JOURNAL_STREAM`` variable is set) the time is left to journald and each line starts with
   its syslog priority (``<4>``), so ``journalctl -p warning`` works. ``json`` writes one object
   per line (``ts``, ``level``, ``logger``, ``msg``, ``exc``) for log shippers.
+* Repeated warnings and errors are rate-limited (``RepeatFilter``): of the records with the same
+  logger, level and message template, the first ``BURST`` within ``WINDOW`` seconds are written;
+  the rest are counted and summarised in one line with the count and the last one's text, when
+  that kind next appears after the window, when any other line is written after it, or at exit.
+  A storm (a full disk refusing every submit) is a handful of lines a minute, never one per PDU.
 * PDU logs: one file per ESME per local day, ``DIR/<esme>/<YYYY-MM-DD>.jsonl``, one decoded PDU
   per line. Files older than ``retention_days`` are deleted; a file stops growing at
   ``MAX_FILE_BYTES`` (one line says so) so that a flood cannot fill the disk. PDUs of sessions
@@ -25,12 +30,14 @@ Rules
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import logging
 import os
 import re
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -48,6 +55,7 @@ __all__ = [
     "JsonFormatter",
     "PduLog",
     "RedactingFilter",
+    "RepeatFilter",
     "collect_secrets",
     "configure_logging",
     "mask_numbers",
@@ -153,6 +161,75 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RepeatFilter(logging.Filter):
+    """Rate-limits repeated warnings and errors (module rules). Attach it to the handler before
+    the redacting filter: it keys on the message template, which that filter replaces."""
+
+    BURST = 3
+    WINDOW = 60.0
+
+    def __init__(self, handler: logging.Handler, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.handler = handler
+        self.clock = clock
+        self._lock = threading.Lock()
+        # key -> [window start, written, suppressed, last suppressed record]
+        self._seen: dict[tuple[str, int, str], list[Any]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_repeat_summary", False):
+            return True
+        now = self.clock()
+        with self._lock:
+            due = self._expired(now)
+            passes = True
+            if record.levelno >= logging.WARNING:
+                key = (record.name, record.levelno, str(record.msg))
+                entry = self._seen.get(key)
+                if entry is None:
+                    self._seen[key] = [now, 1, 0, None]
+                elif entry[1] < self.BURST:
+                    entry[1] += 1
+                else:
+                    entry[2] += 1
+                    entry[3] = record
+                    passes = False
+        for summary in due:
+            self.handler.handle(summary)
+        return passes
+
+    def _expired(self, now: float) -> list[logging.LogRecord]:
+        out = []
+        for key, (start, _written, suppressed, last) in list(self._seen.items()):
+            if now - start >= self.WINDOW:
+                del self._seen[key]
+                if suppressed:
+                    out.append(self._summary(last, suppressed, now - start))
+        return out
+
+    def flush(self) -> None:
+        """Write the summaries still pending (at exit)."""
+        with self._lock:
+            due = self._expired(float("inf"))
+        for summary in due:
+            self.handler.handle(summary)
+
+    @staticmethod
+    def _summary(last: logging.LogRecord, count: int, seconds: float) -> logging.LogRecord:
+        try:
+            text = last.getMessage()
+        except Exception:
+            text = str(last.msg)
+        span = f"{seconds:.0f} s" if seconds != float("inf") else "the last window"
+        record = logging.LogRecord(
+            last.name, last.levelno, last.pathname, last.lineno,
+            "%d more like this in %s, not written one by one; the last: %s",
+            (count, span, text), None,
+        )
+        record._repeat_summary = True  # type: ignore[attr-defined]
+        return record
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC, ISO 8601), level, logger, msg, and exc if any."""
 
@@ -203,6 +280,11 @@ def configure_logging(
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     global _active
     redact = _active = RedactingFilter(secrets, mask_phone_numbers=level != "debug")
+    global _repeats
+    if _repeats is None:
+        atexit.register(_flush_repeats)
+    repeats = _repeats = RepeatFilter(handler)
+    handler.addFilter(repeats)  # first: it keys on the template the redacting filter replaces
     handler.addFilter(redact)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -217,6 +299,12 @@ def configure_logging(
 
 
 _active: RedactingFilter | None = None
+_repeats: RepeatFilter | None = None
+
+
+def _flush_repeats() -> None:
+    if _repeats is not None:
+        _repeats.flush()
 
 
 def update_secrets(secrets: Iterable[str], *, mask_phone_numbers: bool | None = None) -> None:
