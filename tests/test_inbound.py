@@ -220,6 +220,22 @@ async def test_prune_forgets_only_finished_rows_the_device_no_longer_shows(store
     assert {r[0] for r in db_rows(store, "SELECT device_key FROM inbound")} == {"ka", "kp"}
 
 
+async def test_a_key_stored_without_the_entrys_position_still_counts(store):
+    """Rows stored before the GoIP driver added the slot (``#<slot>``) to its keys: the same
+    entry read with the new key is known, not delivered again, and its row is not pruned while
+    the device shows it."""
+    policy = MoPolicy(make_config)
+    legacy = "1|07-12 10:11:12|+491701234567|0123456789ab"
+    await store.add_inbound("goip1", [sms("old", key=legacy)], policy)
+    assert await store.known_inbound("goip1", [legacy + "#4", legacy + "#x", "other#4"]) == {legacy + "#4"}
+    db = sqlite3.connect(store.path)
+    db.execute("UPDATE inbound SET state='delivered'")
+    db.commit()
+    store.clock.now += 100
+    assert await store.prune_inbound("goip1", {legacy + "#4"}, before=store.clock.now) == 0
+    assert await store.prune_inbound("goip1", set(), before=store.clock.now) == 1
+
+
 # -- routing -----------------------------------------------------------------------------------
 
 

@@ -103,6 +103,15 @@ class InboundResult:
                 setattr(self, f.name, mine + getattr(other, f.name))
 
 
+#: Separates a device key from the entry's position on the device (see ``known_inbound``).
+LEGACY_SEP = "#"
+
+
+def _has_position(key: str) -> bool:
+    head, sep, tail = key.rpartition(LEGACY_SEP)
+    return bool(sep and head and tail.isdigit())
+
+
 class Inbound:
     """Storing inbox entries and turning them into MO.
 
@@ -111,19 +120,23 @@ class Inbound:
     in the module docstring."""
 
     async def known_inbound(self, device: str, keys: list[str]) -> set[str]:
-        """The device_keys among ``keys`` that are already stored for ``device``."""
+        """The device_keys among ``keys`` that are already stored for ``device``. A key that
+        ends in ``#<digits>`` (the device's own position of the entry) is also known when its
+        form without that suffix is stored: a row written before the driver added it."""
+        legacy = {k: k.rsplit(LEGACY_SEP, 1)[0] for k in keys if _has_position(k)}
+        wanted = list(dict.fromkeys([*keys, *legacy.values()]))
 
         def fn(conn: sqlite3.Connection) -> set[str]:
             found: set[str] = set()
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
                 rows = conn.execute(
                     "SELECT device_key FROM inbound WHERE device=? AND device_key IN "
                     f"({','.join('?' * len(chunk))})",
                     (device, *chunk),
                 )
                 found.update(r[0] for r in rows)
-            return found
+            return {k for k in keys if k in found or legacy.get(k) in found}
 
         return await self.read(fn)
 
@@ -342,7 +355,10 @@ class Inbound:
                 f"AND state IN {_IN_FINAL!r}",
                 (device, before),
             ).fetchall()
-            gone = [(r[0],) for r in rows if r[1] not in visible]
+            # A legacy key (stored before the driver added the entry's position) is shown while
+            # any visible key has it as its form without the position.
+            shown = visible | {k.rsplit(LEGACY_SEP, 1)[0] for k in visible if _has_position(k)}
+            gone = [(r[0],) for r in rows if r[1] not in shown]
             conn.executemany("DELETE FROM inbound WHERE id=?", gone)
             return len(gone)
 

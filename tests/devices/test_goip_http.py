@@ -210,12 +210,24 @@ def test_parse_inbox_page_reference_format():
     assert first.raw == "07-12 10:11:12,+491701234567,Body, may contain commas"
     assert first.concat_ref is None and first.concat_total is None and first.concat_seq is None
     assert first.device_key.startswith("1|07-12 10:11:12|+491701234567|")
-    assert len(first.device_key.rsplit("|", 1)[1]) == 12
+    digest, slot = first.device_key.rsplit("|", 1)[1].split("#")
+    assert len(digest) == 12 and slot == "0"
     assert third.text == "Frohes neues Jahr! Grüße"  # latin-1 mojibake repaired
     assert third.received_at == datetime(2024, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
     # Stable keys: parsing again later gives the same keys.
     later = parse_inbox_page(INBOX_PAGE, now=datetime(2025, 3, 1, tzinfo=timezone.utc))
     assert [i.device_key for i in later] == [i.device_key for i in items]
+
+
+def test_identical_sms_in_the_same_second_are_two_entries():
+    """Two identical SMS from one sender on one line within a second: the stamp cannot tell them
+    apart, their slots do. Before, both had one key and the second was dropped as a duplicate."""
+    same = "07-12 10:11:12,+491701234567,Ja"
+    page = f'sms= ["{same}","{same}","07-12 10:11:12,+491701234567,Nein"];pos=3;sms_row_insert(l1_sms_store, sms, pos, 1);'
+    items = parse_inbox_page(page, now=datetime(2025, 8, 1, tzinfo=timezone.utc))
+    assert len({i.device_key for i in items}) == 3
+    again = parse_inbox_page(page, now=datetime(2025, 8, 2, tzinfo=timezone.utc))
+    assert [i.device_key for i in again] == [i.device_key for i in items]
 
 
 def test_parse_inbox_page_tolerates_unescaped_quotes_and_rejects_non_inbox():

@@ -352,9 +352,15 @@ def _js_array(text: str) -> list[str]:
     return out
 
 
-def device_key(line: str, stamp: str, sender: str, body: str) -> str:
+def device_key(line: str, stamp: str, sender: str, body: str, slot: int) -> str:
+    """The entry's identity: line, stamp, sender, a hash of the text, and its slot in the ring.
+    The stamp has one-second resolution, so two identical SMS from one sender on one line within
+    a second differ only by their slot; the ring fills forward and a slot is reused only when the
+    ring comes round, so the slot keeps them apart without merging anything it should not. The
+    slot goes last, after ``#``: keys stored before it was added (``bridge/store/inbound.py``,
+    ``LEGACY_SEP``) are still recognised."""
     digest = hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{line}|{stamp}|{sender}|{digest}"
+    return f"{line}|{stamp}|{sender}|{digest}#{slot}"
 
 
 def parse_inbox_page(
@@ -390,7 +396,7 @@ def parse_inbox_page(
                     sender=_repair_mojibake(sender),
                     text=_repair_mojibake(body),
                     received_at=received_at,
-                    device_key=device_key(channel, stamp, sender, body),
+                    device_key=device_key(channel, stamp, sender, body, slot),
                     raw=entry,
                     slot=slot,
                 )
