@@ -17,11 +17,13 @@ Rules
   ``JOURNAL_STREAM`` variable is set) the time is left to journald and each line starts with
   its syslog priority (``<4>``), so ``journalctl -p warning`` works. ``json`` writes one object
   per line (``ts``, ``level``, ``logger``, ``msg``, ``exc``) for log shippers.
-* Repeated warnings and errors are rate-limited (``RepeatFilter``): of the records with the same
-  logger, level and message template, the first ``BURST`` within ``WINDOW`` seconds are written;
+* Repeated errors are rate-limited (``RepeatFilter``): of the ERROR (and CRITICAL) records with
+  the same logger, level and message template, the first ``BURST`` within ``WINDOW`` seconds are written;
   the rest are counted and summarised in one line with the count and the last one's text, when
   that kind next appears after the window, when any other line is written after it, or at exit.
   A storm (a full disk refusing every submit) is a handful of lines a minute, never one per PDU.
+  Warnings are not limited: each names one event a person may look for (an ambiguous send of
+  one message, a device down), and none is written per refused PDU.
 * PDU logs: one file per ESME per local day, ``DIR/<esme>/<YYYY-MM-DD>.jsonl``, one decoded PDU
   per line. Files older than ``retention_days`` are deleted; a file stops growing at
   ``MAX_FILE_BYTES`` (one line says so) so that a flood cannot fill the disk. PDUs of sessions
@@ -162,11 +164,12 @@ class RedactingFilter(logging.Filter):
 
 
 class RepeatFilter(logging.Filter):
-    """Rate-limits repeated warnings and errors (module rules). Attach it to the handler before
+    """Rate-limits repeated errors (module rules). Attach it to the handler before
     the redacting filter: it keys on the message template, which that filter replaces."""
 
     BURST = 3
     WINDOW = 60.0
+    LEVEL = logging.ERROR
 
     def __init__(self, handler: logging.Handler, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
@@ -183,7 +186,7 @@ class RepeatFilter(logging.Filter):
         with self._lock:
             due = self._expired(now)
             passes = True
-            if record.levelno >= logging.WARNING:
+            if record.levelno >= self.LEVEL:
                 key = (record.name, record.levelno, str(record.msg))
                 entry = self._seen.get(key)
                 if entry is None:
