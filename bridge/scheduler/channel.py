@@ -450,7 +450,7 @@ class Channel:
     async def _ambiguous(self, rec: MessageRecord, seq: int, total: int, pre_ref: str | None, detail: str) -> tuple[str, str | None] | None:
         """The device may or may not have taken the part. Ask it; else apply the policy."""
         sched = self.sched
-        now_ref = await self.driver.last_ref(self.id)
+        now_ref = await sched.ask_last_ref(self, pre_ref)
         resolution = sched.resolve_ambiguity(pre_ref, now_ref)
         sched.metrics.ambiguous.labels(self.device_name, resolution).inc()
         log.warning("channel %s: ambiguous send of message %s part %d (%s): %s", self.key, rec.id, seq, detail, resolution)

@@ -196,6 +196,20 @@ class Scheduler:
         reports) until each is final or its device's status_timeout passes; then finish it."""
         self.tracker.track(mid)
 
+    async def ask_last_ref(self, ch: Any, pre_ref: str | None) -> str | None:
+        """The channel's status slot after an ambiguous send. When the slot was readable before
+        the call (``pre_ref`` is not None: a device that can tell), it is asked until the device
+        answers or its ``status_timeout`` passes: the policy decides only when the device cannot
+        tell, not at the first status page it could not read (a device busy restarting answers
+        seconds later, and its slot then says whether it took the part). Devices without such a
+        slot are asked once."""
+        deadline = self.clock() + ch.device.status_timeout
+        while True:
+            ref = await ch.driver.last_ref(ch.id)
+            if ref is not None or pre_ref is None or self.clock() >= deadline:
+                return ref
+            await trio.sleep(ch.device.status_poll_interval)
+
     def resolve_ambiguity(self, pre_ref: str | None, now_ref: str | None) -> str:
         """reconciled_sent | reconciled_not_sent | policy_unknown | policy_resend."""
         if pre_ref is not None and now_ref:

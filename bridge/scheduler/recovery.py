@@ -8,7 +8,8 @@ Rules
   before it takes anything new (``resume``). A part left ``submitting`` (a crash mid-call) is
   reconciled through the device like an ambiguous send: a new id in the channel's status slot
   means the device took it, the same id means it did not (it is retried, the attempt not
-  counted); when the device cannot tell, ``scheduler.ambiguous`` decides. Parts already with the
+  counted); when the device cannot tell (its status still unreadable after its
+  ``status_timeout``: ``Scheduler.ask_last_ref``), ``scheduler.ambiguous`` decides. Parts already with the
   device are polled (or, for devices with handset reports, followed by the report tracker).
 * A message whose channel is gone from the config is finished UNKNOWN (nobody can tell whether
   the device took it), with its receipt. One accepted but not yet routed is routed now, or
@@ -87,7 +88,7 @@ async def resume(ch: Channel, entry: QueueEntry) -> None:
     pending = [p for p in parts if p.state in ("submitting", "sent")]
     for p in pending:
         if p.state == "submitting":
-            now_ref = await ch.driver.last_ref(ch.id)
+            now_ref = await sched.ask_last_ref(ch, p.pre_ref)
             resolution = sched.resolve_ambiguity(p.pre_ref, now_ref)
             sched.metrics.ambiguous.labels(ch.device_name, resolution).inc()
             log.warning(

@@ -45,13 +45,7 @@ def crash_mid_send(tmp_path, emulator, *, processed: bool) -> tuple[BridgeProces
 
 def restart_and_get_receipt(bridge: BridgeProcess, mid: str) -> dict:
     bridge.start()
-    rx = client(bridge.port)
-    rx.bind_receiver(system_id="alice", password="secret1")
-    (dlr,) = receive_deliver_sm(rx, 1, timeout=20)
-    rx.unbind()
-    f = receipt_fields(dlr)
-    assert f["id"] == mid
-    return f
+    return restart_and_get_receipt_started(bridge, mid)
 
 
 def test_device_took_it_before_the_crash_is_reconciled_not_resent(tmp_path, emulator):
@@ -89,3 +83,35 @@ def test_when_the_device_cannot_tell_the_default_policy_never_resends(tmp_path, 
             assert db.execute("SELECT state FROM messages WHERE id=?", (int(mid),)).fetchone() == ("unknown",)
     finally:
         bridge.stop()
+
+
+@pytest.mark.parametrize("processed", [True, False], ids=["device-took-it", "device-never-took-it"])
+def test_a_device_unreadable_for_a_moment_after_the_restart_still_decides(tmp_path, emulator, processed):
+    """Issue 12: the status slot unreadable when the bridge comes back, readable moments later.
+    The bridge asks again (until status_timeout) instead of deciding UNKNOWN at the first
+    unreadable page: the device can tell, so nothing ends UNKNOWN and nothing goes out twice."""
+    bridge, mid = crash_mid_send(tmp_path, emulator, processed=processed)
+    emulator.faults(malformed_status_xml=True)
+    try:
+        before = emulator.state()["requests"]
+        bridge.start()
+        # Several status reads fail before the page heals (the recovery asks at once).
+        wait_for(lambda: emulator.state()["requests"] >= before + 4, timeout=15)
+        emulator.faults(malformed_status_xml=False)
+        f = restart_and_get_receipt_started(bridge, mid)
+        assert f["stat"] == "DELIVRD"
+        assert [s["text"] for s in emulator.sent()] == ["in flight at the crash"]  # once
+        assert ("reconciled_sent" if processed else "reconciled_not_sent") in bridge.log_text()
+        assert "policy_unknown" not in bridge.log_text()
+    finally:
+        bridge.stop()
+
+
+def restart_and_get_receipt_started(bridge: BridgeProcess, mid: str) -> dict:
+    rx = client(bridge.port)
+    rx.bind_receiver(system_id="alice", password="secret1")
+    (dlr,) = receive_deliver_sm(rx, 1, timeout=20)
+    rx.unbind()
+    f = receipt_fields(dlr)
+    assert f["id"] == mid
+    return f
