@@ -106,7 +106,19 @@ async def test_lost_guard_is_refused_only_if_unreadable(tmp_path):
     assert "cannot be read" in refused(crashed)
 
 
-async def test_deleted_while_running_stops_acknowledging(tmp_path):
+def _delete(path: Path) -> None:
+    path.unlink()
+
+
+def _replace(path: Path) -> None:
+    copy = path.with_name("copy")
+    shutil.copyfile(path, copy)
+    os.replace(copy, path)
+
+
+@pytest.mark.parametrize(("damage", "says"), [(_delete, "was deleted"), (_replace, "was replaced")],
+                         ids=["deleted", "replaced"])
+async def test_deleted_or_replaced_while_running_stops_acknowledging(tmp_path, damage, says):
     path = tmp_path / "b.sqlite3"
     s = open_store(path)
     try:
@@ -114,37 +126,20 @@ async def test_deleted_while_running_stops_acknowledging(tmp_path):
             await nursery.start(s.run)
             await s.accept(msg("before"))
             await s.ping()
-            path.unlink()
-            with pytest.raises(StoreError, match="was deleted"):
+            damage(path)
+            with pytest.raises(StoreError, match=says):
                 await s.accept(msg("into the void"))
-            with pytest.raises(StoreError, match="was deleted"):
+            with pytest.raises(StoreError, match=says):
                 await s.ping()
             assert s.fault is not None
             nursery.cancel_scope.cancel()
     finally:
         s.close()
-    # What it had acknowledged is gone with the file: the next start says so.
-    Path(str(path) + "-wal").unlink(missing_ok=True)
-    Path(str(path) + "-shm").unlink(missing_ok=True)
-    assert "is missing" in refused(path)
-
-
-async def test_replaced_while_running_stops_acknowledging(tmp_path):
-    path = tmp_path / "b.sqlite3"
-    s = open_store(path)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(s.run)
-            await s.accept(msg("before"))
-            shutil.copyfile(path, tmp_path / "copy")
-            os.replace(tmp_path / "copy", path)
-            with pytest.raises(StoreError, match="was replaced"):
-                await s.accept(msg("after"))
-            with pytest.raises(StoreError, match="was replaced"):
-                await s.ping()
-            nursery.cancel_scope.cancel()
-    finally:
-        s.close()
+    if damage is _delete:
+        # What it had acknowledged is gone with the file: the next start says so.
+        Path(str(path) + "-wal").unlink(missing_ok=True)
+        Path(str(path) + "-shm").unlink(missing_ok=True)
+        assert "is missing" in refused(path)
 
 
 async def test_deleted_while_idle_is_noticed_without_a_write(tmp_path, autojump_clock):
