@@ -15,6 +15,9 @@ What it does:
 3. ``--kills`` times: waits a random time, ``kill -9``s the bridge, restarts it; on a fraction
    of the restarts (``--blind``) the GoIP's status page answers broken XML for half a second,
    so a part caught in a device call cannot be reconciled and ``scheduler.ambiguous`` decides;
+   between kills, a fraction of the gaps (``--never-took``) the GoIP stops taking sends for a
+   moment: send.html hangs *before* the SMS is taken, so the bridge's call times out on a send
+   the device never took (and a kill may land in it too);
 4. stops submitting and waits until every acknowledged message is final in the store and its
    receipt reached the ESME; then stops the bridge and checks the store.
 
@@ -26,7 +29,11 @@ It prints what it counted and exits 0 when the promises held:
   ``scheduler.ambiguous: resend`` where a duplicate must belong to a counted ambiguous send;
 * every ambiguous send (the bridge died, or timed out, in the middle of a device call) is
   counted from the bridge's logs (the process restarts, so its metric resets) and from the
-  store's events;
+  store's events, and each decision is checked against what the GoIP actually did (its
+  /emulator/sent record): ``reconciled_sent`` only for a text the GoIP sent, a part
+  ``reconciled_not_sent`` sent exactly once afterwards (policy ``unknown``), ``policy_unknown``
+  ending UNKNOWN; every final state too: DELIVRD only if sent, UNKNOWN counted by what the
+  device had really done (sent / never took), the figure issue 12 asks to drive down;
 * ``PRAGMA integrity_check`` is ok.
 
 Submits whose submit_sm_resp never came (the bridge died first) were never acknowledged: they
@@ -203,7 +210,8 @@ def count_ambiguous(log_text: str) -> dict[str, Any]:
     # kill): every occurrence is one decision, and each "policy_resend" may cost one duplicate.
     every = collections.Counter(x for r in seen.values() for x in r)
     return {"log_lines": sum(len(v) for v in seen.values()), "parts": len(seen), "by_final_resolution": dict(by_resolution),
-            "decisions": dict(every), "messages": sorted({int(k[0]) for k in seen})}
+            "decisions": dict(every), "messages": sorted({int(k[0]) for k in seen}),
+            "per_message": {f"{int(k[0]):010d}": r for k, r in seen.items()}}
 
 
 def crash_config(emulator_url: str, lines: int, policy: str) -> str:
@@ -230,6 +238,7 @@ def run_crash(
     gap: tuple[float, float] = (0.3, 2.5),
     policy: str = "unknown",
     blind: float = 0.25,
+    never_took: float = 0.3,
     seed: int | None = None,
     workdir: Path | None = None,
     drain_timeout: float = 120.0,
@@ -252,13 +261,24 @@ def run_crash(
     up = {"port": None}
     esme = Esme(lambda: up["port"], rate, tag=f"{seed:x}")
     started = time.monotonic()
+    esme_never_took_windows: list[float] = []
     try:
         bridge.start()
         up["port"] = bridge.port
         esme.start()
         say(f"crash: seed {seed}, {kills} kills, {rate:g} submits/s, {lines} GoIP lines, policy {policy}")
         for i in range(kills):
-            time.sleep(rng.uniform(*gap))
+            pause = rng.uniform(*gap)
+            if rng.random() < never_took:
+                # The GoIP takes no send for a moment: each call hangs before the SMS is taken,
+                # until the bridge's timeout; the kill below may land in one of them.
+                emulator.faults(hang=True, hang_after_processing=False, endpoints=["send"])
+                hung = rng.uniform(0.3, pause)
+                time.sleep(hung)
+                emulator.faults(hang=False, hang_after_processing=True, delay=send_delay, endpoints=["send"])
+                pause -= hung
+                esme_never_took_windows.append(hung)
+            time.sleep(pause)
             up["port"] = None
             bridge.kill()
             if bridge._reader is not None:
@@ -302,6 +322,8 @@ def run_crash(
         bridge.kill()
         emulator.stop()
     result = _evaluate(bridge, esme, sent, "".join(logs), policy)
+    result.update(never_took_windows=len(esme_never_took_windows),
+                  never_took_seconds=round(sum(esme_never_took_windows), 1))
     result.update(seed=seed, kills=kills, rate=rate, lines=lines, policy=policy, stop_exit_code=code,
                   duration_s=round(time.monotonic() - started, 1), esme_binds=esme.reconnects)
     if tmp is not None:
@@ -337,6 +359,22 @@ def _evaluate(bridge: BridgeProcess, esme: Esme, sent: list[dict], log_text: str
     # A DELIVRD receipt must match a send on the device (twice only if counted above).
     delivrd_never_sent = [mid for mid in acked_ids if esme.stats.get(mid) == "DELIVRD" and not device.get(text_of[mid])]
     unanswered_stored = sum(1 for t in esme.unanswered if t in stored_texts)
+    # Every final state and every ambiguous decision against what the GoIP really did.
+    ok_sends = collections.Counter(s["text"] for s in sent if not s.get("error"))
+    unknown_truth = collections.Counter()
+    wrong: list[str] = []
+    for mid in acked_ids:
+        text, stat = text_of[mid], esme.stats.get(mid)
+        if stat == "UNKNOWN":
+            unknown_truth["sent" if ok_sends.get(text) else "never took"] += 1
+        decisions = ambiguous["per_message"].get(mid, [])
+        for d in decisions:
+            if d == "reconciled_sent" and not ok_sends.get(text):
+                wrong.append(f"{mid}: reconciled_sent, but the GoIP never sent it")
+        if decisions and decisions[-1] == "reconciled_not_sent" and policy == "unknown" and ok_sends.get(text) != 1:
+            wrong.append(f"{mid}: reconciled_not_sent, then sent {ok_sends.get(text, 0)} times (expected once)")
+        if decisions and decisions[-1] == "policy_unknown" and stat != "UNKNOWN":
+            wrong.append(f"{mid}: policy_unknown, but its receipt says {stat}")
     result = {
         "submitted": esme.n,
         "acknowledged": len(acked),
@@ -355,6 +393,9 @@ def _evaluate(bridge: BridgeProcess, esme: Esme, sent: list[dict], log_text: str
         "receipts_duplicated": sum(n - 1 for mid, n in esme.receipts.items() if n > 1),
         "receipt_stats": dict(stats),
         "delivrd_never_sent": len(delivrd_never_sent),
+        "unknown_truth": dict(unknown_truth),
+        "decisions_contradicted": len(wrong),
+        "contradictions": wrong[:5],
         "integrity_check": integrity,
         "esme_errors": esme.errors[:5],
     }
@@ -365,6 +406,7 @@ def _evaluate(bridge: BridgeProcess, esme: Esme, sent: list[dict], log_text: str
         and result["unexplained_duplicates"] == 0
         and result["receipts_missing"] == 0
         and result["delivrd_never_sent"] == 0
+        and result["decisions_contradicted"] == 0
         and integrity == "ok"
     )
     return result
@@ -381,6 +423,9 @@ def format_result(r: dict[str, Any]) -> str:
         f"DELIVRD but never sent: {r['delivrd_never_sent']}",
         f"  ambiguous device calls: {amb['parts']} parts, {amb['log_lines']} decisions {amb['decisions'] or '{}'}, "
         f"final resolutions {amb['by_final_resolution'] or '{}'} ({r['ambiguous_events_in_store']} retries recorded in the store's events)",
+        f"  checked against the GoIP: {r['decisions_contradicted']} decisions contradicted {r['contradictions'] or ''}; "
+        f"UNKNOWN receipts by what the device had done: {r['unknown_truth'] or '{}'}; "
+        f"{r.get('never_took_windows', 0)} windows ({r.get('never_took_seconds', 0)} s) in which the GoIP took no send",
         f"  receipts: missing {r['receipts_missing']}, duplicated (at-least-once) {r['receipts_duplicated']}, stats {r['receipt_stats']}",
         f"  PRAGMA integrity_check: {r['integrity_check']}",
         f"  {'OK' if r['ok'] else 'FAILED'}",
@@ -397,10 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", choices=["unknown", "resend"], default="unknown", help="scheduler.ambiguous")
     ap.add_argument("--blind", type=float, default=0.25,
                     help="fraction of restarts during which the GoIP's status page is unreadable")
+    ap.add_argument("--never-took", type=float, default=0.3,
+                    help="fraction of the gaps between kills with a moment in which the GoIP takes no send")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--json", metavar="FILE", help="also write the counts to FILE")
     a = ap.parse_args(argv)
-    r = run_crash(a.kills, rate=a.rate, lines=a.lines, send_duration=a.send_duration, send_delay=a.send_delay, policy=a.policy, blind=a.blind, seed=a.seed)
+    r = run_crash(a.kills, rate=a.rate, lines=a.lines, send_duration=a.send_duration, send_delay=a.send_delay, policy=a.policy, blind=a.blind,
+                  never_took=a.never_took, seed=a.seed)
     print(format_result(r))
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=2))

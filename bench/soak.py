@@ -4,7 +4,7 @@ resident memory flat after warm-up, does it keep its file descriptors, is latenc
 
     python bench/soak.py --minutes 10          # the full form: 20 ESMEs x 10 binds, 10 minutes
     python bench/soak.py --seconds 20          # what CI runs (tests/reliability/test_soak.py)
-    python bench/soak.py --minutes 10 --lines 32   # end to end: through an emulated GoIP, with receipts
+    python bench/soak.py --minutes 10 --lines 0 --rate 400   # store only: no devices
 
 What it does: starts the bridge (``smpp-bridge run``) with ``--esmes`` ESMEs, binds each
 ``--binds`` times (transceivers), and submits ``--rate`` submit_sm per second in total, spread
@@ -14,20 +14,26 @@ Every ``--interval`` seconds it prints the bridge's VmRSS and open file descript
 /proc/<pid>) and the submit latency p50/p99/max of that interval (submit_sm written -> its
 submit_sm_resp read, i.e. including the durable commit).
 
-Where the messages go. By default the bridge has no devices and no routes: every message is
-stored (ESME_ROK after the commit) and stays there, so nothing in the bridge's memory has to
-grow with the number of messages, and a growing RSS would be a leak. (With devices, the
-in-memory route queues grow with any backlog the devices cannot keep up with, which is memory
-in use, not a leak.) ``--lines N`` runs the end-to-end variant instead: an emulated GoIP with N
-fast lines and one route, every submit asking for a receipt; keep ``--rate`` below what the lines
-can send (about 5 per second per line) so there is no backlog.
+Where the messages go. By default end to end, as deployed: an emulated GoIP with ``--lines``
+(32) fast lines and one route, every submit asking for a receipt, and ``--inbound`` SMS per
+second (2) arriving in the GoIP's inboxes, each delivered to an ESME as a deliver_sm (MO) and
+deleted from the device after its commit. The rate stays below what the lines can send (about 5
+per second per line alone, less on a shared machine: default ``--rate`` 50) so that no backlog
+grows: in-memory route queues grow with a backlog, which is memory in use, not a leak. Each
+sample prints the backlog (acknowledged, no receipt yet); one that keeps growing makes the
+memory verdict meaningless, and the verdict says so. At the end the soak waits (up to a
+minute) for every receipt and every MO; the verdict counts them. ``--lines 0`` runs the store-only
+variant: no devices, no routes, every message stored and left there.
 
 What "flat" means here (the verdict at the end):
 
 * warm-up is the first ``--warmup`` fraction of the run (20 %): first connections, SQLite's page
   cache, Python's allocator arenas and the metric series all fill up there;
 * memory: the largest VmRSS after warm-up is at most 10 % (and at least 4 MiB) above the VmRSS
-  at the end of warm-up; the least-squares slope of VmRSS after warm-up is printed as MiB/hour;
+  at the end of warm-up, and the least-squares slope of VmRSS after warm-up (printed as
+  MiB/hour) does not climb: its rise over the measured span is within that same allowance, and
+  on a span of 5 minutes or more it is at most ``MAX_SLOPE_MIB_PER_HOUR`` (5). A creep of a few
+  MiB a minute (glibc's default arenas) fails both, however flat the band looked;
 * file descriptors: at the end (the lowest of the last three samples: SQLite briefly opens a
   temporary file now and then) no more than at the end of warm-up;
 * latency: no upward drift. Over the intervals after warm-up, the median p50 of the last third
@@ -41,7 +47,8 @@ spread their allocations over many malloc arenas and VmRSS creeps up by about 1 
 at least ten minutes while the Python heap stays flat (tracemalloc); with two arenas it stays
 within a band of a few MiB. Deployments should set it too (systemd ``Environment=``).
 
-Every submit must be answered ESME_ROK and be in the store at the end (counted rows).
+Every submit must be answered ESME_ROK and be in the store at the end (counted rows); end to
+end, every submit's receipt and every inbound SMS's MO must have arrived.
 Exit status 0 when all of that holds.
 """
 
@@ -72,6 +79,8 @@ from bridge.smpp.pdu import Pdu, encode  # noqa: E402
 
 HEADER = struct.Struct(">IIII")
 C = CommandId
+MAX_SLOPE_MIB_PER_HOUR = 5.0
+SLOPE_SPAN_SECONDS = 300.0
 
 
 def rss_kb(pid: int) -> int:
@@ -92,7 +101,7 @@ def percentile(values: list[float], p: float) -> float:
     return s[max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))]
 
 
-def soak_config(esmes: int, binds: int, emulator_url: str | None, lines: int) -> str:
+def soak_config(esmes: int, binds: int, emulator_url: str | None, lines: int, inbound: bool = False) -> str:
     block = "".join(
         f"""
         - system_id: soak{i:02d}
@@ -115,12 +124,14 @@ def soak_config(esmes: int, binds: int, emulator_url: str | None, lines: int) ->
                 timeout: 5
                 status_poll_interval: 0.1
                 status_timeout: 20
-                inbox_poll_interval: 10
+                inbox_poll_interval: {1 if inbound else 10}
                 caps: {{per_minute: 0}}
             routes:
               - name: all
                 channels: [goip1]
             """)
+        if inbound:
+            extra += "inbound:\n  default_esme: soak01\n  delete_after_commit: true\n"
     return base_config(esmes=textwrap.dedent(block), extra=extra)
 
 
@@ -161,11 +172,12 @@ def run_soak(
     *,
     esmes: int = 20,
     binds: int = 10,
-    rate: float = 400.0,
+    rate: float = 50.0,
     window: int = 10,
     interval: float = 10.0,
     warmup: float = 0.2,
-    lines: int = 0,
+    lines: int = 32,
+    inbound: float = 2.0,
     malloc_arena_max: int = 2,
     workdir: Path | None = None,
     say: Any = print,
@@ -179,10 +191,11 @@ def run_soak(
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="smpp-bridge-soak-")
         workdir = Path(tmp.name)
+    inbound = inbound if lines else 0.0
     emulator = EmulatorProcess(lines=lines, send_duration=0.05) if lines else None
-    bridge = BridgeProcess(workdir, soak_config(esmes, binds, emulator.url if emulator else None, lines))
+    bridge = BridgeProcess(workdir, soak_config(esmes, binds, emulator.url if emulator else None, lines, inbound > 0))
     samples: list[dict[str, Any]] = []
-    accepted = errors = receipts = 0
+    accepted = errors = receipts = mo = injected = 0
     try:
         bridge.start()
         pid = bridge.proc.pid
@@ -194,24 +207,28 @@ def run_soak(
                 all_binds.append(b)
                 sel.register(b.sock, selectors.EVENT_READ, b)
         say(f"soak: {esmes} ESMEs x {binds} binds = {len(all_binds)} sessions, {rate:g} submit_sm/s for {seconds:g} s, "
-            f"{'end to end through ' + str(lines) + ' GoIP lines' if lines else 'store only (no routes)'}, "
+            f"{'end to end through ' + str(lines) + ' GoIP lines with receipts' if lines else 'store only (no routes)'}"
+            f"{f', {inbound:g} inbound SMS/s' if inbound else ''}, "
             f"MALLOC_ARENA_MAX={malloc_arena_max or 'unset (glibc default)'}; "
             f"bridge pid {pid}, RSS {rss_kb(pid) / 1024:.1f} MiB, {fd_count(pid)} fds after the binds")
         say(f"{'t (s)':>6} {'submits':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'RSS MiB':>8} {'fds':>5}"
-            + (f" {'receipts':>8}" if lines else ""))
+            + (f" {'receipts':>8} {'MO':>5} {'backlog':>7}" if lines else ""))
         registered = 1 if lines else 0
         started = time.monotonic()
         next_sample = started + interval
         sent_total = 0
         rr = 0
         lat: list[float] = []
-        int_errors = int_receipts = 0
+        int_errors = int_receipts = int_mo = 0
         n_binds = len(all_binds)
         stalled = 0
         while True:
             now = time.monotonic()
             if now - started >= seconds:
                 break
+            if emulator is not None and inbound and injected < int((now - started) * inbound):
+                injected += 1
+                emulator.inject(1 + injected % lines, f"+4915{injected:09d}", f"soak inbound {injected}")
             due = int((now - started) * rate) - sent_total
             tries = 0
             while due > 0 and tries < n_binds:
@@ -265,8 +282,12 @@ def run_soak(
                                 errors += 1
                                 int_errors += 1
                     elif cid == C.DELIVER_SM:
-                        receipts += 1
-                        int_receipts += 1
+                        if _is_receipt(buf, pos):
+                            receipts += 1
+                            int_receipts += 1
+                        else:
+                            mo += 1
+                            int_mo += 1
                         b.out += HEADER.pack(17, C.DELIVER_SM_RESP, 0, seq) + b"\0"
                     elif cid == C.ENQUIRE_LINK:
                         b.out += HEADER.pack(16, C.ENQUIRE_LINK_RESP, 0, seq)
@@ -277,18 +298,26 @@ def run_soak(
                     "t": round(now - started, 1), "submits": len(lat), "errors": int_errors,
                     "p50_ms": round(percentile(lat, 50) * 1000, 2), "p99_ms": round(percentile(lat, 99) * 1000, 2),
                     "max_ms": round(max(lat, default=0) * 1000, 2), "rss_kb": rss_kb(pid), "fds": fd_count(pid),
-                    "receipts": int_receipts,
+                    "receipts": int_receipts, "mo": int_mo, "backlog": accepted - receipts if lines else 0,
                 }
                 samples.append(sample)
                 say(f"{sample['t']:>6.0f} {sample['submits']:>8} {sample['errors']:>6} {sample['p50_ms']:>7.2f} "
                     f"{sample['p99_ms']:>7.2f} {sample['max_ms']:>7.2f} {sample['rss_kb'] / 1024:>8.1f} {sample['fds']:>5}"
-                    + (f" {int_receipts:>8}" if lines else ""))
+                    + (f" {int_receipts:>8} {int_mo:>5} {sample['backlog']:>7}" if lines else ""))
                 lat = []
-                int_errors = int_receipts = 0
+                int_errors = int_receipts = int_mo = 0
                 next_sample += interval
-        # Collect the last answers, then unbind everything.
+        # Collect the last answers (and, end to end, the last receipts and MOs), then unbind.
         deadline = time.monotonic() + 10
-        while any(b.outstanding for b in all_binds) and time.monotonic() < deadline:
+        drain_until = time.monotonic() + 60
+
+        def waiting() -> bool:
+            if any(b.outstanding for b in all_binds) and time.monotonic() < deadline:
+                return True
+            end_to_end = lines and (receipts < accepted or mo < injected)
+            return bool(end_to_end) and time.monotonic() < drain_until
+
+        while waiting():
             for key, _ev in sel.select(timeout=0.05):
                 b = key.data
                 try:
@@ -305,6 +334,10 @@ def run_soak(
                         accepted += status == 0
                         errors += status != 0
                     elif cid == C.DELIVER_SM:
+                        if _is_receipt(b.inbuf, pos):
+                            receipts += 1
+                        else:
+                            mo += 1
                         b.sock.setblocking(True)
                         b.sock.sendall(HEADER.pack(17, C.DELIVER_SM_RESP, 0, seq) + b"\0")
                         b.sock.setblocking(False)
@@ -336,13 +369,26 @@ def run_soak(
     result.update(
         malloc_arena_max=malloc_arena_max, esmes=esmes, binds=binds, sessions=esmes * binds, rate=rate, seconds=seconds, lines=lines,
         sent=sent_total, accepted=accepted, errors=errors, unanswered=unanswered, stored=stored,
-        receipts=receipts, stalled=stalled, final_rss_kb=final_rss, final_fds=final_fds, stop_exit_code=code,
+        receipts=receipts, mo=mo, inbound_injected=injected, inbound_rate=inbound, stalled=stalled, final_rss_kb=final_rss, final_fds=final_fds, stop_exit_code=code,
         samples=samples,
     )
-    result["ok"] = bool(result["ok"] and errors == 0 and unanswered == 0 and stored == accepted == sent_total)
+    result["delivered_all"] = not lines or (receipts == accepted and mo == injected)
+    result["ok"] = bool(result["ok"] and errors == 0 and unanswered == 0 and stored == accepted == sent_total
+                        and result["delivered_all"])
     if tmp is not None:
         tmp.cleanup()
     return result
+
+
+def _is_receipt(buf: bytes | bytearray, pos: int) -> bool:
+    """Whether the deliver_sm at ``pos`` is a delivery receipt (esm_class bit 2) or an MO."""
+    i = pos + 16
+    i = buf.index(0, i) + 1  # service_type
+    i += 2
+    i = buf.index(0, i) + 1  # source_addr
+    i += 2
+    i = buf.index(0, i) + 1  # destination_addr
+    return bool(buf[i] & 0x04)
 
 
 def verdict(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
@@ -371,7 +417,18 @@ def verdict(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
     p50_last = statistics.median(s["p50_ms"] for s in after[-third:])
     p99_first = statistics.median(s["p99_ms"] for s in after[:third])
     p99_last = statistics.median(s["p99_ms"] for s in after[-third:])
-    memory_flat = growth_kb <= allowed_kb
+    span = (max(ts) - min(ts)) if len(ts) >= 2 else 0.0
+    slope_mib_h = slope * 3600 / 1024
+    # The trend must not climb either: a steady creep hides in a band for a while.
+    slope_ok = slope * span <= allowed_kb and (span < SLOPE_SPAN_SECONDS or slope_mib_h <= MAX_SLOPE_MIB_PER_HOUR)
+    memory_flat = growth_kb <= allowed_kb and slope_ok
+    # End to end, a backlog that grows (the devices cannot keep up) is memory in use: the memory
+    # verdict then says nothing about leaks. Growing: the last third's median above twice the
+    # first third's plus a second's worth of sends.
+    backlogs = [s.get("backlog", 0) for s in after]
+    backlog_first = statistics.median(backlogs[:third]) if backlogs else 0
+    backlog_last = statistics.median(backlogs[-third:]) if backlogs else 0
+    backlog_steady = backlog_last <= 2 * backlog_first + 100
     fds_flat = fd_end <= fd0
     # p99 of a 20 s interval on a shared machine swings by a few x with the disk's fsync times;
     # a real drift (cost growing with the number of stored messages) would go far past this.
@@ -382,7 +439,9 @@ def verdict(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
         "rss_max_after_warmup_kb": rss_max,
         "rss_growth_kb": growth_kb,
         "rss_growth_allowed_kb": round(allowed_kb),
-        "rss_slope_mib_per_hour": round(slope * 3600 / 1024, 2),
+        "rss_slope_mib_per_hour": round(slope_mib_h, 2),
+        "rss_slope_span_s": round(span),
+        "rss_slope_ok": slope_ok,
         "fds_after_warmup": fd0,
         "fds_max_after_warmup": fd_max,
         "fds_at_end": fd_end,
@@ -392,9 +451,12 @@ def verdict(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
         "p99_ms_last_third": p99_last,
         "p50_ms_median": statistics.median(s["p50_ms"] for s in after),
         "memory_flat": memory_flat,
+        "backlog_first_third": backlog_first,
+        "backlog_last_third": backlog_last,
+        "backlog_steady": backlog_steady,
         "fds_flat": fds_flat,
         "latency_stable": latency_stable,
-        "ok": memory_flat and fds_flat and latency_stable,
+        "ok": memory_flat and fds_flat and latency_stable and backlog_steady,
     }
 
 
@@ -404,12 +466,18 @@ def format_verdict(r: dict[str, Any]) -> str:
     return "\n".join([
         f"soak: {r['sessions']} sessions, {r['sent']:,} submits in {r['seconds']:g} s: ESME_ROK {r['accepted']:,}, "
         f"errors {r['errors']}, unanswered {r['unanswered']}, stored {r['stored']:,}"
-        + (f", receipts {r['receipts']:,}" if r["lines"] else "")
+        + (f", receipts {r['receipts']:,} of {r['accepted']:,}, MO {r['mo']:,} of {r['inbound_injected']:,} inbound"
+           if r["lines"] else "")
         + (f"; the bridge fell behind the pace by {r['stalled']} submits" if r["stalled"] else ""),
         f"  memory: VmRSS {r['rss_after_warmup_kb'] / 1024:.1f} MiB after warm-up, at most "
         f"{r['rss_max_after_warmup_kb'] / 1024:.1f} MiB later (+{r['rss_growth_kb'] / 1024:.1f} MiB, allowed "
-        f"+{r['rss_growth_allowed_kb'] / 1024:.1f}), slope {r['rss_slope_mib_per_hour']:+.2f} MiB/h: "
+        f"+{r['rss_growth_allowed_kb'] / 1024:.1f}), slope {r['rss_slope_mib_per_hour']:+.2f} MiB/h over "
+        f"{r['rss_slope_span_s']} s ({'ok' if r['rss_slope_ok'] else 'CLIMBING'}; at most {MAX_SLOPE_MIB_PER_HOUR:g} "
+        f"MiB/h on a span of {SLOPE_SPAN_SECONDS:g} s or more): "
         f"{'flat' if r['memory_flat'] else 'GROWING'}",
+        f"  backlog (acknowledged, no receipt yet; medians, first third -> last third): "
+        f"{r['backlog_first_third']:g} -> {r['backlog_last_third']:g}: "
+        f"{'steady' if r['backlog_steady'] else 'GROWING (the devices fall behind; lower --rate)'}",
         f"  file descriptors: {r['fds_after_warmup']} after warm-up, {r['fds_at_end']} at the end "
         f"(at most {r['fds_max_after_warmup']} in between): "
         f"{'no growth' if r['fds_flat'] else 'GROWING'}",
@@ -427,11 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     length.add_argument("--seconds", type=float, help="run length in seconds")
     ap.add_argument("--esmes", type=int, default=20)
     ap.add_argument("--binds", type=int, default=10, help="binds per ESME")
-    ap.add_argument("--rate", type=float, default=400.0, help="submit_sm per second over all binds")
+    ap.add_argument("--rate", type=float, default=50.0,
+                    help="submit_sm per second over all binds [50; well below what --lines can send]")
     ap.add_argument("--window", type=int, default=10, help="outstanding submit_sm per bind, at most")
     ap.add_argument("--interval", type=float, help="seconds per printed sample (default: run length / 30, 2..30)")
     ap.add_argument("--warmup", type=float, default=0.2, help="fraction of the run that is warm-up")
-    ap.add_argument("--lines", type=int, default=0, help="end to end through an emulated GoIP with this many lines")
+    ap.add_argument("--lines", type=int, default=32,
+                    help="end to end through an emulated GoIP with this many lines, with receipts [32]; 0: store only")
+    ap.add_argument("--inbound", type=float, default=2.0, help="inbound SMS per second into the GoIP's inboxes [2]")
     ap.add_argument("--malloc-arena-max", type=int, default=2,
                     help="MALLOC_ARENA_MAX for the bridge (default 2, as recommended for deployment; 0: glibc's default)")
     ap.add_argument("--json", metavar="FILE", help="also write every figure and sample to FILE")
@@ -439,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = a.seconds if a.seconds is not None else 60 * (a.minutes if a.minutes is not None else 10)
     interval = a.interval or min(30.0, max(2.0, seconds / 30))
     r = run_soak(seconds, esmes=a.esmes, binds=a.binds, rate=a.rate, window=a.window, interval=interval,
-                 warmup=a.warmup, lines=a.lines, malloc_arena_max=a.malloc_arena_max)
+                 warmup=a.warmup, lines=a.lines, inbound=a.inbound, malloc_arena_max=a.malloc_arena_max)
     print(format_verdict(r))
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=2))

@@ -39,4 +39,10 @@ def test_kill_9_under_load_loses_nothing_and_sends_nothing_twice(tmp_path, kills
         assert r["duplicate_sends"] == 0
     assert r["duplicate_sends"] <= r["ambiguous"]["decisions"].get("policy_resend", 0)
     assert r["delivrd_never_sent"] == 0
+    # What the harness prints about ambiguous sends is checked against what the GoIP did: no
+    # decision the device's record contradicts, and the ambiguous sends did happen.
+    assert r["decisions_contradicted"] == 0, r["contradictions"]
+    assert r["ambiguous"]["parts"] > 0, "no kill or hang landed in a device call: nothing was tested"
+    retried = sum(r["ambiguous"]["decisions"].get(k, 0) for k in ("reconciled_not_sent", "policy_resend"))
+    assert r["ambiguous_events_in_store"] >= retried
     assert r["ok"]
