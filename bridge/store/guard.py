@@ -50,9 +50,9 @@ from .records import StoreError
 
 RESERVE_BLOCK = 1000
 WHAT_TO_RUN = (
-    "Run `smpp-bridge store check --config FILE` for the details, then restore the database "
-    "from a backup or run `smpp-bridge store recover --config FILE` (copies what is readable into "
-    "a new store and keeps the damaged one)"
+    "Run `smpp-bridge store check --config FILE` for the details, then `smpp-bridge store recover "
+    "--config FILE` (copies what is readable into a new store, keeps the damaged one, and keeps "
+    "message ids above every id handed out; to use a backup, put it in place first, then recover)"
 )
 
 

@@ -79,8 +79,9 @@ def check(db: Path, out: Print = print) -> int:
     for p in problems:
         out(f"PROBLEM: {p}")
     if problems:
-        out(f"the bridge will not start on {db}. Restore a backup, or run `smpp-bridge store recover` "
-            f"(with the same --config or --db) to copy what is readable into a new store")
+        out(f"the bridge will not start on {db}. Run `smpp-bridge store recover` (with the same --config "
+            f"or --db) to copy what is readable into a new store; to use a backup instead, put it in "
+            f"place first, then recover (message ids then continue above every id handed out)")
         return 1
     out("ok: the bridge will start on this store")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -101,3 +102,18 @@ async def test_recover_a_lost_database_and_guard_skips_a_wide_gap(tmp_path, caps
     assert main(["store", "recover", "--db", str(crashed)]) == 0
     new = await accept_after(crashed)
     assert min(map(int, new)) > 1_000_000
+
+
+async def test_a_restored_backup_is_refused_until_recovered_and_ids_stay_above_the_guard(tmp_path, capsys):
+    live = tmp_path / "b.sqlite3"
+    first = await accept_after(live, 5)
+    backup = tmp_path / "backup.sqlite3"
+    shutil.copyfile(live, backup)  # after a clean close: the database file is whole
+    later = await accept_after(live, 5)
+    shutil.copyfile(backup, live)  # the operator goes back to the backup
+    assert "were lost" in refused(live)
+    assert main(["store", "recover", "--db", str(live)]) == 0
+    texts = {r[0] for r in sqlite3.connect(live).execute("SELECT text FROM messages")}
+    assert texts == {f"after {i}" for i in range(5)}  # what the backup held
+    new = await accept_after(live, 1)
+    assert int(new[0]) > max(map(int, first + later)), "an id handed out after the backup was reused"
