@@ -437,8 +437,8 @@ def _decode_sm_fast(spec: _Spec, status: int, seq: int, data: bytes, end: int) -
         )
         p += 5
         q = p + sm_len
-        if q > end:
-            return None
+        if q > end or sm_len > _MAX_SM:
+            return None  # the general path says what is wrong
         tlvs = _decode_tlvs(spec, data, q, end) if q < end else {}
     except (struct.error, PduError):
         return None
@@ -492,6 +492,11 @@ def _decode_body(spec: _Spec, status: int, seq: int, data: bytes, end: int) -> P
                         break
                     raise _truncated(spec, "sm_length")
                 sm_len = data[pos]
+                if sm_len > _MAX_SM:
+                    # One octet holds 255, but the field is 0..254: a longer text goes in
+                    # message_payload. Refused here, as the encoder refuses it, so that what is
+                    # taken in can always be written out again (a receipt's text, a forward).
+                    raise PduError(Status.RINVMSGLEN, f"sm_length {sm_len} is over {_MAX_SM}")
                 pos += 1
                 nxt = pos + sm_len
                 if nxt > end:

@@ -578,6 +578,9 @@ def test_submit_sm_body_helper_is_valid() -> None:
         ({"validity": b"0" * 17 + b"\0"}, Status.RINVEXPIRY),
         ({"sm": b"\x05hi"}, Status.RINVMSGLEN),  # sm_length runs past the body
         ({"sm": b"\xffhi"}, Status.RINVMSGLEN),
+        # 255 octets fit in sm_length but not in the field (0..254): found by the decoder fuzz,
+        # which re-encodes what decodes; the encoder refused it with a ValueError.
+        ({"sm": b"\xff" + b"x" * 255}, Status.RINVMSGLEN),
         ({"tail": b"\x04"}, Status.RINVOPTPARSTREAM),  # stray octet: truncated TLV header
         ({"tail": b"\x04\x26\x00"}, Status.RINVOPTPARSTREAM),
         ({"tail": b"\x04\x26\x00\x02\x01"}, Status.RINVOPTPARSTREAM),  # value past the end
