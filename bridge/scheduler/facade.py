@@ -19,8 +19,6 @@ Rules
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import random
 import time
@@ -36,7 +34,7 @@ from ..receipts.policy import Outcome, ReceiptPolicy, Receipts
 from ..store import MessageRecord, QueueEntry, Store
 from . import recovery, routing
 from .channel import MAX_RESCUES, RESCUE_DELAY, Channel
-from .queues import RouteQueue
+from .queues import RouteQueue, TimerQueue
 from .tracker import ReportTracker
 
 log = logging.getLogger(__name__)
@@ -69,10 +67,9 @@ class Scheduler:
         self.queues: dict[str, RouteQueue] = {}
         self.channels: dict[str, Channel] = {}
         self.route_channels: dict[str, list[Channel]] = {}
-        self._timers: list[tuple[float, int, QueueEntry]] = []
+        self.timers = TimerQueue()
         self._timer_wake = trio.Event()
         self._wake = trio.Event()
-        self._tiebreak = itertools.count()
         # Queued messages whose route is gone (they wait for update_routes).
         self.unrouted: list[QueueEntry] = []
         self.failures: dict[int, int] = {}  # message id -> handling failures in a row
@@ -118,7 +115,8 @@ class Scheduler:
             self._wake.set()
         else:
             due = entry.schedule_at if entry.state is State.SCHEDULED else entry.next_attempt_at
-            heapq.heappush(self._timers, (due or now, next(self._tiebreak), entry))
+            # (A due time of None is "at once", as the store's index has it: 0.)
+            self.timers.push(due or 0.0, entry)
             self._timer_wake.set()
 
     async def requeue(self, mid: int, detail: str) -> None:
@@ -299,8 +297,24 @@ class Scheduler:
     async def _dispatcher(self) -> None:
         while True:
             self._wake = trio.Event()
+            await self.refill()
             self.dispatch()
+            if any(q.wants_refill() for q in self.queues.values()):
+                self._wake.set()  # handed out down to the low mark: the next page now
             await self._wake.wait()
+
+    async def refill(self) -> None:
+        """Page in the head of every route queue that runs low (queues.py); a store that
+        cannot be read now is tried again after RESCUE_DELAY."""
+        now = self.clock()
+        for q in list(self.queues.values()):
+            if not q.wants_refill():
+                continue
+            try:
+                await q.refill(self.store.queued_page, now)
+            except Exception as exc:
+                log.warning("route %s: could not read its queue from the store (%s); trying again in %.0f s", q.name, exc, RESCUE_DELAY)
+                await trio.sleep(RESCUE_DELAY)
 
 
 
@@ -310,9 +324,15 @@ class Scheduler:
 
     async def _timer_loop(self) -> None:
         while True:
+            if self.timers.wants_refill():
+                try:
+                    await self.timers.refill(self.store.timers_page)
+                except Exception as exc:
+                    log.warning("timers: could not read them from the store (%s); trying again in %.0f s", exc, RESCUE_DELAY)
+                    await trio.sleep(RESCUE_DELAY)
+                    continue
             now = self.clock()
-            while self._timers and self._timers[0][0] <= now:
-                _due, _n, entry = heapq.heappop(self._timers)
+            while (entry := self.timers.pop_due(now)) is not None:
                 try:
                     # Moved only if its stored due time has come: replace_sm may have set a
                     # later one (and with it a timer of its own).
@@ -321,9 +341,14 @@ class Scheduler:
                     log.debug("timer for message %s: %s", entry.id, exc)
                 except Exception as exc:  # the store cannot write now: try again shortly
                     log.warning("timer for message %s: %s; trying again in %.0f s", entry.id, exc, RESCUE_DELAY)
-                    heapq.heappush(self._timers, (now + RESCUE_DELAY, next(self._tiebreak), entry))
+                    self.timers.push(now + RESCUE_DELAY, entry, hold=True)
+                if self.timers.wants_refill():
+                    break
+            if self.timers.wants_refill():
+                continue
             self._timer_wake = trio.Event()
-            delay = self._timers[0][0] - self.clock() if self._timers else 3600
+            due = self.timers.next_due()
+            delay = due - self.clock() if due is not None else 3600
             with trio.move_on_after(max(0.0, delay)):
                 await self._timer_wake.wait()
 

@@ -2,8 +2,9 @@
 
 Rules
 -----
-* On start the queues, the timers and the cap counters are rebuilt from the store
-  (``recover``): a restart neither loses a waiting message nor resets a day cap.
+* On start the cap counters are rebuilt from the store, and the queues and timers are told that
+  the store holds their messages (``recover``; they page them in, ``queues.py``, so a start
+  does not load the backlog): a restart neither loses a waiting message nor resets a day cap.
 * A message that was with a channel when the bridge stopped is finished on that same channel
   before it takes anything new (``resume``). A part left ``submitting`` (a crash mid-call) is
   reconciled through the device like an ambiguous send: a new id in the channel's status slot
@@ -45,7 +46,18 @@ async def recover(sched: Scheduler) -> None:
         ch = sched.channels.get(f"{device}:{channel}")
         if ch is not None:
             ch.caps.record(t, pace=False)
-    for entry in await sched.store.load_active():
+    # What waits for a channel or a timer stays in the store: the queues page it in
+    # (queues.py), so a start costs the same with a backlog of a million.
+    for q in sched.queues.values():
+        q.mark_unknown()
+    sched.timers.mark_unknown()
+    for route in await sched.store.queued_routes():
+        if route not in sched.queues:
+            log.error(
+                "queued messages have route %r, which the config no longer has; they wait for a "
+                "reload whose routes match them (or are rejected by it)", route,
+            )  # fmt: skip
+    for entry in await sched.store.load_in_progress():
         if entry.state in (State.SUBMITTING, State.SENT):
             ch = sched.channels.get(f"{entry.device}:{entry.channel}")
             if ch is not None and ch.reports and entry.state is State.SENT:
@@ -64,8 +76,6 @@ async def recover(sched: Scheduler) -> None:
                     await sched.finish_rejected_no_route(rec)
                 else:
                     await sched.store.route_accepted(entry.id, route, "routed")
-        else:
-            sched.on_new_message(entry)
 
 
 async def resume(ch: Channel, entry: QueueEntry) -> None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from ..lifecycle import State
 from ..receipts.policy import Outcome, ReceiptPolicy
 from ..store import QueueEntry
@@ -105,23 +103,19 @@ async def update_routes(sched: Scheduler, config: Any) -> dict[str, Any]:
                 chans.append(ch)
                 ch.routes.append(route.name)
         route_channels[route.name] = chans
-        sched.queues.setdefault(route.name, RouteQueue(route.name))
+        if route.name not in sched.queues:
+            # The store may hold messages of a route the config names again.
+            sched.queues[route.name] = RouteQueue(route.name)
+            sched.queues[route.name].mark_unknown()
     sched.route_channels = route_channels
-    waiting: list[QueueEntry] = []
     for name in [n for n in sched.queues if n not in route_channels]:
-        q = sched.queues.pop(name)
-        while (entry := q.pop()) is not None:
-            waiting.append(entry)
+        del sched.queues[name]  # its messages are in the store: rerouted just below
     moved = await sched.store.reroute_waiting(set(route_channels), sched.route_for)
-    new_route = {mid: route for mid, _old, route in moved}
-    waiting += sched.unrouted
-    sched.unrouted = []
-    now = sched.clock()
-    for entry in waiting:
-        route = new_route.get(entry.id, entry.route)
-        q = sched.queues.get(route or "")
-        if q is not None:
-            q.push(attrs.evolve(entry, route=route), now)
+    sched.unrouted = []  # their rows were rerouted too
+    for route in {r for _mid, _old, r in moved if r is not None}:
+        # Moved in the store, perhaps ahead of what the queue holds: found again from there
+        # (queues.py).
+        sched.queues[route].reset()
     rejected = 0
     for mid, old, route in moved:
         if route is None:

@@ -64,6 +64,10 @@ from .records import (
 
 log = logging.getLogger("bridge.store")
 
+# When a SCHEDULED or RETRY_WAIT message is due: the expression of the index messages_timer
+# (schema.py); the same text here, or SQLite does not use the index.
+_DUE = "coalesce(CASE state WHEN 'scheduled' THEN schedule_at ELSE next_attempt_at END, 0)"
+
 
 class Messages:
     """Accepting submits and looking messages up.
@@ -392,6 +396,100 @@ class Messages:
             if r is None:
                 return None
             return QueueEntry(r[0], r[1], r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
+
+        return await self.read(fn)
+
+    # -- the scheduler's pages (bridge/scheduler/queues.py) ----------------------------------
+
+    async def queued_page(
+        self, route: str, discover: bool, after: dict[int, int], limit: int
+    ) -> tuple[dict[int, int] | None, dict[int, list[tuple[int, str | None, str | None]]]]:
+        """The next QUEUED messages of ``route``: for each priority level in ``after``, up to
+        ``limit`` (id, device, channel) with ids above ``after[level]``, oldest first. With
+        ``discover``, also every level that has queued messages (paged from its first id) and
+        how many each has. Read in the writer (a read-only operation of the next group commit):
+        every commit it sees has announced its messages (``on_new_message``) before this
+        returns, so the caller can merge what was announced meanwhile without a gap."""
+
+        def op(conn: sqlite3.Connection) -> tuple[dict[int, int] | None, dict[int, list[tuple[int, str | None, str | None]]]]:
+            counts: dict[int, int] | None = None
+            levels = dict(after)
+            if discover:
+                counts = dict(conn.execute(
+                    "SELECT priority, count(*) FROM messages INDEXED BY messages_queue "
+                    "WHERE state='queued' AND route=? GROUP BY priority", (route,),
+                ).fetchall())  # fmt: skip
+                for p in counts:
+                    levels.setdefault(p, 0)
+            pages = {
+                p: conn.execute(
+                    "SELECT id, device, channel FROM messages INDEXED BY messages_queue "
+                    "WHERE state='queued' AND route=? AND priority=? AND id>? ORDER BY id LIMIT ?",
+                    (route, p, cursor, limit),
+                ).fetchall()
+                for p, cursor in levels.items()
+            }
+            return counts, pages
+
+        return await self.write(op)
+
+    async def timers_page(self, after: tuple[float, int] | None, limit: int) -> list[tuple[float, QueueEntry]]:
+        """The next SCHEDULED and RETRY_WAIT messages by due time (schedule_at, next_attempt_at;
+        none: due at once) and id, after ``after``: (due, entry). Read in the writer, like
+        ``queued_page``."""
+        due, mid = after if after is not None else (float("-inf"), 0)
+
+        def op(conn: sqlite3.Connection) -> list[tuple[float, QueueEntry]]:
+            rows = conn.execute(
+                f"SELECT {_DUE}, id, route, priority, state, schedule_at, expire_at, next_attempt_at, "
+                "device, channel, attempts FROM messages INDEXED BY messages_timer "
+                f"WHERE state IN ('scheduled','retry_wait') AND {_DUE} >= ? AND ({_DUE} > ? OR id > ?) "
+                f"ORDER BY {_DUE}, id LIMIT ?",
+                (due, due, mid, limit),
+            ).fetchall()
+            return [
+                (r[0], QueueEntry(r[1], r[2], r[3], State(r[4]), r[5], r[6], r[7], r[8], r[9], r[10]))
+                for r in rows
+            ]
+
+        return await self.write(op)
+
+    async def load_in_progress(self) -> list[QueueEntry]:
+        """Messages not final and not waiting for a channel or a timer (accepted but not routed,
+        or with a device): what the scheduler's start looks at one by one. The waiting ones are
+        paged by ``queued_page`` and ``timers_page``."""
+        states = ("accepted", "submitting", "sent")
+
+        def fn(conn: sqlite3.Connection) -> list[QueueEntry]:
+            rows = conn.execute(
+                "SELECT id, route, priority, state, schedule_at, expire_at, next_attempt_at, "
+                "device, channel, attempts FROM messages WHERE state IN (?,?,?) ORDER BY id",
+                states,
+            ).fetchall()
+            return [QueueEntry(r[0], r[1], r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
+
+        return await self.read(fn)
+
+    async def queued_routes(self) -> set[str | None]:
+        """The routes that have QUEUED messages (a walk over the index: one lookup per route,
+        however many messages)."""
+
+        def fn(conn: sqlite3.Connection) -> set[str | None]:
+            found: set[str | None] = set()
+            if conn.execute(
+                "SELECT 1 FROM messages INDEXED BY messages_queue WHERE state='queued' AND route IS NULL LIMIT 1"
+            ).fetchone():
+                found.add(None)
+            route = ""
+            while True:
+                row = conn.execute(
+                    "SELECT min(route) FROM messages INDEXED BY messages_queue WHERE state='queued' AND route>?",
+                    (route,),
+                ).fetchone()
+                if row is None or row[0] is None:
+                    return found
+                route = row[0]
+                found.add(route)
 
         return await self.read(fn)
 

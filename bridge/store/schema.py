@@ -174,6 +174,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX assembled_parts_age ON assembled_parts(assembled_at);
     CREATE INDEX inbound_concat ON inbound(sender, concat_ref, concat_seq) WHERE concat_ref IS NOT NULL;
     """,
+    # 6: the scheduler pages its queues from the store instead of holding the backlog in memory:
+    # each route's queued messages by priority and id, the timers by due time and id (the
+    # expression is messages._DUE, letter for letter)
+    """
+    CREATE INDEX messages_queue ON messages(route, priority, id) WHERE state='queued';
+    CREATE INDEX messages_timer ON messages(
+        coalesce(CASE state WHEN 'scheduled' THEN schedule_at ELSE next_attempt_at END, 0), id)
+        WHERE state IN ('scheduled','retry_wait');
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
