@@ -45,6 +45,7 @@ from .. import lifecycle
 from ..lifecycle import State
 from ..smpp.text import decode_short_message, encode_for_esme
 from .engine import Done, Op
+from .schema import NOT_FINAL
 from .records import (
     _INSERT_MESSAGE,
     _RECORD_COLUMNS,
@@ -437,7 +438,7 @@ class Messages:
         """The next SCHEDULED and RETRY_WAIT messages by due time (schedule_at, next_attempt_at;
         none: due at once) and id, after ``after``: (due, entry). Read in the writer, like
         ``queued_page``."""
-        due, mid = after if after is not None else (float("-inf"), 0)
+        due, mid = after if after is not None else (-1.0, 0)  # before every due time (>= 0)
 
         def op(conn: sqlite3.Connection) -> list[tuple[float, QueueEntry]]:
             rows = conn.execute(
@@ -458,13 +459,12 @@ class Messages:
         """Messages not final and not waiting for a channel or a timer (accepted but not routed,
         or with a device): what the scheduler's start looks at one by one. The waiting ones are
         paged by ``queued_page`` and ``timers_page``."""
-        states = ("accepted", "submitting", "sent")
-
         def fn(conn: sqlite3.Connection) -> list[QueueEntry]:
+            # NOT_FINAL lets SQLite find them in the index of active messages.
             rows = conn.execute(
                 "SELECT id, route, priority, state, schedule_at, expire_at, next_attempt_at, "
-                "device, channel, attempts FROM messages WHERE state IN (?,?,?) ORDER BY id",
-                states,
+                f"device, channel, attempts FROM messages WHERE {NOT_FINAL} "
+                "AND state IN ('accepted','submitting','sent') ORDER BY id"
             ).fetchall()
             return [QueueEntry(r[0], r[1], r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
 

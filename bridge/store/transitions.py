@@ -29,6 +29,11 @@ from ..lifecycle import State
 from ..smpp.text import decode_short_message
 from .records import ClaimedElsewhere, MessageRecord, Superseded, PartRecord, QueueEntry, parse_id
 
+# lifecycle.WAITING as the partial index messages_expiry spells it (SQLite uses a partial index
+# only for a query that states its condition in the same words).
+WAITING_SQL = "state IN ('accepted','scheduled','queued','retry_wait')"
+assert {v.strip("'") for v in WAITING_SQL[10:-1].split(",")} == {s.value for s in lifecycle.WAITING}
+
 # What a caller hands in to have a final state's receipts queued with it:
 # record -> [(esme, kind, payload, expire_at)].
 Outbox = Callable[[MessageRecord], list[tuple[str, str, str, float]]]
@@ -448,13 +453,13 @@ class Transitions:
     async def expire_waiting(self, now: float, outbox: Callable[[MessageRecord], list[tuple[str, str, str, float]]]) -> list[int]:
         """Messages still waiting for a channel past their validity become EXPIRED (with their
         receipts, in the same transaction)."""
-        waiting = tuple(s.value for s in lifecycle.WAITING)
-
         def op(conn: sqlite3.Connection) -> list[int]:
+            # The index messages_expiry (schema.py) holds exactly these rows: the sweep costs
+            # what it finds, not the size of the backlog (it runs in the writer).
             rows = conn.execute(
-                f"SELECT id, state FROM messages WHERE state IN ({','.join('?' * len(waiting))}) "
+                f"SELECT id, state FROM messages INDEXED BY messages_expiry WHERE {WAITING_SQL} "
                 "AND expire_at IS NOT NULL AND expire_at < ? LIMIT 1000",
-                (*waiting, now),
+                (now,),
             ).fetchall()
             for mid, state in rows:
                 self._set_state(conn, mid, State(state), State.EXPIRED, "validity period ended")
