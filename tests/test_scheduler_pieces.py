@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+from collections import deque
 
 from bridge.config import Caps
 from bridge.lifecycle import State
@@ -164,3 +165,32 @@ def test_no_caps_mean_no_waiting():
     assert c.interval == 0.0
     assert c.wait_time(t0 + 1) == 0.0
     assert c.remaining(t0 + 1) == {"minute": math.inf, "hour": math.inf, "day": math.inf}
+
+
+def test_a_counter_holds_no_more_send_times_than_its_last_hour():
+    # Memory while sending (issue 14): a channel sending all day kept every send time of the day
+    # in a list until the daily reset. The windows that slide need the last hour's times; the
+    # day needs only its count.
+    c = counter(per_minute=0, per_day=100_000)
+    t0 = at(1, 1, 0)
+    sends = 10_000
+    for i in range(sends):  # one every 7.2 s: 500 an hour, over 20 hours of one day (UTC reset)
+        t = t0 + i * 7.2
+        c.wait_time(t)
+        c.record(t, pace=False)
+    end = t0 + (sends - 1) * 7.2  # the last send
+    held = sum(len(v) for v in vars(c).values() if isinstance(v, (list, deque)))
+    assert held <= 2 * 501  # the minute's and the hour's send times, nothing older
+    assert c.remaining(end)["day"] == 100_000 - sends
+    assert c.load(end) == (sends, 500)
+
+
+def test_a_send_taken_back_leaves_every_window_as_before():
+    c = counter(per_minute=5, per_day=5)
+    t0 = at(1, 12)
+    c.record(t0, pace=False)
+    c.record(t0 + 1, pace=False)
+    c.unrecord(t0 + 1)
+    assert c.remaining(t0 + 2) == {"minute": 4, "hour": math.inf, "day": 4}
+    c.unrecord(t0 + 1)  # only the last send, once
+    assert c.remaining(t0 + 2) == {"minute": 4, "hour": math.inf, "day": 4}

@@ -6,7 +6,10 @@ Rules
   local time); pacing spreads sends evenly over the per-minute/per-hour budget, with jitter.
 * Counters are rebuilt from the store after a restart (``recovery.recover`` records every send
   of the last day again, without pacing), so a restart does not reset a day cap.
-* A send the device certainly did not take does not count (``Channel._unrecord``).
+* A send the device certainly did not take does not count (``unrecord``).
+* Memory stays flat while sending: the per-minute and per-hour windows keep the send times of
+  the last minute and hour (they need them to slide); the day keeps only a count, since its
+  reset is a fixed time (a list of a day's send times grew with every send until the reset).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ class CapCounter:
         self.tz = tz
         self.minute: deque[float] = deque()
         self.hour: deque[float] = deque()
-        self.day: list[float] = []
+        self.day = 0  # sends since day_start
         self.day_start = 0.0
+        self._last: float | None = None  # the last send recorded (unrecord takes it back)
         self.next_at = 0.0  # pacing: earliest next send
 
     @property
@@ -49,15 +53,26 @@ class CapCounter:
             self.minute.popleft()
         while self.hour and now - self.hour[0] >= 3600:
             self.hour.popleft()
-        if not self.day_start <= now < self.day_start + 86400:
+        self._roll(now)
+
+    def _roll(self, t: float) -> None:
+        if t >= self.day_start + 86400:
             # Crossed the daily reset (or first use): the day counter starts again.
-            self.day_start = self._day_start(now)
-            self.day = [t for t in self.day if t >= self.day_start]
+            self.day_start = self._day_start(t)
+            self.day = 0
+        elif t < self.day_start:
+            # The clock went back over the reset: the day it is in now, keeping the count
+            # (never gives a cap back).
+            self.day_start = self._day_start(t)
 
     def record(self, t: float, *, pace: bool = True) -> None:
         self.minute.append(t)
         self.hour.append(t)
-        self.day.append(t)
+        if t >= self.day_start + 86400:
+            self._roll(t)
+        if t >= self.day_start:  # a send before the last reset (a restart replays a day) is not today's
+            self.day += 1
+            self._last = t
         if pace and self.interval:
             j = self.caps.jitter
             self.next_at = t + self.interval * (1 + j * (2 * self.rng.random() - 1))
@@ -71,7 +86,7 @@ class CapCounter:
             waits.append(self.minute[len(self.minute) - c.per_minute] + 60 - now)
         if c.per_hour and len(self.hour) >= c.per_hour:
             waits.append(self.hour[len(self.hour) - c.per_hour] + 3600 - now)
-        if c.per_day and len(self.day) >= c.per_day:
+        if c.per_day and self.day >= c.per_day:
             waits.append(self.day_start + 86400 - now)
         return max(0.0, *waits)
 
@@ -85,9 +100,18 @@ class CapCounter:
         return {
             "minute": left(c.per_minute, len(self.minute)),
             "hour": left(c.per_hour, len(self.hour)),
-            "day": left(c.per_day, len(self.day)),
+            "day": left(c.per_day, self.day),
         }
 
     def load(self, now: float) -> tuple[int, int]:
         self._trim(now)
-        return len(self.day), len(self.hour)
+        return self.day, len(self.hour)
+
+    def unrecord(self, t: float) -> None:
+        """Take back the send recorded last at ``t``: the device certainly did not take it."""
+        for dq in (self.minute, self.hour):
+            if dq and dq[-1] == t:
+                dq.pop()
+        if self._last == t and self.day:
+            self.day -= 1
+            self._last = None

@@ -401,11 +401,7 @@ class Channel:
         return None
 
     def _unrecord(self, started: float) -> None:
-        for dq in (self.caps.minute, self.caps.hour):
-            if dq and dq[-1] == started:
-                dq.pop()
-        if self.caps.day and self.caps.day[-1] == started:
-            self.caps.day.pop()
+        self.caps.unrecord(started)
 
     async def _after_accept(self, rec: MessageRecord, seq: int, total: int, ref: str | None) -> tuple[str, str | None]:
         sched = self.sched
