@@ -2,6 +2,7 @@
 
     python bench/channels.py                # 32 lines over 2 GoIPs, 90 s
     python bench/channels.py --seconds 300 --per-minute 10 --send-duration 2.5
+    python bench/channels.py --many             # 512 lines: 16 GoIPs x 32 lines, 3 s a send, no caps
 
 What it does: starts two GoIP emulators (16 lines each, a fixed send time), the bridge (its
 real store, scheduler and SMPP server, in this process) with a per-line cap, binds an smpplib
@@ -12,7 +13,16 @@ receiver, and queues far more messages than the lines can send in the run. Then 
 * receipt latency = from the moment the emulated device reports the final status (send start
   + send time) to the moment the deliver_sm reaches the ESME; p50/p99 against the target of
   status poll interval + 100 ms;
-* that no line ever had two messages in flight (from the emulator's record).
+* that no line ever had two messages in flight (from the emulator's record);
+* sends per second, CPU per send (this process's CPU time over the measured window divided by
+  the sends in it: the bridge AND the emulators, which run in this process, so an upper bound
+  for the bridge) and the share of one core, and status polls per second (send_status.xml
+  requests the emulators answered), per device and per line.
+
+``--per-minute 0`` sends without caps: the ideal is then every line busy all the time
+(60 / send time sends per minute per line). ``--many`` is the issue-14 goal: 512 channels
+(``--goips 16 --lines-per-goip 32 --send-duration 3 --per-minute 0``) kept at least 0.95 busy,
+with the bridge at most half of one core; status polling must grow with devices, not lines.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ def config_text(ports: list[int], lines: int, per_minute: int, poll: float, data
               timeout: 5
               status_poll_interval: {poll}
               status_timeout: 30
-              caps: {{per_minute: {per_minute}, jitter: 0.2}}
+              caps: {{per_minute: {per_minute}, jitter: {0.2 if per_minute else 0}}}
             """
         )
         for i, port in enumerate(ports)
@@ -65,7 +75,7 @@ def config_text(ports: list[int], lines: int, per_minute: int, poll: float, data
         admin:
           port: 0
         limits:
-          queue_depth: 200000
+          queue_depth: 2000000
         esmes:
           - system_id: bench
             password: bench
@@ -105,7 +115,16 @@ def percentile(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> int:
     lines = args.lines_per_goip
     data = Path(tempfile.mkdtemp(prefix="bench-channels-"))
-    emulators = [GoipEmulator(lines=lines, send_duration=args.send_duration) for _ in range(2)]
+    emulators = [GoipEmulator(lines=lines, send_duration=args.send_duration) for _ in range(args.goips)]
+    polls = [0]
+    for e in emulators:
+        answer = e._send_status
+
+        def counted(request, answer=answer):  # type: ignore[no-untyped-def]
+            polls[0] += 1
+            return answer(request)
+
+        e._send_status = counted  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         ports = [await nursery.start(e.serve, "127.0.0.1", 0) for e in emulators]
         config = load_config_text(config_text(ports, lines, args.per_minute, args.poll, data))
@@ -116,8 +135,9 @@ async def run(args: argparse.Namespace) -> int:
         rx = threading.Thread(target=receiver, args=(app.smpp_ports[0], arrivals, stop), daemon=True)
         rx.start()
 
-        total_lines = 2 * lines
-        ideal_per_min = total_lines * args.per_minute
+        total_lines = args.goips * lines
+        per_line = args.per_minute or 60.0 / args.send_duration
+        ideal_per_min = total_lines * per_line
         count = int(ideal_per_min * args.seconds / 60 * 1.3) + total_lines
         ids: dict[str, int] = {}
         print(f"queueing {count} messages for {total_lines} lines ...", flush=True)
@@ -131,11 +151,17 @@ async def run(args: argparse.Namespace) -> int:
             ids[acc.message_id] = i
         started = time.time()
         warmup = min(15.0, args.seconds / 4)
+        cpu_warm = polls_warm = None
         while time.time() - started < args.seconds:
             await trio.sleep(5)
+            if cpu_warm is None and time.time() - started >= warmup:
+                cpu_warm, polls_warm, warm_at = time.process_time(), polls[0], time.time()
             n = sum(len(e.sent) for e in emulators)
             print(f"  {time.time() - started:5.0f} s: {n} sent, {len(arrivals)} receipts", flush=True)
         end = time.time()
+        cpu = time.process_time() - (cpu_warm or 0.0)
+        polled = polls[0] - (polls_warm or 0)
+        measured = end - warm_at if cpu_warm is not None else end - started
         stop.set()
 
         sent = [s for e in emulators for s in e.sent]
@@ -161,7 +187,7 @@ async def run(args: argparse.Namespace) -> int:
                 by_line.setdefault(s.line, []).append(s.at.timestamp())
             for starts in by_line.values():
                 starts.sort()
-                for k in range(len(starts) - args.per_minute):
+                for k in range(len(starts) - args.per_minute if args.per_minute else 0):
                     if starts[k + args.per_minute] - starts[k] < 60:
                         cap_violations += 1
 
@@ -186,6 +212,13 @@ async def run(args: argparse.Namespace) -> int:
         print(f"receipt latency (device final -> deliver_sm at ESME), {len(latencies)} receipts: "
               f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, mean {statistics.fmean(latencies) * 1000 if latencies else 0:.0f} ms "
               f"(target p99 <= {target_latency * 1000:.0f} ms: {'met' if p99 <= target_latency else 'MISSED'})")
+        sends_per_s = len(window) / (end - started - warmup)
+        core = cpu / measured
+        print(f"sends: {sends_per_s:.1f}/s; CPU per send {cpu / max(1, len(window)) * 1e3:.2f} ms; "
+              f"{core:.2f} of one core (this process: bridge + {args.goips} emulators; "
+              f"target for the bridge <= 0.5: {'met' if core <= 0.5 else 'MISSED (or the emulators)'})")
+        print(f"status polls: {polled / measured:.1f}/s = {polled / measured / args.goips:.2f}/s per device, "
+              f"{polled / measured / total_lines:.3f}/s per line")
         print(f"lines with overlapping sends: {overlaps} (must be 0)")
         print(f"cap violations (more than {args.per_minute} starts in 60 s on a line): {cap_violations} (must be 0)")
         rx.join(2)
@@ -197,10 +230,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=90)
     p.add_argument("--lines-per-goip", type=int, default=16)
-    p.add_argument("--per-minute", type=int, default=20, help="cap per line")
+    p.add_argument("--goips", type=int, default=2)
+    p.add_argument("--per-minute", type=int, default=20, help="cap per line (0: no caps)")
+    p.add_argument("--many", action="store_true", help="16 GoIPs x 32 lines, 3 s a send, no caps (issue 14)")
     p.add_argument("--send-duration", type=float, default=0.5, help="seconds a line is busy per SMS")
     p.add_argument("--poll", type=float, default=0.25, help="status poll interval in seconds")
     args = p.parse_args()
+    if args.many:
+        args.goips, args.lines_per_goip, args.send_duration, args.per_minute = 16, 32, 3.0, 0
     return trio.run(run, args)
 
 
