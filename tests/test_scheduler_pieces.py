@@ -169,8 +169,8 @@ def test_no_caps_mean_no_waiting():
 
 def test_a_counter_holds_no_more_send_times_than_its_last_hour():
     # Memory while sending (issue 14): a channel sending all day kept every send time of the day
-    # in a list until the daily reset. The windows that slide need the last hour's times; the
-    # day needs only its count.
+    # in a list until the daily reset, and every one of the last hour in a deque. Without caps
+    # on them, the windows need no send times; the day needs only its count.
     c = counter(per_minute=0, per_day=100_000)
     t0 = at(1, 1, 0)
     sends = 10_000
@@ -180,9 +180,10 @@ def test_a_counter_holds_no_more_send_times_than_its_last_hour():
         c.record(t, pace=False)
     end = t0 + (sends - 1) * 7.2  # the last send
     held = sum(len(v) for v in vars(c).values() if isinstance(v, (list, deque)))
-    assert held <= 2 * 501  # the minute's and the hour's send times, nothing older
+    assert held <= 61  # no send times without a cap on their window: an hour of minute counts
     assert c.remaining(end)["day"] == 100_000 - sends
-    assert c.load(end) == (sends, 500)
+    today, last_hour = c.load(end)
+    assert today == sends and 500 <= last_hour <= 509  # the hour to the minute
 
 
 def test_a_send_taken_back_leaves_every_window_as_before():
@@ -194,3 +195,14 @@ def test_a_send_taken_back_leaves_every_window_as_before():
     assert c.remaining(t0 + 2) == {"minute": 4, "hour": math.inf, "day": 4}
     c.unrecord(t0 + 1)  # only the last send, once
     assert c.remaining(t0 + 2) == {"minute": 4, "hour": math.inf, "day": 4}
+
+
+def test_a_capped_window_holds_no_more_send_times_than_its_cap():
+    c = counter(per_minute=3, per_hour=10)
+    t0 = at(1, 12)
+    for i in range(10):  # ten sends in 20 minutes: the hour's cap is reached
+        c.record(t0 + i * 120, pace=False)
+    assert len(c.hour) <= 10 and len(c.minute) <= 3
+    now = t0 + 9 * 120 + 1
+    assert c.wait_time(now) == t0 + 3600 - now  # the first of the ten leaves the hour
+    assert c.remaining(now)["hour"] == 0

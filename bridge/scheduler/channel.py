@@ -463,8 +463,8 @@ class Channel:
         return ("unknown", None)
 
     def _unrecord_if_not_sent(self, resolution: str) -> None:
-        if resolution == "reconciled_not_sent" and self.caps.minute:
-            self._unrecord(self.caps.minute[-1])
+        if resolution == "reconciled_not_sent" and self.caps.last is not None:
+            self._unrecord(self.caps.last)
 
     async def _resume(self, entry: QueueEntry) -> None:
         """After a restart: finish what this channel was doing when the bridge stopped
