@@ -2,8 +2,8 @@
 
 Rules
 -----
-* Its own listener (``admin.host``/``admin.port``), loopback by default; the config refuses a
-  non-loopback host without a token.
+* Its own listener (``admin.host``/``admin.port``, TLS with ``admin.tls: {cert, key}``),
+  loopback by default; the config refuses a non-loopback host without a token.
 * ``/metrics``, ``/healthz`` and ``/readyz`` are open (Prometheus and systemd probes carry no
   token). Everything under ``/api/`` needs the token when one is configured, sent as
   ``Authorization: Bearer TOKEN`` or ``X-Admin-Token: TOKEN``, compared in constant time
@@ -12,12 +12,9 @@ Rules
   request from a browser page of another origin (an ``Origin`` header that is not this server)
   is refused, token or not: a web page cannot make a local bridge reload or pause a channel.
 * Reads never change anything. Writes: opt-outs, pause/resume/drain of a channel, reload.
-* ``POST /webhooks/smsgate/<device>`` takes an SMSGate phone's webhooks (inbound SMS, handset
-  reports). The phone sends no token and calls from the LAN, so this one route skips the token
-  and the loopback-Host/Origin checks: the HMAC signature over body and timestamp, made with the
-  device's ``webhook_secret``, authenticates it (the driver checks it; 401 when it is wrong or
-  stale). Bodies are small (the server's 64 KiB limit). This is why SMSGate webhooks need the
-  admin port (admin.port not 0, on an address the phone reaches).
+* The listener, the wire and the shared rules (body limit, error answers, counting) are
+  bridge/frontends/http/; the SMSGate phones' webhooks and the send API are served on the same
+  port by their own modules there.
 * Every answer is JSON (``/metrics`` and PDU log downloads excepted); errors say what to do next.
   The OpenAPI 3 description is at ``/api/openapi.json`` (`bridge.openapi`).
 """
@@ -31,17 +28,21 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import attrs
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import __version__
-from .connectors.metrics import status as connector_status
-from .http.server import HttpServer, Request, Response, json_response
+from .frontends.http.asgi import ApiError, Route
+from .http.server import Request, Response, json_response
+from .status import iso
 
 log = logging.getLogger(__name__)
+
+__all__ = ["AdminApi", "AdminParts", "ApiError"]
 
 NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -50,147 +51,63 @@ DRAIN_DEFAULT_SECONDS = 60.0
 DRAIN_MAX_SECONDS = 600.0
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, hint: str = "", **extra: Any) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.hint = hint
-        self.extra = extra
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"error": self.error}
-        if self.hint:
-            body["hint"] = self.hint
-        body.update(self.extra)
-        return json_response(body, status=self.status)
-
-
-Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
-
-
-class _Route:
-    def __init__(self, method: str, template: str, handler: Handler, *, open: bool = False,
-                 any_host: bool = False) -> None:
-        self.method = method
-        self.template = template
-        self.handler = handler
-        self.open = open
-        # Called by devices, not people: no Host/Origin checks (it authenticates itself).
-        self.any_host = any_host
-        pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
-        self.regex = re.compile(f"^{pattern}$")
-
-
-def _iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _finite(x: float) -> float | None:
-    return None if math.isinf(x) else x
-
-
 def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-class AdminServer:
-    """The admin HTTP server of one running `App`."""
+@attrs.frozen
+class AdminParts:
+    """Everything the admin API may touch; bridge/app.py wires it once. Nothing else of the
+    running bridge is reachable from a request."""
+
+    token: Any  # Secret | None: fixed at start, like the listener (changing admin needs a restart)
+    registry: CollectorRegistry  # what /metrics exposes
+    store: Any  # message lookups and the opt-out list
+    status: Callable[[], Awaitable[dict[str, Any]]]  # the /api/status document (bridge/status.py)
+    readiness: Callable[[], dict[str, str]]  # /readyz checks other than the store's
+    channels: Callable[[], Mapping[str, Any] | None]  # running channels by key; None: no scheduler
+    reload: Callable[[], Awaitable[dict[str, Any]]]
+    pdu_log: Any = None  # bridge.logs.PduLog | None
+
+
+class AdminApi:
+    """The admin routes and their guards (token, Host, Origin)."""
 
     AUTH_LOG_SECONDS = 10.0
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        token = app.config.admin.token
-        # Fixed at start, like the listener (changing admin needs a restart).
-        self._token_digest = _digest(token.reveal()) if token is not None else None
-        self.http = HttpServer(self.handle, name="admin API", keepalive_timeout=30.0,
-                               max_body_bytes=64 * 1024)
-        self.port: int | None = None
+    def __init__(self, parts: AdminParts) -> None:
+        self.parts = parts
+        self._token_digest = _digest(parts.token.reveal()) if parts.token is not None else None
         self._last_auth_log = -math.inf
         self._auth_failures = 0
-        r = _Route
-        self.routes: list[_Route] = [
-            r("GET", "/metrics", self.get_metrics, open=True),
-            r("GET", "/healthz", self.get_healthz, open=True),
-            r("GET", "/readyz", self.get_readyz, open=True),
-            r("GET", "/api/openapi.json", self.get_openapi),
-            r("GET", "/api/status", self.get_status),
-            r("GET", "/api/messages", self.find_messages),
-            r("GET", "/api/messages/{message_id}", self.get_message),
-            r("GET", "/api/optouts", self.list_optouts),
-            r("POST", "/api/optouts", self.add_optout),
-            r("DELETE", "/api/optouts/{number}", self.remove_optout),
-            r("POST", "/api/channels/{channel}/pause", self.pause_channel),
-            r("POST", "/api/channels/{channel}/resume", self.resume_channel),
-            r("POST", "/api/channels/{channel}/drain", self.drain_channel),
-            r("POST", "/api/reload", self.reload),
-            r("GET", "/api/pdu-logs", self.list_pdu_logs),
-            r("GET", "/api/pdu-logs/{esme}/{date}", self.get_pdu_log),
-            r("POST", "/webhooks/smsgate/{device}", self.smsgate_webhook, open=True, any_host=True),
+        r = Route
+        open_, guarded = self.check_origin, self.guard
+        self.routes: list[Route] = [
+            r("GET", "/metrics", self.get_metrics, open_),
+            r("GET", "/healthz", self.get_healthz, open_),
+            r("GET", "/readyz", self.get_readyz, open_),
+            r("GET", "/api/openapi.json", self.get_openapi, guarded),
+            r("GET", "/api/status", self.get_status, guarded),
+            r("GET", "/api/messages", self.find_messages, guarded),
+            r("GET", "/api/messages/{message_id}", self.get_message, guarded),
+            r("GET", "/api/optouts", self.list_optouts, guarded),
+            r("POST", "/api/optouts", self.add_optout, guarded),
+            r("DELETE", "/api/optouts/{number}", self.remove_optout, guarded),
+            r("POST", "/api/channels/{channel}/pause", self.pause_channel, guarded),
+            r("POST", "/api/channels/{channel}/resume", self.resume_channel, guarded),
+            r("POST", "/api/channels/{channel}/drain", self.drain_channel, guarded),
+            r("POST", "/api/reload", self.reload, guarded),
+            r("GET", "/api/pdu-logs", self.list_pdu_logs, guarded),
+            r("GET", "/api/pdu-logs/{esme}/{date}", self.get_pdu_log, guarded),
         ]
 
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        cfg = self.app.config.admin
-        try:
-            listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
-        except OSError as exc:
-            raise OSError(
-                exc.errno,
-                f"admin HTTP cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}. "
-                "Set admin.port to a free port, or to 0 to turn the admin HTTP server off",
-            ) from None
-        if cfg.port == 0:
-            for extra in listeners[1:]:
-                await extra.aclose()
-            listeners = listeners[:1]
-        self.port = listeners[0].socket.getsockname()[1]
-        log.info("admin HTTP on %s:%d (token %s)", cfg.host, self.port,
-                 "required for /api/" if self._token_digest else "not configured: loopback only")
-        task_status.started(self.port)
-        await trio.serve_listeners(self.http.handle_stream, listeners)
+    def guard(self, req: Request) -> None:
+        """Origin/Host, then the token: the checks of every /api/ route."""
+        self.check_origin(req)
+        self._check_auth(req)
 
-    # -- dispatch -------------------------------------------------------------------------------
-
-    async def handle(self, req: Request) -> Response:
-        endpoint = "other"
-        try:
-            route, params, endpoint = self._match(req)
-            if not route.any_host:
-                self._check_origin(req)
-            if not route.open:
-                self._check_auth(req)
-            resp = await route.handler(req, params)
-        except ApiError as exc:
-            resp = exc.response()
-            if exc.status == 401:
-                resp.headers.append(("WWW-Authenticate", 'Bearer realm="smpp-bridge admin"'))
-            if exc.status == 405:
-                resp.headers.append(("Allow", ", ".join(exc.extra.get("allowed", []))))
-        except Exception:
-            log.exception("admin API: %s %s failed", req.method, endpoint)
-            resp = ApiError(500, "internal error", "the bridge's log has the details").response()
-        resp.headers.append(("Cache-Control", "no-store"))
-        self.app.metrics.admin_requests.labels(endpoint, str(resp.status)).inc()
-        return resp
-
-    def _match(self, req: Request) -> tuple[_Route, dict[str, str], str]:
-        allowed: list[str] = []
-        for route in self.routes:
-            m = route.regex.match(req.path)
-            if m is None:
-                continue
-            if route.method == req.method:
-                return route, m.groupdict(), route.template
-            allowed.append(route.method)
-        if allowed:
-            raise ApiError(405, f"{req.method} is not allowed on {req.path}", f"use {', '.join(allowed)}",
-                           allowed=allowed)
-        raise ApiError(404, f"no such endpoint: {req.path}", "GET /api/openapi.json lists every endpoint")
+    def check_origin(self, req: Request) -> None:
+        self._check_origin(req)
 
     def _check_origin(self, req: Request) -> None:
         origin = req.headers.get("origin")
@@ -223,6 +140,8 @@ class AdminServer:
         raise ApiError(
             401,
             "missing admin token" if given is None else "wrong admin token",
+            headers=[("WWW-Authenticate", 'Bearer realm="smpp-bridge admin"')],
+            hint=
             "send the admin token (admin.token, token_env or token_file in the bridge's config) "
             "as 'Authorization: Bearer TOKEN' or 'X-Admin-Token: TOKEN'",
         )
@@ -230,22 +149,17 @@ class AdminServer:
     # -- open endpoints -------------------------------------------------------------------------
 
     async def get_metrics(self, req: Request, _p: dict[str, str]) -> Response:
-        body = generate_latest(self.app.metrics.registry)
+        body = generate_latest(self.parts.registry)
         return Response(200, body, content_type=CONTENT_TYPE_LATEST)
 
     async def get_healthz(self, req: Request, _p: dict[str, str]) -> Response:
         return json_response({"status": "ok", "version": __version__})
 
     async def get_readyz(self, req: Request, _p: dict[str, str]) -> Response:
-        app = self.app
-        checks: dict[str, str] = {}
-        checks["started"] = "ok" if app.ready else "starting"
-        checks["smpp"] = "ok" if app.smpp_ports else "not listening"
-        if getattr(app, "_stopping", False):
-            checks["started"] = "stopping"
+        checks = dict(self.parts.readiness())
         try:
             with trio.fail_after(5):
-                await app.store.ping()
+                await self.parts.store.ping()
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"cannot read: {type(exc).__name__}: {exc}"
@@ -260,129 +174,13 @@ class AdminServer:
         return json_response(spec())
 
     async def get_status(self, req: Request, _p: dict[str, str]) -> Response:
-        # The monitor recounts every COUNT_SECONDS; a person asking wants today's numbers
-        # (right after a start there were none yet). One GROUP BY per request, at human pace.
-        monitor = self.app.monitor
-        if not monitor.counted_at or time.time() - monitor.counted_at > 1.0:
-            try:
-                await monitor.count()
-            except Exception:
-                log.exception("counting messages by state for /api/status failed; showing the last count")
-        return json_response(self.status())
-
-    def status(self) -> dict[str, Any]:
-        app = self.app
-        now = time.time()
-        mono = trio.current_time()  # the clock of Connection.connected_at
-        stats = dict(app.delivery.stats)
-        esmes = []
-        for e in app.config.esmes:
-            conns = app.server.binds.get(e.system_id, [])
-            outbox = {}
-            for kind in ("receipt", "mo"):
-                n, created = stats.get((e.system_id, kind), (0, None))
-                outbox[kind] = {"waiting": n, "oldest_seconds": round(now - created, 1) if created else 0.0}
-            esmes.append({
-                "system_id": e.system_id,
-                "enabled": e.enabled,
-                "max_binds": e.max_binds,
-                "throughput": e.throughput,
-                "binds": [
-                    {
-                        "bind_type": c.bind_type,
-                        "peer": c.peer,
-                        "listener": c.listener,
-                        "connected_seconds": round(mono - c.connected_at, 1),
-                    }
-                    for c in conns
-                ],
-                "outbox": outbox,
-            })  # fmt: skip
-        sched = app.scheduler
-        monitor = app.monitor
-        devices = []
-        for name, driver in app.drivers.items():
-            dcfg = monitor.config.device(name)
-            health, checked = monitor.health.get(name, (None, None))
-            chans = []
-            for ch_id in monitor.channels_of(name):
-                ch = sched.channels.get(f"{name}:{ch_id}") if sched is not None else None
-                h = health.channels.get(ch_id) if health is not None else None
-                entry: dict[str, Any] = {
-                    "id": ch_id,
-                    "key": f"{name}:{ch_id}",
-                    "state": ch.state if ch is not None else "not running",
-                    "paused": ch.paused if ch is not None else False,
-                    "busy": ch.busy if ch is not None else False,
-                    "inflight": ch.inflight if ch is not None else 0,
-                    "routes": list(ch.routes) if ch is not None else [],
-                    "caps_remaining": (
-                        {k: _finite(v) for k, v in ch.caps.remaining(now).items()} if ch is not None else {}
-                    ),
-                    "registered": h.registered if h is not None else None,
-                    "signal": h.signal if h is not None and h.signal != 99 else None,
-                    "operator": h.operator if h is not None else None,
-                }
-                if ch is not None and ch.state in ("cooldown", "quarantine"):
-                    entry["back_in_seconds"] = round(max(0.0, ch.down_until - sched.clock()), 1)
-                chans.append(entry)
-            devices.append({
-                "name": name,
-                "kind": driver.kind,
-                "url": _safe_url(dcfg.url) if dcfg is not None else None,
-                "health": None if health is None else {
-                    "up": health.ok,
-                    "detail": health.detail,
-                    "checked_seconds_ago": round(now - checked, 1),
-                    "consecutive_errors": health.consecutive_errors,
-                    "protocol_errors": health.protocol_errors,
-                },
-                "channels": chans,
-            })  # fmt: skip
-        routes = []
-        if sched is not None:
-            for rname, (depth, oldest) in sched.queue_stats().items():
-                chans = sched.route_channels.get(rname, [])
-                routes.append({
-                    "name": rname,
-                    "queued": depth,
-                    "oldest_queued_seconds": round(oldest, 1),
-                    "channels": [c.key for c in chans],
-                    "channels_available": sum(1 for c in chans if c.state in ("ready", "sending") and not c.paused),
-                })  # fmt: skip
-        store = app.store
-        try:
-            import os
-
-            st = os.statvfs(store.path.parent)
-            disk_free: int | None = st.f_bavail * st.f_frsize
-        except OSError:
-            disk_free = None
-        return {
-            "version": __version__,
-            "started_at": _iso(app.started_at),
-            "uptime_seconds": round(now - app.started_at, 1),
-            "ready": app.ready,
-            "smpp": {"ports": list(app.smpp_ports), "connections": len(app.server.connections)},
-            "esmes": esmes,
-            "devices": devices,
-            "connectors": connector_status(app.drivers),  # upstream SMSCs (bridge/connectors/)
-            "routes": routes,
-            "store": {
-                "path": str(store.path),
-                "database_bytes": store.database_size(),
-                "disk_free_bytes": disk_free,
-                "active_messages": store.active_count,
-                "messages_by_state": dict(monitor.counts),
-                "counted_seconds_ago": round(now - monitor.counted_at, 1) if monitor.counted_at else None,
-            },
-        }
+        return json_response(await self.parts.status())
 
     # -- messages -------------------------------------------------------------------------------
 
     async def get_message(self, req: Request, p: dict[str, str]) -> Response:
         mid = p["message_id"]
-        store = self.app.store
+        store = self.parts.store
         rec = await store.get(mid)
         if rec is None:
             raise ApiError(404, f"no message with id {mid!r}",
@@ -411,7 +209,7 @@ class AdminServer:
             raise ApiError(400, "limit must be a whole number from 1 to 200") from None
         if not 1 <= limit <= 200:
             raise ApiError(400, "limit must be a whole number from 1 to 200")
-        store = self.app.store
+        store = self.parts.store
         found = await store.find_by_number(number, limit)
         out = []
         for rec in found:
@@ -422,7 +220,7 @@ class AdminServer:
     # -- opt-outs -------------------------------------------------------------------------------
 
     def _optout_store(self, method: str) -> Callable[..., Awaitable[Any]]:
-        fn = getattr(self.app.store, method, None)
+        fn = getattr(self.parts.store, method, None)
         if fn is None:
             raise ApiError(501, "opt-outs are not available in this version of the bridge")
         return fn
@@ -457,10 +255,10 @@ class AdminServer:
     # -- channels -------------------------------------------------------------------------------
 
     def _channel(self, key: str) -> Any:
-        sched = self.app.scheduler
-        if sched is None:
+        channels = self.parts.channels()
+        if channels is None:
             raise ApiError(404, "this bridge runs no channels (no routes are configured)")
-        ch = sched.channels.get(key)
+        ch = channels.get(key)
         if ch is None:
             raise ApiError(404, f"no running channel {key!r}",
                            "channels are DEVICE:CHANNEL, e.g. goip1:3; GET /api/status lists them")
@@ -505,26 +303,13 @@ class AdminServer:
     # -- reload ---------------------------------------------------------------------------------
 
     async def reload(self, req: Request, _p: dict[str, str]) -> Response:
-        result = await self.app.reload()
+        result = await self.parts.reload()
         return json_response(result, status=200 if result.get("ok") else 422)
-
-    # -- device webhooks ------------------------------------------------------------------------
-
-    async def smsgate_webhook(self, req: Request, p: dict[str, str]) -> Response:
-        """An SMSGate phone's webhook. The driver verifies the HMAC signature (401 otherwise) and,
-        for an inbound SMS, answers only once the SMS is stored (503 meanwhile: the phone retries)."""
-        name = p["device"]
-        driver = self.app.drivers.get(name)
-        if driver is None or not driver.declared.webhooks:
-            raise ApiError(404, f"no smsgate device {name!r} runs in this bridge",
-                           "the webhook URL ends in the device's name from the config: /webhooks/smsgate/NAME")
-        status, detail = await driver.handle_webhook_async(dict(req.headers), req.body)
-        return json_response({"ok": 200 <= status < 300, "detail": detail}, status=status)
 
     # -- PDU logs -------------------------------------------------------------------------------
 
     async def list_pdu_logs(self, req: Request, _p: dict[str, str]) -> Response:
-        pl = self.app.pdu_log
+        pl = self.parts.pdu_log
         if pl is None:
             return json_response({"enabled": False, "files": [],
                                   "hint": "set logging.pdu_log.enabled: true and restart to record PDUs"})
@@ -546,7 +331,7 @@ class AdminServer:
         })  # fmt: skip
 
     async def get_pdu_log(self, req: Request, p: dict[str, str]) -> Response:
-        pl = self.app.pdu_log
+        pl = self.parts.pdu_log
         if pl is None:
             raise ApiError(404, "PDU logs are off", "set logging.pdu_log.enabled: true and restart")
         path = pl.path_for(p["esme"], p["date"])
@@ -572,17 +357,6 @@ class AdminServer:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _safe_url(url: str | None) -> str | None:
-    """A device URL without user info or query (credentials never leave through the API)."""
-    if not url:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _record(rec: Any) -> dict[str, Any]:
     return {
         "id": rec.message_id,
@@ -598,11 +372,11 @@ def _record(rec: Any) -> dict[str, Any]:
         "body_octets": len(rec.body or b""),
         "esme_parts": rec.esme_parts,
         "error": rec.error,
-        "created_at": _iso(rec.created_at),
-        "updated_at": _iso(rec.updated_at),
-        "schedule_at": _iso(rec.schedule_at),
-        "expire_at": _iso(rec.expire_at),
-        "final_at": _iso(rec.final_at),
+        "created_at": iso(rec.created_at),
+        "updated_at": iso(rec.updated_at),
+        "schedule_at": iso(rec.schedule_at),
+        "expire_at": iso(rec.expire_at),
+        "final_at": iso(rec.final_at),
         "receipt_id": rec.receipt_message_id,
     }
 
@@ -610,8 +384,8 @@ def _record(rec: Any) -> dict[str, Any]:
 def _history(rec: Any, events: list[Any]) -> list[dict[str, Any]]:
     """The store's events, after the acceptance itself (the store records no event for it:
     the message row's created_at is that moment)."""
-    first = {"at": _iso(rec.created_at), "state": "accepted", "detail": f"submit_sm from {rec.esme} stored"}
-    return [first] + [{"at": _iso(e.at), "state": e.state, "detail": e.detail} for e in events]
+    first = {"at": iso(rec.created_at), "state": "accepted", "detail": f"submit_sm from {rec.esme} stored"}
+    return [first] + [{"at": iso(e.at), "state": e.state, "detail": e.detail} for e in events]
 
 
 def _part(p: Any) -> dict[str, Any]:
@@ -622,9 +396,9 @@ def _part(p: Any) -> dict[str, Any]:
         "channel": f"{p.device}:{p.channel}",
         "device_ref": p.ref,
         "error": p.error,
-        "started_at": _iso(p.started_at),
-        "sent_at": _iso(p.sent_at),
-        "done_at": _iso(p.done_at),
+        "started_at": iso(p.started_at),
+        "sent_at": iso(p.sent_at),
+        "done_at": iso(p.done_at),
     }
 
 
@@ -638,7 +412,7 @@ def _jsonable(value: Any) -> Any:
         value = attrs.asdict(value, recurse=False)
     if isinstance(value, dict):
         return {
-            str(k): _iso(v) if str(k).endswith("at") and isinstance(v, float) else _jsonable(v)
+            str(k): iso(v) if str(k).endswith("at") and isinstance(v, float) else _jsonable(v)
             for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):

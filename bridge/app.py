@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from .admin import AdminServer
+from .admin import AdminApi, AdminParts
 from .config import Config
 from .connectors.metrics import ConnectorCollector
 from .devices import build_driver
@@ -34,7 +34,11 @@ from .metrics import Metrics, OpsCollector, SchedulerCollector, StoreCollector
 from .monitor import Monitor, instrument
 from .reload import reload_config
 from .scheduler import Scheduler
+from .frontends.http.asgi import build_app
+from .frontends.http.server import HttpListener
+from .frontends.http.webhooks import receivers_of, smsgate_routes
 from .frontends.smpp.listener import SmppServer
+from .status import StatusReport
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -101,7 +105,12 @@ class App:
                 clock=clock,
             )
             self.server.pdu_log = self.pdu_log
-        self.admin = AdminServer(self)
+        self.status = StatusReport(
+            config=lambda: self.config, ready=lambda: self.ready, smpp_ports=lambda: self.smpp_ports,
+            started_at=self.started_at, server=self.server, delivery=self.delivery, drivers=self.drivers,
+            monitor=self.monitor, scheduler=self.scheduler, store=self.store,
+        )
+        self.http = self._http_front_end()
         self.admin_port: int | None = None
         self.smpp_ports: list[int] = []
         self._extra: list[Callable[..., Awaitable[Any]]] = []
@@ -139,7 +148,7 @@ class App:
                         await nursery.start(self.pdu_log.run)
                     self.smpp_ports = await nursery.start(self.server.serve)
                     if self.config.admin.enabled:
-                        self.admin_port = await nursery.start(self.admin.serve)
+                        self.admin_port = await nursery.start(self.http.serve)
                     self._check_webhooks()
                     for device in self._webhook_devices():
                         nursery.start_soon(self._register_webhooks, device)
@@ -158,6 +167,31 @@ class App:
             self.store.close()
             self.stopped.set()
             log.info("bridge stopped")
+
+    def _http_front_end(self) -> HttpListener:
+        """The HTTP port: admin API, SMSGate webhooks, send API; each handed only what it uses."""
+        scheduler = self.scheduler
+        self.admin = AdminApi(AdminParts(
+            token=self.config.admin.token,
+            registry=self.metrics.registry,
+            store=self.store,
+            status=self.status.report,
+            readiness=self._readiness,
+            channels=lambda: scheduler.channels if scheduler is not None else None,
+            reload=self.reload,
+            pdu_log=self.pdu_log,
+        ))  # fmt: skip
+        routes = [*self.admin.routes, *smsgate_routes(receivers_of(self.drivers))]
+        counter = self.metrics.admin_requests
+        self.http_app = build_app(routes, on_answer=lambda template, status: counter.labels(template, str(status)).inc())
+        cfg = self.config.admin
+        return HttpListener(self.http_app, host=cfg.host, port=cfg.port,
+                            tls_cert_file=cfg.tls.cert if cfg.tls else None,
+                            tls_key_file=cfg.tls.key if cfg.tls else None)
+
+    def _readiness(self) -> dict[str, str]:
+        started = "stopping" if self._stopping else "ok" if self.ready else "starting"
+        return {"started": started, "smpp": "ok" if self.smpp_ports else "not listening"}
 
     async def _serve_driver(self, name: str, driver: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:

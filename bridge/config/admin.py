@@ -14,6 +14,7 @@ from .model import (
     PduLogConfig,
 )
 from .reader import BAD, _Ctx, Map
+from .smpp import _load_tls
 from .values import host_problem, _is_loopback, read_secret, _sources_given
 
 def _load_limits(ctx: _Ctx, node: Node | None, path: str) -> Limits:
@@ -36,7 +37,7 @@ def _token_problem(value: str) -> str | None:
 
 def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
     token_keys = ("token", "token_env", "token_file")
-    m = Map(ctx, node, path, ("host", "port", *token_keys))
+    m = Map(ctx, node, path, ("host", "port", "tls", *token_keys))
     host = m.get_str("host", "127.0.0.1", what="an IP address or host name", check=host_problem)
     port = m.get_int("port", 8025, lo=0, hi=65535)
     given = _sources_given(m, token_keys)
@@ -50,8 +51,10 @@ def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
             f"admin HTTP on {host!r} is reachable from the network, so a token is required: "
             "set token_env or token_file (or use host 127.0.0.1)",
         )
+    tls_node = m.node("tls")
+    tls = _load_tls(ctx, tls_node, m.path_of("tls")) if tls_node is not None else None
     m.finish()
-    return AdminConfig(host=host, port=port, token=token)
+    return AdminConfig(host=host, port=port, token=token, tls=tls)
 
 
 def _load_logging(ctx: _Ctx, node: Node | None, path: str) -> LoggingConfig:

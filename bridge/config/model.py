@@ -237,6 +237,8 @@ class AdminConfig:
     host: str = "127.0.0.1"
     port: int = 8025  # 0 disables the admin HTTP server
     token: Secret | None = None
+    # HTTPS on the admin port (PEM cert and key, like an SMPP listener's; phones' webhooks want HTTPS).
+    tls: TlsConfig | None = None
 
     @property
     def enabled(self) -> bool:

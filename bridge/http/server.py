@@ -1,4 +1,6 @@
-"""A tiny HTTP/1.1 server on trio, shared by the device emulators and the admin API.
+"""A tiny HTTP/1.1 server on trio for the device emulators. The bridge's own HTTP port runs on
+hypercorn + Starlette (bridge/frontends/http/); its handlers see this module's `Request` and
+`Response` types, so both sides share one small vocabulary.
 
 Small on purpose: GET/POST, query strings, urlencoded and JSON bodies, Basic auth, keep-alive
 and pipelining, Content-Length bodies only. What it adds over a normal server is the ability
@@ -66,7 +68,7 @@ class Request:
         ctype = self.headers.get("content-type", "")
         if not self.body or "application/x-www-form-urlencoded" not in ctype:
             return {}
-        return _first_values(self.body.decode("utf-8", "replace"))
+        return first_values(self.body.decode("utf-8", "replace"))
 
     def json(self) -> Any:
         """The body parsed as JSON (raises ValueError when it is not JSON)."""
@@ -358,7 +360,7 @@ class HttpServer:
             method=method.upper(),
             target=target,
             path=urllib.parse.unquote(path_part),
-            query=_first_values(query_part),
+            query=first_values(query_part),
             headers=headers,
             body=body,
             http_version=version[len("HTTP/") :],
@@ -375,7 +377,7 @@ def _find_head_end(buffer: bytearray) -> tuple[int, int]:
     return best, best_len
 
 
-def _first_values(qs: str) -> dict[str, str]:
+def first_values(qs: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in urllib.parse.parse_qsl(qs, keep_blank_values=True, errors="replace"):
         out.setdefault(name, value)
