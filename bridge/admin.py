@@ -21,7 +21,6 @@ Rules
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import math
@@ -36,7 +35,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import __version__
-from .frontends.http.asgi import ApiError, Route
+from .frontends.http.asgi import ApiError, Route, secret_digest
 from .http.server import Request, Response, json_response
 from .status import iso
 
@@ -49,10 +48,6 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 DRAIN_DEFAULT_SECONDS = 60.0
 DRAIN_MAX_SECONDS = 600.0
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 @attrs.frozen
@@ -77,7 +72,7 @@ class AdminApi:
 
     def __init__(self, parts: AdminParts) -> None:
         self.parts = parts
-        self._token_digest = _digest(parts.token.reveal()) if parts.token is not None else None
+        self._token_digest = secret_digest(parts.token.reveal()) if parts.token is not None else None
         self._last_auth_log = -math.inf
         self._auth_failures = 0
         r = Route
@@ -128,7 +123,7 @@ class AdminApi:
         if given is None:
             scheme, _, value = req.headers.get("authorization", "").partition(" ")
             given = value.strip() if scheme.lower() == "bearer" else None
-        ok = given is not None and hmac.compare_digest(_digest(given), self._token_digest)
+        ok = given is not None and hmac.compare_digest(secret_digest(given), self._token_digest)
         if ok:
             return
         self._auth_failures += 1
@@ -186,13 +181,7 @@ class AdminApi:
             raise ApiError(404, f"no message with id {mid!r}",
                            "use the message_id of the submit_sm_resp (10 digits), "
                            "or GET /api/messages?number=+49... to search by number")
-        events = await store.events(mid)
-        parts = await store.parts(rec.id)
-        return json_response({
-            "message": _record(rec),
-            "events": _history(rec, events),
-            "parts": [_part(x) for x in parts],
-        })  # fmt: skip
+        return json_response(await message_document(store, rec))
 
     async def find_messages(self, req: Request, _p: dict[str, str]) -> Response:
         number = req.query.get("number", "")
@@ -357,6 +346,17 @@ class AdminApi:
 # -- helpers ------------------------------------------------------------------------------------
 
 
+async def message_document(store: Any, rec: Any) -> dict[str, Any]:
+    """One message as the APIs show it: the record, its history and its device parts."""
+    events = await store.events(rec.message_id)
+    parts = await store.parts(rec.id)
+    return {
+        "message": _record(rec),
+        "events": _history(rec, events),
+        "parts": [_part(x) for x in parts],
+    }
+
+
 def _record(rec: Any) -> dict[str, Any]:
     return {
         "id": rec.message_id,
@@ -384,7 +384,7 @@ def _record(rec: Any) -> dict[str, Any]:
 def _history(rec: Any, events: list[Any]) -> list[dict[str, Any]]:
     """The store's events, after the acceptance itself (the store records no event for it:
     the message row's created_at is that moment)."""
-    first = {"at": iso(rec.created_at), "state": "accepted", "detail": f"submit_sm from {rec.esme} stored"}
+    first = {"at": iso(rec.created_at), "state": "accepted", "detail": f"submitted by {rec.esme}, stored"}
     return [first] + [{"at": iso(e.at), "state": e.state, "detail": e.detail} for e in events]
 
 

@@ -34,6 +34,7 @@ from .metrics import Metrics, OpsCollector, SchedulerCollector, StoreCollector
 from .monitor import Monitor, instrument
 from .reload import reload_config
 from .scheduler import Scheduler
+from .frontends.http.api import ApiParts, SendApi
 from .frontends.http.asgi import build_app
 from .frontends.http.server import HttpListener
 from .frontends.http.webhooks import receivers_of, smsgate_routes
@@ -149,6 +150,7 @@ class App:
                     self.smpp_ports = await nursery.start(self.server.serve)
                     if self.config.admin.enabled:
                         self.admin_port = await nursery.start(self.http.serve)
+                        await nursery.start(self.api.run)
                     self._check_webhooks()
                     for device in self._webhook_devices():
                         nursery.start_soon(self._register_webhooks, device)
@@ -181,13 +183,28 @@ class App:
             reload=self.reload,
             pdu_log=self.pdu_log,
         ))  # fmt: skip
-        routes = [*self.admin.routes, *smsgate_routes(receivers_of(self.drivers))]
+        server = self.server
+        self.api = SendApi(ApiParts(
+            config=lambda: self.config,
+            acceptance=server.acceptance,
+            store=self.store,
+            hold=self._hold_accepts,
+            queued=lambda: self.store.active_count + server.pending_accepts,
+            metrics=self.metrics,
+            clock=self.clock,
+        ))  # fmt: skip
+        routes = [*self.admin.routes, *smsgate_routes(receivers_of(self.drivers)), *self.api.routes]
         counter = self.metrics.admin_requests
         self.http_app = build_app(routes, on_answer=lambda template, status: counter.labels(template, str(status)).inc())
         cfg = self.config.admin
         return HttpListener(self.http_app, host=cfg.host, port=cfg.port,
                             tls_cert_file=cfg.tls.cert if cfg.tls else None,
                             tls_key_file=cfg.tls.key if cfg.tls else None)
+
+    def _hold_accepts(self, n: int) -> None:
+        """Messages of the send API waiting for their commit count in the queue depth, as the
+        SMPP front end's do (one counter for both)."""
+        self.server.pending_accepts += n
 
     def _readiness(self) -> dict[str, str]:
         started = "stopping" if self._stopping else "ok" if self.ready else "starting"

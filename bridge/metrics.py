@@ -329,6 +329,23 @@ class Metrics:
             ["endpoint", "code"],
             registry=r,
         )
+        # -- the HTTP send API
+        self.api_messages = Counter(
+            "smpp_bridge_api_messages_total",
+            "Messages accepted through POST /api/v1/messages (stored before the 201)",
+            ["esme"],
+            registry=r,
+        )
+        self.api_replays = Counter(
+            "smpp_bridge_api_idempotent_replays_total",
+            "POSTs answered from an earlier one with the same Idempotency-Key (no new SMS)",
+            registry=r,
+        )
+        self.api_auth_failures = Counter(
+            "smpp_bridge_api_auth_failures_total",
+            "Send API requests refused for wrong or missing credentials or a disallowed address",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "smpp_bridge_config_reloads_total",
             "Config reloads (SIGHUP or POST /api/reload) by result (applied, invalid)",

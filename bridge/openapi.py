@@ -1,7 +1,8 @@
-"""OpenAPI 3.0 description of the admin HTTP API (served at ``GET /api/openapi.json``).
+"""OpenAPI 3.0 description of the HTTP port (served at ``GET /api/openapi.json``): the admin API,
+the SMSGate webhook receiver and the send API (``/api/v1/``).
 
-Kept next to the code it describes; a test checks that every route of `bridge.admin` is here
-and that nothing here is missing from the server.
+A test (tests/ops/test_admin_api.py) checks that every route the assembled app serves is here and
+that nothing here is missing from it.
 """
 
 from __future__ import annotations
@@ -45,25 +46,30 @@ def spec() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
-            "title": "smpp-bridge admin API",
+            "title": "smpp-bridge HTTP API",
             "version": __version__,
             "description": (
                 "Operations API of smpp-bridge. /metrics, /healthz and /readyz are open; every "
                 "/api/ endpoint needs the admin token when one is configured. Errors are JSON "
-                "objects with `error` and, where useful, a `hint` saying what to do next."
+                "objects with `error` and, where useful, a `hint` saying what to do next. "
+                "/api/v1/ is the send API for applications: HTTP Basic auth as an ESME."
             ),
         },
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "esme": {"type": "http", "scheme": "basic",
+                         "description": "an ESME's system_id and its api_key (or password)"},
                 "adminToken": {"type": "apiKey", "in": "header", "name": "X-Admin-Token"},
             },
             "schemas": {
                 "Error": {
                     "type": "object",
                     "required": ["error"],
-                    "properties": {"error": {"type": "string"}, "hint": {"type": "string"}},
+                    "properties": {"error": {"type": "string"}, "hint": {"type": "string"},
+                                   "field": {"type": "string", "description": "the request field at fault"}},
                 },
+                "SendRequest": SEND_REQUEST,
                 "Event": {
                     "type": "object",
                     "properties": {
@@ -259,6 +265,7 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            **_send_api_paths(),
             "/webhooks/smsgate/{device}": {
                 "post": {
                     "summary": "An SMSGate phone's webhook (sms:received, sms:sent, sms:delivered, sms:failed)",
@@ -278,6 +285,83 @@ def spec() -> dict[str, Any]:
                         "503": _json("inbound SMS not stored yet; the phone retries"),
                     },
                 }
+            },
+        },
+    }
+
+
+SEND_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["to", "text"],
+    "properties": {
+        "to": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 100}],
+               "description": "destination number(s), international format", "example": "+4917012345678"},
+        "text": {"type": "string", "maxLength": 10000,
+                 "description": "any Unicode; sent as GSM-7 when it fits, else UCS-2, split into parts as needed"},
+        "from": {"type": "string", "maxLength": 20, "description": "sender number or name (if the device honours it)"},
+        "schedule_at": {"type": "string", "format": "date-time", "description": "send not before (with offset)"},
+        "validity": {"type": "integer", "minimum": 60, "maximum": 2592000,
+                     "description": "seconds the message may wait for a device, from when it may first go"},
+        "priority": {"type": "integer", "minimum": 0, "maximum": 3, "default": 0},
+        "flash": {"type": "boolean", "default": False, "description": "class 0 (shown at once, not stored)"},
+        "receipt": {"type": "boolean", "default": False, "description": "want a delivery receipt"},
+        "reference": {"type": "string", "maxLength": 64, "description": "yours, echoed in the answer"},
+        "idempotency_key": {"type": "string", "description": "as the Idempotency-Key header"},
+    },
+}
+
+
+def _send_api_paths() -> dict[str, Any]:
+    esme = [{"esme": []}]
+    auth = {"401": _error("missing or wrong credentials"), "403": _error("address not in the ESME's allowed_ips")}
+    message_id = {"name": "message_id", "in": "path", "required": True,
+                  "schema": {"type": "string", "example": "0000000042"}}
+    body = {"$ref": "#/components/schemas/SendRequest"}
+    return {
+        "/api/v1/messages": {
+            "post": {
+                "summary": "Send an SMS (to one or more numbers); 201 only after the durable commit",
+                "security": esme,
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "description": "a retry with the same key gets the first answer, never a second SMS",
+                                "schema": {"type": "string", "maxLength": 200}}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": body},
+                    "application/x-www-form-urlencoded": {"schema": body},
+                }},
+                "responses": {
+                    "201": _json("stored: the ids (also for a replay, with Idempotent-Replayed: true)", {
+                        "type": "object",
+                        "properties": {
+                            "messages": {"type": "array", "items": {"type": "object", "properties": {
+                                "id": {"type": "string"}, "to": {"type": "string"}, "parts": {"type": "integer"}}}},
+                            "refused": {"type": "array", "items": {"type": "object"}},
+                            "reference": {"type": "string"},
+                        },
+                    }),
+                    "400": _error("a bad field (named in `field`)"),
+                    **auth,
+                    "413": _error("body over 64 KiB"),
+                    "415": _error("neither JSON nor a form"),
+                    "422": _error("opted-out number, no route, or an Idempotency-Key reused for another body"),
+                    "429": _error("over the ESME's throughput; see Retry-After"),
+                    "503": _error("queue full or the store could not commit; nothing stored; see Retry-After"),
+                },
+            }
+        },
+        "/api/v1/messages/{message_id}": {
+            "get": {
+                "summary": "One of your messages: state, parts, events, error",
+                "security": esme,
+                "parameters": [message_id],
+                "responses": {"200": _json("the message"), **auth, "404": _error("no such message of yours")},
+            },
+            "delete": {
+                "summary": "Cancel a message still waiting",
+                "security": esme,
+                "parameters": [message_id],
+                "responses": {"200": _json("cancelled"), **auth, "404": _error("no such message of yours"),
+                              "409": _error("not waiting any more")},
             },
         },
     }

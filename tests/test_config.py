@@ -572,7 +572,7 @@ esme: []
             9,
             "unknown key 'colour' (known keys: system_id, password, password_hash, password_env, "
             "password_file, allowed_ips, max_binds, throughput, enabled, default_route, mo_long, receipts, "
-            "data_coding_1)",
+            "data_coding_1, api_key, api_key_env, api_key_file)",
         ),
         ("esme", 10, "unknown key 'esme' (did you mean 'esmes'?)"),
     ]
@@ -830,3 +830,21 @@ def test_config_constructed_directly_accepts_lists():
 def test_module_exports():
     for name in config_module.__all__:
         assert hasattr(config_module, name)
+
+
+def test_an_esme_api_key_is_a_secret_with_sources(tmp_path):
+    cfg = load(MINIMAL + "    api_key: a-long-api-key-0123456789\n")
+    assert cfg.esme("app1").api_key.reveal() == "a-long-api-key-0123456789"
+    assert "a-long-api-key" not in repr(cfg.esme("app1"))
+    cfg = load(MINIMAL + "    api_key_env: APP1_KEY\n", env={"APP1_KEY": "k" * 16})
+    assert cfg.esme("app1").api_key.reveal() == "k" * 16
+    path, _, message = only_problem(MINIMAL + "    api_key: short\n")
+    assert path == "esmes[0].api_key" and "at least 16" in message
+    path, _, message = only_problem(MINIMAL + "    api_key: a-long-api-key-0123456789\n    api_key_env: X\n")
+    assert "at most one api_key source" in message
+
+
+def test_admin_tls_needs_readable_cert_and_key(tmp_path):
+    found = problems(MINIMAL + f"admin:\n  tls:\n    cert: {tmp_path}/nope.pem\n    key: {tmp_path}/nope.key\n")
+    assert [(p, m) for p, _, m in found] == [("admin.tls.cert", f"file not found: {tmp_path}/nope.pem"),
+                                             ("admin.tls.key", f"file not found: {tmp_path}/nope.key")]

@@ -20,6 +20,16 @@ from .reader import _A_LIST, _A_MAPPING, BAD, _Ctx, describe, Map, _quote_hint, 
 from .values import read_secret, _sources_given, _system_id_problem
 
 _PASSWORD_KEYS = ("password", "password_hash", "password_env", "password_file")
+_API_KEY_KEYS = ("api_key", "api_key_env", "api_key_file")
+API_KEY_MIN = 16
+
+
+def _api_key_problem(value: str) -> str | None:
+    if any(not (0x21 <= ord(c) <= 0x7E) for c in value):
+        return "must be printable ASCII without spaces (it is sent in an HTTP header)"
+    if len(value) < API_KEY_MIN:
+        return f"is {len(value)} characters; expected at least {API_KEY_MIN} (e.g. `openssl rand -hex 16`)"
+    return None
 
 
 def _hash_problem(value: str) -> str | None:
@@ -77,7 +87,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         node,
         path,
         ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled", "default_route",
-         "mo_long", "receipts", "data_coding_1"),
+         "mo_long", "receipts", "data_coding_1", *_API_KEY_KEYS),
         what="an ESME (a mapping with system_id, password ...)",
     )
     if not m.ok:
@@ -122,6 +132,10 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
     mo_long = m.get_choice("mo_long", "udh", MO_LONG_MODES)
     receipts = m.get_choice("receipts", "combined", RECEIPT_MODES)
     data_coding_1 = m.get_choice("data_coding_1", "auto", DATA_CODING_1_MODES)
+    api_given = _sources_given(m, _API_KEY_KEYS)
+    api_key, _ = read_secret(m, _API_KEY_KEYS, check=_api_key_problem, alternatives="api_key_env or api_key_file")
+    for extra in api_given[1:]:
+        m.fail(extra, m.key_line(extra), f"expected at most one api_key source, got {len(api_given)}: {', '.join(api_given)}")
     m.finish()
     if system_id is BAD or system_id is None:
         return None, None
@@ -137,6 +151,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         mo_long=mo_long,
         receipts=receipts,
         data_coding_1=data_coding_1,
+        api_key=api_key,
     )
     return esme, m.key_line("system_id")
 

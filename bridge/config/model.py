@@ -194,6 +194,9 @@ class EsmeConfig:
     # hold control characters, else ASCII), "gsm" (npm smpp sends GSM text as data_coding 1) or
     # "ascii". See bridge/smpp/text.py, "data_coding 1".
     data_coding_1: str = "auto"
+    # The HTTP send API: an application authenticates as this ESME with its system_id and this
+    # key (or its password). None: password only.
+    api_key: Secret | None = attrs.field(default=None, repr=_hidden)
 
     def allows(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True if a peer at `ip` may bind. IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a

@@ -12,6 +12,7 @@ the top:
 * ``outbox.py``      deliver_sm (receipts, MO) waiting for ESMEs
 * ``inbound.py``     inbound SMS: de-duplication, reassembly, MO
 * ``optouts.py``     the opt-out list
+* ``api_requests.py`` the HTTP send API's idempotency keys, committed with their messages
 
 Raw SQL and the id format stay behind this package: callers use ``Store`` methods and
 ``format_id`` / ``parse_id``, never the connections.
@@ -24,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .api_requests import ApiRequests
 from .engine import Done, Engine, Op, run_inline
 from .guard import StoreDamaged
 from .inbound import (
@@ -59,7 +61,7 @@ from .schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from .transitions import Transitions
 
 
-class Store(Messages, Transitions, Outbox, Inbound, Optouts, Engine):
+class Store(Messages, Transitions, Outbox, Inbound, Optouts, ApiRequests, Engine):
     """The bridge's SQLite store. Create, ``open()``, then start ``store.run`` (the writer) in a
     nursery."""
 

@@ -186,6 +186,19 @@ MIGRATIONS: list[str] = [
         coalesce(CASE state WHEN 'scheduled' THEN schedule_at ELSE next_attempt_at END, 0), id)
         WHERE state IN ('scheduled','retry_wait');
     """,
+    # 7: the HTTP send API's Idempotency-Key: the first answer to a POST, committed with its
+    # messages, so a retried POST gets that answer and never a second SMS (api_requests.py)
+    """
+    CREATE TABLE api_requests (
+        esme TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        answer TEXT NOT NULL,
+        PRIMARY KEY (esme, key)
+    );
+    CREATE INDEX api_requests_age ON api_requests(created_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -72,7 +72,10 @@ class HttpListener:
         cfg.keep_alive_timeout = KEEPALIVE_SECONDS
         cfg.graceful_timeout = GRACEFUL_SECONDS
         cfg.include_server_header = False  # no version for scanners
-        cfg.errorlog = logging.getLogger("bridge.frontends.http.hypercorn")
+        # hypercorn's own lines ("Running on ... CTRL + C") repeat ours; its warnings and errors stay.
+        errorlog = logging.getLogger("bridge.frontends.http.hypercorn")
+        errorlog.setLevel(logging.WARNING)
+        cfg.errorlog = errorlog
         cfg.accesslog = None  # requests carry tokens and numbers; the app counts them instead
         if self.tls:
             cfg.certfile = str(tls_cert_file)
@@ -106,6 +109,10 @@ class HttpListener:
             await worker_serve(wrap_app(self.app, self.config.wsgi_max_body_size, "asgi"), self.config,
                                sockets=sockets, task_status=task_status)
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(started)
-            task_status.started(self.bound_port)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(started)
+                task_status.started(self.bound_port)
+        finally:
+            for s in socks:  # hypercorn does not close what it was handed
+                s.close()
