@@ -37,6 +37,7 @@ from .scheduler import Scheduler
 from .frontends.http.api import ApiParts, SendApi
 from .frontends.http.asgi import build_app
 from .frontends.http.server import HttpListener
+from .frontends.http.webhook_delivery import WebhookDelivery
 from .frontends.http.webhooks import receivers_of, smsgate_routes
 from .frontends.smpp.listener import SmppServer
 from .status import StatusReport
@@ -87,7 +88,9 @@ class App:
             self.server.route_for = self.scheduler.route_for
             self.server.routes_configured = True
         self.delivery = OutboxDelivery(self.store, self.server, self.metrics, config)
-        self.store.on_outbox = self.delivery.wake
+        self.webhooks = WebhookDelivery(self.store, self.metrics, lambda: self.config, clock=clock)
+        self.store.on_outbox = self._outbox_woken
+        self.store.outbox_channels = lambda esme, kind: self._outbox_channels(esme, kind)
         self.server.on_bind = self.delivery.wake
         self.inbound = Inbound(config, self.store, self.drivers, self.metrics, clock=clock)
         self.store.on_optout = self.inbound.on_optout
@@ -110,6 +113,7 @@ class App:
             config=lambda: self.config, ready=lambda: self.ready, smpp_ports=lambda: self.smpp_ports,
             started_at=self.started_at, server=self.server, delivery=self.delivery, drivers=self.drivers,
             monitor=self.monitor, scheduler=self.scheduler, store=self.store,
+            extra={"webhooks": self.webhooks.status},
         )
         self.http = self._http_front_end()
         self.admin_port: int | None = None
@@ -141,6 +145,7 @@ class App:
                         if driver.declared.push_listener:
                             await nursery.start(self._serve_driver, name, driver)
                     await nursery.start(self.delivery.run)
+                    await nursery.start(self.webhooks.run)
                     await nursery.start(self.inbound.run)
                     if self.scheduler is not None:
                         await nursery.start(self.scheduler.run)
@@ -200,6 +205,15 @@ class App:
         return HttpListener(self.http_app, host=cfg.host, port=cfg.port,
                             tls_cert_file=cfg.tls.cert if cfg.tls else None,
                             tls_key_file=cfg.tls.key if cfg.tls else None)
+
+    def _outbox_woken(self, esme: str) -> None:
+        self.delivery.wake(esme)
+        self.webhooks.wake(esme)
+
+    def _outbox_channels(self, esme_id: str, kind: str) -> tuple[str, ...]:
+        """Where a new receipt or inbound SMS for ``esme_id`` goes, by the config in force."""
+        esme = self.config.esme(esme_id)
+        return esme.outbox_channels(kind) if esme is not None else ("smpp",)
 
     def _hold_accepts(self, n: int) -> None:
         """Messages of the send API waiting for their commit count in the queue depth, as the

@@ -232,6 +232,13 @@ class Metrics:
             ["esme", "kind", "status"],
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "smpp_bridge_webhook_deliveries_total",
+            "Webhook POSTs (receipts, inbound SMS) by outcome: delivered (2xx) or failed (retried "
+            "with back-off until receipts.retention)",
+            ["esme", "kind", "outcome"],
+            registry=r,
+        )
         # -- inbound SMS and opt-out (bridge/inbound.py); smpp_bridge_optouts reads the store
         self.inbound_received = Counter(
             "smpp_bridge_inbound_received_total", "Inbound SMS (parts) stored", ["device"], registry=r

@@ -572,7 +572,8 @@ esme: []
             9,
             "unknown key 'colour' (known keys: system_id, password, password_hash, password_env, "
             "password_file, allowed_ips, max_binds, throughput, enabled, default_route, mo_long, receipts, "
-            "data_coding_1, api_key, api_key_env, api_key_file)",
+            "data_coding_1, api_key, api_key_env, api_key_file, receipt_url, inbound_url, webhook_secret, "
+            "webhook_secret_env, webhook_secret_file, deliver_via)",
         ),
         ("esme", 10, "unknown key 'esme' (did you mean 'esmes'?)"),
     ]
@@ -848,3 +849,22 @@ def test_admin_tls_needs_readable_cert_and_key(tmp_path):
     found = problems(MINIMAL + f"admin:\n  tls:\n    cert: {tmp_path}/nope.pem\n    key: {tmp_path}/nope.key\n")
     assert [(p, m) for p, _, m in found] == [("admin.tls.cert", f"file not found: {tmp_path}/nope.pem"),
                                              ("admin.tls.key", f"file not found: {tmp_path}/nope.key")]
+
+
+def test_esme_webhooks_need_a_secret_and_real_urls():
+    secret = "w" * 16
+    cfg = load(MINIMAL + f"    receipt_url: https://app.example/r\n    webhook_secret: {secret}\n    deliver_via: both\n")
+    e = cfg.esme("app1")
+    assert e.outbox_channels("receipt") == ("smpp", "webhook") and e.outbox_channels("mo") == ("smpp",)
+    assert secret not in repr(e)
+    cases = {
+        "    receipt_url: ftp://app.example/r\n    webhook_secret: " + secret + "\n":
+            ("esmes[0].receipt_url", "expected an http:// or https:// URL"),
+        "    inbound_url: https://app.example/i\n": ("esmes[0].inbound_url", "needs webhook_secret_env"),
+        "    webhook_secret: " + secret + "\n": ("esmes[0].webhook_secret", "no use without receipt_url"),
+        "    receipt_url: https://app.example/r\n    webhook_secret: short\n":
+            ("esmes[0].webhook_secret", "at least 16"),
+    }
+    for extra, (path, text) in cases.items():
+        got_path, _, message = only_problem(MINIMAL + extra)
+        assert got_path == path and text in message, (extra, message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -10,6 +11,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from bridge import passwords
 from .model import (
     DATA_CODING_1_MODES,
+    DELIVER_VIA,
     EsmeConfig,
     IPNetwork,
     LOOPBACK_NETWORKS,
@@ -21,6 +23,8 @@ from .values import read_secret, _sources_given, _system_id_problem
 
 _PASSWORD_KEYS = ("password", "password_hash", "password_env", "password_file")
 _API_KEY_KEYS = ("api_key", "api_key_env", "api_key_file")
+_WEBHOOK_SECRET_KEYS = ("webhook_secret", "webhook_secret_env", "webhook_secret_file")
+_WEBHOOK_KEYS = ("receipt_url", "inbound_url", *_WEBHOOK_SECRET_KEYS, "deliver_via")
 API_KEY_MIN = 16
 
 
@@ -30,6 +34,37 @@ def _api_key_problem(value: str) -> str | None:
     if len(value) < API_KEY_MIN:
         return f"is {len(value)} characters; expected at least {API_KEY_MIN} (e.g. `openssl rand -hex 16`)"
     return None
+
+
+def _url_problem(value: str) -> str | None:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http:// or https:// URL with a host, got {value!r}"
+    if parts.username or parts.password:
+        return "must not carry a user or password: the webhook secret signs each request"
+    return None
+
+
+def _load_webhooks(m: Map) -> dict[str, Any]:
+    """receipt_url, inbound_url, webhook_secret (one source), deliver_via."""
+    receipt_url = m.get_str("receipt_url", None, what="a URL", check=_url_problem)
+    inbound_url = m.get_str("inbound_url", None, what="a URL", check=_url_problem)
+    given = _sources_given(m, _WEBHOOK_SECRET_KEYS)
+    secret, _ = read_secret(m, _WEBHOOK_SECRET_KEYS, check=_api_key_problem,
+                            alternatives="webhook_secret_env or webhook_secret_file")
+    for extra in given[1:]:
+        m.fail(extra, m.key_line(extra), f"expected at most one webhook_secret source, got {len(given)}: {', '.join(given)}")
+    deliver_via = m.get_choice("deliver_via", "webhook", DELIVER_VIA)
+    urls = [k for k in ("receipt_url", "inbound_url") if m.has(k)]
+    if urls and not given:
+        m.fail(urls[0], m.key_line(urls[0]), "a webhook URL needs webhook_secret_env or webhook_secret_file "
+               "(at least 16 characters, e.g. `openssl rand -hex 16`): every webhook is signed with it")
+    if not urls:
+        for key in (*given, *(["deliver_via"] if m.has("deliver_via") else [])):
+            m.fail(key, m.key_line(key), f"{key} has no use without receipt_url or inbound_url")
+    return {"receipt_url": receipt_url if isinstance(receipt_url, str) else None,
+            "inbound_url": inbound_url if isinstance(inbound_url, str) else None,
+            "webhook_secret": secret, "deliver_via": deliver_via}
 
 
 def _hash_problem(value: str) -> str | None:
@@ -87,7 +122,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         node,
         path,
         ("system_id", *_PASSWORD_KEYS, "allowed_ips", "max_binds", "throughput", "enabled", "default_route",
-         "mo_long", "receipts", "data_coding_1", *_API_KEY_KEYS),
+         "mo_long", "receipts", "data_coding_1", *_API_KEY_KEYS, *_WEBHOOK_KEYS),
         what="an ESME (a mapping with system_id, password ...)",
     )
     if not m.ok:
@@ -136,6 +171,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
     api_key, _ = read_secret(m, _API_KEY_KEYS, check=_api_key_problem, alternatives="api_key_env or api_key_file")
     for extra in api_given[1:]:
         m.fail(extra, m.key_line(extra), f"expected at most one api_key source, got {len(api_given)}: {', '.join(api_given)}")
+    webhooks = _load_webhooks(m)
     m.finish()
     if system_id is BAD or system_id is None:
         return None, None
@@ -152,6 +188,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
         receipts=receipts,
         data_coding_1=data_coding_1,
         api_key=api_key,
+        **webhooks,
     )
     return esme, m.key_line("system_id")
 

@@ -33,6 +33,7 @@ AMBIGUOUS_POLICIES = ("unknown", "resend")
 GOIP_DONE_CHOICES = ("delivered", "accepted")
 RECEIPT_STATS = ("DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD")
 MO_LONG_MODES = ("udh", "payload")  # how a long inbound message reaches an ESME
+DELIVER_VIA = ("webhook", "both")  # with a webhook URL: receipts/MO by webhook only, or by SMPP too
 RECEIPT_MODES = ("combined", "per_part")  # receipts for a long message: one, or one per part
 DATA_CODING_1_MODES = ("auto", "gsm", "ascii")  # how a data_coding 1 submit is read
 OPTOUT_MT_ACTIONS = ("receipt", "reject_submit")  # what happens to an MT to an opted-out number
@@ -197,6 +198,19 @@ class EsmeConfig:
     # The HTTP send API: an application authenticates as this ESME with its system_id and this
     # key (or its password). None: password only.
     api_key: Secret | None = attrs.field(default=None, repr=_hidden)
+    # Webhooks (bridge/frontends/http/webhook_delivery.py): receipts and inbound SMS POSTed as
+    # signed JSON to these URLs, from the durable outbox; without a URL, that kind goes by SMPP.
+    receipt_url: str | None = None
+    inbound_url: str | None = None
+    webhook_secret: Secret | None = attrs.field(default=None, repr=_hidden)
+    deliver_via: str = "webhook"  # "webhook" or "both" (SMPP too) for a kind that has a URL
+
+    def outbox_channels(self, kind: str) -> tuple[str, ...]:
+        """Where a receipt ("receipt") or an inbound SMS ("mo") for this ESME goes."""
+        url = self.receipt_url if kind == "receipt" else self.inbound_url
+        if url is None:
+            return ("smpp",)
+        return ("smpp", "webhook") if self.deliver_via == "both" else ("webhook",)
 
     def allows(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True if a peer at `ip` may bind. IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a

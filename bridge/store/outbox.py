@@ -9,6 +9,10 @@ Rules
   (``refused_status`` kept, ``delivered_at`` set) or its retention ended (``delivered_at = -1``).
   A transient failure counts an attempt and sets ``next_try_at``; ``pending_outbox`` skips the
   row until then.
+* Each row has a ``channel``: ``smpp`` (deliver_sm to the ESME's binds, OutboxDelivery) or
+  ``webhook`` (a signed POST, bridge/frontends/http/webhook_delivery.py). ``outbox_channels``
+  (set by the app from each ESME's config) says which; an ESME taking both gets one row each,
+  each delivered, retried and expired on its own.
 * For an MO (kind ``mo``), the inbound rows follow ``lifecycle.INBOUND``: ``delivered`` once
   every deliver_sm of the message was taken, ``refused`` when one was refused, ``expired`` when
   the retention ended first.
@@ -32,6 +36,8 @@ class Outbox:
     in the module docstring."""
 
     on_outbox: Callable[[str], None] | None
+    # (esme, kind) -> the channels a new row goes to; None: SMPP only.
+    outbox_channels: Callable[[str, str], tuple[str, ...]] | None = None
 
     async def add_outbox(self, esme: str, kind: str, message: int | None, payload: str,
                          expire_at: float) -> None:
@@ -39,11 +45,13 @@ class Outbox:
 
     def _add_outbox(self, conn: sqlite3.Connection, esme: str, kind: str, message: int | None,
                     payload: str, expire_at: float) -> None:
-        conn.execute(
-            "INSERT INTO outbox (esme, kind, message, created_at, expire_at, payload) "
-            "VALUES (?,?,?,?,?,?)",
-            (esme, kind, message, self.clock(), expire_at, payload),
-        )
+        channels = self.outbox_channels(esme, kind) if self.outbox_channels is not None else ("smpp",)
+        for channel in channels:
+            conn.execute(
+                "INSERT INTO outbox (esme, kind, message, created_at, expire_at, payload, channel) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (esme, kind, message, self.clock(), expire_at, payload, channel),
+            )
         if self.on_outbox is not None:
             hook = self.on_outbox
             self.after_commit(lambda: hook(esme))
@@ -52,7 +60,7 @@ class Outbox:
         def fn(conn: sqlite3.Connection) -> list[OutboxItem]:
             rows = conn.execute(
                 "SELECT id, esme, kind, message, created_at, expire_at, payload, attempts "
-                "FROM outbox WHERE esme=? AND delivered_at IS NULL AND id > ? "
+                "FROM outbox WHERE esme=? AND channel='smpp' AND delivered_at IS NULL AND id > ? "
                 "AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
                 (esme, after_id, self.clock(), limit),
             ).fetchall()
@@ -62,20 +70,34 @@ class Outbox:
 
     async def outbox_esmes(self) -> list[str]:
         def fn(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute("SELECT DISTINCT esme FROM outbox WHERE delivered_at IS NULL")
+            rows = conn.execute("SELECT DISTINCT esme FROM outbox WHERE delivered_at IS NULL AND channel='smpp'")
             return [r[0] for r in rows]
 
         return await self.read(fn)
 
-    async def outbox_stats(self) -> dict[tuple[str, str], tuple[int, float | None]]:
-        """{(esme, kind): (waiting, oldest created_at)} for metrics."""
+    async def outbox_stats(self, channel: str = "smpp") -> dict[tuple[str, str], tuple[int, float | None]]:
+        """{(esme, kind): (waiting, oldest created_at)} of one channel, for metrics."""
 
         def fn(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[int, float | None]]:
             rows = conn.execute(
                 "SELECT esme, kind, count(*), min(created_at) FROM outbox "
-                "WHERE delivered_at IS NULL GROUP BY esme, kind"
+                "WHERE delivered_at IS NULL AND channel=? GROUP BY esme, kind", (channel,)
             )
             return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+        return await self.read(fn)
+
+    async def pending_webhooks(self, limit: int = 100) -> list[OutboxItem]:
+        """Webhook rows due now (every ESME), oldest first."""
+
+        def fn(conn: sqlite3.Connection) -> list[OutboxItem]:
+            rows = conn.execute(
+                "SELECT id, esme, kind, message, created_at, expire_at, payload, attempts "
+                "FROM outbox WHERE channel='webhook' AND delivered_at IS NULL "
+                "AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
+                (self.clock(), limit),
+            ).fetchall()
+            return [OutboxItem(*r) for r in rows]
 
         return await self.read(fn)
 

@@ -187,8 +187,11 @@ MIGRATIONS: list[str] = [
         WHERE state IN ('scheduled','retry_wait');
     """,
     # 7: the HTTP send API's Idempotency-Key: the first answer to a POST, committed with its
-    # messages, so a retried POST gets that answer and never a second SMS (api_requests.py)
+    # messages, so a retried POST gets that answer and never a second SMS (api_requests.py);
+    # outbox rows for webhooks beside those for SMPP binds (channel), one row per way out
     """
+    ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'smpp';
+    CREATE INDEX outbox_channel ON outbox(channel, delivered_at, next_try_at);
     CREATE TABLE api_requests (
         esme TEXT NOT NULL,
         key TEXT NOT NULL,
