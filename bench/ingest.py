@@ -67,9 +67,10 @@ def free_port() -> int:
 class Bridge:
     """The bridge under test, as a child process."""
 
-    def __init__(self, data_dir: Path, log_level: str) -> None:
+    def __init__(self, data_dir: Path, log_level: str, admin_port: int = 0) -> None:
         self.data_dir = data_dir
         self.log_level = log_level
+        self.admin_port = admin_port  # 0: no HTTP port (bench/http_ingest.py opens one)
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.lines: list[str] = []
@@ -86,7 +87,7 @@ class Bridge:
 
     def start(self, timeout: float = 30.0) -> None:
         cmd = [
-            sys.executable, "-m", "bridge.cli", "demo", "--admin-port", "0",
+            sys.executable, "-m", "bridge.cli", "demo", "--admin-port", str(self.admin_port),
             "--smpp-port", str(free_port()),
             "--data-dir", str(self.data_dir),
             "--log-level", self.log_level,

@@ -165,12 +165,16 @@ def mixed_site_yaml(
     return head + "".join(routes) + tail
 
 
-def _admin_line(app: Any) -> str:
+def _admin_line(app: Any, destination: str = "+15550001") -> str:
     if app.admin_port is None:
         return ""
+    url = f"http://127.0.0.1:{app.admin_port}"
     return (
-        f"  admin API and metrics: http://127.0.0.1:{app.admin_port}/metrics, "
-        f"/api/status (or: smpp-bridge status --admin http://127.0.0.1:{app.admin_port})\n"
+        f"  admin API and metrics: {url}/metrics, "
+        f"/api/status (or: smpp-bridge status --admin {url})\n"
+        f"  HTTP send API: POST {url}/api/v1/messages as ESME 'demo' (Basic auth demo:demo), e.g.\n"
+        f"    curl -u demo:demo -H 'Content-Type: application/json' "
+        f"-d '{{\"to\": \"{destination}\", \"text\": \"hello\", \"receipt\": true}}' {url}/api/v1/messages\n"
     )
 
 
@@ -297,7 +301,7 @@ async def run_mixed_site(data_dir: Path, smpp_port: int, admin_port: int) -> Non
             f"  config: {config_path} (a complete mixed-site config: read it, copy it)\n"
             f"  store: {config.store.path}\n"
             f"  bind any SMPP 3.4 client to 127.0.0.1:{port} with system_id 'demo', password 'demo'\n"
-            f"{_admin_line(app)}"
+            f"{_admin_line(app, '+4915550001')}"
             f"{''.join(notes)}"
             "  devices (emulated here; GET <url>/emulator/sent lists what each 'sent'):\n"
             f"    {GOIP_HTTP:<10} GoIP, HTTP API, {GOIP_HTTP_LINES} lines: {g}/\n"

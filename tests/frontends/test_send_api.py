@@ -188,6 +188,20 @@ def test_an_opted_out_number_is_refused_with_reject_submit(tmp_path, emulator):
         bridge.stop()
 
 
+def test_a_full_queue_answers_503_with_retry_after(tmp_path, emulator):
+    bridge = start(tmp_path, emulator, extra="limits:\n  queue_depth: 1\n")
+    try:
+        later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        body = {"to": "+4917011110019", "text": "waits", "schedule_at": later}
+        assert api(bridge, "POST", json=body).status_code == 201
+        r = api(bridge, "POST", json=body)
+        assert r.status_code == 503 and "queue_depth" in r.json()["error"] and int(r.headers["retry-after"]) > 0
+        metrics = httpx.get(bridge.admin_url + "/metrics").text
+        assert 'smpp_bridge_queue_full_segments_total{esme="alice"} 1.0' in metrics
+    finally:
+        bridge.stop()
+
+
 def test_cancel_while_waiting(bridge):
     later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     mid = api(bridge, "POST", json={"to": "+4917011110009", "text": "later", "schedule_at": later}).json()["messages"][0]["id"]

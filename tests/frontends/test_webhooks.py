@@ -178,3 +178,31 @@ def test_a_tampered_or_replayed_webhook_is_refused():
     # The timestamp is signed too: moving it forward to look fresh breaks the signature.
     assert signing.problem(SECRET, {**h, "x-bridge-timestamp": str(now + 600)}, body, now + 600) == "wrong signature"
     assert signing.problem(SECRET, {}, body, now) == "missing timestamp or signature"
+
+
+def test_the_readme_receiver_gets_a_receipt(tmp_path, emulator):
+    """The ten-line receiver of the README's "HTTP API and webhooks", run as printed there."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.search(r"A receiver in ten lines.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert len(code.strip().splitlines()) == 10
+    port = free_port()
+    code = code.replace('b"the esme\'s webhook_secret"', repr(SECRET.encode())).replace("8080", str(port))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    bridge = start_bridge(tmp_path, emulator, port)
+    try:
+        mid = send(bridge, "+4917022220004", "to the README receiver")
+        delivered = 'smpp_bridge_webhook_deliveries_total{esme="alice",kind="receipt",outcome="delivered"} 1.0'
+        wait_for(lambda: delivered in httpx.get(bridge.admin_url + "/metrics").text, timeout=30)
+        line = proc.stdout.readline()  # printed by then: no wait on a receiver that got nothing
+        assert f"'message_id': '{mid}'" in line and "'state': 'delivered'" in line, line
+    finally:
+        bridge.stop()
+        proc.kill()
+        proc.wait(5)

@@ -3,6 +3,7 @@ person meets at a terminal (README: "Install on a Raspberry Pi", "Commands", "Lo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,9 +15,11 @@ import textwrap
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bridge import acceptance, cli, inbound, logs
+from e2e_support import free_port, wait_for
 from bridge.config import default_store_path, load_config_text, store_location_issues
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,3 +276,20 @@ def test_every_subcommand_argument_says_what_it_is():
     missing = [f"{name} {a.dest}" for name, p in sub.choices.items() for a in p._actions
                if a.help is None and a.dest != "help"]
     assert missing == []
+
+
+def test_the_demo_banner_curl_line_sends_through_the_http_api(tmp_path):
+    proc, lines = start_and_wait(["demo", "--smpp-port", "0", "--admin-port", str(free_port()),
+                                  "--data-dir", str(tmp_path), "--log-level", "warning"], "Ctrl-C stops it.")
+    try:
+        (curl,) = [line.strip() for line in lines if line.strip().startswith("curl -u demo:demo")]
+        r = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=30)
+        answer = json.loads(r.stdout)
+        (msg,) = answer["messages"]
+        assert msg["to"] == "+15550001" and msg["parts"] == 1
+        url = curl.rsplit(" ", 1)[1]
+        wait_for(lambda: httpx.get(f"{url}/{msg['id']}", auth=("demo", "demo")).json()["state"] == "delivered",
+                 timeout=20)
+    finally:
+        code_, err = interrupt(proc)
+    assert code_ == 0 and "Traceback" not in err, err
