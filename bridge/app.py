@@ -32,7 +32,7 @@ from .inbound import Inbound
 from .logs import PduLog
 from .metrics import Metrics, OpsCollector, SchedulerCollector, StoreCollector
 from .monitor import Monitor, instrument
-from .reload import reload_config
+from .reload import ReloadParts, reload_config
 from .scheduler import Scheduler
 from .frontends.http.api import ApiParts, SendApi
 from .frontends.http.asgi import build_app
@@ -121,6 +121,17 @@ class App:
         self._extra: list[Callable[..., Awaitable[Any]]] = []
         self._stopping = False
         self._reload_lock = trio.Lock()
+        server, scheduler = self.server, self.scheduler
+        self._reload_parts = ReloadParts(
+            path=config_path,
+            current=lambda: self.config,
+            install=self._install_config,
+            metrics=self.metrics,
+            binds_open=lambda: sum(len(c) for c in server.binds.values()),
+            apply=(server.update_config, self.delivery.update_config, self.inbound.update_config,
+                   self.monitor.init_series),
+            update_routes=scheduler.update_routes if scheduler is not None else None,
+        )
         self._cancel: trio.CancelScope | None = None
         self.stopped = trio.Event()  # set when run() has ended
 
@@ -294,7 +305,10 @@ class App:
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file and apply what can change while running (bridge/reload.py)."""
         async with self._reload_lock:
-            return await reload_config(self)
+            return await reload_config(self._reload_parts)
+
+    def _install_config(self, config: Config) -> None:
+        self.config = config
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

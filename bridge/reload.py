@@ -18,7 +18,10 @@ Rules
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -39,13 +42,31 @@ RESTART_WHY = {
 }
 
 
+@attrs.frozen
+class ReloadParts:
+    """What a reload touches; bridge/app.py wires it once. Each running part that follows the
+    config takes the new one through its own ``apply`` callable; nothing here reaches into a
+    part's insides."""
+
+    path: str | os.PathLike[str] | None  # the file to re-read (None: demo, nothing to reload)
+    current: Callable[[], Config]
+    install: Callable[[Config], None]  # make the new config the one in force
+    metrics: Any  # config_reloads
+    binds_open: Callable[[], int]  # SMPP binds now (the answer says how many the reload closed)
+    #: Parts that read the new config (SMPP server, outbox delivery, inbound, monitor series);
+    #: each may be async.
+    apply: Sequence[Callable[[Config], Awaitable[None] | None]] = ()
+    #: The scheduler's route update (None: the bridge started without routes).
+    update_routes: Callable[[Config], Awaitable[dict[str, Any]]] | None = None
+
+
 def sections() -> list[str]:
     return [f.name for f in attrs.fields(Config) if not f.name.startswith("_")]
 
 
-async def reload_config(app: Any) -> dict[str, Any]:
-    """Reload ``app.config_path`` into the running ``app``; returns what happened (JSON-ready)."""
-    path = app.config_path
+async def reload_config(parts: ReloadParts) -> dict[str, Any]:
+    """Reload ``parts.path`` into the running bridge; returns what happened (JSON-ready)."""
+    path = parts.path
     if path is None:
         return {
             "ok": False,
@@ -54,7 +75,7 @@ async def reload_config(app: Any) -> dict[str, Any]:
     try:
         new: Config = await trio.to_thread.run_sync(load_config, path)
     except ConfigError as exc:
-        app.metrics.config_reloads.labels("invalid").inc()
+        parts.metrics.config_reloads.labels("invalid").inc()
         errors = [issue.format(exc.source) for issue in exc.issues]
         log.error(
             "config reload refused, %d error(s) in %s; still running on the previous config:\n%s",
@@ -66,7 +87,7 @@ async def reload_config(app: Any) -> dict[str, Any]:
             "hint": f"The bridge keeps running on its previous config. Fix {path} "
             "(`smpp-bridge check-config FILE` lists the same errors) and reload again.",
         }
-    old: Config = app.config
+    old: Config = parts.current()
     applied: list[str] = []
     unchanged: list[str] = []
     restart: list[dict[str, str]] = []
@@ -90,20 +111,18 @@ async def reload_config(app: Any) -> dict[str, Any]:
         else:
             restart.append({"section": name, "why": RESTART_WHY.get(name, "this section is read at start")})
 
-    # ESMEs, limits, SMPP timers: the server reads its config on every request.
-    binds_before = sum(len(c) for c in app.server.binds.values())
-    app.server.update_config(new)
-    binds_after = sum(len(c) for c in app.server.binds.values())
-    app.delivery.config = new
-    # Inbound reads its config on every SMS: routes, keywords, timeouts, the ESMEs' mo_long and
-    # the MO destination apply to the next one.
-    inbound = getattr(app, "inbound", None)
-    if inbound is not None:
-        await inbound.update_config(new)
-    app.monitor.init_series(new)  # series of new ESMEs
+    # ESMEs, limits, SMPP timers (the server reads its config on every request), the outbox,
+    # inbound (routes, keywords, timeouts, mo_long and the MO destination for the next SMS), the
+    # monitor's series of new ESMEs.
+    binds_before = parts.binds_open()
+    for apply in parts.apply:
+        result = apply(new)
+        if inspect.isawaitable(result):
+            await result
+    binds_after = parts.binds_open()
     routes: dict[str, Any] | None = None
-    if app.scheduler is not None:
-        routes = await app.scheduler.update_routes(new)
+    if parts.update_routes is not None:
+        routes = await parts.update_routes(new)
         if routes["channels_not_running"]:
             restart.append({
                 "section": "routes",
@@ -119,8 +138,8 @@ async def reload_config(app: Any) -> dict[str, Any]:
         logging.getLogger().setLevel(getattr(logging, new.logging.level.upper(), logging.INFO))
     logs.update_secrets(logs.collect_secrets(old) + logs.collect_secrets(new),
                         mask_phone_numbers=new.logging.level != "debug")
-    app.config = new
-    app.metrics.config_reloads.labels("applied").inc()
+    parts.install(new)
+    parts.metrics.config_reloads.labels("applied").inc()
     result: dict[str, Any] = {
         "ok": True,
         "applied": applied,

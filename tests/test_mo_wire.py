@@ -23,7 +23,7 @@ from bridge.receipts.delivery import OutboxDelivery
 from bridge.receipts.payload import decode_payload
 from bridge.inbound import Inbound, MoPolicy, mo_deliver_sm
 from bridge.metrics import Metrics
-from bridge.reload import reload_config
+from bridge.reload import ReloadParts, reload_config
 from bridge.smpp.concat import extract, payload_as_udh_parts
 from bridge.smpp.constants import CommandId, Tag
 from bridge.smpp.pdu import Pdu, decode, encode
@@ -181,23 +181,15 @@ inbound:
 """
 
 
-class ReloadServer:
-    def __init__(self) -> None:
-        self.binds: dict[str, list[object]] = {}
-        self.config = None
-
-    def update_config(self, config) -> None:  # type: ignore[no-untyped-def]
-        self.config = config
-
-
 def app_for(path, store):  # type: ignore[no-untyped-def]
     config = load_config(path)
     metrics = Metrics()
-    return SimpleNamespace(
-        config_path=path, config=config, metrics=metrics, server=ReloadServer(),
-        delivery=SimpleNamespace(config=config), monitor=SimpleNamespace(init_series=lambda c: None),
-        scheduler=None, inbound=Inbound(config, store, {}, metrics),
+    app = SimpleNamespace(config=config, inbound=Inbound(config, store, {}, metrics))
+    app.reload = ReloadParts(
+        path=path, current=lambda: app.config, install=lambda c: setattr(app, "config", c), metrics=metrics,
+        binds_open=lambda: 0, apply=(app.inbound.update_config,),
     )  # fmt: skip
+    return app
 
 
 def long_mo() -> MoMessage:
@@ -212,7 +204,7 @@ async def test_mo_long_changed_by_a_reload_applies_to_the_next_mo(tmp_path, stor
     app = app_for(path, store)
     assert len(app.inbound.policy.rows(long_mo())) == 3  # three UDH parts
     path.write_text(CONFIG.format(mo_long="payload"))
-    result = await reload_config(app)
+    result = await reload_config(app.reload)
     assert result["ok"], result
     rows = app.inbound.policy.rows(long_mo())
     assert len(rows) == 1

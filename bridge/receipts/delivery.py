@@ -89,6 +89,10 @@ class OutboxDelivery:
         self._nursery: trio.Nursery | None = None
         self.stats: dict[tuple[str, str], tuple[int, float | None]] = {}
 
+    def update_config(self, config: Any) -> None:
+        """A reload: retention and the ESMEs' settings apply from now on."""
+        self.config = config
+
     def wake(self, esme: str) -> None:
         """New rows for ``esme`` (store hook), or ``esme`` just bound a receiver (server hook)."""
         self._dirty.add(esme)
