@@ -38,3 +38,42 @@ async def test_a_failed_commit_answers_503_and_releases_the_queue(tmp_path):
     assert "nothing was stored" in r.json()["error"] and "same Idempotency-Key" in r.json()["hint"]
     assert held == [1, -1]  # counted in the queue depth while the commit ran, released after
     assert metrics.registry.get_sample_value("smpp_bridge_store_errors_total") == 1
+
+
+class EmptyStore(FailingStore):
+    async def get(self, message_id, esme=None):
+        return None
+
+
+async def test_failed_logins_slow_an_address_down_like_failed_binds(tmp_path, autojump_clock):
+    import trio
+
+    config = default_demo_config(tmp_path)
+    api = SendApi(ApiParts(config=lambda: config, acceptance=Acceptance(config), store=EmptyStore(),
+                           hold=lambda n: None, queued=lambda: 0, metrics=Metrics()))
+    transport = httpx.ASGITransport(app=build_app(api.routes), client=("127.0.0.1", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+
+        async def lookup(password: str) -> tuple[int, float]:
+            t0 = trio.current_time()
+            r = await http.get("/api/v1/messages/0000000001", auth=("demo", password))
+            return r.status_code, trio.current_time() - t0
+
+        for _ in range(5):
+            assert await lookup("guess") == (401, 0.0)
+        # The right password now waits its turn (2 s), then passes (404: no such message).
+        status, waited = await lookup("demo")
+        assert status == 404 and waited >= 2.0
+        # Guesses queued beyond the limit are refused at once.
+        async with trio.open_nursery() as nursery:
+            results: list[int] = []
+
+            async def guess() -> None:
+                results.append((await lookup("guess"))[0])
+
+            for _ in range(10):
+                nursery.start_soon(guess)
+        assert 429 in results and set(results) <= {401, 429}
+        # A minute later the address is trusted again.
+        await trio.sleep(61)
+        assert await lookup("demo") == (404, 0.0)

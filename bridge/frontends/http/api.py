@@ -5,7 +5,9 @@ Rules
 * An application authenticates as one of the configured ESMEs with HTTP Basic auth: its
   system_id and either its API key (``esmes[].api_key``) or its SMPP password, compared in
   constant time. The ESME must be enabled and the caller's address in its ``allowed_ips``
-  (checked before any secret, as for a bind). Every message belongs to that ESME: it can look up
+  (checked before any secret, as for a bind). Failed attempts slow an address down exactly as
+  failed binds do (`BindThrottle`: after 5 in a minute each next attempt waits its turn, 2 s
+  apart; with more than ``AUTH_QUEUE_SECONDS`` of turns queued, 429 at once). Every message belongs to that ESME: it can look up
   and cancel only its own (another's id is answered 404, as an unknown one).
 * ``POST`` goes through the same acceptance step as submit_sm (bridge/acceptance.py: validity,
   coding, route, opt-out, the ESME's throughput) and the same queue depth limit
@@ -42,6 +44,7 @@ from ...smpp.constants import Status
 from ...smpp.text import encode_for_esme, part_count
 from ...smpp.timefmt import format_smpp_time
 from ...store import StoreError
+from ..smpp.protocol import BindThrottle
 from .asgi import ApiError, Route, json_body, secret_digest
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ SWEEP_SECONDS = 3600.0
 QUEUE_FULL_RETRY = 30
 STORE_RETRY = 5
 AUTH_LOG_SECONDS = 10.0
+AUTH_QUEUE_SECONDS = 10.0
 FIELDS = ("to", "from", "text", "schedule_at", "validity", "priority", "flash", "receipt",
           "reference", "idempotency_key")
 
@@ -249,6 +253,7 @@ class SendApi:
         self.parts = parts
         self._last_auth_log = -math.inf
         self._auth_failures = 0
+        self.throttle = BindThrottle(trio.current_time)
         self.routes = [
             Route("POST", "/api/v1/messages", self.post_messages),
             Route("GET", "/api/v1/messages/{message_id}", self.get_message),
@@ -271,7 +276,15 @@ class SendApi:
         system_id, secret = creds
         esme = self.parts.config().esme(system_id)
         peer_ip = req.peer.rsplit(":", 1)[0].strip("[]")
+        wait = self.throttle.delay(peer_ip, AUTH_QUEUE_SECONDS)
+        if wait is None:
+            self._refused(req, system_id, "too many failed attempts")
+            raise ApiError(429, f"too many failed logins from {peer_ip}", f"retry after {AUTH_QUEUE_SECONDS:.0f} s "
+                           "with the right credentials", headers=[("Retry-After", str(int(AUTH_QUEUE_SECONDS)))])
+        if wait:
+            await trio.sleep(wait)
         if esme is not None and esme.enabled and not esme.allows(peer_ip):
+            self.throttle.note_failure(peer_ip)
             self._refused(req, system_id, "address not allowed")
             raise ApiError(403, f"{peer_ip} is not in this ESME's allowed_ips",
                            "add the application's address to esmes[].allowed_ips and reload")
@@ -283,9 +296,12 @@ class SendApi:
                 ok = (await trio.to_thread.run_sync(esme.check_password, secret) if esme.password_hash
                       else esme.check_password(secret))
         if not ok:
+            self.throttle.note_failure(peer_ip)
             self._refused(req, system_id, "wrong credentials")
             raise ApiError(401, "wrong system_id or key", "use an enabled ESME's system_id with its api_key "
                            "or password", headers=challenge)
+        if wait:
+            self.throttle.give_back(peer_ip)
         return esme
 
     def _refused(self, req: Request, system_id: str, why: str) -> None:
