@@ -188,10 +188,11 @@ MIGRATIONS: list[str] = [
     """,
     # 7: the HTTP send API's Idempotency-Key: the first answer to a POST, committed with its
     # messages, so a retried POST gets that answer and never a second SMS (api_requests.py);
-    # outbox rows for webhooks beside those for SMPP binds (channel), one row per way out
+    # outbox rows for webhooks beside those for SMPP binds (channel), one row per way out; the
+    # index holds only webhook rows still waiting, so SMPP-only outbox writes do not touch it
     """
     ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'smpp';
-    CREATE INDEX outbox_channel ON outbox(channel, delivered_at, next_try_at);
+    CREATE INDEX outbox_webhook ON outbox(id) WHERE channel='webhook' AND delivered_at IS NULL;
     CREATE TABLE api_requests (
         esme TEXT NOT NULL,
         key TEXT NOT NULL,
