@@ -204,8 +204,6 @@ class App:
             config=lambda: self.config,
             acceptance=server.acceptance,
             store=self.store,
-            hold=self._hold_accepts,
-            queued=lambda: self.store.active_count + server.pending_accepts,
             metrics=self.metrics,
             clock=self.clock,
         ))  # fmt: skip
@@ -225,11 +223,6 @@ class App:
         """Where a new receipt or inbound SMS for ``esme_id`` goes, by the config in force."""
         esme = self.config.esme(esme_id)
         return esme.outbox_channels(kind) if esme is not None else ("smpp",)
-
-    def _hold_accepts(self, n: int) -> None:
-        """Messages of the send API waiting for their commit count in the queue depth, as the
-        SMPP front end's do (one counter for both)."""
-        self.server.pending_accepts += n
 
     def _readiness(self) -> dict[str, str]:
         started = "stopping" if self._stopping else "ok" if self.ready else "starting"

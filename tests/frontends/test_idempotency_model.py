@@ -37,7 +37,7 @@ def test_one_message_per_key_and_the_first_answer_for_every_retry(sequence):
                 async with trio.open_nursery() as nursery:
                     await nursery.start(store.run)
                     api = SendApi(ApiParts(config=lambda: config, acceptance=Acceptance(config), store=store,
-                                           hold=lambda n: None, queued=lambda: 0, metrics=Metrics()))
+                                           metrics=Metrics()))
                     transport = httpx.ASGITransport(app=build_app(api.routes), client=("127.0.0.1", 5555))
                     first: dict[str, tuple[str, dict]] = {}
                     keyless = 0

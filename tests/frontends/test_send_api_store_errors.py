@@ -26,17 +26,23 @@ class FailingStore:
 
 async def test_a_failed_commit_answers_503_and_releases_the_queue(tmp_path):
     config = default_demo_config(tmp_path)
-    held: list[int] = []
     metrics = Metrics()
-    api = SendApi(ApiParts(config=lambda: config, acceptance=Acceptance(config), store=FailingStore(),
-                           hold=held.append, queued=lambda: sum(held), metrics=metrics))
+    acceptance = Acceptance(config)
+    pending: list[int] = []
+
+    class WatchingStore(FailingStore):
+        async def accept_api(self, *args):
+            pending.append(acceptance.pending)  # what counts in the queue depth during the commit
+            return await super().accept_api(*args)
+
+    api = SendApi(ApiParts(config=lambda: config, acceptance=acceptance, store=WatchingStore(), metrics=metrics))
     transport = httpx.ASGITransport(app=build_app(api.routes), client=("127.0.0.1", 5555))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         r = await http.post("/api/v1/messages", auth=("demo", "demo"), json={"to": "+15550001", "text": "x"},
                             headers={"Idempotency-Key": "k1"})
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert "nothing was stored" in r.json()["error"] and "same Idempotency-Key" in r.json()["hint"]
-    assert held == [1, -1]  # counted in the queue depth while the commit ran, released after
+    assert pending == [1] and acceptance.pending == 0  # counted while the commit ran, released after
     assert metrics.registry.get_sample_value("smpp_bridge_store_errors_total") == 1
 
 
@@ -50,7 +56,7 @@ async def test_failed_logins_slow_an_address_down_like_failed_binds(tmp_path, au
 
     config = default_demo_config(tmp_path)
     api = SendApi(ApiParts(config=lambda: config, acceptance=Acceptance(config), store=EmptyStore(),
-                           hold=lambda n: None, queued=lambda: 0, metrics=Metrics()))
+                           metrics=Metrics()))
     transport = httpx.ASGITransport(app=build_app(api.routes), client=("127.0.0.1", 5555))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
 

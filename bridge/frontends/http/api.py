@@ -5,14 +5,15 @@ Rules
 * An application authenticates as one of the configured ESMEs with HTTP Basic auth: its
   system_id and either its API key (``esmes[].api_key``) or its SMPP password, compared in
   constant time. The ESME must be enabled and the caller's address in its ``allowed_ips``
-  (checked before any secret, as for a bind). Failed attempts slow an address down exactly as
-  failed binds do (`BindThrottle`: after 5 in a minute each next attempt waits its turn, 2 s
-  apart; with more than ``AUTH_QUEUE_SECONDS`` of turns queued, 429 at once). Every message belongs to that ESME: it can look up
-  and cancel only its own (another's id is answered 404, as an unknown one).
+  (checked before any secret, as for a bind). Failed attempts slow (address, system_id) down
+  exactly as failed binds do (`BindThrottle`: after 5 in a minute each next attempt waits its
+  turn, 2 s apart; with more than ``AUTH_QUEUE_SECONDS`` of turns queued, 429 at once). Every
+  message belongs to that ESME: it can look up and cancel only its own (another's id is
+  answered 404, as an unknown one).
 * ``POST`` goes through the same acceptance step as submit_sm (bridge/acceptance.py: validity,
-  coding, route, opt-out, the ESME's throughput) and the same queue depth limit
-  (``limits.queue_depth``); it answers 201 with the id(s) only after the store's commit, like
-  ESME_ROK. Refusals say what to do: 400/422 name the bad field, 429 with ``Retry-After`` for
+  coding, route, opt-out, the queue depth ``limits.queue_depth``, the ESME's throughput); it
+  answers 201 with the id(s) only after the store's commit, like ESME_ROK; its commit counts in the queue depth while it runs (``Acceptance.pending``, as
+  for SMPP). Refusals say what to do: 400/422 name the bad field, 429 with ``Retry-After`` for
   throttling, 503 (``Retry-After``) when the queue is full or the store could not commit.
 * ``Idempotency-Key`` (header, or the ``idempotency_key`` field): the key and the answer are
   committed with the messages (bridge/store/api_requests.py), so a retried POST gets the first
@@ -44,7 +45,7 @@ from ...smpp.constants import Status
 from ...smpp.text import encode_for_esme, part_count
 from ...smpp.timefmt import format_smpp_time
 from ...store import StoreError
-from ..smpp.protocol import BindThrottle
+from ..smpp.protocol import BindThrottle, bind_key
 from .asgi import ApiError, Route, json_body, secret_digest
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,11 @@ _FIELD_OF = {
 }
 
 
-def refusal(r: Refused, retry_after: float | None = None) -> ApiError:
+def refusal(r: Refused, retry_after: float | None = None, queue_depth: int = 0) -> ApiError:
     """The HTTP answer for an acceptance refusal."""
+    if r.status == Status.RMSGQFUL:
+        return ApiError(503, f"the queue is full ({queue_depth} messages waiting; limits.queue_depth)",
+                        f"retry after {QUEUE_FULL_RETRY} s", headers=[("Retry-After", str(QUEUE_FULL_RETRY))])
     if r.status == Status.RTHROTTLED:
         secs = max(1, math.ceil(retry_after or 1))
         return ApiError(429, "over this ESME's throughput (esmes[].throughput)", f"retry after {secs} s",
@@ -241,9 +245,7 @@ class ApiParts:
 
     config: Callable[[], Any]  # the config in force (ESMEs, limits, receipts.retention)
     acceptance: Acceptance  # the same instance the SMPP front end uses (buckets are shared)
-    store: Any  # accept_api, api_answer, get, events, parts, cancel, active_count
-    hold: Callable[[int], None]  # count messages waiting for their commit (queue depth), -n to release
-    queued: Callable[[], int]  # messages in the queue, commits in flight included
+    store: Any  # accept_api, api_answer, get, events, parts, cancel
     metrics: Any
     clock: Callable[[], float] = time.time
 
@@ -276,7 +278,8 @@ class SendApi:
         system_id, secret = creds
         esme = self.parts.config().esme(system_id)
         peer_ip = req.peer.rsplit(":", 1)[0].strip("[]")
-        wait = self.throttle.delay(peer_ip, AUTH_QUEUE_SECONDS)
+        key = bind_key(peer_ip, esme)
+        wait = self.throttle.delay(key, AUTH_QUEUE_SECONDS)
         if wait is None:
             self._refused(req, system_id, "too many failed attempts")
             raise ApiError(429, f"too many failed logins from {peer_ip}", f"retry after {AUTH_QUEUE_SECONDS:.0f} s "
@@ -284,7 +287,7 @@ class SendApi:
         if wait:
             await trio.sleep(wait)
         if esme is not None and esme.enabled and not esme.allows(peer_ip):
-            self.throttle.note_failure(peer_ip)
+            self.throttle.note_failure(key)
             self._refused(req, system_id, "address not allowed")
             raise ApiError(403, f"{peer_ip} is not in this ESME's allowed_ips",
                            "add the application's address to esmes[].allowed_ips and reload")
@@ -296,12 +299,12 @@ class SendApi:
                 ok = (await trio.to_thread.run_sync(esme.check_password, secret) if esme.password_hash
                       else esme.check_password(secret))
         if not ok:
-            self.throttle.note_failure(peer_ip)
+            self.throttle.note_failure(key)
             self._refused(req, system_id, "wrong credentials")
             raise ApiError(401, "wrong system_id or key", "use an enabled ESME's system_id with its api_key "
                            "or password", headers=challenge)
         if wait:
-            self.throttle.give_back(peer_ip)
+            self.throttle.give_back(key)
         return esme
 
     def _refused(self, req: Request, system_id: str, why: str) -> None:
@@ -344,13 +347,9 @@ class SendApi:
         try:
             decision = acceptance.decide(esme, command, send.smpp_fields(now), send.body())
         except Refused as r:
-            raise refusal(r, self._retry_after(esme, part_count(send.text) * len(send.to))) from None
+            raise refusal(r, self._retry_after(esme, part_count(send.text) * len(send.to)),
+                          self.parts.config().limits.queue_depth) from None
         n = len(decision.messages)
-        limit = self.parts.config().limits.queue_depth
-        if self.parts.queued() + n > limit:
-            self.parts.metrics.queue_full.labels(esme.system_id).inc(decision.segments)
-            raise ApiError(503, f"the queue is full ({limit} messages waiting; limits.queue_depth)",
-                           f"retry after {QUEUE_FULL_RETRY} s", headers=[("Retry-After", str(QUEUE_FULL_RETRY))])
         refused = [{"to": u["destination_addr"], "error": Status(u["error_status_code"]).name}
                    for u in decision.unsuccess]
         segments = [s.segments for s in decision.messages]
@@ -366,14 +365,14 @@ class SendApi:
                 body["reference"] = send.reference
             return body
 
-        self.parts.hold(n)
+        acceptance.pending += n  # counted in limits.queue_depth until the commit is done
         try:
             answer, replayed, first_fp = await store.accept_api(
                 esme.system_id, [s.msg for s in decision.messages], send.idempotency_key, fingerprint, answer_for)
         except StoreError as exc:
             raise self._store_failed(esme.system_id, exc) from None
         finally:
-            self.parts.hold(-n)
+            acceptance.pending -= n
         if replayed:  # the same key committed meanwhile by a concurrent request
             return self._replay(send, fingerprint, first_fp, answer)
         metrics = self.parts.metrics
