@@ -277,13 +277,8 @@ class AdminApi:
             timeout = float(req.query.get("timeout", DRAIN_DEFAULT_SECONDS))
         except ValueError:
             raise ApiError(400, "timeout must be a number of seconds") from None
-        timeout = min(max(timeout, 0.0), DRAIN_MAX_SECONDS)
-        ch.pause()
         log.info("channel %s draining through the admin API", ch.key)
-        with trio.move_on_after(timeout):
-            while ch.state != "paused":
-                await trio.sleep(0.1)
-        drained = ch.state == "paused"
+        drained = await drain(ch, timeout)
         body = {**self._channel_view(ch), "drained": drained}
         if not drained:
             body["hint"] = "a message is still in progress; it takes no new ones. Poll GET /api/status"
@@ -344,6 +339,17 @@ class AdminApi:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+async def drain(ch: Any, timeout: float) -> bool:
+    """Pause a channel, then wait (at most ``timeout`` s, capped) until the message in progress
+    is done; True when it is. The admin API and the web console both drain with this."""
+    timeout = min(max(timeout, 0.0), DRAIN_MAX_SECONDS)
+    ch.pause()
+    with trio.move_on_after(timeout):
+        while ch.state != "paused":
+            await trio.sleep(0.1)
+    return bool(ch.state == "paused")
 
 
 async def message_document(store: Any, rec: Any) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from .monitor import Monitor, instrument
 from .reload import ReloadParts, reload_config
 from .scheduler import Scheduler
 from .frontends.http.api import ApiParts, SendApi
+from .frontends.console.routes import Console, ConsoleParts
 from .frontends.http.asgi import build_app
 from .frontends.http.server import HttpListener
 from .frontends.http.webhook_delivery import WebhookDelivery
@@ -115,6 +116,7 @@ class App:
             monitor=self.monitor, scheduler=self.scheduler, store=self.store,
             extra={"webhooks": self.webhooks.status},
         )
+        self.last_reload: dict[str, Any] | None = None
         self.http = self._http_front_end()
         self.admin_port: int | None = None
         self.smpp_ports: list[int] = []
@@ -209,7 +211,16 @@ class App:
         ))  # fmt: skip
         routes = [*self.admin.routes, *smsgate_routes(receivers_of(self.drivers)), *self.api.routes]
         counter = self.metrics.admin_requests
-        self.http_app = build_app(routes, on_answer=lambda template, status: counter.labels(template, str(status)).inc())
+        self.console = Console(ConsoleParts(
+            admin=self.config.admin,
+            config=lambda: self.config,
+            status=self.status.report,
+            store=self.store,
+            channels=lambda: scheduler.channels if scheduler is not None else None,
+            last_reload=lambda: self.last_reload,
+        ))  # fmt: skip
+        self.http_app = build_app(routes, on_answer=lambda template, status: counter.labels(template, str(status)).inc(),
+                                  mounts=[self.console.mount()])
         cfg = self.config.admin
         return HttpListener(self.http_app, host=cfg.host, port=cfg.port,
                             tls_cert_file=cfg.tls.cert if cfg.tls else None,
@@ -298,7 +309,9 @@ class App:
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file and apply what can change while running (bridge/reload.py)."""
         async with self._reload_lock:
-            return await reload_config(self._reload_parts)
+            result = await reload_config(self._reload_parts)
+        self.last_reload = {"at": self.clock(), **result}  # the web console's config page shows it
+        return result
 
     def _install_config(self, config: Config) -> None:
         self.config = config

@@ -234,7 +234,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_hash_password(args: argparse.Namespace) -> int:
-    from .passwords import hash_password
+    from .passwords import hash_console_password, hash_password
 
     if args.password is not None:
         pw = args.password
@@ -246,7 +246,7 @@ def _cmd_hash_password(args: argparse.Namespace) -> int:
             print("the two passwords differ: nothing hashed, run it again", file=sys.stderr)
             return 2
     try:
-        print(hash_password(pw))
+        print(hash_console_password(pw) if args.console else hash_password(pw))
     except ValueError as exc:
         print(f"cannot hash that password: {exc}", file=sys.stderr)
         return 2
@@ -599,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     hp = sub.add_parser("hash-password", help="print a salted hash for esmes[].password_hash")
     hp.add_argument("--password", help="the password (visible in ps; when omitted it is asked for twice, "
                     "or read as one line from standard input when that is not a terminal)")
+    hp.add_argument("--console", action="store_true",
+                    help="hash a web console password (admin.console_password_hash: at least 10 characters, "
+                    "a slower hash) instead of an SMPP password")
     hp.set_defaults(func=_cmd_hash_password)
 
     sto = sub.add_parser("store", help="check or recover the SQLite store (the bridge stopped)")

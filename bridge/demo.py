@@ -170,6 +170,8 @@ def _admin_line(app: Any, destination: str = "+15550001") -> str:
         return ""
     url = f"http://127.0.0.1:{app.admin_port}"
     return (
+        f"  web console: {url}/console/ (the demo has no admin token: on 127.0.0.1 just press Log in;\n"
+        f"    elsewhere log in with admin.token or admin.console_password_hash)\n"
         f"  admin API and metrics: {url}/metrics, "
         f"/api/status (or: smpp-bridge status --admin {url})\n"
         f"  HTTP send API: POST {url}/api/v1/messages as ESME 'demo' (Basic auth demo:demo), e.g.\n"

@@ -13,6 +13,7 @@ from .model import (
     LoggingConfig,
     PduLogConfig,
 )
+from ..passwords import parse_hash
 from .reader import BAD, _Ctx, Map
 from .smpp import _load_tls
 from .values import host_problem, _is_loopback, read_secret, _sources_given
@@ -37,7 +38,7 @@ def _token_problem(value: str) -> str | None:
 
 def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
     token_keys = ("token", "token_env", "token_file")
-    m = Map(ctx, node, path, ("host", "port", "tls", *token_keys))
+    m = Map(ctx, node, path, ("host", "port", "tls", "console_password_hash", "console_read_only_public", *token_keys))
     host = m.get_str("host", "127.0.0.1", what="an IP address or host name", check=host_problem)
     port = m.get_int("port", 8025, lo=0, hi=65535)
     given = _sources_given(m, token_keys)
@@ -51,10 +52,23 @@ def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
             f"admin HTTP on {host!r} is reachable from the network, so a token is required: "
             "set token_env or token_file (or use host 127.0.0.1)",
         )
+    console_hash = m.get_str("console_password_hash", None, what="a hash from `smpp-bridge hash-password --console`", secret=True,
+                             check=_hash_problem)
+    read_only_public = m.get_bool("console_read_only_public", False)
     tls_node = m.node("tls")
     tls = _load_tls(ctx, tls_node, m.path_of("tls")) if tls_node is not None else None
     m.finish()
-    return AdminConfig(host=host, port=port, token=token, tls=tls)
+    return AdminConfig(host=host, port=port, token=token, tls=tls,
+                       console_password_hash=None if console_hash is BAD else console_hash,
+                       console_read_only_public=read_only_public)
+
+
+def _hash_problem(value: str) -> str | None:
+    try:
+        parse_hash(value)
+    except ValueError as exc:
+        return f"is not a password hash: {exc}; make one with `smpp-bridge hash-password --console`"
+    return None
 
 
 def _load_logging(ctx: _Ctx, node: Node | None, path: str) -> LoggingConfig:

@@ -256,6 +256,10 @@ class AdminConfig:
     token: Secret | None = None
     # HTTPS on the admin port (PEM cert and key, like an SMPP listener's; phones' webhooks want HTTPS).
     tls: TlsConfig | None = None
+    # The web console (bridge/frontends/console/): a password besides the token (a PBKDF2 hash
+    # from `smpp-bridge hash-password --console`), and whether its pages are readable without login.
+    console_password_hash: str | None = None
+    console_read_only_public: bool = False
 
     @property
     def enabled(self) -> bool:

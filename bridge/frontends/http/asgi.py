@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
-from starlette.routing import Route as StarletteRoute
+from starlette.routing import BaseRoute, Route as StarletteRoute
 
 from ...http.server import Request, Response, first_values, json_response
 
@@ -113,8 +113,9 @@ def to_starlette(resp: Response) -> StarletteResponse:
 
 
 def build_app(routes: Sequence[Route], *, on_answer: Callable[[str, int], None] | None = None,
-              max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
-    """One Starlette app serving ``routes``; ``on_answer(template, status)`` counts each answer."""
+              max_body_bytes: int = MAX_BODY_BYTES, mounts: Sequence[BaseRoute] = ()) -> Starlette:
+    """One Starlette app serving ``routes``; ``on_answer(template, status)`` counts each answer.
+    ``mounts`` are whole sub-apps with rules of their own (the web console at /console)."""
     by_template: dict[str, dict[str, Route]] = {}
     for r in routes:
         methods = by_template.setdefault(r.template, {})
@@ -146,7 +147,7 @@ def build_app(routes: Sequence[Route], *, on_answer: Callable[[str, int], None] 
 
         return endpoint
 
-    starlette_routes = []
+    starlette_routes: list[BaseRoute] = []
     for template, methods in by_template.items():
         starlette_routes.append(StarletteRoute(template, endpoint_for(template, methods), methods=list(methods)))
 
@@ -163,6 +164,7 @@ def build_app(routes: Sequence[Route], *, on_answer: Callable[[str, int], None] 
             err = ApiError(exc.status_code, str(exc.detail))
         return counted("other", err.response())
 
+    starlette_routes.extend(mounts)
     app = Starlette(routes=starlette_routes, exception_handlers={404: not_found, 405: not_found})
     app.state.routes = list(routes)
     return app
