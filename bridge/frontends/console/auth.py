@@ -120,7 +120,8 @@ class Login:
     async def check(self, ip: str, secret: str) -> str | None:
         """How the secret logs in ("token" or "password"), or None when it does not.
         Raises TooManyAttempts when this address has failed too often."""
-        wait = self.throttle.delay(ip, LOGIN_QUEUE_SECONDS)
+        key = (ip, "console")  # the console's failures count apart from SMPP binds and the send API
+        wait = self.throttle.delay(key, LOGIN_QUEUE_SECONDS)
         if wait is None:
             raise TooManyAttempts(LOGIN_QUEUE_SECONDS)
         if wait:
@@ -132,7 +133,7 @@ class Login:
             if await trio.to_thread.run_sync(verify_password, self._password_hash, secret):
                 who = "password"
         if who is None:
-            self.throttle.note_failure(ip)
+            self.throttle.note_failure(key)
         elif wait:
-            self.throttle.give_back(ip)
+            self.throttle.give_back(key)
         return who
