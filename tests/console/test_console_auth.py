@@ -65,14 +65,14 @@ async def store(tmp_path, nursery):
     s.close()
 
 
-def console_client(store, tmp_path, *, tls: bool = False, **kw) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
+def console_client(store, tmp_path, *, tls: bool = False, status=None, **kw) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
     config = load_config_text(config_text(**kw), base_dir=tmp_path)
     admin = attrs.evolve(config.admin, tls=TlsConfig(tmp_path / "c.pem", tmp_path / "k.pem")) if tls else config.admin
 
-    async def status() -> dict:
+    async def no_status() -> dict:
         raise AssertionError("these pages do not read the status")
 
-    console = Console(ConsoleParts(admin=admin, config=lambda: config, status=status, store=store,
+    console = Console(ConsoleParts(admin=admin, config=lambda: config, status=status or no_status, store=store,
                                    channels=lambda: None, last_reload=lambda: None))
     app = build_app([], mounts=[console.mount()])
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8025")
@@ -211,3 +211,24 @@ async def test_pages_forbid_framing_and_foreign_scripts(store, tmp_path):
         js = await c.get("/console/static/console.js")
         assert js.status_code == 200 and "javascript" in js.headers["content-type"]
         assert "http" not in re.sub(r"//.*", "", js.text)  # loads nothing from elsewhere
+
+
+async def test_connectors_page_shows_each_connectors_binds_and_counts(store, tmp_path):
+    # The shape of /api/status's "connectors" section (bridge/connectors/metrics.py status()).
+    doc = {"connectors": {"upstream": {
+        "binds": {"tx1": {"state": "bound", "detail": ""}, "rx1": {"state": "backoff", "detail": "auth refused"}},
+        "binds_up": 1, "submits": {"ESME_ROK": 41, "ESME_RTHROTTLED": 2}, "receipts": {"matched": 40},
+        "bind_refusals": {"auth": 3}, "throttled": 2, "mo": 5, "mo_waiting": 0, "latency_avg_seconds": 0.0421}}}
+
+    async def status() -> dict:
+        return doc
+
+    async with console_client(store, tmp_path, status=status) as c:
+        await login(c)
+        page = (await c.get("/console/connectors")).text
+        row = page[page.index('data-connector="upstream"'):]
+        row = row[:row.index("</tr>")]
+        for shown in ("1 up", "tx1", "bound", "rx1", "backoff", "auth refused", "ESME_ROK 41", "matched 40", "42 ms"):
+            assert shown in row, shown
+        doc["connectors"] = {}
+        assert "no connectors" in (await c.get("/console/connectors")).text
