@@ -232,3 +232,28 @@ async def test_connectors_page_shows_each_connectors_binds_and_counts(store, tmp
             assert shown in row, shown
         doc["connectors"] = {}
         assert "no connectors" in (await c.get("/console/connectors")).text
+
+
+async def test_config_page_shows_a_refused_reload_with_its_errors(store, tmp_path):
+    config = load_config_text(config_text(), base_dir=tmp_path)
+    refused = {"at": 1_700_000_000.0, "ok": False, "errors": ["bridge.yaml:3: esmes[0].password: is empty"],
+               "hint": "The bridge keeps running on its previous config."}
+    console = Console(ConsoleParts(admin=config.admin, config=lambda: config, status=None, store=store,
+                                   channels=lambda: None, last_reload=lambda: refused))
+    app = build_app([], mounts=[console.mount()])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8025") as c:
+        await login(c)
+        page = (await c.get("/console/config")).text
+        assert "2023-11-14 22:13:20 UTC: refused" in page and "esmes[0].password: is empty" in page
+        assert "previous config" in page
+
+
+async def test_a_failing_page_answers_500_and_logs_the_traceback(store, tmp_path, caplog):
+    async def broken_status() -> dict:
+        raise RuntimeError("status exploded")
+
+    async with console_client(store, tmp_path, status=broken_status) as c:
+        await login(c)
+        r = await c.get("/console/")
+        assert r.status_code == 500 and "status exploded" not in r.text
+        assert "console: GET /console/ failed" in caplog.text and "status exploded" in caplog.text

@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from e2e_support import (
@@ -196,6 +197,12 @@ def test_console_in_chromium(site, browser):
     d.get(base + "/connectors")
     shot(d, "11-connectors")
     d.get(base + "/config")
+    assert "No reload since the start" in d.page_source
+    # A reload (as SIGHUP or the admin API make one) shows up with its result.
+    r = httpx.post(bridge.admin_url + "/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    d.get(base + "/config")
+    assert "applied" in text_of(d, "#reload-result")
     assert "goip1" in text_of(d, "#config")
     assert TOKEN not in d.page_source and "admin" not in text_of(d, "#config").split("password:")[1].split("\n")[0]
     shot(d, "12-config")

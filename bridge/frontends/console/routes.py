@@ -51,6 +51,8 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
 ]
+ERROR_500 = (b"<!doctype html><title>Error</title><h1>Something went wrong</h1>"
+             b"<p>The bridge's log has the details (console: ... failed).</p>")
 # What a redirect after a change tells the page to say (codes, so a link cannot put words there).
 NOTICES = {
     "paused": "Channel paused: a message in progress is finished first; it takes no new ones.",
@@ -87,12 +89,25 @@ class _Headers:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
         async def send_with(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
-        await self.app(scope, receive, send_with)
+        try:
+            await self.app(scope, receive, send_with)
+        except Exception:
+            # A bug in a page: the log gets the traceback, the browser a page that says so
+            # (Starlette's own error middleware may have answered already).
+            log.exception("console: %s %s failed", scope.get("method"), scope.get("path"))
+            if not started:
+                await send_with({"type": "http.response.start", "status": 500,
+                                 "headers": [(b"content-type", b"text/html; charset=utf-8")]})
+                await send_with({"type": "http.response.body", "body": ERROR_500})
 
 
 class Redirect(Exception):
