@@ -34,6 +34,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 TOKEN = "console-browser-test-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 DEST = "+4917012340001"
+OTHER = "+4917012340002"
 
 if CHROMIUM is None or CHROMEDRIVER is None:
     pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; "
@@ -148,10 +149,11 @@ def test_console_in_chromium(site, browser):
     c = bind_trx(bridge)
     try:
         mid = submit(c, b"hello from the console test", dest=DEST).message_id.decode()
+        doomed = submit(c, b"never to be sent", dest=OTHER).message_id.decode()
     finally:
         c.unbind()
         c.disconnect()
-    wait.until(lambda d: text_of(d, "#queued") == "1")
+    wait.until(lambda d: text_of(d, "#queued") == "2")
     assert d.execute_script("return window.__noReload === true;"), "the overview reloaded the whole page"
     shot(d, "05-overview-queued")
     assert emu.sent() == [], "a paused channel sent a message"
@@ -169,6 +171,16 @@ def test_console_in_chromium(site, browser):
     assert d.find_elements(By.ID, "cancel"), "a waiting message offers Cancel"
     shot(d, "07-message-waiting")
 
+    # Cancel the other waiting message (the page asks first, in a browser dialog).
+    d.get(f"{base}/messages/{doomed}")
+    d.find_element(By.ID, "cancel").click()
+    alert = wait.until(lambda d: d.switch_to.alert)
+    assert doomed in alert.text
+    alert.accept()
+    wait.until(lambda d: "Message cancelled" in text_of(d, ".notice"))
+    assert text_of(d, "#message-state") == "deleted"
+    assert not d.find_elements(By.ID, "cancel")
+
     # Resume: the message goes out through the emulated GoIP.
     d.get(base + "/channels/goip1:1/resume")
     d.find_element(By.ID, "confirm").click()
@@ -180,6 +192,16 @@ def test_console_in_chromium(site, browser):
     assert "queued" in history or "submitting" in history
     assert not d.find_elements(By.ID, "cancel"), "a sent message cannot be cancelled"
     shot(d, "08-message-sent")
+
+    assert not [s for s in emu.sent() if s["destination"].endswith(OTHER.lstrip("+"))], "a cancelled message went out"
+
+    # Drain: pause and wait for the message in progress (none now), then resume again.
+    d.get(base + "/channels/goip1:1/drain")
+    d.find_element(By.ID, "confirm").click()
+    wait.until(lambda d: "Channel drained" in text_of(d, ".notice"))
+    d.get(base + "/channels/goip1:1/resume")
+    d.find_element(By.ID, "confirm").click()
+    wait.until(lambda d: "Channel resumed" in text_of(d, ".notice"))
 
     # Opt-outs: add one.
     d.get(base + "/optouts")
