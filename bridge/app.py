@@ -218,6 +218,7 @@ class App:
             store=self.store,
             channels=lambda: scheduler.channels if scheduler is not None else None,
             last_reload=lambda: self.last_reload,
+            on_login=lambda result: self.metrics.console_logins.labels(result).inc(),
         ))  # fmt: skip
         self.http_app = build_app(routes, on_answer=lambda template, status: counter.labels(template, str(status)).inc(),
                                   mounts=[self.console.mount()])

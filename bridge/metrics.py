@@ -353,6 +353,12 @@ class Metrics:
             "Send API requests refused for wrong or missing credentials or a disallowed address",
             registry=r,
         )
+        self.console_logins = Counter(
+            "smpp_bridge_console_logins_total",
+            "Web console logins by result: ok, wrong (token or password), throttled (429, not checked)",
+            ["result"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             "smpp_bridge_config_reloads_total",
             "Config reloads (SIGHUP or POST /api/reload) by result (applied, invalid)",

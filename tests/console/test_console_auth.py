@@ -65,7 +65,7 @@ async def store(tmp_path, nursery):
     s.close()
 
 
-def console_client(store, tmp_path, *, tls: bool = False, status=None, **kw) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
+def console_client(store, tmp_path, *, tls: bool = False, status=None, logins=None, **kw) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
     config = load_config_text(config_text(**kw), base_dir=tmp_path)
     admin = attrs.evolve(config.admin, tls=TlsConfig(tmp_path / "c.pem", tmp_path / "k.pem")) if tls else config.admin
 
@@ -73,7 +73,8 @@ def console_client(store, tmp_path, *, tls: bool = False, status=None, **kw) -> 
         raise AssertionError("these pages do not read the status")
 
     console = Console(ConsoleParts(admin=admin, config=lambda: config, status=status or no_status, store=store,
-                                   channels=lambda: None, last_reload=lambda: None))
+                                   channels=lambda: None, last_reload=lambda: None,
+                                   on_login=(logins.append if logins is not None else lambda r: None)))
     app = build_app([], mounts=[console.mount()])
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8025")
 
@@ -154,7 +155,8 @@ async def test_a_change_without_the_csrf_token_is_refused(store, tmp_path):
 
 
 async def test_failed_logins_are_slowed_then_refused(store, tmp_path, autojump_clock):
-    async with console_client(store, tmp_path) as c:
+    logins: list[str] = []
+    async with console_client(store, tmp_path, logins=logins) as c:
         for _ in range(5):
             assert (await login(c, "nope")).status_code == 401
         # Now each attempt waits its turn (2 s apart); one whose turn is over 10 s away gets 429
@@ -180,6 +182,9 @@ async def test_failed_logins_are_slowed_then_refused(store, tmp_path, autojump_c
         t0 = trio.current_time()
         assert (await login(c, "nope")).status_code == 401
         assert trio.current_time() - t0 < 1.0
+    # Each attempt counted (smpp_bridge_console_logins_total{result}).
+    assert logins.count("throttled") == len(refused) and logins.count("ok") == 1
+    assert logins.count("wrong") == 5 + (8 - len(refused)) + 1
 
 
 async def test_the_config_page_hides_every_secret(store, tmp_path):

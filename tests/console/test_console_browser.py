@@ -1,9 +1,9 @@
 """The web console in a real browser: Debian's headless Chromium, driven by selenium through
 chromium-driver, against a bridge process with an emulated GoIP and an SMPP client.
 
-It logs in, reads the overview, pauses the channel and sees a submitted message wait (the
-overview's queue number changes without a reload), resumes it and sees the message go out,
-searches the message and opens its history, adds an opt-out, and opens every other page. Each
+It logs in, reads the overview, pauses the channel and sees submitted messages wait (the
+overview's queue number changes without a reload), searches one and opens its history, cancels
+the other, resumes the channel and sees the first go out, drains it, adds an opt-out, and opens every other page. Each
 page's screenshot is saved under test-artifacts/console/ (gitignored; CI keeps it). Any error
 in the browser's console, any request that failed or was answered 4xx/5xx, fails the test.
 """
@@ -123,6 +123,8 @@ def test_console_in_chromium(site, browser):
     d.find_element(By.ID, "secret").send_keys(TOKEN)
     d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     wait.until(lambda d: d.current_url.endswith("/console/channels"))
+    metrics = httpx.get(bridge.admin_url + "/metrics", timeout=10).text
+    assert 'smpp_bridge_console_logins_total{result="ok"} 1.0' in metrics
     cookie = d.get_cookie("bridge_console")
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 

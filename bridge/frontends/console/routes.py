@@ -80,6 +80,8 @@ class ConsoleParts:
     store: Any
     channels: Callable[[], Mapping[str, Any] | None]
     last_reload: Callable[[], dict[str, Any] | None]
+    #: Counts a login attempt by result ("ok", "wrong", "throttled"): smpp_bridge_console_logins_total.
+    on_login: Callable[[str], None] = lambda result: None
 
 
 class _Headers:
@@ -237,6 +239,7 @@ class Console:
             else:
                 who = "loopback" if self._loopback(request) else None
         except TooManyAttempts as exc:
+            self.parts.on_login("throttled")
             log.warning("console: login from %s refused, too many failed attempts", ip)
             resp = self.render(request, "login.html", None, status=429, **{
                 **ctx, "error": f"Too many failed logins from {ip}. Wait {exc.retry_after:.0f} seconds, then try "
@@ -244,12 +247,14 @@ class Console:
             resp.headers["Retry-After"] = str(int(exc.retry_after))
             return resp
         if who is None:
+            self.parts.on_login("wrong")
             log.warning("console: failed login from %s", ip)
             error = ("Wrong token or password. Use the admin token (admin.token) or the console password "
                      "(admin.console_password_hash)." if self.login.configured else
                      "Without admin.token or a console password the console opens only on 127.0.0.1 or localhost.")
             return self.render(request, "login.html", None, status=status if self.login.configured else 403,
                                **{**ctx, "error": error})
+        self.parts.on_login("ok")
         self.sessions.drop(request.cookies.get(COOKIE))
         cookie, _session = self.sessions.new(who)
         log.info("console: login from %s with the %s", ip, "admin token" if who == "token" else
