@@ -109,6 +109,9 @@ async def test_login_with_the_token_sets_a_strict_httponly_cookie(store, tmp_pat
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
         assert "Secure" not in cookie  # plain HTTP: a Secure cookie would never come back
         assert (await c.get("/console/config")).status_code == 200
+        # A login form posted from another site's page is refused.
+        r = await c.post("/console/login", data={"secret": TOKEN}, headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403 and "set-cookie" not in r.headers
         # An open redirect is not possible through ?next=.
         r = await c.post("/console/login?next=https://evil.example/", data={"secret": TOKEN})
         assert r.headers["location"] == "/console/"

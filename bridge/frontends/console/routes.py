@@ -195,13 +195,16 @@ class Console:
         session = self._session(request)
         if session is None:
             raise Redirect(f"{PREFIX}/login")
+        self._same_origin(request)
         form = await self.form(request)
-        origin = request.headers.get("origin")
-        if origin is not None and urllib.parse.urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
-            raise _Refused("This change came from a page of another site, so it was refused.")
         if not csrf_ok(session, form.get("csrf")):
             raise _Refused("The form was stale or forged (its CSRF token did not match): reload the page and try again.")
         return session, form
+
+    def _same_origin(self, request: Request) -> None:
+        origin = request.headers.get("origin")
+        if origin is not None and urllib.parse.urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+            raise _Refused("This came from a page of another site, so it was refused.")
 
     async def form(self, request: Request) -> dict[str, str]:
         body = b""
@@ -229,6 +232,7 @@ class Console:
         ctx = {"next": nxt, "configured": self.login.configured, "error": None, "title": "Log in"}
         if request.method == "GET":
             return self.render(request, "login.html", self._session(request), **ctx)
+        self._same_origin(request)  # no logging a browser in from another site's page
         form = await self.form(request)
         client = request.client
         ip = client.host if client is not None else ""
