@@ -265,3 +265,25 @@ async def test_a_failing_page_answers_500_and_logs_the_traceback(store, tmp_path
         r = await c.get("/console/")
         assert r.status_code == 500 and "status exploded" not in r.text
         assert "console: GET /console/ failed" in caplog.text and "status exploded" in caplog.text
+
+
+def test_sessions_end_when_idle_at_their_age_and_past_the_limit():
+    from bridge.frontends.console import auth
+
+    now = [0.0]
+    sessions = auth.Sessions(lambda: now[0])
+    cookie, _ = sessions.new("token")
+    now[0] += auth.IDLE_SECONDS - 1
+    assert sessions.get(cookie) is not None  # used: the idle time starts again
+    now[0] += auth.IDLE_SECONDS - 1
+    assert sessions.get(cookie) is not None
+    now[0] += auth.IDLE_SECONDS + 1
+    assert sessions.get(cookie) is None  # idle too long
+    cookie, _ = sessions.new("token")
+    for _ in range(int(auth.MAX_AGE_SECONDS // 3600) + 1):
+        now[0] += 3600
+        sessions.get(cookie)
+    assert sessions.get(cookie) is None  # in use all along, but older than MAX_AGE_SECONDS
+    cookies = [sessions.new("password")[0] for _ in range(auth.MAX_SESSIONS + 5)]
+    assert len(sessions) == auth.MAX_SESSIONS
+    assert sessions.get(cookies[0]) is None and sessions.get(cookies[-1]) is not None
