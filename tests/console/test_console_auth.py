@@ -150,6 +150,9 @@ async def test_a_change_without_the_csrf_token_is_refused(store, tmp_path):
         assert [o["number"] for o in await store.list_optouts()] == ["+4917000000001"]
         r = await c.post("/console/optouts", data={"number": "+4917000000001", "csrf": token, "remove": "1"})
         assert r.status_code == 303 and await store.list_optouts() == []
+        r = await c.post("/console/optouts", data={"number": "+4917000000001", "csrf": token, "remove": "1"})
+        assert r.headers["location"].endswith("done=optout-missing")
+        assert "was not on the opt-out list" in (await c.get(r.headers["location"])).text
         # Logging out ends the session: its cookie and CSRF token no longer change anything.
         assert (await c.post("/console/logout", data={"csrf": token})).status_code == 303
         r = await c.post("/console/optouts", data={"number": "+4917000000002", "csrf": token})

@@ -64,6 +64,7 @@ NOTICES = {
     "optout-added": "Number added to the opt-out list: nothing more is sent to it.",
     "optout-listed": "That number was already on the opt-out list.",
     "optout-removed": "Number removed from the opt-out list.",
+    "optout-missing": "That number was not on the opt-out list.",
     "bad-number": "That is not a phone number: write it like +4917012345678.",
     "no-message": "No message with that id or number.",
 }
@@ -388,8 +389,9 @@ class Console:
                 raise Redirect(f"{PREFIX}/optouts?done=bad-number")
             if form.get("remove"):
                 removed = await self.parts.store.remove_optout(number)
-                log.info("opt-out %s through the web console", "removed" if removed else "not found")
-                raise Redirect(f"{PREFIX}/optouts?done=optout-removed")
+                if removed:
+                    log.info("opt-out removed through the web console")
+                raise Redirect(f"{PREFIX}/optouts?done={'optout-removed' if removed else 'optout-missing'}")
             added = await self.parts.store.add_optout(number, source="console")
             log.info("opt-out added through the web console" if added else "opt-out already listed")
             raise Redirect(f"{PREFIX}/optouts?done={'optout-added' if added else 'optout-listed'}")
