@@ -117,7 +117,7 @@ class StatusReport:
             devices.append({
                 "name": name,
                 "kind": driver.kind,
-                "url": _safe_url(dcfg.url) if dcfg is not None else None,
+                "url": safe_url(dcfg.url) if dcfg is not None else None,
                 "health": None if health is None else {
                     "up": health.ok,
                     "detail": health.detail,
@@ -168,7 +168,7 @@ class StatusReport:
         }
 
 
-def _safe_url(url: str | None) -> str | None:
+def safe_url(url: str | None) -> str | None:
     """A device URL without user info or query (credentials never leave through the API)."""
     if not url:
         return url

@@ -17,7 +17,7 @@ resolve ``device:channels`` against it), and an ESME's ``default_route`` names a
 once every section has loaded). Device kinds are one folder each, bridge/devices/<kind>/.
 
 Adding a section takes three steps: an attrs class with defaults (model.py),
-a loader ``_load_<name>(ctx, node, path) -> Class`` built on `Map` (look at `_load_limits` in
+a loader ``load_<name>(ctx, node, path) -> Class`` built on `Map` (look at `load_limits` in
 admin.py, the smallest), and one line in `_SECTIONS` (loader.py) plus the matching field on
 `Config`.
 

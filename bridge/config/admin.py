@@ -14,11 +14,11 @@ from .model import (
     PduLogConfig,
 )
 from ..passwords import parse_hash
-from .reader import BAD, _Ctx, Map
-from .smpp import _load_tls
-from .values import host_problem, _is_loopback, read_secret, _sources_given
+from .reader import BAD, Ctx, Map
+from .smpp import load_tls
+from .values import host_problem, is_loopback, read_secret, sources_given
 
-def _load_limits(ctx: _Ctx, node: Node | None, path: str) -> Limits:
+def load_limits(ctx: Ctx, node: Node | None, path: str) -> Limits:
     m = Map(ctx, node, path, ("queue_depth",))
     config = Limits(queue_depth=m.get_int("queue_depth", 10_000, lo=1))
     m.finish()
@@ -36,17 +36,17 @@ def _token_problem(value: str) -> str | None:
     return None
 
 
-def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
+def load_admin(ctx: Ctx, node: Node | None, path: str) -> AdminConfig:
     token_keys = ("token", "token_env", "token_file")
     m = Map(ctx, node, path, ("host", "port", "tls", "console_password_hash", "console_read_only_public", *token_keys))
     host = m.get_str("host", "127.0.0.1", what="an IP address or host name", check=host_problem)
     port = m.get_int("port", 8025, lo=0, hi=65535)
-    given = _sources_given(m, token_keys)
+    given = sources_given(m, token_keys)
     token, _ = read_secret(m, token_keys, check=_token_problem, alternatives="token_env or token_file")
     for extra in given[1:]:
         message = f"expected at most one token source, got {len(given)}: {', '.join(given)}"
         m.fail(extra, m.key_line(extra), message)
-    if port != 0 and not given and not {"host", "port"} & m.bad and not _is_loopback(host):
+    if port != 0 and not given and not {"host", "port"} & m.bad and not is_loopback(host):
         m.fail(
             "host", m.key_line("host"),
             f"admin HTTP on {host!r} is reachable from the network, so a token is required: "
@@ -56,7 +56,7 @@ def _load_admin(ctx: _Ctx, node: Node | None, path: str) -> AdminConfig:
                              check=_hash_problem)
     read_only_public = m.get_bool("console_read_only_public", False)
     tls_node = m.node("tls")
-    tls = _load_tls(ctx, tls_node, m.path_of("tls")) if tls_node is not None else None
+    tls = load_tls(ctx, tls_node, m.path_of("tls")) if tls_node is not None else None
     m.finish()
     return AdminConfig(host=host, port=port, token=token, tls=tls,
                        console_password_hash=None if console_hash is BAD else console_hash,
@@ -71,7 +71,7 @@ def _hash_problem(value: str) -> str | None:
     return None
 
 
-def _load_logging(ctx: _Ctx, node: Node | None, path: str) -> LoggingConfig:
+def load_logging(ctx: Ctx, node: Node | None, path: str) -> LoggingConfig:
     m = Map(ctx, node, path, ("level", "format", "pdu_log"))
     config = LoggingConfig(
         level=m.get_choice("level", "info", LOG_LEVELS),
@@ -82,7 +82,7 @@ def _load_logging(ctx: _Ctx, node: Node | None, path: str) -> LoggingConfig:
     return config
 
 
-def _load_pdu_log(ctx: _Ctx, node: Node | None, path: str) -> PduLogConfig:
+def _load_pdu_log(ctx: Ctx, node: Node | None, path: str) -> PduLogConfig:
     m = Map(ctx, node, path, ("enabled", "dir", "retention_days"))
     directory = m.get_path("dir", None, what="a directory path")
     config = PduLogConfig(

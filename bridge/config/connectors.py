@@ -14,9 +14,9 @@ from yaml.nodes import Node
 from bridge.connectors import KIND
 from bridge.connectors import config as spec
 
-from .devices import _name_problem, load_targets, load_timings
+from .devices import name_problem, load_targets, load_timings
 from .model import Caps, DeviceConfig
-from .reader import BAD, Map, _Ctx
+from .reader import BAD, Map, Ctx
 
 CONNECTOR_TIMINGS = {
     "status_poll_interval": 1.0, "status_timeout": 172_800.0, "inbox_poll_interval": 1.0,
@@ -25,13 +25,13 @@ CONNECTOR_TIMINGS = {
 _COMMON = ("name", "enabled", *CONNECTOR_TIMINGS)
 
 
-def _load_connector(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None, str | None, int | None]:
+def _load_connector(ctx: Ctx, node: Node, path: str) -> tuple[DeviceConfig | None, str | None, int | None]:
     before = len(ctx.issues)
     m = Map(ctx, node, path, (*_COMMON, *spec.KEYS), what="a connector (a mapping with name, host, system_id ...)")
     if not m.ok:
         return None, None, None
     name = m.get_str("name", None, what="a connector name", required=True, as_written=True,
-                     check=_name_problem("connector"))
+                     check=name_problem("connector"))
     fields = spec.load(m)
 
     # Receipts from an SMSC may take hours: the tracker follows them status_timeout long (then
@@ -56,7 +56,7 @@ def _load_connector(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | No
     return device, name, line
 
 
-def _load_connectors(ctx: _Ctx, node: Node | None, path: str) -> tuple[DeviceConfig, ...]:
+def load_connectors(ctx: Ctx, node: Node | None, path: str) -> tuple[DeviceConfig, ...]:
     return load_targets(ctx, node, path, "connector", _load_connector)
 
 

@@ -17,8 +17,8 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from bridge.devices import registry as device_registry
 
 from .model import GOIP_MAX_LINES, NAME_PATTERN, Caps, ChannelOverride, DeviceConfig, Secret
-from .reader import BAD, Map, _Ctx, describe, scalar_or_bad
-from .values import _check_file, _phone_problem, _sources_given, host_problem, read_secret
+from .reader import BAD, Map, Ctx, describe, scalar_or_bad
+from .values import check_file, phone_problem, sources_given, host_problem, read_secret
 
 # What the per-kind loaders (bridge/devices/<kind>/config.py) may use.
 __all__ = [
@@ -41,8 +41,8 @@ __all__ = [
 ]
 
 
-def _first_use(
-    ctx: _Ctx, first_line: dict[str, int | None], name: str | None, line: int | None, key: str, what: str
+def first_use(
+    ctx: Ctx, first_line: dict[str, int | None], name: str | None, line: int | None, key: str, what: str
 ) -> bool:
     """Note ``name`` as used at ``line``; False (with the error) when it was used before. A
     list item without a readable name is not a duplicate."""
@@ -55,7 +55,7 @@ def _first_use(
     return True
 
 
-def _name_problem(what: str) -> Callable[[str], str | None]:
+def name_problem(what: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         if NAME_PATTERN.match(value):
             return None
@@ -67,7 +67,7 @@ def _name_problem(what: str) -> Callable[[str], str | None]:
     return check
 
 
-def _known_hint(name: str, known: Iterable[str], plural: str) -> str:
+def known_hint(name: str, known: Iterable[str], plural: str) -> str:
     known = list(known)
     close = difflib.get_close_matches(name, known, n=1)
     if close:
@@ -131,7 +131,7 @@ DEVICE_PASSWORD_KEYS = ("password", "password_env", "password_file")
 
 def load_device_password(m: Map) -> Any:
     """Exactly one of password / password_env / password_file: a Secret, or BAD (reported)."""
-    given = _sources_given(m, DEVICE_PASSWORD_KEYS)
+    given = sources_given(m, DEVICE_PASSWORD_KEYS)
     secret, _ = read_secret(
         m, DEVICE_PASSWORD_KEYS, check=device_password_problem, alternatives="password_env or password_file"
     )
@@ -169,7 +169,7 @@ def tls_options(m: Map) -> dict[str, Any]:
     opts: dict[str, Any] = {"verify_tls": m.get_bool("verify_tls", True)}
     if m.has("ca_file"):
         path = m.get_path("ca_file", None)
-        if path is not None and _check_file(m, "ca_file", path, m.node("ca_file")):
+        if path is not None and check_file(m, "ca_file", path, m.node("ca_file")):
             opts["verify_tls"] = str(path)
     return opts
 
@@ -193,7 +193,7 @@ def _hhmm_problem(value: str) -> str | None:
     return f'expected a local time of day as "HH:MM" (00:00 to 23:59), got {value!r}'
 
 
-def _load_caps(ctx: _Ctx, node: Node | None, path: str, base: Caps) -> Caps:
+def _load_caps(ctx: Ctx, node: Node | None, path: str, base: Caps) -> Caps:
     """Caps; every key not given is taken from `base` (the defaults, or the device's caps)."""
     m = Map(ctx, node, path, _CAPS_KEYS, what="a mapping of caps (per_minute, per_hour, per_day, day_reset, jitter)")
     counts = {
@@ -221,7 +221,7 @@ def _line_ids(lines: int) -> tuple[str, ...]:
     return tuple(str(i) for i in range(1, lines + 1))
 
 
-def _describe_ids(ids: Sequence[str]) -> str:
+def describe_ids(ids: Sequence[str]) -> str:
     if not ids:
         return "none"
     if tuple(ids) == _line_ids(len(ids)):
@@ -229,21 +229,21 @@ def _describe_ids(ids: Sequence[str]) -> str:
     return ", ".join(ids)
 
 
-_DIGITS = re.compile(r"^[0-9]+$")
+DIGITS = re.compile(r"^[0-9]+$")
 
 
-def _channel_id(ids: Sequence[str], token: str) -> str | None:
+def channel_id(ids: Sequence[str], token: str) -> str | None:
     """`token` as one of `ids` ("03" is "3"), or None."""
     token = token.strip()
     if token in ids:
         return token
-    if _DIGITS.match(token) and str(int(token)) in ids:
+    if DIGITS.match(token) and str(int(token)) in ids:
         return str(int(token))
     return None
 
 
 def _load_channel_overrides(
-    ctx: _Ctx, node: Node | None, path: str, ids: tuple[str, ...] | None, device_caps: Caps
+    ctx: Ctx, node: Node | None, path: str, ids: tuple[str, ...] | None, device_caps: Caps
 ) -> dict[str, ChannelOverride]:
     """`channels:` of a device. `ids` None: the device's channels are unknown (already
     reported), so ids are not checked and nothing is returned."""
@@ -261,14 +261,14 @@ def _load_channel_overrides(
         caps = _load_caps(ctx, om.node("caps"), om.path_of("caps"), device_caps)
         number = om.get_str(
             "number", None, what='the SIM\'s phone number, like "+491701234567"', as_written=True,
-            check=_phone_problem,
+            check=phone_problem,
         )
         om.finish()
         if ids is None:
             continue
-        channel = _channel_id(ids, key)
+        channel = channel_id(ids, key)
         if channel is None:
-            ctx.error(m.path_of(key), m.key_line(key), f"expected a channel id of this device ({_describe_ids(ids)}), got {key!r}")
+            ctx.error(m.path_of(key), m.key_line(key), f"expected a channel id of this device ({describe_ids(ids)}), got {key!r}")
             continue
         if channel in first_key:
             other, line = first_key[channel]
@@ -280,7 +280,7 @@ def _load_channel_overrides(
     return result
 
 
-def _check_order(m: Map, low_key: str, low: float, high_key: str, high: float, why: str, *, strict: bool) -> None:
+def check_order(m: Map, low_key: str, low: float, high_key: str, high: float, why: str, *, strict: bool) -> None:
     """Report when `high_key` is not greater than (strict) / at least `low_key`."""
     if not (m.has(low_key) or m.has(high_key)) or {low_key, high_key} & m.bad:
         return
@@ -304,21 +304,21 @@ DEVICE_TIMINGS = {
 def load_timings(m: Map, defaults: dict[str, float]) -> dict[str, float]:
     """The timing keys of ``defaults`` (seconds, above 0), status_timeout after the poll."""
     got = {key: m.get_number(key, d, exclusive=True, what="a number of seconds") for key, d in defaults.items()}
-    _check_order(
+    check_order(
         m, "status_poll_interval", got["status_poll_interval"], "status_timeout", got["status_timeout"],
         "the status would never be polled before the bridge gives up on it", strict=True,
     )
     return got
 
 
-def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None, str | None, int | None]:
+def _load_device(ctx: Ctx, node: Node, path: str) -> tuple[DeviceConfig | None, str | None, int | None]:
     """(device or None if anything in it was wrong, its name if readable, line of the name)."""
     before = len(ctx.issues)
     m = Map(ctx, node, path, _DEVICE_KEYS, what="a device (a mapping with name, kind ...)")
     if not m.ok:
         return None, None, None
     name = m.get_str(
-        "name", None, what="a device name", required=True, as_written=True, check=_name_problem("device")
+        "name", None, what="a device name", required=True, as_written=True, check=name_problem("device")
     )
     kinds = ", ".join(repr(k) for k in DEVICE_KINDS)
     kind = m.get_str("kind", None, what=f"a device kind: one of {kinds}", required=True)
@@ -360,7 +360,7 @@ def _load_device(ctx: _Ctx, node: Node, path: str) -> tuple[DeviceConfig | None,
     return device, name, line
 
 
-def _list_section(ctx: _Ctx, node: Node | None, path: str, what: str, hint: str) -> list[Node] | None:
+def list_section(ctx: Ctx, node: Node | None, path: str, what: str, hint: str) -> list[Node] | None:
     """Items of an optional list section; [] when absent or empty; None when not a list (reported)."""
     if node is None:
         return []
@@ -376,17 +376,17 @@ def _list_section(ctx: _Ctx, node: Node | None, path: str, what: str, hint: str)
     return None
 
 
-def _load_devices(ctx: _Ctx, node: Node | None, path: str) -> tuple[DeviceConfig, ...]:
+def load_devices(ctx: Ctx, node: Node | None, path: str) -> tuple[DeviceConfig, ...]:
     return load_targets(ctx, node, path, "device", _load_device)
 
 
 def load_targets(
-    ctx: _Ctx, node: Node | None, path: str, word: str,
-    load_one: Callable[[_Ctx, Node, str], tuple[DeviceConfig | None, str | None, int | None]],
+    ctx: Ctx, node: Node | None, path: str, word: str,
+    load_one: Callable[[Ctx, Node, str], tuple[DeviceConfig | None, str | None, int | None]],
 ) -> tuple[DeviceConfig, ...]:
     """A list of route targets (``devices``, ``connectors``): each loaded by ``load_one``, its
     name unique among every target loaded so far (routes name both alike)."""
-    items = _list_section(
+    items = list_section(
         ctx, node, path, f"a list of {word}s (may be empty)", f"start each {word} with '- name: ...'"
     )
     if items is None:
@@ -401,7 +401,7 @@ def load_targets(
             ctx.error(f"{path}[{i}].name", line, f"{word} name {name!r} is already a device's name: routes name both, pick another")
             ctx.broken_devices.add(name)
             continue
-        if not _first_use(ctx, first_line, name, line, f"{path}[{i}].name", word):
+        if not first_use(ctx, first_line, name, line, f"{path}[{i}].name", word):
             continue
         if target is None:
             if name is not None:

@@ -18,8 +18,8 @@ from .model import (
     MO_LONG_MODES,
     RECEIPT_MODES,
 )
-from .reader import _A_LIST, _A_MAPPING, BAD, _Ctx, describe, Map, _quote_hint, scalar_or_bad
-from .values import read_secret, _sources_given, _system_id_problem
+from .reader import A_LIST, A_MAPPING, BAD, Ctx, describe, Map, quote_hint, scalar_or_bad
+from .values import read_secret, sources_given, system_id_problem
 
 _PASSWORD_KEYS = ("password", "password_hash", "password_env", "password_file")
 _API_KEY_KEYS = ("api_key", "api_key_env", "api_key_file")
@@ -49,7 +49,7 @@ def _load_webhooks(m: Map) -> dict[str, Any]:
     """receipt_url, inbound_url, webhook_secret (one source), deliver_via."""
     receipt_url = m.get_str("receipt_url", None, what="a URL", check=_url_problem)
     inbound_url = m.get_str("inbound_url", None, what="a URL", check=_url_problem)
-    given = _sources_given(m, _WEBHOOK_SECRET_KEYS)
+    given = sources_given(m, _WEBHOOK_SECRET_KEYS)
     secret, _ = read_secret(m, _WEBHOOK_SECRET_KEYS, check=_api_key_problem,
                             alternatives="webhook_secret_env or webhook_secret_file")
     for extra in given[1:]:
@@ -94,11 +94,11 @@ def _load_allowed_ips(m: Map) -> tuple[IPNetwork, ...]:
     networks: list[IPNetwork] = []
     for i, item in enumerate(items):
         item_path = f"{m.path_of('allowed_ips')}[{i}]"
-        value: Any = _A_LIST if isinstance(item, SequenceNode) else _A_MAPPING
+        value: Any = A_LIST if isinstance(item, SequenceNode) else A_MAPPING
         if isinstance(item, ScalarNode):
             value = scalar_or_bad(m.ctx, item)
         if not isinstance(value, str):
-            found = f"{describe(value)}{_quote_hint(value)}"
+            found = f"{describe(value)}{quote_hint(value)}"
             m.ctx.error(item_path, item, f"expected an IP address or network, got {found}")
             m.bad.add("allowed_ips")
             continue
@@ -115,7 +115,7 @@ def _load_allowed_ips(m: Map) -> tuple[IPNetwork, ...]:
     return tuple(networks) if networks else LOOPBACK_NETWORKS
 
 
-def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int | None]:
+def _load_esme(ctx: Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int | None]:
     """One ESME, and the line of its system_id (for duplicate reports)."""
     m = Map(
         ctx,
@@ -128,9 +128,9 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
     if not m.ok:
         return None, None
     system_id = m.get_str(
-        "system_id", None, what="a system_id (1..15 characters)", required=True, check=_system_id_problem
+        "system_id", None, what="a system_id (1..15 characters)", required=True, check=system_id_problem
     )
-    given = _sources_given(m, _PASSWORD_KEYS)
+    given = sources_given(m, _PASSWORD_KEYS)
     secret, _ = read_secret(
         m,
         ("password", "password_env", "password_file"),
@@ -167,7 +167,7 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
     mo_long = m.get_choice("mo_long", "udh", MO_LONG_MODES)
     receipts = m.get_choice("receipts", "combined", RECEIPT_MODES)
     data_coding_1 = m.get_choice("data_coding_1", "auto", DATA_CODING_1_MODES)
-    api_given = _sources_given(m, _API_KEY_KEYS)
+    api_given = sources_given(m, _API_KEY_KEYS)
     api_key, _ = read_secret(m, _API_KEY_KEYS, check=_api_key_problem, alternatives="api_key_env or api_key_file")
     for extra in api_given[1:]:
         m.fail(extra, m.key_line(extra), f"expected at most one api_key source, got {len(api_given)}: {', '.join(api_given)}")
@@ -193,14 +193,14 @@ def _load_esme(ctx: _Ctx, node: Node, path: str) -> tuple[EsmeConfig | None, int
     return esme, m.key_line("system_id")
 
 
-def _load_esmes(ctx: _Ctx, node: Node | None, path: str) -> tuple[EsmeConfig, ...]:
+def load_esmes(ctx: Ctx, node: Node | None, path: str) -> tuple[EsmeConfig, ...]:
     what = "a list of ESMEs (the applications allowed to bind), at least one"
     if node is None:
         ctx.error(path, None, f"missing: expected {what}")
         return ()
     if not isinstance(node, SequenceNode):
-        found = _A_MAPPING if isinstance(node, MappingNode) else scalar_or_bad(ctx, node)
-        hint = " (start each ESME with '- system_id: ...')" if found is _A_MAPPING else ""
+        found = A_MAPPING if isinstance(node, MappingNode) else scalar_or_bad(ctx, node)
+        hint = " (start each ESME with '- system_id: ...')" if found is A_MAPPING else ""
         ctx.error(path, node, f"expected {what}, got {describe(found)}{hint}")
         return ()
     if not node.value:

@@ -6,10 +6,10 @@ import re
 
 from yaml.nodes import Node
 
-from .devices import _channel_id, _describe_ids, _known_hint
+from .devices import channel_id, describe_ids, known_hint
 from .model import InboundConfig, InboundRoute, OPTOUT_MT_ACTIONS, OptoutConfig
-from .reader import BAD, _Ctx, describe, _item_text, Map
-from .values import _phone_problem
+from .reader import BAD, Ctx, describe, item_text, Map
+from .values import phone_problem
 
 _KEYWORD = re.compile(r"^\S{1,20}$")
 
@@ -20,7 +20,7 @@ def _esme_ref(m: Map, key: str) -> str | None:
     if not isinstance(name, str):
         return None
     if name not in m.ctx.esme_ids:
-        hint = _known_hint(name, sorted(m.ctx.esme_ids), "ESMEs")
+        hint = known_hint(name, sorted(m.ctx.esme_ids), "ESMEs")
         m.fail(key, m.key_line(key), f"expected the system_id of an ESME, got {name!r}{hint}")
         return None
     return name
@@ -33,7 +33,7 @@ def _load_keywords(m: Map, key: str, default: tuple[str, ...]) -> tuple[str, ...
     items, _node = got
     words: list[str] = []
     for j, item in enumerate(items):
-        value = _item_text(m.ctx, item)
+        value = item_text(m.ctx, item)
         if not isinstance(value, str) or not _KEYWORD.match(value.strip()):
             m.ctx.error(
                 f"{m.path_of(key)}[{j}]", item,
@@ -47,7 +47,7 @@ def _load_keywords(m: Map, key: str, default: tuple[str, ...]) -> tuple[str, ...
     return tuple(words)
 
 
-def _load_optout(ctx: _Ctx, node: Node | None, path: str) -> OptoutConfig:
+def _load_optout(ctx: Ctx, node: Node | None, path: str) -> OptoutConfig:
     d = OptoutConfig()
     m = Map(ctx, node, path, ("keywords", "optin_keywords", "mt_action"))
     keywords = _load_keywords(m, "keywords", d.keywords)
@@ -67,7 +67,7 @@ def _load_optout(ctx: _Ctx, node: Node | None, path: str) -> OptoutConfig:
     return config
 
 
-def _load_inbound_route(ctx: _Ctx, node: Node, path: str) -> InboundRoute | None:
+def _load_inbound_route(ctx: Ctx, node: Node, path: str) -> InboundRoute | None:
     m = Map(
         ctx, node, path, ("device", "channel", "number", "esme"),
         what="an inbound route (a mapping with device [and channel] or number, and esme)",
@@ -78,7 +78,7 @@ def _load_inbound_route(ctx: _Ctx, node: Node, path: str) -> InboundRoute | None
     device_name = m.get_str("device", None, what="a device name (from devices:)", as_written=True)
     channel_text = m.get_str("channel", None, what='a channel id, like "2"', as_written=True)
     number = m.get_str("number", None, what='a SIM phone number, like "+491701234567"', as_written=True,
-                       check=_phone_problem)
+                       check=phone_problem)
     channel = None
     if number is not None and (device_name is not None or channel_text is not None):
         m.fail("number", m.key_line("number"), "expected either number or device (and channel), not both")
@@ -91,13 +91,13 @@ def _load_inbound_route(ctx: _Ctx, node: Node, path: str) -> InboundRoute | None
             if device_name not in ctx.broken_devices and not ctx.devices_unreadable:
                 known = sorted({*ctx.devices, *ctx.broken_devices})
                 m.fail("device", m.key_line("device"),
-                       f"unknown device {device_name!r}{_known_hint(device_name, known, 'devices')}")
+                       f"unknown device {device_name!r}{known_hint(device_name, known, 'devices')}")
         elif isinstance(channel_text, str):
-            channel = _channel_id(device.channel_ids(), channel_text)
+            channel = channel_id(device.channel_ids(), channel_text)
             if channel is None:
                 m.fail("channel", m.key_line("channel"),
                        f"expected a channel id of device {device_name!r} "
-                       f"({_describe_ids(device.channel_ids())}), got {channel_text!r}")
+                       f"({describe_ids(device.channel_ids())}), got {channel_text!r}")
     elif channel_text is not None and number is None:
         m.fail("channel", m.key_line("channel"), "a channel needs its device: add device: <name>")
     m.finish()
@@ -109,7 +109,7 @@ def _load_inbound_route(ctx: _Ctx, node: Node, path: str) -> InboundRoute | None
     )
 
 
-def _load_inbound(ctx: _Ctx, node: Node | None, path: str) -> InboundConfig:
+def load_inbound(ctx: Ctx, node: Node | None, path: str) -> InboundConfig:
     d = InboundConfig()
     m = Map(
         ctx, node, path,

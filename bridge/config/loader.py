@@ -13,18 +13,18 @@ from typing import Any
 import yaml
 from yaml.nodes import Node
 
-from .admin import _load_admin, _load_limits, _load_logging
-from .connectors import _load_connectors
-from .devices import _load_devices
-from .esmes import _load_esmes
-from .inbound import _load_inbound
+from .admin import load_admin, load_limits, load_logging
+from .connectors import load_connectors
+from .devices import load_devices
+from .esmes import load_esmes
+from .inbound import load_inbound
 from .model import Config
-from .reader import ConfigError, ConfigIssue, _Ctx, Map
-from .receipts import _load_receipts
-from .routes import _check_route_refs, _load_routes
-from .scheduler import _load_scheduler
-from .smpp import _load_smpp
-from .store import _load_store
+from .reader import ConfigError, ConfigIssue, Ctx, Map
+from .receipts import load_receipts
+from .routes import check_route_refs, load_routes
+from .scheduler import load_scheduler
+from .smpp import load_smpp
+from .store import load_store
 
 # --------------------------------------------------------------------------------------------
 # Loading: entry points
@@ -82,7 +82,7 @@ def load_config_text(
 def _load(
     text: str, *, source: str, env: Mapping[str, str], base_dir: Path, file_mode: int | None
 ) -> Config:
-    ctx = _Ctx(env=env, base_dir=base_dir)
+    ctx = Ctx(env=env, base_dir=base_dir)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -134,28 +134,28 @@ def _syntax_issue(e: yaml.YAMLError, text: str) -> ConfigIssue:
 # Top-level sections, in file order of the documented example. Key = YAML key = Config field.
 # Order matters once: devices load before routes (routes name devices). References to routes
 # (an ESME's default_route) are checked after every section has loaded.
-_SECTIONS: dict[str, Callable[[_Ctx, Node | None, str], Any]] = {
-    "smpp": _load_smpp,
-    "esmes": _load_esmes,
-    "devices": _load_devices,
-    "connectors": _load_connectors,  # after devices (names shared), before routes (they name both)
-    "routes": _load_routes,
-    "scheduler": _load_scheduler,
-    "receipts": _load_receipts,
-    "inbound": _load_inbound,  # after esmes and devices: its routes name both
-    "store": _load_store,
-    "limits": _load_limits,
-    "admin": _load_admin,
-    "logging": _load_logging,
+_SECTIONS: dict[str, Callable[[Ctx, Node | None, str], Any]] = {
+    "smpp": load_smpp,
+    "esmes": load_esmes,
+    "devices": load_devices,
+    "connectors": load_connectors,  # after devices (names shared), before routes (they name both)
+    "routes": load_routes,
+    "scheduler": load_scheduler,
+    "receipts": load_receipts,
+    "inbound": load_inbound,  # after esmes and devices: its routes name both
+    "store": load_store,
+    "limits": load_limits,
+    "admin": load_admin,
+    "logging": load_logging,
 }
 
 
-def _load_root(ctx: _Ctx, root: Node | None) -> Config | None:
+def _load_root(ctx: Ctx, root: Node | None) -> Config | None:
     m = Map(ctx, root, "", tuple(_SECTIONS), what=f"a mapping of sections ({', '.join(_SECTIONS)})")
     if not m.ok:
         return None
     values = {name: loader(ctx, m.node(name), name) for name, loader in _SECTIONS.items()}
     values["devices"] = (*values["devices"], *values["connectors"])
     m.finish()
-    _check_route_refs(ctx)
+    check_route_refs(ctx)
     return Config(**values)

@@ -1,4 +1,4 @@
-"""The YAML checking engine: `ConfigIssue`/`ConfigError`, the state of one load (`_Ctx`) and
+"""The YAML checking engine: `ConfigIssue`/`ConfigError`, the state of one load (`Ctx`) and
 `Map`, the reader every section loader is built on.
 
 `Map` reads one YAML mapping node, converts and checks each key's value, and reports every
@@ -52,7 +52,7 @@ class ConfigError(Exception):
 # Loading: machinery
 
 
-class _Ctx:
+class Ctx:
     """State of one load: where problems go, the environment, the directory for relative paths."""
 
     def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
@@ -97,8 +97,8 @@ class _Shape:
         self.text = text
 
 
-_A_LIST = _Shape("a list")
-_A_MAPPING = _Shape("a mapping")
+A_LIST = _Shape("a list")
+A_MAPPING = _Shape("a mapping")
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _OCTAL_LOOKING = re.compile(r"^[-+]?0[0-9_]+$")
@@ -109,7 +109,7 @@ _HOSTNAME = re.compile(
 )
 
 
-def scalar_or_bad(ctx: _Ctx, node: ScalarNode) -> Any:
+def scalar_or_bad(ctx: Ctx, node: ScalarNode) -> Any:
     try:
         return ctx.construct(node)
     except yaml.YAMLError:
@@ -139,7 +139,7 @@ def describe(value: Any, *, secret: bool = False) -> str:
     return f"a {type(value).__name__} ({value})"
 
 
-def _quote_hint(value: Any) -> str:
+def quote_hint(value: Any) -> str:
     """Advice when YAML turned the user's text into a non-string."""
     if isinstance(value, bool):
         return " (YAML reads unquoted yes/no/on/off/true/false as booleans; put the value in quotes)"
@@ -157,7 +157,7 @@ class Map:
     """
 
     def __init__(
-        self, ctx: _Ctx, node: Node | None, path: str, keys: Sequence[str], *, what: str = "a mapping"
+        self, ctx: Ctx, node: Node | None, path: str, keys: Sequence[str], *, what: str = "a mapping"
     ) -> None:
         self.ctx = ctx
         self.path = path
@@ -170,7 +170,7 @@ class Map:
         if node is None or (isinstance(node, ScalarNode) and scalar_or_bad(ctx, node) is None):
             return  # absent, or a key with no value: all defaults
         if not isinstance(node, MappingNode):
-            found = _A_LIST if isinstance(node, SequenceNode) else scalar_or_bad(ctx, node)
+            found = A_LIST if isinstance(node, SequenceNode) else scalar_or_bad(ctx, node)
             ctx.error(path, node, f"expected {what}, got {describe(found)}")
             self.ok = False
             return
@@ -249,14 +249,14 @@ class Map:
         return BAD
 
     def value(self, key: str) -> tuple[Any, Node | None]:
-        """(Python value, node): _ABSENT, BAD, _A_LIST, _A_MAPPING or the scalar's value."""
+        """(Python value, node): _ABSENT, BAD, A_LIST, A_MAPPING or the scalar's value."""
         node = self.node(key)
         if node is None:
             return _ABSENT, None
         if isinstance(node, SequenceNode):
-            return _A_LIST, node
+            return A_LIST, node
         if isinstance(node, MappingNode):
-            return _A_MAPPING, node
+            return A_MAPPING, node
         try:
             return self.ctx.construct(node), node
         except yaml.YAMLError as e:
@@ -293,7 +293,7 @@ class Map:
             if quoted and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
                 hint = " (remove the quotes)"
             elif isinstance(value, bool):
-                hint = _quote_hint(value)
+                hint = quote_hint(value)
             self.fail(key, node, f"expected {expected}, got {describe(value)}{hint}")
             return default
         assert isinstance(node, ScalarNode)
@@ -383,7 +383,7 @@ class Map:
             return BAD if required else default
         if not isinstance(value, str):
             found = describe(value, secret=secret)
-            self.fail(key, node, f"expected {what}, got {found}{_quote_hint(value)}")
+            self.fail(key, node, f"expected {what}, got {found}{quote_hint(value)}")
             return BAD if required else default
         if value == "":
             self.fail(key, node, f"expected {what}, got an empty string")
@@ -402,7 +402,7 @@ class Map:
         expected = "one of " + ", ".join(repr(c) for c in choices)
         if isinstance(value, str) and value.lower() in choices:
             return value.lower()
-        self.fail(key, node, f"expected {expected}, got {describe(value)}{_quote_hint(value)}")
+        self.fail(key, node, f"expected {expected}, got {describe(value)}{quote_hint(value)}")
         return default
 
     def get_path(
@@ -421,7 +421,7 @@ class Map:
         value, node = self.value(key)
         if value is _ABSENT or value is BAD:
             return None
-        if value is not _A_LIST:
+        if value is not A_LIST:
             self.fail(key, node, f"expected {what}, got {describe(value)}")
             return None
         assert isinstance(node, SequenceNode)
@@ -440,13 +440,13 @@ def _as_written(value: Any, node: Node | None) -> Any:
     return value
 
 
-def _item_text(ctx: _Ctx, node: Node) -> Any:
+def item_text(ctx: Ctx, node: Node) -> Any:
     """A list item as text: a string, or the text of an unquoted number; else what YAML made
-    of it (None, a bool, _A_LIST, _A_MAPPING) for the error message."""
+    of it (None, a bool, A_LIST, A_MAPPING) for the error message."""
     if isinstance(node, SequenceNode):
-        return _A_LIST
+        return A_LIST
     if isinstance(node, MappingNode):
-        return _A_MAPPING
+        return A_MAPPING
     assert isinstance(node, ScalarNode)
     return _as_written(scalar_or_bad(ctx, node), node)
 

@@ -7,7 +7,7 @@ from yaml.nodes import Node
 from bridge import lifecycle
 from .devices import DEVICE_KINDS
 from .model import GOIP_DONE_CHOICES, RECEIPT_STATS, ReceiptMapping, ReceiptsConfig
-from .reader import _Ctx, Map
+from .reader import Ctx, Map
 
 # The stats a device status may map to: those whose state the lifecycle allows after a device
 # took the message (lifecycle.DEVICE_FINAL). DELETED is cancel_sm's alone.
@@ -33,7 +33,7 @@ def _stat_problem(value: str) -> str | None:
     return f"expected a receipt stat: one of {', '.join(RECEIPT_STATS)}, got {value!r}"
 
 
-def _load_receipt_map(ctx: _Ctx, node: Node | None, path: str) -> dict[str, dict[str, ReceiptMapping]]:
+def _load_receipt_map(ctx: Ctx, node: Node | None, path: str) -> dict[str, dict[str, ReceiptMapping]]:
     m = Map(
         ctx, node, path, DEVICE_KINDS,
         what='a mapping of device kind to status overrides, like goip_http: {"2172": {stat: UNDELIV, err: 172}}',
@@ -72,7 +72,7 @@ def _load_receipt_map(ctx: _Ctx, node: Node | None, path: str) -> dict[str, dict
     return result
 
 
-def _load_receipts(ctx: _Ctx, node: Node | None, path: str) -> ReceiptsConfig:
+def load_receipts(ctx: Ctx, node: Node | None, path: str) -> ReceiptsConfig:
     d = ReceiptsConfig()
     m = Map(ctx, node, path, ("goip_done", "no_report", "retention", "map"))
     config = ReceiptsConfig(

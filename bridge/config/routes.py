@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from yaml.nodes import Node
 
-from .devices import _channel_id, _describe_ids, _DIGITS, _first_use, _known_hint, _list_section, _name_problem
+from .devices import channel_id, describe_ids, DIGITS, first_use, known_hint, list_section, name_problem
 from .model import DeviceConfig, RouteConfig
-from .reader import BAD, _Ctx, describe, _item_text, Map
+from .reader import BAD, Ctx, describe, item_text, Map
 
 _ROUTE_KEYS = ("name", "prefixes", "regex", "channels", "failover")
 _PREFIX = re.compile(r"^\+?[0-9]{1,20}$")
@@ -31,7 +31,7 @@ def _load_prefixes(m: Map) -> tuple[str, ...]:
         return ()
     prefixes: list[str] = []
     for j, item in enumerate(items):
-        value = _item_text(m.ctx, item)
+        value = item_text(m.ctx, item)
         if not isinstance(value, str) or not _PREFIX.match(value.strip()):
             m.ctx.error(
                 f"{m.path_of('prefixes')}[{j}]", item,
@@ -67,29 +67,29 @@ def _parse_channel_spec(spec: str, ids: Sequence[str]) -> tuple[list[str], str |
         token = token.strip()
         first, dash, last = (part.strip() for part in token.partition("-"))
         if dash:
-            if not (_DIGITS.match(first) and _DIGITS.match(last)):
+            if not (DIGITS.match(first) and DIGITS.match(last)):
                 return [], f"expected a channel range like 1-4, got {token!r}"
             lo, hi = int(first), int(last)
             if lo > hi:
                 return [], f"expected a channel range from low to high, got {token!r} (write {hi}-{lo})"
             for n in range(lo, hi + 1):
                 if str(n) not in ids:
-                    return [], f"expected channels of this device ({_describe_ids(ids)}), got {token!r}: there is no channel {n}"
+                    return [], f"expected channels of this device ({describe_ids(ids)}), got {token!r}: there is no channel {n}"
                 chosen.append(str(n))
             continue
-        channel = _channel_id(ids, token)
+        channel = channel_id(ids, token)
         if channel is None:
             if not token:
                 return [], "expected channel ids separated by single commas, found an empty one"
-            return [], f"expected channels of this device ({_describe_ids(ids)}), got {token!r}"
+            return [], f"expected channels of this device ({describe_ids(ids)}), got {token!r}"
         chosen.append(channel)
     return chosen, None
 
 
-def _resolve_channel_ref(ctx: _Ctx, item: Node, path: str) -> tuple[DeviceConfig, Sequence[str]] | None:
+def _resolve_channel_ref(ctx: Ctx, item: Node, path: str) -> tuple[DeviceConfig, Sequence[str]] | None:
     """One entry of a route's channels: (device, its channel ids named), or None (reported, or
     refers to a device whose own errors were reported)."""
-    text = _item_text(ctx, item)
+    text = item_text(ctx, item)
     if not isinstance(text, str) or not text.strip():
         ctx.error(path, item, f'expected a device name, or device:channels like "goip2:1-4,7", got {describe(text)}')
         return None
@@ -99,7 +99,7 @@ def _resolve_channel_ref(ctx: _Ctx, item: Node, path: str) -> tuple[DeviceConfig
         if device_name in ctx.broken_devices or ctx.devices_unreadable:
             return None
         known = sorted({*ctx.devices, *ctx.broken_devices})
-        ctx.error(path, item, f"unknown device {device_name!r}{_known_hint(device_name, known, 'devices')}")
+        ctx.error(path, item, f"unknown device {device_name!r}{known_hint(device_name, known, 'devices')}")
         return None
     if not sep:
         return device, device.channel_ids()
@@ -151,13 +151,13 @@ def _load_route_channels(m: Map) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _load_route(ctx: _Ctx, node: Node, path: str) -> tuple[RouteConfig | None, str | None, int | None]:
+def _load_route(ctx: Ctx, node: Node, path: str) -> tuple[RouteConfig | None, str | None, int | None]:
     before = len(ctx.issues)
     m = Map(ctx, node, path, _ROUTE_KEYS, what="a route (a mapping with name, prefixes or regex, channels)")
     if not m.ok:
         return None, None, None
     name = m.get_str(
-        "name", None, what="a route name", required=True, as_written=True, check=_name_problem("route")
+        "name", None, what="a route name", required=True, as_written=True, check=name_problem("route")
     )
     prefixes = _load_prefixes(m)
     regex = _load_regex(m)
@@ -180,8 +180,8 @@ def _load_route(ctx: _Ctx, node: Node, path: str) -> tuple[RouteConfig | None, s
     ), name, line
 
 
-def _load_routes(ctx: _Ctx, node: Node | None, path: str) -> tuple[RouteConfig, ...]:
-    items = _list_section(
+def load_routes(ctx: Ctx, node: Node | None, path: str) -> tuple[RouteConfig, ...]:
+    items = list_section(
         ctx, node, path, "a list of routes (may be empty)", "start each route with '- name: ...'"
     )
     if items is None:
@@ -192,7 +192,7 @@ def _load_routes(ctx: _Ctx, node: Node | None, path: str) -> tuple[RouteConfig, 
     catch_all: tuple[str, int | None] | None = None
     for i, item in enumerate(items):
         route, name, line = _load_route(ctx, item, f"{path}[{i}]")
-        if not _first_use(ctx, first_line, name, line, f"{path}[{i}].name", "route"):
+        if not first_use(ctx, first_line, name, line, f"{path}[{i}].name", "route"):
             continue
         if route is None:
             if name is not None:
@@ -212,7 +212,7 @@ def _load_routes(ctx: _Ctx, node: Node | None, path: str) -> tuple[RouteConfig, 
     return tuple(routes)
 
 
-def _check_route_refs(ctx: _Ctx) -> None:
+def check_route_refs(ctx: Ctx) -> None:
     """Every ESME default_route and every route failover names a route."""
     if ctx.routes_unreadable:
         return
@@ -220,7 +220,7 @@ def _check_route_refs(ctx: _Ctx) -> None:
         if name in ctx.routes or name in ctx.broken_routes:
             continue
         known = sorted({*ctx.routes, *ctx.broken_routes})
-        ctx.error(path, line, f"expected the name of a route, got {name!r}{_known_hint(name, known, 'routes')}")
+        ctx.error(path, line, f"expected the name of a route, got {name!r}{known_hint(name, known, 'routes')}")
 
 
 # -- scheduler and receipts ------------------------------------------------------------------

@@ -7,11 +7,11 @@ from typing import Any
 import attrs
 from yaml.nodes import Node
 
-from .devices import _check_order
+from .devices import check_order
 from .model import AMBIGUOUS_POLICIES, SchedulerConfig
-from .reader import _Ctx, Map
+from .reader import Ctx, Map
 
-def _load_scheduler(ctx: _Ctx, node: Node | None, path: str) -> SchedulerConfig:
+def load_scheduler(ctx: Ctx, node: Node | None, path: str) -> SchedulerConfig:
     d = SchedulerConfig()
     m = Map(ctx, node, path, [f.name for f in attrs.fields(SchedulerConfig)])
 
@@ -36,6 +36,6 @@ def _load_scheduler(ctx: _Ctx, node: Node | None, path: str) -> SchedulerConfig:
         ("retry_backoff", "retry_backoff_max", "the first back-off would already exceed the maximum"),
         ("quarantine_base", "quarantine_max", "the first quarantine would already exceed the maximum"),
     ):
-        _check_order(m, low, values[low], high, values[high], why, strict=False)
+        check_order(m, low, values[low], high, values[high], why, strict=False)
     m.finish()
     return SchedulerConfig(**values)

@@ -6,26 +6,26 @@ import attrs
 from yaml.nodes import Node
 
 from .model import Listener, SmppConfig, Timers, TlsConfig
-from .reader import BAD, _Ctx, Map
-from .values import _check_file, host_problem, _system_id_problem
+from .reader import BAD, Ctx, Map
+from .values import check_file, host_problem, system_id_problem
 
 # --------------------------------------------------------------------------------------------
 # Sections: one loader per section, each `(ctx, node or None, path) -> model`
 
 
-def _load_tls(ctx: _Ctx, node: Node, path: str) -> TlsConfig | None:
+def load_tls(ctx: Ctx, node: Node, path: str) -> TlsConfig | None:
     m = Map(ctx, node, path, ("cert", "key"), what="a mapping with cert and key")
     cert = m.get_path("cert", None, what="the path of the certificate file (PEM)", required=True)
     key = m.get_path("key", None, what="the path of the private key file (PEM)", required=True)
     m.finish()
     if not m.ok or cert is BAD or key is BAD:
         return None
-    ok = _check_file(m, "cert", cert, m.node("cert"))
-    ok = _check_file(m, "key", key, m.node("key")) and ok
+    ok = check_file(m, "cert", cert, m.node("cert"))
+    ok = check_file(m, "key", key, m.node("key")) and ok
     return TlsConfig(cert=cert, key=key) if ok else None
 
 
-def _load_listeners(ctx: _Ctx, parent: Map) -> tuple[Listener, ...]:
+def _load_listeners(ctx: Ctx, parent: Map) -> tuple[Listener, ...]:
     default = (Listener(),)
     got = parent.get_list("listeners", "a list of listeners (host, port, optional tls)")
     if got is None:
@@ -47,7 +47,7 @@ def _load_listeners(ctx: _Ctx, parent: Map) -> tuple[Listener, ...]:
         else:
             port = BAD  # not a mapping: already reported
         tls_node = m.node("tls")
-        tls = _load_tls(ctx, tls_node, m.path_of("tls")) if tls_node is not None else None
+        tls = load_tls(ctx, tls_node, m.path_of("tls")) if tls_node is not None else None
         m.finish()
         if not m.ok or port is BAD:
             continue
@@ -60,7 +60,7 @@ def _load_listeners(ctx: _Ctx, parent: Map) -> tuple[Listener, ...]:
     return tuple(listeners) or default
 
 
-def _load_timers(ctx: _Ctx, node: Node | None, path: str) -> Timers:
+def _load_timers(ctx: Ctx, node: Node | None, path: str) -> Timers:
     defaults = Timers()
     names = [f.name for f in attrs.fields(Timers)]
     m = Map(ctx, node, path, names)
@@ -83,11 +83,11 @@ def _load_timers(ctx: _Ctx, node: Node | None, path: str) -> Timers:
     return Timers(**values)
 
 
-def _load_smpp(ctx: _Ctx, node: Node | None, path: str) -> SmppConfig:
+def load_smpp(ctx: Ctx, node: Node | None, path: str) -> SmppConfig:
     m = Map(ctx, node, path, ("system_id", "listeners", "timers", "window", "max_connections"))
     config = SmppConfig(
         system_id=m.get_str(
-            "system_id", "smpp-bridge", what="a system_id (1..15 characters)", check=_system_id_problem
+            "system_id", "smpp-bridge", what="a system_id (1..15 characters)", check=system_id_problem
         ),
         listeners=_load_listeners(ctx, m),
         timers=_load_timers(ctx, m.node("timers"), m.path_of("timers")),

@@ -10,9 +10,9 @@ from pathlib import Path
 from yaml.nodes import Node
 
 from .model import Config, StoreConfig, SYNCHRONOUS_MODES
-from .reader import ConfigIssue, _Ctx, Map
+from .reader import ConfigIssue, Ctx, Map
 
-def _load_store(ctx: _Ctx, node: Node | None, path: str) -> StoreConfig:
+def load_store(ctx: Ctx, node: Node | None, path: str) -> StoreConfig:
     m = Map(ctx, node, path, ("path", "synchronous", "partial_timeout"))
     config = StoreConfig(
         path=m.get_path("path", default_store_path(ctx.env, ctx.base_dir), what="a database file path"),

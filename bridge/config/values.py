@@ -21,7 +21,7 @@ from .reader import BAD, _ENV_NAME, _HOSTNAME, Map
 # Checks shared by sections
 
 
-def _system_id_problem(value: str) -> str | None:
+def system_id_problem(value: str) -> str | None:
     if len(value) > SYSTEM_ID_MAX:
         return (
             f"expected at most {SYSTEM_ID_MAX} characters (SMPP system_id is 16 octets with the NUL), "
@@ -50,7 +50,7 @@ def _env_name_problem(value: str) -> str | None:
     return f"expected an environment variable name (letters, digits, _), got {value!r}"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -59,7 +59,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_file(m: Map, key: str, path: Path, node: Node | None) -> bool:
+def check_file(m: Map, key: str, path: Path, node: Node | None) -> bool:
     """An existing, readable regular file; else report and return False."""
     try:
         st = path.stat()
@@ -85,7 +85,7 @@ def _read_secret_file(m: Map, key: str) -> tuple[str, Path] | None:
     if path is None or path is BAD:
         return None
     node = m.node(key)
-    if not _check_file(m, key, path, node):
+    if not check_file(m, key, path, node):
         return None
     try:
         with open(path, "rb") as f:
@@ -157,7 +157,7 @@ def read_secret(
     return None, None
 
 
-def _sources_given(m: Map, keys: Sequence[str]) -> list[str]:
+def sources_given(m: Map, keys: Sequence[str]) -> list[str]:
     """Which of these alternative keys are present; marks them all as known."""
     for key in keys:
         m.node(key)
@@ -167,7 +167,7 @@ def _sources_given(m: Map, keys: Sequence[str]) -> list[str]:
 _PHONE = re.compile(r"^\+?[0-9]{1,20}$")
 
 
-def _phone_problem(value: str) -> str | None:
+def phone_problem(value: str) -> str | None:
     if _PHONE.match(value.strip()):
         return None
     return f'expected a phone number: digits with an optional leading +, like "+491701234567", got {value!r}'

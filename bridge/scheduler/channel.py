@@ -413,14 +413,14 @@ class Channel:
             await sched.store.move(rec.id, State.SENT, f"device took all {total} part(s)")
         if self.reports:
             return ("sent", None)  # followed by Scheduler.track; the channel is free
-        status = await self._poll(ref)
+        status = await self.poll_status(ref)
         result = part_result(status)
         await sched.store.update_part(rec.id, seq, result[0], error=result[1])
         if result[0] == "failed":
             self.sched.metrics.channel_failures.labels(self.device_name, self.id, "device_failed").inc()
         return result
 
-    async def _poll(self, ref: str | None) -> StatusResult:
+    async def poll_status(self, ref: str | None) -> StatusResult:
         """Poll the device until the part's status is final or status_timeout passes."""
         interval = self.device.status_poll_interval
         deadline = self.sched.clock() + self.device.status_timeout

@@ -119,7 +119,7 @@ async def resume(ch: Channel, entry: QueueEntry) -> None:
                 return
         if ch.reports:
             continue  # with the device: Scheduler.track follows its report
-        status = await ch._poll(p.ref)
+        status = await ch.poll_status(p.ref)
         result = part_result(status)
         ch.last_ref = p.ref
         await sched.store.update_part(rec.id, p.seq, result[0], error=result[1])

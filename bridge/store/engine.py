@@ -49,7 +49,7 @@ from .guard import (
     writable_problem,
 )
 from .records import StoreError
-from .schema import NOT_FINAL, _connect, migrate
+from .schema import NOT_FINAL, open_db, migrate
 
 log = logging.getLogger("bridge.store")
 
@@ -158,10 +158,10 @@ class Engine:
                     verify(self.path, ro, self.guard)
                 finally:
                     ro.close()
-            self._wconn = c = _connect(self.path, self.synchronous)
+            self._wconn = c = open_db(self.path, self.synchronous)
             migrate(c)
             self._last_id = adopt(c, self.guard)
-            self._rconn = _connect(self.path, self.synchronous)
+            self._rconn = open_db(self.path, self.synchronous)
             self._rconn.execute("PRAGMA query_only=ON")
             self.active_count = self._count_active(c)
         except sqlite3.DatabaseError as exc:

@@ -214,7 +214,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 NOT_FINAL = "state NOT IN ('delivered','acknowledged','undeliverable','expired','rejected','unknown','deleted')"
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+def open_db(path: Path, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(
         str(path), isolation_level=None, check_same_thread=False, timeout=30.0
     )

@@ -27,7 +27,7 @@ from typing import Callable
 from . import Store
 from .guard import IdGuard, StoreDamaged, db_state, last_path, new_store_id
 from .records import StoreError
-from .schema import _connect, migrate
+from .schema import open_db, migrate
 
 #: Ids skipped when the id guard is gone too: more than a bridge hands out between two starts.
 UNGUARDED_GAP = 1_000_000
@@ -137,7 +137,7 @@ def recover(db: Path, out: Print = print, *, now: Callable[[], float] = time.tim
             moved = True
     if moved:
         out(f"the old store is kept as {kept} (with its -wal/-shm files)")
-    new = _connect(db, "full")
+    new = open_db(db, "full")
     migrate(new)
     tables = [r[0] for r in new.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
     highest = 0

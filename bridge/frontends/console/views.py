@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from ...config.model import Secret
-from ...status import _safe_url
+from ...status import safe_url
 
 MASK = "•••••• (set, hidden)"
 SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "key_file", "hash", "credential", "auth")
@@ -48,7 +48,7 @@ def masked(value: Any, key: str = "") -> Any:
     if isinstance(value, bytes):
         return MASK if key else value.hex()
     if isinstance(value, str) and "://" in value:
-        return _safe_url(value)
+        return safe_url(value)
     if isinstance(value, float) and math.isinf(value):
         return "unlimited"
     if isinstance(value, (str, int, float, bool)) or value is None:
