@@ -84,8 +84,8 @@ class _Waiter:
             self.event.set()
 
 
-async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=False)
+async def _in_thread(fn: Callable[..., Any], *args: Any, limiter: trio.CapacityLimiter | None = None) -> Any:
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=False, limiter=limiter)
 
 
 async def run_inline(fn: Callable[..., Any], *args: Any) -> Any:
@@ -112,6 +112,10 @@ class Engine:
         clock never jumps while a commit is under way."""
         self.path = Path(path)
         self._run_sync = run_sync or _in_thread
+        # The writer takes a worker thread of its own (see _thread_for), never a token of
+        # trio's default limiter, so a commit never waits behind hundreds of queued reads.
+        self._own_threads = run_sync is None
+        self._limiters: dict[str, trio.CapacityLimiter] = {}
         self.synchronous = synchronous
         self.clock = clock
         self._on_commit = on_commit
@@ -220,7 +224,7 @@ class Engine:
                     continue
             batch, self._pending = self._pending, []
             started = time.perf_counter()
-            await self._run_sync(self._commit_batch, batch)
+            await self._thread_for("write", self._commit_batch, batch)
             self.commits += 1
             if self._on_commit is not None:
                 self._on_commit(len(batch), time.perf_counter() - started)
@@ -381,7 +385,22 @@ class Engine:
                     raise StoreError("the store is closed")
                 return fn(self._rconn)
 
-        return await self._run_sync(run)
+        return await self._thread_for(None, run)
+
+    async def _thread_for(self, kind: str | None, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` away from the event loop in a worker thread: for ``kind`` "write" (the
+        group commits) a thread of the writer's own, so that a commit never queues behind
+        reads for a token of trio's default limiter (40 threads shared by every to_thread of
+        the process: 512 channels reading at once took them all); for reads (None) a thread of
+        the default limiter, where they wait for the read connection's lock."""
+        if not self._own_threads:
+            return await self._run_sync(fn, *args)
+        if kind is None:
+            return await _in_thread(fn, *args)
+        limiter = self._limiters.get(kind)
+        if limiter is None:
+            limiter = self._limiters[kind] = trio.CapacityLimiter(1)
+        return await _in_thread(fn, *args, limiter=limiter)
 
     async def ping(self) -> None:
         """Raise if the database cannot be read, or cannot acknowledge (the readiness check)."""

@@ -1,9 +1,12 @@
 """The group-commit engine: ids, batching, one bad operation, a full disk."""
 
+import functools
 import sqlite3
+import threading
 
 import pytest
 import trio
+import trio.testing
 
 from bridge.lifecycle import State
 from bridge.store import NewMessage, Store, StoreError
@@ -145,3 +148,24 @@ async def test_close_waits_for_a_commit_running_in_its_thread(tmp_path, nursery)
     assert result == ["committed"]
     with pytest.raises(StoreError):
         await store.write(slow_op)
+
+
+async def test_a_commit_does_not_queue_behind_threads_other_work_holds(store):
+    """With 512 channels reading at once, every token of trio's default thread limiter was
+    taken (40) and each group commit waited behind the reads for a thread: 0.3-0.5 s per write
+    (bench/channels.py --many). The writer has a thread of its own."""
+    limiter = trio.to_thread.current_default_thread_limiter()
+    release = threading.Event()
+    async with trio.open_nursery() as n:
+        for _ in range(int(limiter.total_tokens)):
+            n.start_soon(functools.partial(trio.to_thread.run_sync, release.wait, abandon_on_cancel=True))
+        await trio.testing.wait_all_tasks_blocked()
+        assert limiter.available_tokens == 0
+        try:
+            with trio.move_on_after(10) as late:  # a hang guard, not a timing
+                accepted = await store.accept(msg("through"))
+        finally:
+            release.set()
+    assert not late.cancelled_caught, "the commit waited for a thread of the default limiter"
+    assert accepted.complete
+    assert (await store.record(int(accepted.message_id))).text == "through"
