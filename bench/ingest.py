@@ -51,11 +51,38 @@ BANNER_RE = re.compile(r"bind any SMPP 3\.4 client to ([0-9.]+):(\d+)")
 TARGET_RATE = 10_000  # durable submit_sm/s at window 50
 TARGET_P99_MS = 10.0  # at window 50
 TARGET_RSS_MB = 60.0
+JASMIN_W1 = 1_522  # submit_sm/s Jasmin 0.11 accepted at window 1 with this load generator (issue 14)
+TARGET_W1 = 1.2 * JASMIN_W1  # durable submit_sm/s at window 1
 OTHER_CPU_WARN = 15  # % of a core used by other processes during a run
 QUEUE_DEPTH = 200_000  # the demo config's limits.queue_depth
 JASMIN = "Jasmin 0.11 (reference, not measured here): ~1,400/s at window 1, ~3,000/s at window 50 (p99 27 ms), ~470 MB resident"
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def commit_floor(directory: str, n: int = 300) -> dict[str, float]:
+    """What the disk allows at window 1: one submit in flight means one durable commit per submit,
+    so the bridge can never beat 1 / (commit latency). Timed like the bridge commits (SQLite, WAL,
+    synchronous=FULL, one small row per transaction) in a file on the same file system as the
+    bridge's store; returns the median and p90 commit in microseconds."""
+    d = tempfile.mkdtemp(prefix="commit-floor-", dir=directory)
+    try:
+        c = sqlite3.connect(os.path.join(d, "floor.sqlite3"), isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=FULL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("INSERT INTO t(body) VALUES (?)", (b"x" * 160,))
+            c.execute("COMMIT")
+            times.append(time.perf_counter() - t)
+        c.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    times.sort()
+    return {"median_us": times[n // 2] * 1e6, "p90_us": times[int(n * 0.9)] * 1e6}
 
 
 def free_port() -> int:
@@ -353,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plan per round: warm-up {a.warmup}, then " + ", ".join(
         f"{label} ({s} session{'s' if s > 1 else ''}, window {w}, {c} submits)" for label, s, w, c in plan
     ) + f"; {a.rounds} round(s)")  # fmt: skip
+    floor_dir = tempfile.gettempdir()  # where run_round makes the bridge's data dirs
+    floors = [commit_floor(floor_dir)]
     rounds = [run_round(a, plan, i + 1) for i in range(a.rounds)]
+    floors.append(commit_floor(floor_dir))
 
     # -- summary: medians over rounds -------------------------------------------------------------
     summary: list[dict[str, Any]] = []
@@ -408,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     targets: dict[str, Any] = {}
     print()
     print("targets:")
-    wref = 50 if 50 in a.windows else max(a.windows)
+    wref = 50
     for s in [s for s in summary if s["window"] == wref]:
         rate_ok = s["rate_per_s"] >= TARGET_RATE and s["accepted_all"]
         p99_ok = s["p99_ms"] < TARGET_P99_MS
@@ -418,8 +448,21 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['rate_per_s']:,.0f}/s  {'MET' if rate_ok else 'MISSED'}")  # fmt: skip
         print(f"  [{s['label']}] p99 < {TARGET_P99_MS:g} ms at window {wref}: {s['p99_ms']:.2f} ms  "
               f"{'MET' if p99_ok else 'MISSED'}")  # fmt: skip
-    if wref != 50:
-        print(f"  (no window-50 run: the targets above use window {wref})")
+    if 50 not in a.windows:
+        print("  (no window-50 run: the 10,000/s and p99 targets are judged at window 50)")
+    for s in [s for s in summary if s["window"] == 1 and s["sessions"] == 1]:
+        w1_ok = s["rate_per_s"] >= TARGET_W1 and s["accepted_all"]
+        targets[f"rate_{s['label']}"] = {"value": s["rate_per_s"], "target": TARGET_W1, "ok": w1_ok}
+        print(f"  [{s['label']}] >= {TARGET_W1:,.0f} durable submit_sm/s at window 1 (1.2 x Jasmin 0.11's "
+              f"{JASMIN_W1:,}/s, which answers before anything is on disk): {s['rate_per_s']:,.0f}/s  "
+              f"{'MET' if w1_ok else 'MISSED'}")  # fmt: skip
+        ceiling = [1e6 / f["median_us"] for f in floors]
+        print(f"  [{s['label']}] the disk's ceiling at window 1 (one fsynced SQLite commit per submit, timed "
+              f"before and after the rounds): median commit {floors[0]['median_us']:,.0f} / "
+              f"{floors[1]['median_us']:,.0f} us (p90 {floors[0]['p90_us']:,.0f} / {floors[1]['p90_us']:,.0f}) "
+              f"= at most {ceiling[0]:,.0f} / {ceiling[1]:,.0f} submits/s; the bridge reached "
+              f"{s['rate_per_s'] / max(ceiling):.0%} of the better one")  # fmt: skip
+        targets[f"disk_ceiling_{s['label']}"] = {"commit_us": floors, "per_s": ceiling}
     mem_ok = hwm is not None and hwm < TARGET_RSS_MB
     targets["rss"] = {"value": hwm, "target": TARGET_RSS_MB, "ok": mem_ok}
     print(f"  < {TARGET_RSS_MB:g} MB resident (peak VmHWM, worst round): {hwm} MB  {'MET' if mem_ok else 'MISSED'}")
