@@ -22,6 +22,8 @@ Rules
   checked (``FileWatch``): a deleted, replaced or read-only store fails every write with
   ``StoreError`` (nothing acknowledged) and ``fault`` says why; ``ping()`` (readiness) then fails.
 * Reads use their own connection (WAL lets them run beside the writer), one at a time.
+* Group commits run on a worker thread of the writer's own, never waiting for a token of trio's
+  default thread limiter, which reads (and all other ``to_thread`` work) share.
 """
 
 from __future__ import annotations
