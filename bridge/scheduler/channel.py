@@ -29,6 +29,11 @@ Rules
   failure (the store could not write, a bug) is rescued: the message is taken up again from its
   stored state after RESCUE_DELAY, like after a crash, and given up (finished UNKNOWN with its
   receipt) after MAX_RESCUES failures in a row, so one poisoned message never holds its channel.
+  A store that cannot write at all (``StoreUnwritable``: disk full, read-only, file gone) says
+  nothing about the message: such failures are not counted towards giving up, the message is
+  taken up again every RESCUE_DELAY until the store writes (its outage is an alert of its own),
+  and a message whose giving up could not be stored is taken up again too: none waits for a
+  restart.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from ..inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from ..lifecycle import InvalidTransition, State, is_final
 from ..receipts.policy import Outcome
 from ..smpp.text import message_class, split_text
-from ..store import ClaimedElsewhere, MessageRecord, QueueEntry, Superseded
+from ..store import ClaimedElsewhere, MessageRecord, QueueEntry, StoreUnwritable, Superseded
 from .caps import CapCounter
 from .parts import part_result
 from .recovery import resume
@@ -198,17 +203,26 @@ class Channel:
 
     async def _rescue(self, entry: QueueEntry, exc: Exception) -> None:
         """Handling ``entry`` failed (the store could not write, or a bug): take it up again from
-        its stored state after RESCUE_DELAY, or give it up after MAX_RESCUES in a row."""
+        its stored state after RESCUE_DELAY, or give it up after MAX_RESCUES in a row. A store
+        that cannot write at all is not the message's fault and does not count."""
         self.sched.metrics.scheduler_errors.inc()
-        if self.sched.note_failure(entry.id) > MAX_RESCUES:
+        unwritable = isinstance(exc, StoreUnwritable)
+        if not unwritable and self.sched.note_failure(entry.id) > MAX_RESCUES:
             log.error("channel %s: handling message %s failed", self.key, entry.id, exc_info=exc)
-            await self.sched.give_up(entry.id, exc, self)
-            return
-        log.error(
-            "channel %s: handling message %s failed (the store could not write, or a bug); "
-            "it is taken up again from its stored state in %.0f s",
-            self.key, entry.id, RESCUE_DELAY, exc_info=exc,
-        )  # fmt: skip
+            if await self.sched.give_up(entry.id, exc, self):
+                return
+        elif unwritable:
+            log.error(
+                "channel %s: message %s waits for the store, which cannot write (%s); it is taken "
+                "up again from its stored state every %.0f s until the store writes",
+                self.key, entry.id, exc, RESCUE_DELAY,
+            )  # fmt: skip
+        else:
+            log.error(
+                "channel %s: handling message %s failed (the store could not write, or a bug); "
+                "it is taken up again from its stored state in %.0f s",
+                self.key, entry.id, RESCUE_DELAY, exc_info=exc,
+            )  # fmt: skip
         await trio.sleep(RESCUE_DELAY)
         # Like crash recovery: the stored state says where the message is (still queued, or
         # with a device: reconciled through the device), so nothing is lost or sent twice.

@@ -150,30 +150,31 @@ class Scheduler:
         n = self.failures[mid] = self.failures.get(mid, 0) + 1
         return n
 
-    async def give_up(self, mid: int, exc: BaseException, channel: Channel | None = None) -> None:
+    async def give_up(self, mid: int, exc: BaseException, channel: Channel | None = None) -> bool:
         """A message whose handling failed MAX_RESCUES + 1 times in a row: finish it UNKNOWN
-        with its receipt (nobody can say whether a device took it), so its channel goes on."""
-        self.failures.pop(mid, None)
-        self.tracker.forget(mid)
+        with its receipt (nobody can say whether a device took it), so its channel goes on.
+        False when even that could not be stored: the caller takes the message up again later
+        (a channel from its stored state, the report tracker on its next pass)."""
         device, ch = (channel.device_name, channel.id) if channel is not None else ("", "")
-        self.metrics.messages_poisoned.labels(device, ch).inc()
         detail = f"handling failed {MAX_RESCUES + 1} times in a row: {type(exc).__name__}: {exc}"[:300]
         try:
             await self.finish(mid, Outcome(State.UNKNOWN, "UNKNOWN", 0, None, detail))
         except Exception:
-            # Not even that could be stored: leave it to crash recovery after the next start
-            # rather than hold the channel.
             log.exception(
-                "message %s could not be finished after repeated failures; it stays in the store "
-                "and is looked at again after a restart. Check the disk and the log above.", mid,
+                "message %s could not be finished after repeated failures; it is taken up again "
+                "in %.0f s. Check the disk and the log above.", mid, RESCUE_DELAY,
             )  # fmt: skip
-            return
+            return False
+        self.failures.pop(mid, None)
+        self.tracker.forget(mid)
+        self.metrics.messages_poisoned.labels(device, ch).inc()
         log.error(
             "message %s given up as UNKNOWN on %s: %s. Its receipt says UNKNOWN; the traceback "
             "above shows the fault: report it as a bug (with the device's answer) and check "
             "with the recipient whether the SMS arrived.",
             mid, f"{device}:{ch}" if channel is not None else "the report tracker", detail,
         )  # fmt: skip
+        return True
 
     async def intermediate(self, mid: int) -> None:
         """The device took the first part: an ENROUTE receipt if the ESME asked (bit 4)."""

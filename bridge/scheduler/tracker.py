@@ -11,7 +11,8 @@ Rules
 * Each message is checked in a task of its own (at most TRACK_CONCURRENCY at once), and one
   device that is slow to answer never holds up the reports of the others. A message whose
   check fails is tried again after RESCUE_DELAY, and given up (UNKNOWN, with its receipt) after
-  MAX_RESCUES failures in a row.
+  MAX_RESCUES failures in a row (failures of a store that cannot write at all are not counted,
+  and a message whose giving up could not be stored stays followed).
 * What is followed lives in memory only; after a restart ``recovery.recover`` hands every SENT
   message of such a device to the tracker again.
 """
@@ -25,6 +26,7 @@ import trio
 
 from ..devices.base import DeliveryState
 from ..lifecycle import State
+from ..store import StoreUnwritable
 from .channel import MAX_RESCUES, RESCUE_DELAY
 from .parts import part_result
 
@@ -72,11 +74,16 @@ class ReportTracker:
                         self._tracked.pop(mid, None)
             except Exception as exc:
                 self.sched.metrics.scheduler_errors.inc()
-                log.exception("following the reports of message %s failed; will retry", mid)
-                if self.sched.note_failure(mid) > MAX_RESCUES:
-                    await self.sched.give_up(mid, exc)
+                if isinstance(exc, StoreUnwritable):
+                    # The store's fault, not the message's: not counted towards giving up; it
+                    # stays followed and is checked again once the store writes.
+                    log.error("following the reports of message %s: the store cannot write (%s); will retry", mid, exc)
                 else:
-                    await trio.sleep(RESCUE_DELAY)  # this message only: the others go on
+                    log.exception("following the reports of message %s failed; will retry", mid)
+                    # Given up only when that could be stored; else it stays followed.
+                    if self.sched.note_failure(mid) > MAX_RESCUES and await self.sched.give_up(mid, exc):
+                        return
+                await trio.sleep(RESCUE_DELAY)  # this message only: the others go on
             else:
                 self.sched.failures.pop(mid, None)
             finally:

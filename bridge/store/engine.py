@@ -50,7 +50,7 @@ from .guard import (
     verify,
     writable_problem,
 )
-from .records import StoreError
+from .records import StoreError, StoreUnwritable
 from .schema import NOT_FINAL, open_db, migrate
 
 log = logging.getLogger("bridge.store")
@@ -276,7 +276,7 @@ class Engine:
         if fault is not None:
             for w in batch:
                 w.hooks = []
-                w.error = StoreError(fault)
+                w.error = StoreUnwritable(fault)
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -333,7 +333,8 @@ class Engine:
             self._rollback(conn)
             self._last_id, self.active_count = last_id, active
             w.hooks = []
-            w.error = StoreError(f"could not write to {self.path}: {exc}")
+            kind = StoreUnwritable if _is_fatal(exc) else StoreError
+            w.error = kind(f"could not write to {self.path}: {exc}")
         except Exception as exc:
             self._rollback(conn)
             self._last_id, self.active_count = last_id, active
@@ -366,7 +367,7 @@ class Engine:
         )
         for w in batch:
             w.hooks = []
-            w.error = StoreError(f"could not commit to {self.path}: {exc}")
+            w.error = StoreUnwritable(f"could not commit to {self.path}: {exc}")
 
     def _next_id(self) -> int:
         n = self._last_id + 1
@@ -374,7 +375,7 @@ class Engine:
             try:
                 self.guard.reserve(n)
             except OSError as exc:
-                raise StoreError(f"could not reserve message ids in {self.guard.path}: {exc}") from exc
+                raise StoreUnwritable(f"could not reserve message ids in {self.guard.path}: {exc}") from exc
         self._last_id = n
         return n
 

@@ -43,6 +43,12 @@ class StoreError(Exception):
     """The store could not commit (disk full, read-only, I/O error). Nothing was acknowledged."""
 
 
+class StoreUnwritable(StoreError):
+    """The store cannot write at all right now (disk full, read-only, I/O error, its file
+    deleted or replaced): the fault is the store's, not the operation's. The same operation
+    succeeds once the store writes again, so callers wait for that instead of giving up."""
+
+
 class Superseded(Exception):
     """A channel asked to start sending a message that replace_sm changed after the channel
     read it: what goes out must be what the message says when it is claimed. The message is

@@ -24,6 +24,7 @@ import pytest
 import smpplib.consts as sc
 import trio
 
+from bridge.scheduler.channel import MAX_RESCUES, RESCUE_DELAY
 from e2e_support import BridgeProcess, EmulatorProcess, client, goip_config, read_until
 from reliability_support import ReceiptCollector
 
@@ -75,6 +76,11 @@ def wait_for_receipts(receipts: ReceiptCollector, ids: set[str], seconds: float)
     return missing
 
 
+def states_of(bridge: BridgeProcess, ids: set[str]) -> list[tuple[str, str]]:
+    with bridge.db() as db:
+        return [(mid, db.execute("SELECT state FROM messages WHERE id = ?", (int(mid),)).fetchone()) for mid in sorted(ids)]
+
+
 def stored_texts(bridge: BridgeProcess) -> dict[str, str]:
     with bridge.db() as db:
         return {f"{mid:010d}": text for mid, text in db.execute("SELECT id, text FROM messages")}
@@ -82,7 +88,7 @@ def stored_texts(bridge: BridgeProcess) -> dict[str, str]:
 
 @pytest.fixture
 def emulator():
-    e = EmulatorProcess(lines=2, send_duration=0.05)
+    e = EmulatorProcess(lines=2, send_duration=0.3)
     yield e
     e.stop()
 
@@ -113,6 +119,10 @@ def test_disk_full_refuses_honestly_and_recovers_when_space_returns(tmp_path, em
         assert statuses <= {OK, SYSERR, QFULL}, statuses
         assert SYSERR in statuses or QFULL in statuses, "the disk never filled up"
         assert bridge.proc.poll() is None, "the bridge died when the disk filled up"
+        # It stays full for longer than the scheduler's rescues of a failed write last
+        # (MAX_RESCUES + 1 tries, RESCUE_DELAY apart): the messages acknowledged before are
+        # still being sent meanwhile (2 lines, 0.3 s a send), and none of their writes land.
+        time.sleep((MAX_RESCUES + 2) * RESCUE_DELAY)
 
         # Space returns: it accepts again, without a restart.
         filler.unlink()
@@ -136,23 +146,24 @@ def test_disk_full_refuses_honestly_and_recovers_when_space_returns(tmp_path, em
         # A few lines per kind of trouble, not one per refused submit (logs.RepeatFilter).
         error_lines = [line for line in log.splitlines() if " ERROR " in line]
         assert len(error_lines) < len(refused), "\n".join(error_lines)
-        # What the scheduler was handling while it could not write is stuck until a restart
-        # (see test_store_outage_does_not_strand_messages_being_sent); after one, everything
-        # acknowledged is final and reported, and nothing went out twice.
-        stuck = wait_for_receipts(receipts, set(acked), 10)
-        if stuck:
-            receipts.stop()
-            bridge.stop()
-            bridge.start()
-            receipts = ReceiptCollector(lambda: bridge.port).start()
-            assert wait_for_receipts(receipts, stuck, 30) == set(), "still not reported after a restart"
+        # Nothing is stranded: what the scheduler was handling while it could not write is taken
+        # up again once space returns, without a restart; everything acknowledged is sent and
+        # reported (the rescue of a failed write waits RESCUE_DELAY, a few seconds).
+        stuck = wait_for_receipts(receipts, set(acked), 60)
+        assert stuck == set(), (
+            f"{len(stuck)} acknowledged messages never reported without a restart: "
+            + ", ".join(f"{mid} {state}" for mid, state in states_of(bridge, stuck))
+        )
+        # And a store that could not write is no reason to give a message up as UNKNOWN.
+        unknown = [mid for mid, got in receipts.by_id().items() if mid in acked and any(st == "UNKNOWN" for _t, st in got)]
+        assert unknown == [], f"given up as UNKNOWN: {unknown}"
         sent = [s["text"] for s in emulator.sent()]
         assert len(sent) == len(set(sent)), "a message went out twice"
         with bridge.db() as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         print(f"disk full: {len(acked)} acknowledged, {len(refused)} refused "
               f"({sum(1 for _t, s, _m in everything if s == SYSERR)} ESME_RSYSERR), every acknowledged one sent and "
-              f"reported; {len(stuck)} waited for a restart")
+              f"reported without a restart")
     finally:
         if receipts is not None:
             receipts.stop()
@@ -260,25 +271,35 @@ async def test_full_and_read_only_database_in_process(tmp_path):
     assert not refused & set(stored.values())  # nothing refused stored
 
 
-async def test_store_outage_does_not_strand_messages_being_sent(tmp_path):
+@pytest.mark.parametrize("outage_rescues", [1, 12], ids=["short", "longer-than-the-rescues"])
+async def test_store_outage_does_not_strand_messages_being_sent(tmp_path, monkeypatch, outage_rescues):
+    """Every commit fails for a while (as a full disk makes them fail) while the channels are
+    sending, then the store writes again: every acknowledged message is sent exactly once and
+    ends DELIVERED/ACCEPTED as usual, without a restart. The longer outage lasts many rescue
+    delays: a store that cannot write says nothing about the message, so it must neither be
+    given up as UNKNOWN (it was never sent, or the device can tell) nor be left waiting for a
+    restart."""
     from bridge.devices.goip_http.emulator import GoipEmulator
+    from bridge.scheduler import channel
 
+    monkeypatch.setattr(channel, "RESCUE_DELAY", 0.25)
     emulator = GoipEmulator(lines=2, send_duration=0.2)
     async with trio.open_nursery() as nursery:
         goip_port = await nursery.start(emulator.serve, "127.0.0.1", 0)
         app = await start_app(nursery, tmp_path, goip_port)
         c = await trio.to_thread.run_sync(lambda: client(app.smpp_ports[0], timeout=30))
         await trio.to_thread.run_sync(lambda: c.bind_transmitter(system_id="alice", password="secret1"))
-        ids = [(await trio.to_thread.run_sync(submit_one, c, i, "outage"))[2] for i in range(10)]
+        submitted = [await trio.to_thread.run_sync(submit_one, c, i, "outage") for i in range(10)]
+        ids = [mid for _t, _s, mid in submitted]
         # The store cannot write for a while (every commit fails the way a full disk makes it
         # fail), then it can again.
         commit_batch = app.store._commit_batch
         app.store._commit_batch = lambda batch: app.store._fail_all(
             batch, sqlite3.OperationalError("database or disk is full"))
-        await trio.sleep(3)
+        await trio.sleep(outage_rescues * channel.RESCUE_DELAY + 0.5)
         app.store._commit_batch = commit_batch
         finals = ("delivered", "acknowledged", "undeliverable", "expired", "rejected", "unknown")
-        with trio.move_on_after(10):  # they need about 2 s once the store writes again
+        with trio.move_on_after(15):  # they need about 2 s once the store writes again
             while True:
                 states = [(await app.store.get(mid)).state.value for mid in ids]
                 if all(s in finals for s in states):
@@ -287,3 +308,6 @@ async def test_store_outage_does_not_strand_messages_being_sent(tmp_path):
         await trio.to_thread.run_sync(c.disconnect)
         nursery.cancel_scope.cancel()
     assert all(s in finals for s in states), states
+    assert "unknown" not in states, states
+    sent = sorted(s.text for s in emulator.sent)
+    assert sent == sorted(text for text, _s, _m in submitted), "each message sent exactly once"
