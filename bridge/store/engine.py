@@ -21,7 +21,12 @@ Rules
   what to run). Before every group commit, and every ``WATCH_SECONDS`` when idle, the file is
   checked (``FileWatch``): a deleted, replaced or read-only store fails every write with
   ``StoreError`` (nothing acknowledged) and ``fault`` says why; ``ping()`` (readiness) then fails.
-* Reads use their own connection (WAL lets them run beside the writer), one at a time.
+* Reads use their own connection (WAL lets them run beside the writer), one at a time: they
+  wait their turn in trio (``_read_turn``), not in a worker thread each. Otherwise every read
+  waiting for the connection held a thread of trio's cache (up to 40 at once when the report
+  tracker, the scheduler and the outbox read together), and such threads were started and
+  ended by the dozen under steady sending (14 to 32 alive in bench/soak.py; 4 with one read
+  at a time).
 * Group commits run on a worker thread of the writer's own, never waiting for a token of trio's
   default thread limiter, which reads (and all other ``to_thread`` work) share.
 """
@@ -127,6 +132,7 @@ class Engine:
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._rlock = threading.Lock()
+        self._read_turn = trio.Lock()  # one read in a worker thread at a time (module rules)
         # Held by the worker thread for a whole group commit: close() waits for it, so a
         # connection is never closed under a commit still running (SQLite would crash).
         self._wlock = threading.Lock()
@@ -388,14 +394,15 @@ class Engine:
                     raise StoreError("the store is closed")
                 return fn(self._rconn)
 
-        return await self._thread_for(None, run)
+        async with self._read_turn:
+            return await self._thread_for(None, run)
 
     async def _thread_for(self, kind: str | None, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` away from the event loop in a worker thread: for ``kind`` "write" (the
         group commits) a thread of the writer's own, so that a commit never queues behind
         reads for a token of trio's default limiter (40 threads shared by every to_thread of
         the process: 512 channels reading at once took them all); for reads (None) a thread of
-        the default limiter, where they wait for the read connection's lock."""
+        the default limiter, taken by one read at a time (``_read_turn``)."""
         if not self._own_threads:
             return await self._run_sync(fn, *args)
         if kind is None:

@@ -169,3 +169,39 @@ async def test_a_commit_does_not_queue_behind_threads_other_work_holds(store):
     assert not late.cancelled_caught, "the commit waited for a thread of the default limiter"
     assert accepted.complete
     assert (await store.record(int(accepted.message_id))).text == "through"
+async def test_reads_waiting_their_turn_hold_no_worker_threads(store, monkeypatch):
+    """Reads share one connection, one at a time. Many at once (the report tracker, the
+    scheduler and the outbox read together) wait in trio, not each in a worker thread of its
+    own: 14 to 32 such threads came and went under steady sending, and the C heap grew
+    fragmented (bench/soak.py)."""
+    import time
+
+    from bridge.store import engine
+
+    busy = most = 0
+    guard = threading.Lock()
+    in_thread = engine._in_thread
+
+    async def counting_in_thread(fn, *args, **kw):
+        def counted():  # from the moment a worker thread takes the call up
+            nonlocal busy, most
+            with guard:
+                busy += 1
+                most = max(most, busy)
+            try:
+                return fn(*args)
+            finally:
+                with guard:
+                    busy -= 1
+
+        return await in_thread(counted, **kw)
+
+    def slow_read(conn):
+        time.sleep(0.002)  # the connection is held meanwhile
+        return conn.execute("SELECT 1").fetchone()
+
+    monkeypatch.setattr(engine, "_in_thread", counting_in_thread)
+    async with trio.open_nursery() as n:
+        for _ in range(30):
+            n.start_soon(store.read, slow_read)
+    assert most == 1, f"{most} worker threads taken at once by 30 concurrent reads"
