@@ -10,9 +10,10 @@ What it does: starts the bridge (``smpp-bridge run``) with ``--esmes`` ESMEs, bi
 ``--binds`` times (transceivers), and submits ``--rate`` submit_sm per second in total, spread
 evenly over the binds (paced, not as fast as possible: a soak looks for drift, not for the
 ceiling; bench/ingest.py measures the ceiling), each bind with at most ``--window`` outstanding.
-Every ``--interval`` seconds it prints the bridge's VmRSS and open file descriptors (from
-/proc/<pid>) and the submit latency p50/p99/max of that interval (submit_sm written -> its
-submit_sm_resp read, i.e. including the durable commit).
+Every ``--interval`` seconds it prints the bridge's VmRSS, open file descriptors and threads
+(from /proc/<pid>; a thread count swinging by the dozen went with a C heap that kept growing:
+README, soak figures) and the submit latency p50/p99/max of that interval (submit_sm written ->
+its submit_sm_resp read, i.e. including the durable commit).
 
 Where the messages go. By default end to end, as deployed: an emulated GoIP with ``--lines``
 (32) fast lines and one route, every submit asking for a receipt, and ``--inbound`` SMS per
@@ -93,6 +94,10 @@ def rss_kb(pid: int) -> int:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -212,7 +217,7 @@ def run_soak(
             f"{f', {inbound:g} inbound SMS/s' if inbound else ''}, "
             f"MALLOC_ARENA_MAX={malloc_arena_max or 'unset (glibc default)'}; "
             f"bridge pid {pid}, RSS {rss_kb(pid) / 1024:.1f} MiB, {fd_count(pid)} fds after the binds")
-        say(f"{'t (s)':>6} {'submits':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'RSS MiB':>8} {'fds':>5}"
+        say(f"{'t (s)':>6} {'submits':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'RSS MiB':>8} {'fds':>5} {'thr':>4}"
             + (f" {'receipts':>8} {'MO':>5} {'backlog':>7}" if lines else ""))
         registered = 1 if lines else 0
         started = time.monotonic()
@@ -299,11 +304,12 @@ def run_soak(
                     "t": round(now - started, 1), "submits": len(lat), "errors": int_errors,
                     "p50_ms": round(percentile(lat, 50) * 1000, 2), "p99_ms": round(percentile(lat, 99) * 1000, 2),
                     "max_ms": round(max(lat, default=0) * 1000, 2), "rss_kb": rss_kb(pid), "fds": fd_count(pid),
+                    "threads": thread_count(pid),
                     "receipts": int_receipts, "mo": int_mo, "backlog": accepted - receipts if lines else 0,
                 }
                 samples.append(sample)
                 say(f"{sample['t']:>6.0f} {sample['submits']:>8} {sample['errors']:>6} {sample['p50_ms']:>7.2f} "
-                    f"{sample['p99_ms']:>7.2f} {sample['max_ms']:>7.2f} {sample['rss_kb'] / 1024:>8.1f} {sample['fds']:>5}"
+                    f"{sample['p99_ms']:>7.2f} {sample['max_ms']:>7.2f} {sample['rss_kb'] / 1024:>8.1f} {sample['fds']:>5} {sample['threads']:>4}"
                     + (f" {int_receipts:>8} {int_mo:>5} {sample['backlog']:>7}" if lines else ""))
                 lat = []
                 int_errors = int_receipts = int_mo = 0
