@@ -221,10 +221,11 @@ class Acceptance:
                 route=self._route(esme.system_id, dest),
                 **common,
             )
+            self._check_start(msg.route, text, concat)
             out = [Submit(msg, segments)]
             unsuccess: list[dict[str, Any]] = []
         else:
-            out, unsuccess = self._multi(esme, p, common, segments)
+            out, unsuccess = self._multi(esme, p, common, segments, text)
             if concat is not None:
                 raise Refused(Status.RSUBMITFAIL, "long message to many destinations")
         total = segments * len(out)
@@ -296,7 +297,7 @@ class Acceptance:
             )
 
     def _multi(
-        self, esme: EsmeConfig, p: Mapping[str, Any], common: dict[str, Any], segments: int
+        self, esme: EsmeConfig, p: Mapping[str, Any], common: dict[str, Any], segments: int, text: str
     ) -> tuple[list[Submit], list[dict[str, Any]]]:
         out: list[Submit] = []
         unsuccess: list[dict[str, Any]] = []
@@ -312,6 +313,7 @@ class Acceptance:
                         route=self._route(esme.system_id, d["destination_addr"]),
                         **common,
                     )
+                    self._check_start(msg.route, text, None)
                     out.append(Submit(msg, segments))
                 except Refused as r:
                     unsuccess.append(
@@ -337,6 +339,32 @@ class Acceptance:
                 Status.RINVNUMDESTS if not unsuccess else Status.RINVDSTADR, "no valid destination"
             )
         return out, unsuccess
+
+    def _check_start(self, route_name: str | None, text: str, concat: Any) -> None:
+        """Refuse a text that no device of its route can send: some firmware refuses a text that
+        starts with a given character (GoIP HTTP: '['). The bridge's own splitting keeps later
+        parts from starting with one, but the first character is the sender's. Better refused
+        now, with the reason, than acknowledged and reported undeliverable later."""
+        if not text or (concat is not None and concat.seq != 1):
+            return
+        route = self.config.route(route_name) if route_name else None
+        if route is None:
+            return
+        kinds: set[str] = set()
+        seen: set[str] = set()
+        while route is not None and route.name not in seen:  # the route and its failovers
+            seen.add(route.name)
+            kinds |= {d.kind for d in (self.config.device(name) for name, _ in route.channels) if d is not None}
+            route = self.config.route(route.failover) if route.failover else None
+        route = self.config.route(route_name)
+        assert route is not None
+        if kinds and all(text[0] in device_registry.capabilities(k).part_start_refused for k in kinds):
+            log.info("a text starting with %r to route %s refused: its devices (%s) cannot send it",
+                     text[0], route.name, "/".join(sorted(kinds)))
+            raise Refused(
+                Status.RSUBMITFAIL,
+                f"route {route.name}'s devices cannot send a text starting with {text[0]!r}",
+            )
 
     def _route(self, esme_id: str, dest: str) -> str | None:
         """The route for a destination; refuses the submit when routes exist and none fits, or

@@ -320,3 +320,37 @@ def test_a_device_kind_that_honours_the_sender_is_not_counted(caplog, monkeypatc
     submit(acc, cfg.esme("shop"), source_addr="MyShop", source_addr_ton=5)
     assert not_honoured(metrics, "shop") == 0
     assert not any("SIM's own number" in r.getMessage() for r in caplog.records)
+
+
+# -- what the route's devices cannot send ------------------------------------------------------
+
+ROUTED = """
+esmes:
+  - {system_id: app, password: secret1}
+devices:
+  - {name: goip1, kind: goip_http, url: "http://127.0.0.1:1", username: u, password: p, lines: 2}
+  - {name: phone, kind: smsgate, url: "http://127.0.0.1:2", username: u, password: p}
+routes:
+  - {name: goips, prefixes: ["+4917"], channels: [goip1]}
+  - {name: mixed, prefixes: ["+4915"], channels: [goip1, phone]}
+"""
+
+
+def test_a_text_no_device_of_its_route_can_start_with_is_refused_at_submit():
+    """GoIP HTTP firmware answers HTTP 500 to a text starting with '['. The bridge's splitting
+    keeps later parts from starting with one, but a message that starts with it could only be
+    acknowledged and then reported undeliverable (found by the lifecycle model's full form):
+    refused at once with the reason, unless another device of the route can send it."""
+    cfg = load_config_text(ROUTED)
+    acc = Acceptance(cfg, clock=lambda: NOW, monotonic=lambda: 100.0)
+    acc.route_for = lambda _esme, dest: "goips" if dest.startswith("+4917") else "mixed"
+    acc.routes_configured = True
+    esme = cfg.esme("app")
+    with pytest.raises(Refused) as info:
+        acc.decide(esme, SUBMIT_SM, {"destination_addr": "+491701234567", "data_coding": 0}, b"\x1b<")  # "[" in GSM 03.38
+    assert info.value.status == Status.RSUBMITFAIL and "'['" in info.value.reason
+    with pytest.raises(Refused):
+        acc.decide(esme, SUBMIT_SM, {"destination_addr": "+491701234567", "data_coding": 3}, b"[x]")
+    # A route with a device that can send it takes it; so does a '[' later in the text.
+    assert acc.decide(esme, SUBMIT_SM, {"destination_addr": "+491501234567", "data_coding": 3}, b"[ok]")
+    assert acc.decide(esme, SUBMIT_SM, {"destination_addr": "+491701234567", "data_coding": 0}, b"ok \x1b<1\x1b>")
