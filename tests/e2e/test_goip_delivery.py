@@ -67,6 +67,9 @@ def test_no_receipt_unless_asked_and_failure_only_mode(tmp_path, emulator):
         c = trx(bridge)
         submit(c, b"no receipt please", registered_delivery=0)
         ok = submit(c, b"failure-only, succeeds", registered_delivery=2)
+        # The failure is armed only once the first two went out (armed earlier, a slow machine
+        # could still be sending the second: it would take the failure meant for the third).
+        wait_for(lambda: len(emulator.sent()) == 2)
         emulator.faults(fail_next={"1": [1, "2172"], "2": [1, "2172"], "3": [1, "2172"], "4": [1, "2172"]})
         bad = submit(c, b"failure-only, fails", registered_delivery=2)
         (dlr,) = receive_deliver_sm(c, 1)
