@@ -196,7 +196,7 @@ async def test_flash_is_recorded(emu, method):
         await d.aclose()
     assert [(s.text, s.flash) for s in emu.sent] == [("class 0", True), ("normal", False)]
     if method == "post":
-        # The seed calls flash a query parameter: it rides in the URL (no secret there).
+        # brevis.one documents flash as a query parameter: it rides in the URL (no secret there).
         assert emu.requests[0].target == "/api.php?flash=true"
         assert emu.requests[1].target == "/api.php"
     else:
