@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from e2e_support import BridgeProcess, client, free_port, read_until
+from e2e_support import BridgeProcess, client, free_port, read_until, wait_for
 from reliability_support import Goip, ReceiptCollector, metric_sum, scrape, size
 
 FAULTS = {
@@ -160,6 +160,11 @@ def test_device_faults_leave_nothing_stuck(tmp_path, gone_s, wave1, wave2, trick
             time.sleep(trickle_every)
         during = scrape(bridge.admin_url)
         devices["gone"].back()
+        # Wave 2 once the bridge has seen the device back (a health check ends its channels'
+        # quarantine): then the device that came back takes messages again. Started earlier, on a
+        # slow machine the other devices could take the whole wave first.
+        wait_for(lambda: metric_sum(scrape(bridge.admin_url), "smpp_bridge_channel_state",
+                                    device="gone", state="ready") >= 1, timeout=60)
         # Wave 2: the device that came back takes messages again.
         for _ in range(wave2):
             tx.submit()
