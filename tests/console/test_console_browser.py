@@ -43,6 +43,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
@@ -114,7 +115,9 @@ def test_console_in_chromium(site, browser):
     base = bridge.admin_url + "/console"
     d = browser
     watch = Watch(d)
-    wait = WebDriverWait(d, 20, poll_frequency=0.1)
+    # The overview swaps its live fragment every few seconds: an element read just as it is
+    # replaced is stale, and the wait reads it again.
+    wait = WebDriverWait(d, 20, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
 
     # Log in: the console sends an unknown visitor to its login page, and back after it.
     d.get(base + "/channels")

@@ -59,15 +59,17 @@ class UnansweredSubmits:
     def __init__(self, hold: float = HOLD, limit: int = LIMIT) -> None:
         self.hold = hold
         self.limit = limit
-        self._by_esme: dict[str, dict[Key, list[tuple[str, float]]]] = {}
+        self._by_esme: dict[str, dict[Key, list[tuple[str, float, int]]]] = {}
+        self._seq = 0  # order of remembering: the oldest goes first among equal expiry times
 
     def remember(self, esme: str, key: Key, message_id: str, now: float) -> None:
         if esme in self._by_esme:
             self._expire(esme, now)
         entries = self._by_esme.setdefault(esme, {})
-        entries.setdefault(key, []).append((message_id, now + self.hold))
+        self._seq += 1
+        entries.setdefault(key, []).append((message_id, now + self.hold, self._seq))
         while sum(len(v) for v in entries.values()) > self.limit:
-            oldest = min(entries, key=lambda k: entries[k][0][1])
+            oldest = min(entries, key=lambda k: (entries[k][0][1], entries[k][0][2]))
             entries[oldest].pop(0)
             if not entries[oldest]:
                 del entries[oldest]
@@ -81,7 +83,7 @@ class UnansweredSubmits:
         ids = entries.get(key) if entries else None
         if not ids:
             return None
-        message_id, _ = ids.pop(0)
+        message_id = ids.pop(0)[0]
         if not ids:
             del entries[key]
         return message_id
@@ -92,7 +94,7 @@ class UnansweredSubmits:
     def _expire(self, esme: str, now: float) -> None:
         entries = self._by_esme[esme]
         for key in [k for k, ids in entries.items() if ids and ids[0][1] <= now]:
-            ids = [(m, t) for m, t in entries[key] if t > now]
+            ids = [e for e in entries[key] if e[1] > now]
             if ids:
                 entries[key] = ids
             else:
