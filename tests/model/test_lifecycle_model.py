@@ -314,6 +314,7 @@ class Run:
         if s.resend_part >= 0 and s.resend_part != s.drop_part:
             order.append(s.resend_part)
         ids: list[str] = []
+        refused = 0
         for i in order:
             body = s.chunks[i].encode(codec)
             if s.form == "udh8":
@@ -326,8 +327,11 @@ class Run:
             r = await self.esme.request(pdu)
             if r.command_status == Status.ROK:
                 ids.append(r.params["message_id"])
+            else:
+                refused += 1  # e.g. a first part no device of the route can start with
         if ids:
-            expect(dest, ids, complete=s.drop_part < 0)
+            # A part never sent, or refused, leaves the message incomplete: it ends by its validity.
+            expect(dest, ids, complete=s.drop_part < 0 and not refused)
 
     # ---- operations on earlier messages
 
