@@ -60,6 +60,19 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def demo_common_yaml(*, smpp_port: int, admin_port: int, store_path: str, admin_note: str = "") -> str:
+    """What every demo site's config starts with: SMPP on loopback, the ESME demo/demo, the admin
+    port on loopback (``admin_note``: a comment line above it), the store."""
+    note = f"  # {admin_note}\n" if admin_note else ""
+    return (
+        f"smpp:\n  listeners:\n    - host: 127.0.0.1\n      port: {smpp_port}\n"
+        "esmes:\n  - system_id: demo\n    password: demo\n"
+        '    allowed_ips: [127.0.0.1, "::1"]\n    max_binds: 10\n'
+        f"admin:\n  host: 127.0.0.1\n{note}  port: {admin_port}\n"
+        f"store:\n  path: {store_path}\n"
+    )
+
+
 def mixed_site_yaml(
     *,
     smpp_port: int,
@@ -80,21 +93,7 @@ def mixed_site_yaml(
         f"""\
         # smpp-bridge demo: a mixed site on emulated hardware (written by `smpp-bridge demo --site mixed`).
         # One device of each kind, routes by destination prefix, failover between device kinds.
-        smpp:
-          listeners:
-            - host: 127.0.0.1
-              port: {smpp_port}
-        esmes:
-          - system_id: demo
-            password: demo
-            allowed_ips: [127.0.0.1, "::1"]
-            max_binds: 10
-        admin:
-          host: 127.0.0.1
-          # The SMSGate phone's webhooks come here: POST /webhooks/smsgate/{PHONE}
-          port: {admin_port}
-        store:
-          path: {store_path}
+        {{common}}
         devices:
           - name: {GOIP_HTTP}
             kind: goip_http
@@ -148,6 +147,9 @@ def mixed_site_yaml(
         routes:
         """
     )
+    head = head.replace("{common}\n", demo_common_yaml(
+        smpp_port=smpp_port, admin_port=admin_port, store_path=store_path,
+        admin_note=f"The SMSGate phone's webhooks come here: POST /webhooks/smsgate/{PHONE}"))
     tail = textwrap.dedent(
         """\
         scheduler:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import trio
 
+from .demo import demo_common_yaml
+
 GOIP, SMSC = "sims", "provider"
 GOIP_LINES = 2
 SMSC_SYSTEM_ID, SMSC_PASSWORD = "bridge", "demo-pw"
@@ -23,23 +25,11 @@ HEALTH_INTERVAL = 2.0
 
 def upstream_site_yaml(*, smpp_port: int, admin_port: int, goip_url: str, smsc_port: int,
                        store_path: str = "bridge.sqlite3") -> str:
-    return textwrap.dedent(f"""\
+    common = demo_common_yaml(smpp_port=smpp_port, admin_port=admin_port, store_path=store_path)
+    yaml = textwrap.dedent(f"""\
         # smpp-bridge demo: SIMs first, an upstream SMSC when they are down
         # (written by `smpp-bridge demo --site upstream`).
-        smpp:
-          listeners:
-            - host: 127.0.0.1
-              port: {smpp_port}
-        esmes:
-          - system_id: demo
-            password: demo
-            allowed_ips: [127.0.0.1, "::1"]
-            max_binds: 10
-        admin:
-          host: 127.0.0.1
-          port: {admin_port}
-        store:
-          path: {store_path}
+        {{common}}
         devices:
           - name: {GOIP}
             kind: goip_http
@@ -75,6 +65,7 @@ def upstream_site_yaml(*, smpp_port: int, admin_port: int, goip_url: str, smsc_p
         inbound:
           default_esme: demo
         """)
+    return yaml.replace("{common}\n", common)
 
 
 async def run_upstream_site(data_dir: Path, smpp_port: int, admin_port: int) -> None:
