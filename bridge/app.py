@@ -25,6 +25,7 @@ import trio
 from .admin import AdminApi, AdminParts
 from .config import Config
 from .connectors.metrics import ConnectorCollector
+from .connectors.reconfigure import ConnectorParts, Connectors
 from .devices import build_driver
 from .receipts.delivery import OutboxDelivery
 from .receipts.policy import Receipts
@@ -123,7 +124,13 @@ class App:
         self._extra: list[Callable[..., Awaitable[Any]]] = []
         self._stopping = False
         self._reload_lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
         server, scheduler = self.server, self.scheduler
+        # Upstream connectors a reload adds, removes or changes while running.
+        self.connectors = Connectors(ConnectorParts(
+            drivers=self.drivers, build=lambda d: instrument(build_driver(d), self.metrics),
+            serve=self._serve_added, scheduler=scheduler, monitor=self.monitor, inbound=self.inbound,
+        ))  # fmt: skip
         self._reload_parts = ReloadParts(
             path=config_path,
             current=lambda: self.config,
@@ -133,6 +140,7 @@ class App:
             apply=(server.update_config, self.delivery.update_config, self.inbound.update_config,
                    self.monitor.init_series),
             update_routes=scheduler.update_routes if scheduler is not None else None,
+            update_connectors=self.connectors.apply,
         )
         self._cancel: trio.CancelScope | None = None
         self.stopped = trio.Event()  # set when run() has ended
@@ -150,6 +158,7 @@ class App:
                 await outer.start(self.store.run)
                 async with trio.open_nursery() as nursery:
                     self._cancel = nursery.cancel_scope
+                    self._nursery = nursery
                     for fn in self._extra:
                         await nursery.start(fn)
                     # Drivers that listen themselves (GoIP SMS-server mode: the GoIP calls us)
@@ -247,6 +256,11 @@ class App:
             where = f" on {getattr(driver, 'host', '?')}:{getattr(driver, 'port', '?')}"
             raise OSError(exc.errno, f"device {name} cannot listen{where}: {exc.strerror or exc}. "
                           "Is another program (or another device of this config) using that port?") from None
+
+    async def _serve_added(self, name: str, driver: Any) -> None:
+        """Start a driver a reload added (an upstream connector) in the app's nursery."""
+        if self._nursery is not None and driver.declared.push_listener:
+            await self._nursery.start(self._serve_driver, name, driver)
 
     def _smsgate_devices(self) -> list[Any]:
         """Devices whose kind calls webhooks (Capabilities.webhooks: SMSGate phones)."""

@@ -57,6 +57,7 @@ import trio
 
 from .config import Config
 from .devices.base import Capability, Driver
+from .keyed_tasks import KeyedTasks
 from .receipts.payload import decode_payload, encode_payload
 from .receipts.policy import NET_SMPP
 from .smpp.concat import build_concat_udh
@@ -233,6 +234,7 @@ class Inbound:
             for name, driver in self.drivers.items()
             if Capability.INBOX in driver.capabilities
         }
+        self._polling = KeyedTasks()  # one poller per device (connectors come and go)
         metrics.optouts.set_function(lambda: store.optout_count)
         self._init_series()
         self._sweep_wake = trio.Event()
@@ -241,14 +243,18 @@ class Inbound:
         """Every labelled series at 0 from the start, so rate() sees the first event."""
         m = self.metrics
         for name in self.pollers:
-            for counter in (m.inbound_received, m.inbound_duplicates, m.inbound_incomplete,
-                            m.inbound_unrouted, m.inbound_poll_errors):  # fmt: skip
-                counter.labels(name)
+            self._init_device_series(name)
         for action in ("optout", "optin"):
             m.optout_events.labels(action)
         for esme in self.config.esmes:
             for action in ("receipt", "reject_submit"):
                 m.optout_blocked.labels(esme.system_id, action)
+
+    def _init_device_series(self, name: str) -> None:
+        m = self.metrics
+        for counter in (m.inbound_received, m.inbound_duplicates, m.inbound_incomplete,
+                        m.inbound_unrouted, m.inbound_poll_errors):  # fmt: skip
+            counter.labels(name)
 
     async def update_config(self, config: Config) -> None:
         """A reloaded config: routes, keywords, timeouts, mo_long and destinations apply from now
@@ -277,9 +283,24 @@ class Inbound:
             log.exception("could not update the destination of queued inbound SMS; they keep the one they have")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sweeper)
-            for poller in self.pollers.values():
-                nursery.start_soon(poller.run)
+            self._polling.bind(nursery)
+            for name, poller in self.pollers.items():
+                self._polling.start(name, poller.run)
             task_status.started()
+
+    def add_device(self, name: str, driver: Driver) -> None:
+        """Poll the inbox of ``name`` from now on (a connector added or changed by a reload)."""
+        self.remove_device(name)
+        self.drivers[name] = driver
+        if Capability.INBOX in driver.capabilities:
+            self.pollers[name] = DevicePoller(self, name, driver)
+            self._init_device_series(name)
+            self._polling.start(name, self.pollers[name].run)
+
+    def remove_device(self, name: str) -> None:
+        self._polling.cancel(name)
+        self.pollers.pop(name, None)
+        self.drivers.pop(name, None)
 
     def _warn_about_config(self) -> None:
         c = self.config

@@ -20,7 +20,9 @@ from typing import Any
 
 import trio
 
+
 from .devices.base import DeviceHealth, SendOutcome
+from .keyed_tasks import KeyedTasks
 from .lifecycle import FINAL, State
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,7 @@ class Monitor:
         self.health: dict[str, tuple[DeviceHealth, float]] = {}
         self.counts: dict[str, int] = {}
         self.counted_at: float | None = None
+        self._checks = KeyedTasks()  # one health loop per device (connectors come and go)
 
     def channels_of(self, device: str) -> tuple[str, ...]:
         """The channels of a device this bridge uses (enabled in the config)."""
@@ -179,10 +182,22 @@ class Monitor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.init_series(self.config)
         async with trio.open_nursery() as nursery:
+            self._checks.bind(nursery)
             for name, driver in self.drivers.items():
-                nursery.start_soon(self._health_loop, name, driver)
+                self._checks.start(name, self._health_loop, name, driver)
             nursery.start_soon(self._count_loop)
             task_status.started()
+
+    def watch(self, config: Any, name: str, driver: Any) -> None:
+        """Check ``name`` from now on (a connector added or changed by a reload); ``config``
+        is the one that has it."""
+        self.config = config
+        self._checks.cancel(name)
+        self._checks.start(name, self._health_loop, name, driver)
+
+    def unwatch(self, name: str) -> None:
+        self._checks.cancel(name)
+        self.health.pop(name, None)
 
     async def _health_loop(self, name: str, driver: Any) -> None:
         while True:

@@ -119,6 +119,14 @@ def spec() -> dict[str, Any]:
                         },
                         "unchanged": {"type": "array", "items": {"type": "string"}},
                         "binds_closed": {"type": "integer"},
+                        "connectors": {
+                            "type": "object",
+                            "description": "upstream connectors the reload changed (names)",
+                            "properties": {
+                                k: {"type": "array", "items": {"type": "string"}}
+                                for k in ("added", "removed", "rebound", "retuned", "bound")
+                            },
+                        },
                     },
                 },
             },

@@ -11,6 +11,9 @@ Rules
   matches), ``scheduler``, ``receipts``, ``limits``, ``inbound`` (and each ESME's ``mo_long``:
   the next inbound SMS is built with it), ``logging.level``, and SMPP timers, window and limits
   for new sessions.
+* ``connectors`` (upstream SMSCs) are added, removed, rebound or retuned at once, before the
+  routes that name them change (bridge/connectors/reconfigure.py); the answer's
+  ``connectors`` says which.
 * Needs a restart (the answer says so, and the running bridge keeps the old values): SMPP
   listeners, ``store``, ``admin``, ``devices`` (channels are tasks with their own drivers),
   ``logging.format`` and ``logging.pdu_log``, and any section this module does not know.
@@ -37,8 +40,6 @@ RESTART_WHY = {
     "admin": "the admin HTTP listener is opened once at start",
     "devices": "device drivers and channel workers are started once; restart to add, remove "
     "or change devices and channels",
-    "connectors": "upstream SMSC sessions are bound once at start; restart to add, remove or change "
-    "connectors (each session unbinds gracefully on the way)",
 }
 
 
@@ -58,6 +59,8 @@ class ReloadParts:
     apply: Sequence[Callable[[Config], Awaitable[None] | None]] = ()
     #: The scheduler's route update (None: the bridge started without routes).
     update_routes: Callable[[Config], Awaitable[dict[str, Any]]] | None = None
+    #: Upstream connectors added, removed, changed (old, new) -> what was done.
+    update_connectors: Callable[[Config, Config], Awaitable[dict[str, Any]]] | None = None
 
 
 def sections() -> list[str]:
@@ -92,8 +95,15 @@ async def reload_config(parts: ReloadParts) -> dict[str, Any]:
     unchanged: list[str] = []
     restart: list[dict[str, str]] = []
     for name in sections():
-        if getattr(old, name) == getattr(new, name):
+        if name == "devices":  # config.devices lists the connectors too: they have their own section
+            if _devices_only(old) == _devices_only(new):
+                unchanged.append(name)
+            else:
+                restart.append({"section": name, "why": RESTART_WHY[name]})
+        elif getattr(old, name) == getattr(new, name):
             unchanged.append(name)
+        elif name == "connectors" and parts.update_connectors is not None:
+            applied.append(name)
         elif name in ("esmes", "routes", "scheduler", "receipts", "limits", "inbound"):
             applied.append(name)
         elif name == "smpp":
@@ -114,6 +124,10 @@ async def reload_config(parts: ReloadParts) -> dict[str, Any]:
     # ESMEs, limits, SMPP timers (the server reads its config on every request), the outbox,
     # inbound (routes, keywords, timeouts, mo_long and the MO destination for the next SMS), the
     # monitor's series of new ESMEs.
+    connectors: dict[str, Any] | None = None
+    if parts.update_connectors is not None and "connectors" in applied:
+        # Before the routes: a route that names a new connector finds its channels running.
+        connectors = await parts.update_connectors(old, new)
     binds_before = parts.binds_open()
     for apply in parts.apply:
         result = apply(new)
@@ -149,11 +163,20 @@ async def reload_config(parts: ReloadParts) -> dict[str, Any]:
     }
     if routes is not None:
         result["routes"] = routes
+    if connectors is not None:
+        result["connectors"] = connectors
+    changes = [f"{k} {', '.join(v)}" for k, v in (connectors or {}).items() if v and k != "bound"]
     log.info(
-        "config reloaded from %s: applied %s; unchanged %s%s",
+        "config reloaded from %s: applied %s; unchanged %s%s%s",
         path,
         ", ".join(applied) or "nothing",
         ", ".join(unchanged) or "nothing",
+        "; connectors " + "; ".join(changes) if changes else "",
         "; restart needed for " + ", ".join(r["section"] for r in restart) if restart else "",
     )
     return result
+
+
+def _devices_only(config: Config) -> tuple[Any, ...]:
+    connectors = {id(c) for c in config.connectors}
+    return tuple(d for d in config.devices if id(d) not in connectors)

@@ -142,6 +142,21 @@ class ConnectorDriver(DriverBase):
             with trio.CancelScope(shield=True):
                 await self._stopped.wait()
 
+    # -- a config reload (reconfigure.py) ---------------------------------------------------------
+
+    def adopt(self, old: ConnectorDriver) -> None:
+        """Take over what the previous driver of this connector knew (a reload changed its
+        settings): the receipts book, so receipts for what it sent still match, and the
+        counters, so the metrics do not start again from 0."""
+        self.book, self.stats, self._mo_keys = old.book, old.stats, old._mo_keys
+
+    def retune(self, settings: Any) -> None:
+        """New pacing (throughput, throttle_backoff, receipt_grace) without a rebind."""
+        self.settings = settings
+        self.book.early_grace = settings.early_grace
+        for bind in self.binds:
+            bind.cfg = settings
+
     async def _sweep(self) -> None:
         while True:
             await trio.sleep(min(5.0, self.book.early_grace))

@@ -15,6 +15,10 @@ Rules
   after RESCUE_DELAY.
 * Messages still waiting when their validity ends are EXPIRED by a sweep every
   EXPIRY_SWEEP_SECONDS, with their receipts.
+* A config reload may add and remove the channels of upstream connectors while running
+  (``add_device``, ``retire_device``, ``drop_device``; bridge/connectors/reconfigure.py): a
+  retired channel takes no new message and finishes the one it is sending first; a part whose
+  device was dropped before its report came counts as handed to the network (tracker.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import trio
 from ..devices.base import Driver
 from ..lifecycle import InvalidTransition, State
 from ..receipts.policy import Outcome, ReceiptPolicy, Receipts
+from ..keyed_tasks import KeyedTasks
 from ..store import MessageRecord, QueueEntry, Store
 from . import recovery, routing
 from .channel import MAX_RESCUES, RESCUE_DELAY, Channel
@@ -74,6 +79,9 @@ class Scheduler:
         self.unrouted: list[QueueEntry] = []
         self.failures: dict[int, int] = {}  # message id -> handling failures in a row
         self.tracker = ReportTracker(self)  # handset reports followed in the background
+        self._tasks = KeyedTasks()  # channel workers by key (some come and go with a reload)
+        # Devices dropped by a reload: (config, driver), for the reports of parts they took.
+        self.retired: dict[str, tuple[Any, Driver]] = {}
         self._build()
 
 
@@ -286,9 +294,10 @@ class Scheduler:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.recover()
         async with trio.open_nursery() as nursery:
+            self._tasks.bind(nursery)
             for ch in self.channels.values():
                 self.metrics.set_channel_state(ch.device_name, ch.id, ch.state)
-                nursery.start_soon(ch.run)
+                self._tasks.start(ch.key, ch.run)
             nursery.start_soon(self._dispatcher)
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._expiry_sweeper)
@@ -374,6 +383,50 @@ class Scheduler:
 
 
     # -- config reload ---------------------------------------------------------------------------
+
+    def add_device(self, device: Any, driver: Driver) -> list[str]:
+        """Run the enabled channels of ``device`` from now on (an upstream connector added or
+        changed by a reload). The routes that name them get them with ``update_routes``."""
+        self.drivers[device.name] = driver
+        self.retired.pop(device.name, None)
+        keys = []
+        for cid in device.channel_ids():
+            if device.channel_enabled(cid):
+                ch = Channel(self, device, cid, driver)
+                self.channels[ch.key] = ch
+                self.metrics.set_channel_state(ch.device_name, ch.id, ch.state)
+                self._tasks.start(ch.key, ch.run)
+                keys.append(ch.key)
+        return keys
+
+    def device_channels(self, name: str) -> list[Channel]:
+        return [ch for ch in self.channels.values() if ch.device_name == name]
+
+    async def retire_device(self, name: str, grace: float) -> bool:
+        """The channels of ``name`` take no new message (their route's other channels or its
+        failover do); wait, at most ``grace`` seconds, until each has finished the message it
+        was sending. True when every one did."""
+        chans = self.device_channels(name)
+        for ch in chans:
+            ch.pause()
+        with trio.move_on_after(grace):
+            while not all(ch.state == "paused" for ch in chans):
+                await trio.sleep(0.05)
+            return True
+        return False
+
+    def drop_device(self, name: str, device: Any) -> None:
+        """Stop the channel workers of ``name`` and forget its driver (after retire_device)."""
+        driver = self.drivers.get(name)
+        for ch in self.device_channels(name):
+            self._tasks.cancel(ch.key)
+            del self.channels[ch.key]
+            for chans in self.route_channels.values():
+                if ch in chans:
+                    chans.remove(ch)
+        self.drivers.pop(name, None)
+        if driver is not None:
+            self.retired[name] = (device, driver)
 
     async def update_routes(self, config: Any) -> dict[str, Any]:
         """Apply a reloaded config's routes, scheduler policy and receipt table

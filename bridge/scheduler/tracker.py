@@ -13,6 +13,9 @@ Rules
   check fails is tried again after RESCUE_DELAY, and given up (UNKNOWN, with its receipt) after
   MAX_RESCUES failures in a row (failures of a store that cannot write at all are not counted,
   and a message whose giving up could not be stored stays followed).
+* A part whose device a reload removed (an upstream connector, ``Scheduler.drop_device``) gets
+  that driver's last word (a receipt that came before it unbound), else it counts as handed to
+  the network at once: no report can come any more.
 * What is followed lives in memory only; after a restart ``recovery.recover`` hands every SENT
   message of such a device to the tracker again.
 """
@@ -111,6 +114,10 @@ class ReportTracker:
         for p in parts:
             device = self.sched.config.device(p.device)
             driver = self.sched.drivers.get(p.device)
+            # A connector removed by a reload: what it heard before it unbound, then no more.
+            gone = self.sched.retired.get(p.device) if driver is None else None
+            if gone is not None:
+                device, driver = gone
             kind = device.kind if device is not None else kind
             if p.state != "sent":
                 results.append((p.state, p.error))
@@ -130,13 +137,15 @@ class ReportTracker:
                 await self.sched.store.update_part(mid, p.seq, result[0], error=result[1])
                 results.append(result)
                 continue
-            if now - max(since, p.sent_at or since) < device.status_timeout:
+            if gone is None and now - max(since, p.sent_at or since) < device.status_timeout:
                 return False  # keep waiting for this part's handset report
-            # No handset report in time. The device took the part (it answered the send), so it
-            # counts as handed to the network, unless the device says it no longer knows it.
-            gone = status.state is DeliveryState.UNKNOWN and not status.poll_failed
-            result = ("unknown", None) if gone else ("network", None)
-            await self.sched.store.update_part(mid, p.seq, result[0], error="no handset report within status_timeout")
+            # No handset report in time (or none can come: its device was removed). The device
+            # took the part (it answered the send), so it counts as handed to the network,
+            # unless the device says it no longer knows it.
+            forgot = status.state is DeliveryState.UNKNOWN and not status.poll_failed
+            result = ("unknown", None) if forgot else ("network", None)
+            why = "its device was removed by a config reload" if gone is not None else "no handset report within status_timeout"
+            await self.sched.store.update_part(mid, p.seq, result[0], error=why)
             results.append(result)
         for p in parts:
             self._track_polled.pop((mid, p.seq), None)
