@@ -10,7 +10,7 @@ import datetime
 import hmac
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -171,6 +171,20 @@ class SmppConfig:
     max_connections: int = 1000
 
 
+def ip_allowed(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]) -> bool:
+    """True if a peer at `ip` is in one of `networks`. IPv4-mapped IPv6 (``::ffff:a.b.c.d``,
+    what a dual-stack ``::`` listener reports for IPv4 peers) is checked as the IPv4 address
+    too. Anything that is not an IP address is refused."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        candidates.append(address.ipv4_mapped)
+    return any(a in net for a in candidates for net in networks)
+
+
 @attrs.frozen
 class EsmeConfig:
     """One application allowed to bind. `password` or `password_hash` is set, never both.
@@ -213,17 +227,8 @@ class EsmeConfig:
         return ("smpp", "webhook") if self.deliver_via == "both" else ("webhook",)
 
     def allows(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """True if a peer at `ip` may bind. IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a
-        dual-stack ``::`` listener reports for IPv4 peers) is checked as the IPv4 address too.
-        Anything that is not an IP address is refused."""
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            candidates.append(address.ipv4_mapped)
-        return any(a in net for a in candidates for net in self.allowed_ips)
+        """True if a peer at `ip` may bind (``ip_allowed``)."""
+        return ip_allowed(ip, self.allowed_ips)
 
     def check_password(self, candidate: str) -> bool:
         """Constant-time password check (hmac.compare_digest; PBKDF2 for a hash)."""

@@ -63,6 +63,7 @@ class Bind:
         self.events = events  # the driver: counts and state changes
         self.state = "down"  # down | binding | bound | auth_failed | closing
         self.detail = "not connected yet"
+        self.bound_detail = f"bound to {cfg.host}:{cfg.port}"
         self.session: ClientSession | None = None
         self._stream: Any = None
         self._send_lock = trio.Lock()
@@ -100,13 +101,7 @@ class Bind:
                     self.events.bind_refused(self, "other")
                 self.events.bind_refused(self, "other")
             finally:
-                if self.state == "bound" and self._stream is not None:
-                    # Leaving while bound (shutdown, or the driver closed): unbind politely,
-                    # bounded, whatever cancelled us.
-                    with trio.CancelScope(shield=True), trio.move_on_after(self.cfg.response_timeout):
-                        await self._unbind_now()
-                self._fail_pending()
-                await self._close_stream()
+                await self._wind_up()
             if self._closing:
                 break
             if self.state == "auth_failed":
@@ -120,6 +115,32 @@ class Bind:
             await trio.sleep(delay)
             delay = min(delay * 2, self.cfg.rebind_max)
 
+    async def _wind_up(self) -> None:
+        if self.state == "bound" and self._stream is not None:
+            # Leaving while bound (shutdown, or the driver closed): unbind politely,
+            # bounded, whatever cancelled us.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.cfg.response_timeout):
+                await self._unbind_now()
+        self._fail_pending()
+        await self._close_stream()
+
+    async def serve_outbind(self, stream: Any, session: ClientSession) -> None:
+        """Bind on a connection the SMSC opened with an outbind (outbind.py) and serve it until
+        it ends. No rebind from here: the SMSC outbinds again when it has something for us."""
+        try:
+            await self._bind_and_serve(stream, session)
+            if self.state == "bound":
+                self._set("down", self.detail)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as exc:
+            self._set("down", f"connection failed: {_why(exc)}")
+        except _BindRefused as exc:
+            self._set("down", exc.detail)
+            log.error("connector %s: the SMSC refused our bind_receiver after its outbind (%s): check "
+                      "system_id and password with the provider", self.name, exc.detail)
+            self.events.bind_refused(self, "auth" if exc.status in AUTH_STATUSES else "other")
+        finally:
+            await self._wind_up()
+
     async def _connect_and_serve(self) -> bool:
         self._set("binding", "connecting")
         cfg = self.cfg
@@ -132,8 +153,14 @@ class Bind:
                     ctx.verify_mode = ssl.CERT_NONE
                 stream = trio.SSLStream(stream, ctx, server_hostname=cfg.server_name or cfg.host)
                 await stream.do_handshake()
+        return await self._bind_and_serve(stream, ClientSession())
+
+    async def _bind_and_serve(self, stream: Any, session: ClientSession) -> bool:
+        """Bind over ``stream`` and serve until the connection ends; True if the bind held."""
+        cfg = self.cfg
+        self._set("binding", "binding")
         self._stream = stream
-        self.session = ClientSession()
+        self.session = session
         self._last_rx = trio.current_time()
         refusal: _BindRefused | None = None
         bound = False
@@ -157,7 +184,7 @@ class Bind:
                 nursery.cancel_scope.cancel()
             else:
                 bound = True
-                self._set("bound", f"bound to {cfg.host}:{cfg.port}")
+                self._set("bound", self.bound_detail)
                 log.info("connector %s: bound (%s)", self.name, self.mode)
                 self.events.bound(self)
                 nursery.start_soon(self._keepalive)

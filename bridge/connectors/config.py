@@ -6,6 +6,7 @@ environment or from a file, like every secret of the config.
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import attrs
@@ -18,8 +19,23 @@ KEYS = (
     "host", "port", "system_id", *DEVICE_PASSWORD_KEYS, "system_type", "interface_version", "tls",
     "verify_tls", "ca_file", "server_name", "binds", "enquire_link", "window", "throughput",
     "throttle_backoff", "response_timeout", "rebind_min", "rebind_max", "auth_retry", "encoding",
-    "long", "source_ton_npi", "dest_ton_npi", "source", "receipt_grace",
+    "long", "source_ton_npi", "dest_ton_npi", "source", "receipt_grace", "outbind",
 )  # fmt: skip
+OUTBIND_KEYS = ("host", "port", "system_id", *DEVICE_PASSWORD_KEYS, "allowed_ips")
+
+
+@attrs.frozen
+class Outbind:
+    """Where the bridge waits for the SMSC's outbind, and what the outbind must carry."""
+
+    host: str
+    port: int
+    system_id: str
+    password: Any = attrs.field(repr=False)  # a Secret
+    allowed_ips: tuple[Any, ...] = ()  # networks the SMSC may connect from
+
+    def accepts(self, system_id: str, password: str) -> bool:
+        return system_id == self.system_id and hmac.compare_digest(password.encode(), self.password.reveal().encode())
 
 _BIND_KEYS = ("tx", "rx", "trx")
 
@@ -56,6 +72,7 @@ class Settings:
     dest_ton_npi: tuple[int, int] | None = None
     source: str | None = None
     early_grace: float = 120.0
+    outbind: Outbind | None = None
 
 
 def _ton_npi(m: Map, key: str) -> Any:
@@ -88,18 +105,47 @@ def _version(m: Map) -> str:
     return "3.4"
 
 
+def _credentials(m: Map, what: str, pdu: str) -> tuple[Any, Any]:
+    """system_id (at most 15 characters) and a password source (at most 8: the SMPP limit)."""
+    system_id = m.get_str("system_id", None, what=f"{what} (at most 15 characters)", required=True,
+                          check=lambda v: None if len(v) <= 15 else f"expected at most 15 characters, got {len(v)}")
+    password = load_device_password(m)
+    if password is not BAD and len(password.reveal()) > 8:
+        key = next((k for k in DEVICE_PASSWORD_KEYS if m.has(k)), "password")
+        m.fail(key, m.node(key), f"expected a password of at most 8 characters (the SMPP {pdu}'s limit)")
+    return system_id, password
+
+
+def _outbind(m: Map) -> Outbind | None:
+    """``outbind: {host, port, system_id, password, allowed_ips}`` (SMPP 3.4 4.1.7): the SMSC
+    connects to us and sends outbind; we then bind_receiver on that connection."""
+    from bridge.config.esmes import _load_allowed_ips
+
+    if not m.has("outbind"):
+        return None
+    o = Map(m.ctx, m.node("outbind"), m.path_of("outbind"), OUTBIND_KEYS,
+            what="a mapping like {host: 0.0.0.0, port: 2777, system_id: ..., password: ..., allowed_ips: [...]}")
+    if not o.ok:
+        return None
+    host = o.get_str("host", None, what="the address to listen on for the SMSC's outbind, like 0.0.0.0", required=True)
+    if isinstance(host, str) and host_problem(host) is not None:
+        o.fail("host", o.node("host"), f"expected a host name or IP address to listen on, got {host!r}")
+    port = o.get_int("port", 0, lo=1, hi=65535) if o.has("port") else o.missing("port", "the TCP port to listen on for the SMSC's outbind")
+    system_id, password = _credentials(o, "the system_id the SMSC's outbind carries", "outbind")
+    allowed = _load_allowed_ips(o)  # not given: loopback only (secure by default)
+    o.finish()
+    if any(v is BAD or v is None or v == 0 for v in (host, port, system_id, password)):
+        return None
+    return Outbind(host=host, port=port, system_id=system_id, password=password, allowed_ips=allowed)
+
+
 def load(m: Map) -> dict[str, Any]:
     """The fields of a connector's DeviceConfig: lines (= window) and options."""
     host = m.get_str("host", None, what="the SMSC's host name or IP address", required=True)
     if isinstance(host, str) and host_problem(host) is not None:
         m.fail("host", m.node("host"), f"expected a host name or IP address, got {host!r}")
     port = m.get_int("port", 2775, lo=1, hi=65535)
-    system_id = m.get_str("system_id", None, what="the system_id the provider gave you (at most 15 characters)",
-                          required=True, check=lambda v: None if len(v) <= 15 else f"expected at most 15 characters, got {len(v)}")
-    password = load_device_password(m)
-    if password is not BAD and len(password.reveal()) > 8:
-        key = next((k for k in DEVICE_PASSWORD_KEYS if m.has(k)), "password")
-        m.fail(key, m.node(key), "expected a password of at most 8 characters (the SMPP bind's limit)")
+    system_id, password = _credentials(m, "the system_id the provider gave you", "bind")
     tls = m.get_bool("tls", True)  # secure by default: plain TCP needs an explicit tls: false
     verify = m.get_bool("verify_tls", True)
     ca_file = m.get_path("ca_file", None)
@@ -135,6 +181,7 @@ def load(m: Map) -> dict[str, Any]:
         "dest_ton_npi": _ton_npi(m, "dest_ton_npi"),
         "source": m.get_str("source", None, what="a default sender (source_addr)"),
         "early_grace": seconds("receipt_grace", 120.0),
+        "outbind": _outbind(m),
     }
     if settings["version"] == "3.3" and settings["long"] != "udh":
         m.fail("long", m.node("long") or m.key_line("interface_version"),

@@ -56,6 +56,7 @@ from ..smpp.pdu import Pdu, make_response
 from ..smpp.text import decode_short_message
 from . import CAPABILITIES
 from .bind import Ambiguous, Bind, NotSent
+from .outbind import OutbindListener
 from .receipts import ReceiptBook, parse_receipt
 from .submit import build_submits
 
@@ -103,6 +104,7 @@ class ConnectorDriver(DriverBase):
             for mode in ("trx", "tx", "rx")
             for i in range(settings.binds.get(mode, 0))
         ]
+        self.outbinds: list[Bind] = []  # receiver binds the SMSC asked for (outbind.py)
         self._rr = itertools.count()
         self._refs = itertools.count(random.randrange(256))
         self._next_slot = 0.0  # pacing: when the next segment may go
@@ -125,6 +127,8 @@ class ConnectorDriver(DriverBase):
                 self._nursery = nursery
                 for bind in self.binds:
                     nursery.start_soon(bind.run)
+                if self.settings.outbind is not None:
+                    await nursery.start(OutbindListener(self).serve)
                 nursery.start_soon(self._sweep)
                 task_status.started(None)
         finally:
@@ -135,7 +139,7 @@ class ConnectorDriver(DriverBase):
         if self._closed:
             return
         self._closed = True
-        for bind in self.binds:
+        for bind in [*self.binds, *self.outbinds]:
             await bind.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
@@ -154,7 +158,7 @@ class ConnectorDriver(DriverBase):
         """New pacing (throughput, throttle_backoff, receipt_grace) without a rebind."""
         self.settings = settings
         self.book.early_grace = settings.early_grace
-        for bind in self.binds:
+        for bind in [*self.binds, *self.outbinds]:
             bind.cfg = settings
 
     async def _sweep(self) -> None:
@@ -188,7 +192,7 @@ class ConnectorDriver(DriverBase):
 
     @property
     def binds_up(self) -> int:
-        return sum(1 for b in self.binds if b.state == "bound")
+        return sum(1 for b in [*self.binds, *self.outbinds] if b.state == "bound")
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -367,7 +371,7 @@ class ConnectorDriver(DriverBase):
     def status_summary(self) -> dict[str, Any]:
         st = self.stats
         return {
-            "binds": {b.name: {"state": b.state, "detail": b.detail} for b in self.binds},
+            "binds": {b.name: {"state": b.state, "detail": b.detail} for b in [*self.binds, *self.outbinds]},
             "binds_up": self.binds_up,
             "submits": dict(st.submits),
             "receipts": dict(st.receipts),

@@ -22,6 +22,8 @@ and add what only an SMSC does. Set them on ``emulator.faults`` (``apply_faults`
 * ``refuse_status`` - answer every submit_sm with this error status (0: off).
 
 ``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind.
+``outbind(host, port, system_id, password)`` connects to an ESME and asks it to bind as a
+receiver on that connection (SMPP 3.4 4.1.7); over HTTP: ``POST /emulator/outbind``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class SmscEmulator:
         self.sent: list[Submitted] = []
         self.binds_total = 0
         self.unbinds = 0
+        self.outbinds = 0
         self.port: int | None = None
         self._conns: set[_Conn] = set()
         self._ids = itertools.count(0xA1F3)
@@ -147,10 +150,24 @@ class SmscEmulator:
             stream = conn.stream
             getattr(stream, "transport_stream", stream).socket.close()
 
+    async def outbind(self, host: str, port: int, system_id: str, password: str, *,
+                      task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect to an ESME and send ``outbind`` (SMPP 3.4 4.1.7); the ESME then binds as a
+        receiver on this connection, which is served like any other until it ends."""
+        stream = await trio.open_tcp_stream(host, port)
+        conn = _Conn(self, stream)
+        await conn.request(Pdu(C.OUTBIND, 0, 0, {"system_id": system_id, "password": password}))
+        self.outbinds += 1
+        task_status.started()
+        await self._serve(conn)
+
     async def _handle(self, stream: Any) -> None:
         if self._ssl is not None:
             stream = trio.SSLStream(stream, self._ssl, server_side=True)
-        conn = _Conn(self, stream)
+        await self._serve(_Conn(self, stream))
+
+    async def _serve(self, conn: _Conn) -> None:
+        stream = conn.stream
         self._conns.add(conn)
         try:
             await self._read(conn)
@@ -327,6 +344,7 @@ async def control(emu: SmscEmulator, request: Any) -> Any:
         return json_response([_sent_json(s) for s in emu.sent])
     if path == "/emulator/state" and method == "GET":
         return json_response({"bound": emu.bound, "binds_total": emu.binds_total, "unbinds": emu.unbinds,
+                              "outbinds": emu.outbinds,
                               "sent": len(emu.sent), "faults": attrs.asdict(emu.faults)})
     if path == "/emulator/faults":
         if method == "POST":
@@ -342,6 +360,18 @@ async def control(emu: SmscEmulator, request: Any) -> Any:
         except KeyError as exc:
             return json_response({"error": f"missing {exc.args[0]}"}, status=400)
         return json_response({"delivered_to_binds": sent}, status=200 if sent else 409)
+    if path == "/emulator/outbind" and method == "POST":
+        data = form_or_json(request)
+        try:
+            target = (str(data.get("host", "127.0.0.1")), int(data["port"]), str(data["system_id"]), str(data["password"]))
+        except (KeyError, ValueError) as exc:
+            return json_response({"error": f"expected port, system_id, password (and host): {exc}"}, status=400)
+        try:
+            assert emu._nursery is not None
+            await emu._nursery.start(emu.outbind, *target)
+        except OSError as exc:
+            return json_response({"error": f"cannot connect to {target[0]}:{target[1]}: {exc}"}, status=502)
+        return json_response({"outbind": True})
     if path == "/emulator/drop" and method == "POST":
         emu.drop_all()
         return json_response({"dropped": True})

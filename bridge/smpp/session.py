@@ -60,6 +60,10 @@ States: OPEN (TCP up, not bound) -> BOUND_TX / BOUND_RX / BOUND_TRX -> UNBINDING
    must be in the SEND table for the current state, or ``send`` raises LocalProtocolError.
 7. TLVs are dropped from everything we send when the bind said interface_version < 0x34
    (SMPP 3.3 knows no TLVs). 0x50 (SMPP 5.0, npm smpp's default) is treated as 3.4.
+9. Outbind (SMPP 3.4 2.2.1 and 4.1.7): an SMSC that opened the connection to the ESME may send
+   ``outbind`` in OPEN, and only there; it has no response. The ESME answers it by binding
+   (bind_receiver) on that connection, which then goes on like any bind. An SMSC receives
+   outbind never (generic_nack ESME_RINVBNDSTS).
 """
 
 from __future__ import annotations
@@ -188,7 +192,7 @@ RECEIVE: dict[SessionState, frozenset[int]] = {
 }
 
 SEND: dict[SessionState, frozenset[int]] = {
-    S.OPEN: frozenset(c | RESPONSE_BIT for c in BIND_REQUESTS) | {C.GENERIC_NACK},
+    S.OPEN: frozenset(c | RESPONSE_BIT for c in BIND_REQUESTS) | {C.GENERIC_NACK, C.OUTBIND},  # rule 9
     S.BOUND_TX: _SEND_TX,
     S.BOUND_RX: _SEND_RX,
     S.BOUND_TRX: _SEND_TX | _SEND_RX,

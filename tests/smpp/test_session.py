@@ -108,7 +108,7 @@ EXPECTED_IN = {
 }
 ESME_TX_RESP = {c | RESP for c in ESME_TX}
 EXPECTED_OUT = {
-    S.OPEN: {C.GENERIC_NACK},  # + bind_*_resp answering the pending bind (tested separately)
+    S.OPEN: {C.GENERIC_NACK, C.OUTBIND},  # + bind_*_resp answering the pending bind (tested separately); outbind: rule 9
     S.BOUND_TX: ESME_TX_RESP | {C.ENQUIRE_LINK, C.ENQUIRE_LINK_RESP, C.UNBIND, C.GENERIC_NACK},
     S.BOUND_RX: {
         C.DELIVER_SM,
