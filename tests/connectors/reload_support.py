@@ -16,6 +16,7 @@ from bridge.config import load_config
 from e2e_support import client, receipt_fields, receive_deliver_sm, submit
 
 ESME, ESME_PASSWORD = "alice", "secret1"
+ADMIN_TOKEN = "connector-reload-test-token-0123456789"
 
 
 def connector(name: str, port: int, *, password: str = "secret", **extra: Any) -> str:
@@ -46,6 +47,7 @@ def write_config(path: Path, connectors: list[str], routes: list[str]) -> Path:
           path: {path.parent / "bridge.sqlite3"}
         admin:
           port: 0
+          token: {ADMIN_TOKEN}
         scheduler:
           retry_backoff: 0.2
           retry_backoff_max: 1
@@ -107,3 +109,13 @@ class Esme:
         c = self.c
         if c is not None:
             await trio.to_thread.run_sync(lambda: (c.unbind(), c.disconnect()))
+
+
+async def console_page(app: App, path: str) -> str:
+    """A page of the app's web console, logged in with the admin token (no socket: ASGI)."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app.http_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8025") as c:
+        await c.post("/console/login", data={"secret": ADMIN_TOKEN})
+        return (await c.get(path)).text

@@ -13,7 +13,7 @@ import trio
 
 from bridge.connectors.emulator import SmscEmulator
 
-from reload_support import Esme, connector, route, start_app, wait_for, write_config
+from reload_support import Esme, connector, console_page, route, start_app, wait_for, write_config
 
 
 async def test_an_added_connector_binds_and_takes_the_messages_of_its_route(tmp_path):
@@ -30,7 +30,8 @@ async def test_an_added_connector_binds_and_takes_the_messages_of_its_route(tmp_
         assert result["ok"], result
         assert result["connectors"] == {"added": ["up2"], "removed": [], "rebound": [], "retuned": [], "bound": ["up2"]}
         assert "connectors" in result["applied"] and result["restart_required"] == []
-        assert app.last_reload["connectors"]["added"] == ["up2"]  # the web console's config page
+        page = await console_page(app, "/console/config")  # the web console says it too
+        assert "added: up2 (up2 bound)" in page[page.index('id="reload-connectors"'):]
         assert emu2.bound == 1 and emu1.binds_total == 1  # up1 kept its session
         esme = await Esme(app).bind()
         mid = await esme.submit("+447700900001", "via the new one")
