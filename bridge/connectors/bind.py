@@ -18,6 +18,9 @@ Rules (docs/connectors.md, Sessions)
   come, the caller cannot know whether the SMSC took the message: ``Ambiguous``. When the
   submit never reached the wire: ``NotSent``.
 * ``close`` unbinds (waiting ``response_timeout`` for the unbind_resp) and closes.
+* SMPP 5.0 (and 3.4): the bind_resp's ``sc_interface_version`` is kept (``sc_version``); one
+  lower than the configured ``interface_version`` is what the session speaks from then on (3.3:
+  no TLVs). A ``congestion_state`` TLV in any response goes to the driver (its pacing).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 import trio
 
 from ..smpp.constants import CommandId as C
-from ..smpp.constants import Status
+from ..smpp.constants import Status, Tag
 from ..smpp.pdu import Pdu, make_response
 from ..smpp.session import NEED_DATA, ClientSession, Closed, LocalProtocolError, Rejected, SessionState
 
@@ -64,6 +67,7 @@ class Bind:
         self.state = "down"  # down | binding | bound | auth_failed | closing
         self.detail = "not connected yet"
         self.bound_detail = f"bound to {cfg.host}:{cfg.port}"
+        self.sc_version: int | None = None  # the bind_resp's sc_interface_version
         self.session: ClientSession | None = None
         self._stream: Any = None
         self._send_lock = trio.Lock()
@@ -184,7 +188,7 @@ class Bind:
                 nursery.cancel_scope.cancel()
             else:
                 bound = True
-                self._set("bound", self.bound_detail)
+                self._set("bound", self.bound_detail + self._take_sc_version(resp))
                 log.info("connector %s: bound (%s)", self.name, self.mode)
                 self.events.bound(self)
                 nursery.start_soon(self._keepalive)
@@ -192,6 +196,21 @@ class Bind:
         if refusal is not None:
             raise refusal
         return bound
+
+    def _take_sc_version(self, resp: Pdu) -> str:
+        """sc_interface_version in the bind_resp: the SMPP version the SMSC speaks. One lower
+        than ours is what this session speaks from now on (an SMSC on 3.3 gets no TLVs)."""
+        sc = resp.tlvs.get(Tag.SC_INTERFACE_VERSION)
+        self.sc_version = sc if isinstance(sc, int) else None
+        if self.sc_version is None:
+            return ""
+        asked = VERSIONS[self.cfg.version]
+        said = f"{self.sc_version >> 4}.{self.sc_version & 0xF}"
+        if self.sc_version < asked and self.session is not None:
+            self.session.interface_version = self.sc_version
+            log.info("connector %s: the SMSC speaks SMPP %s, lower than interface_version %s: this session "
+                     "speaks %s", self.name, said, self.cfg.version, said)
+        return f" (the SMSC speaks SMPP {said})"
 
     async def _reader(self) -> None:
         assert self.session is not None
@@ -224,6 +243,9 @@ class Bind:
     async def _on_pdu(self, pdu: Pdu) -> None:
         cid = pdu.command_id
         if cid & 0x80000000:
+            congestion = pdu.tlvs.get(Tag.CONGESTION_STATE)
+            if isinstance(congestion, int):  # SMPP 5.0: the SMSC's load, in any response
+                self.events.congestion_state(self, congestion)
             waiter = self._pending.pop(pdu.sequence_number, None)
             if waiter is not None:
                 waiter[1].append(pdu)

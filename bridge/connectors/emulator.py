@@ -19,7 +19,11 @@ and add what only an SMSC does. Set them on ``emulator.faults`` (``apply_faults`
   "padded" (zeros to 20 digits), "decimal" (the hexadecimal id as a decimal number);
 * ``receipt_first`` - send the receipt before the submit_sm_resp;
 * ``duplicate_receipts`` - send every receipt this many extra times;
-* ``refuse_status`` - answer every submit_sm with this error status (0: off).
+* ``refuse_status`` - answer every submit_sm with this error status (0: off);
+* ``congestion`` - SMPP 5.0: put this congestion_state (0-100) in every submit_sm_resp and
+  enquire_link_resp (None: off);
+* ``sc_interface_version`` - put this sc_interface_version (0x50 for 5.0) in the bind_resp
+  (0: off).
 
 ``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind.
 ``outbind(host, port, system_id, password)`` connects to an ESME and asks it to bind as a
@@ -72,6 +76,8 @@ class SmscFaults:
     receipt_first: bool = False
     duplicate_receipts: int = 0
     refuse_status: int = 0
+    congestion: int | None = None
+    sc_interface_version: int = 0
 
 
 @attrs.define
@@ -203,7 +209,8 @@ class SmscEmulator:
             status = f.bind_status
             if not status and (pdu.params.get("system_id") != self.system_id or pdu.params.get("password") != self.password):
                 status = Status.RINVPASWD
-            await conn.write(make_response(pdu, status, system_id="emu-smsc"))
+            sc = {Tag.SC_INTERFACE_VERSION: f.sc_interface_version} if f.sc_interface_version else {}
+            await conn.write(make_response(pdu, status, system_id="emu-smsc", tlvs=sc))
             if not status:
                 self.binds_total += 1
                 conn.system_id = pdu.params.get("system_id")
@@ -214,7 +221,7 @@ class SmscEmulator:
             return False
         if cid == C.ENQUIRE_LINK:
             if not f.hang:
-                await conn.write(make_response(pdu))
+                await conn.write(self._resp(pdu))
             return True
         if cid == C.SUBMIT_SM:
             return await self._submit(conn, pdu)
@@ -227,10 +234,10 @@ class SmscEmulator:
             return False
         if f.throttle > 0:
             f.throttle -= 1
-            await conn.write(make_response(pdu, f.throttle_status))
+            await conn.write(self._resp(pdu, f.throttle_status))
             return True
         if f.refuse_status:
-            await conn.write(make_response(pdu, f.refuse_status))
+            await conn.write(self._resp(pdu, f.refuse_status))
             return True
         if f.hang and not f.hang_after_processing:
             return True
@@ -256,10 +263,15 @@ class SmscEmulator:
             return True
         if f.delay:
             await trio.sleep(f.delay)
-        await conn.write(make_response(pdu, message_id=mid))
+        await conn.write(self._resp(pdu, message_id=mid))
         if want_receipt and not f.receipt_first:
             await self._receipts(conn, mid)
         return True
+
+    def _resp(self, pdu: Pdu, status: int = 0, **params: Any) -> Pdu:
+        """A response, with the congestion_state TLV when the ``congestion`` fault is set."""
+        c = self.faults.congestion
+        return make_response(pdu, status, tlvs={Tag.CONGESTION_STATE: c} if c is not None else None, **params)
 
     def receipt_id(self, mid: str) -> str:
         style = self.faults.receipt_id

@@ -11,6 +11,8 @@ same figures for ``/api/status`` and ``smpp-bridge status``.
 * ``smpp_bridge_connector_dead_peers_total{connector}`` - enquire_link went unanswered
 * ``smpp_bridge_connector_mo_total{connector}``, ``smpp_bridge_connector_mo_waiting{connector}``
 * ``smpp_bridge_connector_submit_latency_seconds_sum/_count{connector}`` - submit_sm -> resp
+* ``smpp_bridge_connector_congestion{connector}`` - the SMSC's last congestion_state (SMPP 5.0;
+  -1: none reported); from 80 the connector slows down
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ConnectorCollector:
         dead = CounterMetricFamily(p + "dead_peers", "Connections closed for an unanswered enquire_link", labels=["connector"])
         mo = CounterMetricFamily(p + "mo", "MO received from the SMSC", labels=["connector"])
         waiting = GaugeMetricFamily(p + "mo_waiting", "MO not yet stored (their deliver_sm unanswered)", labels=["connector"])
+        congestion = GaugeMetricFamily(p + "congestion", "The SMSC's congestion_state (-1: none)", labels=["connector"])
         latency = SummaryMetricFamily(p + "submit_latency_seconds", "Seconds from submit_sm to its resp", labels=["connector"])
         for name, d in connectors(self.drivers).items():
             st = d.stats
@@ -66,4 +69,5 @@ class ConnectorCollector:
             mo.add_metric([name], st.mo)
             waiting.add_metric([name], d.mo_waiting)
             latency.add_metric([name], count_value=st.latency_count, sum_value=st.latency_sum)
-        yield from (up, conf, submits, receipts, refusals, throttled, dead, mo, waiting, latency)
+            congestion.add_metric([name], -1 if d.congestion is None else d.congestion)
+        yield from (up, conf, submits, receipts, refusals, throttled, dead, mo, waiting, latency, congestion)

@@ -155,6 +155,7 @@ class Tag(enum.IntEnum):
     DELIVERY_FAILURE_REASON = 0x0425
     MORE_MESSAGES_TO_SEND = 0x0426
     MESSAGE_STATE = 0x0427
+    CONGESTION_STATE = 0x0428  # SMPP 5.0: the SMSC's load, 0 (idle) .. 100 (congested)
     USSD_SERVICE_OP = 0x0501
     DISPLAY_TIME = 0x1201
     SMS_SIGNAL = 0x1203

@@ -336,6 +336,7 @@ _TLV_TYPES: dict[int, tuple[int, int, int]] = {
     Tag.DELIVERY_FAILURE_REASON: (_T_INT, 1, 1),
     Tag.MORE_MESSAGES_TO_SEND: (_T_INT, 1, 1),
     Tag.MESSAGE_STATE: (_T_INT, 1, 1),
+    Tag.CONGESTION_STATE: (_T_INT, 1, 1),
     Tag.USSD_SERVICE_OP: (_T_INT, 1, 1),  # "Octet String" of 1 in the table; the values are codes
     Tag.DISPLAY_TIME: (_T_INT, 1, 1),
     Tag.SMS_SIGNAL: (_T_INT, 2, 2),
