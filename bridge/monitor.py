@@ -196,8 +196,10 @@ class Monitor:
         self._checks.start(name, self._health_loop, name, driver)
 
     def unwatch(self, name: str) -> None:
+        """Stop checking ``name`` (a connector a reload removed); its up/down series goes too."""
         self._checks.cancel(name)
         self.health.pop(name, None)
+        _remove(self.metrics.device_up, name)
 
     async def _health_loop(self, name: str, driver: Any) -> None:
         while True:

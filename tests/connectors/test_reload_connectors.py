@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 import trio
+from prometheus_client import generate_latest
 
 from bridge.connectors.emulator import SmscEmulator
 
@@ -75,6 +76,9 @@ async def test_a_removed_connector_answers_its_submits_unbinds_and_loses_or_doub
         assert sent == Counter(f"1555000{i}" for i in range(8))
         assert len(emu1.sent) == 8 - len(emu2.sent) > 0  # the queued ones went out through up1
         assert "up2" not in (await app.status.report())["connectors"]
+        metrics = generate_latest(app.metrics.registry).decode()
+        assert 'smpp_bridge_device_up{device="up1"} 1.0' in metrics  # no stale "up" for up2
+        assert 'device="up2"' not in metrics.split("smpp_bridge_device_up", 1)[1].split("# HELP", 1)[0]
         await esme.close()
         n.cancel_scope.cancel()
 
