@@ -9,6 +9,8 @@ A connector is configured under ``connectors:`` and becomes a route target like 
 * ``submit.py``   the submit_sm bodies of one message (coding, UDH / SAR / payload, TON/NPI)
 * ``receipts.py`` receipts parsed and matched to what we submitted, whatever the id format
 * ``driver.py``   the connector as a driver: send, status from receipts, MO inbox, health
+* ``outbind.py``  the SMSC's outbind: listen, check it, bind as a receiver on its connection
+* ``reconfigure.py`` a config reload's connector changes (add, remove, rebind, retune)
 * ``emulator.py`` an SMSC for tests and the demo, with the emulators' fault vocabulary
 * ``metrics.py``  per-connector metrics
 """
