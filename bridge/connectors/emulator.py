@@ -25,7 +25,9 @@ and add what only an SMSC does. Set them on ``emulator.faults`` (``apply_faults`
 * ``sc_interface_version`` - put this sc_interface_version (0x50 for 5.0) in the bind_resp
   (0: off).
 
-``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind.
+``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind;
+``send_receipt(message_id)`` a receipt, now, for a message taken before (with ``receipts``
+off: a receipt that comes late).
 ``outbind(host, port, system_id, password)`` connects to an ESME and asks it to bind as a
 receiver on that connection (SMPP 3.4 4.1.7); over HTTP: ``POST /emulator/outbind``.
 """
@@ -318,6 +320,17 @@ class SmscEmulator:
             if other.session.state in (S.BOUND_RX, S.BOUND_TRX) and other.system_id == conn.system_id:
                 return other
         return None
+
+    async def send_receipt(self, message_id: str) -> bool:
+        """A receipt now for a message taken before (the receipt faults apply), to a receiver
+        bind of whoever is bound now; False when there is none."""
+        from ..smpp.session import SessionState as S
+
+        for conn in list(self._conns):
+            if conn.session.state in (S.BOUND_RX, S.BOUND_TRX):
+                await self._receipts(conn, message_id)
+                return True
+        return False
 
     async def inject_mo(self, source: str, destination: str, text: str) -> int:
         """An MO to one receiver bind; returns how many binds it went to (0 or 1)."""
