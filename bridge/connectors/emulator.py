@@ -26,8 +26,8 @@ and add what only an SMSC does. Set them on ``emulator.faults`` (``apply_faults`
   (0: off).
 
 ``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind;
-``send_receipt(message_id)`` a receipt, now, for a message taken before (with ``receipts``
-off: a receipt that comes late).
+``send_receipt(message_id, stat, err)`` a receipt for a message it took, when a test says so
+(``receipts: false`` and this one: a receipt that comes late).
 ``outbind(host, port, system_id, password)`` connects to an ESME and asks it to bind as a
 receiver on that connection (SMPP 3.4 4.1.7); over HTTP: ``POST /emulator/outbind``.
 """
@@ -287,8 +287,18 @@ class SmscEmulator:
             return str(int(mid, 16))
         return mid
 
-    async def _receipts(self, conn: _Conn, mid: str) -> None:
+    async def send_receipt(self, mid: str, stat: str, err: int = 0) -> int:
+        """A receipt for ``mid`` now, to one receiver bind; returns how many got it (0 or 1)."""
+        conn = next((c for c in self._conns if c.system_id is not None), None)
+        if conn is None or self._receiver(conn) is None:
+            return 0
+        await self._receipts(conn, mid, stat, err)
+        return 1
+
+    async def _receipts(self, conn: _Conn, mid: str, stat: str | None = None, err: int | None = None) -> None:
         f = self.faults
+        stat = stat or f.receipt_stat
+        err = f.receipt_err if err is None else err
         rid = self.receipt_id(mid)
         target = self._receiver(conn)
         if target is None:
@@ -297,13 +307,13 @@ class SmscEmulator:
         if f.receipt_format in ("both", "text"):
             now = datetime.now(timezone.utc)
             text = build_receipt_text(
-                rid, delivered=1 if f.receipt_stat == "DELIVRD" else 0, submit_date=now, done_date=now,
-                stat=f.receipt_stat, err=f.receipt_err % 1000, text="",
+                rid, delivered=1 if stat == "DELIVRD" else 0, submit_date=now, done_date=now,
+                stat=stat, err=err % 1000, text="",
             ).encode("ascii")
         if f.receipt_format in ("both", "tlv"):
-            net = (8, f.receipt_err) if f.receipt_err else None
-            tlvs = receipt_tlvs(rid, _STAT_STATE.get(f.receipt_stat, MessageState.UNKNOWN), net)
-        log.debug("receipt for %s as %r (%s, %s)", mid, rid, f.receipt_format, f.receipt_stat)
+            net = (8, err) if err else None
+            tlvs = receipt_tlvs(rid, _STAT_STATE.get(stat, MessageState.UNKNOWN), net)
+        log.debug("receipt for %s as %r (%s, %s)", mid, rid, f.receipt_format, stat)
         for _ in range(1 + f.duplicate_receipts):
             pdu = Pdu(C.DELIVER_SM, 0, 0, {
                 "source_addr": "", "destination_addr": "", "esm_class": ESM_TYPE_RECEIPT,
@@ -320,17 +330,6 @@ class SmscEmulator:
             if other.session.state in (S.BOUND_RX, S.BOUND_TRX) and other.system_id == conn.system_id:
                 return other
         return None
-
-    async def send_receipt(self, message_id: str) -> bool:
-        """A receipt now for a message taken before (the receipt faults apply), to a receiver
-        bind of whoever is bound now; False when there is none."""
-        from ..smpp.session import SessionState as S
-
-        for conn in list(self._conns):
-            if conn.session.state in (S.BOUND_RX, S.BOUND_TRX):
-                await self._receipts(conn, message_id)
-                return True
-        return False
 
     async def inject_mo(self, source: str, destination: str, text: str) -> int:
         """An MO to one receiver bind; returns how many binds it went to (0 or 1)."""

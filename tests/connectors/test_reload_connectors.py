@@ -102,7 +102,7 @@ async def test_a_changed_password_rebinds_with_the_new_one(tmp_path):
         assert result["connectors"]["rebound"] == ["up1"] and result["connectors"]["bound"] == ["up1"]
         assert emu.unbinds == 1 and emu.binds_total == 2 and emu.bound == 1  # the old unbound, the new bound
         # The receipt for what went out before the rebind still finds its message.
-        assert await emu.send_receipt(emu.sent[0].message_id)
+        assert await emu.send_receipt(emu.sent[0].message_id, "DELIVRD") == 1
         assert (await esme.receipts(1))[before]["stat"] == "DELIVRD"
         emu.apply_faults({"receipts": True})
         after = await esme.submit("+15550002", "after")
