@@ -260,7 +260,7 @@ class App:
     async def _serve_added(self, name: str, driver: Any) -> None:
         """Start a driver a reload added (an upstream connector) in the app's nursery."""
         if self._nursery is not None and driver.declared.push_listener:
-            await self._nursery.start(self._serve_driver, name, driver)
+            await self._nursery.start(driver.serve)  # an OSError (a port in use) goes to the reload
 
     def _smsgate_devices(self) -> list[Any]:
         """Devices whose kind calls webhooks (Capabilities.webhooks: SMSGate phones)."""

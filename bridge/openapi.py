@@ -124,7 +124,7 @@ def spec() -> dict[str, Any]:
                             "description": "upstream connectors the reload changed (names)",
                             "properties": {
                                 k: {"type": "array", "items": {"type": "string"}}
-                                for k in ("added", "removed", "rebound", "retuned", "bound")
+                                for k in ("added", "removed", "rebound", "retuned", "bound", "failed")
                             },
                         },
                     },

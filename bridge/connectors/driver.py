@@ -129,13 +129,16 @@ class ConnectorDriver(DriverBase):
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._stopped = trio.Event()
+        outbind = OutbindListener(self) if self.settings.outbind is not None else None
         try:
+            if outbind is not None:
+                await outbind.open()  # a port in use: a plain OSError to the caller
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for bind in self.binds:
                     nursery.start_soon(bind.run)
-                if self.settings.outbind is not None:
-                    await nursery.start(OutbindListener(self).serve)
+                if outbind is not None:
+                    nursery.start_soon(outbind.serve)
                 nursery.start_soon(self._sweep)
                 task_status.started(None)
         finally:

@@ -43,19 +43,24 @@ class OutbindListener:
         self.driver = driver
         self.cfg = driver.settings.outbind
         self.port: int | None = None
+        self._listeners: list[Any] = []
         self._n = itertools.count(1)
         driver.stats.bind_refusals.setdefault("outbind", 0)
 
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def open(self) -> None:
+        """Listen (an OSError that says what to do when the port is taken)."""
         try:
-            listeners = await trio.open_tcp_listeners(self.cfg.port, host=self.cfg.host)
+            self._listeners = await trio.open_tcp_listeners(self.cfg.port, host=self.cfg.host)
         except OSError as exc:
             raise OSError(exc.errno, f"connector {self.driver.name}: cannot listen for outbind on "
                           f"{self.cfg.host}:{self.cfg.port}: {exc.strerror or exc}. Is another program "
                           "using that port?") from None
-        self.port = listeners[0].socket.getsockname()[1]
+        self.port = self._listeners[0].socket.getsockname()[1]
         log.info("connector %s: waiting for the SMSC's outbind on %s:%d", self.driver.name, self.cfg.host, self.port)
-        task_status.started(self.port)
+
+    async def serve(self) -> None:
+        """Take outbind connections (after ``open``) until cancelled."""
+        listeners = self._listeners
         try:
             await trio.serve_listeners(self._handle, listeners)
         finally:

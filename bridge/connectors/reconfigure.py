@@ -22,8 +22,10 @@ Rules (docs/connectors.md, "Connectors change on reload")
 * Pacing only (``throughput``, ``throttle_backoff``, ``receipt_grace`` and the timings
   ``status_poll_interval``, ``status_timeout``, ``inbox_poll_interval``, ``health_interval``):
   applied to the running connector, without a rebind.
-* The reload's answer has ``connectors``: ``added``, ``removed``, ``rebound``, ``retuned`` (names)
-  and ``bound`` (added or rebound connectors with a session bound when the reload answered).
+* The reload's answer has ``connectors``: ``added``, ``removed``, ``rebound``, ``retuned`` (names),
+  ``bound`` (added or rebound connectors with a session bound when the reload answered) and
+  ``failed`` (connectors that could not start, with why: an outbind port in use; they are not
+  running, the rest of the reload applies).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class Connectors:
 
     async def apply(self, old: Any, new: Any) -> dict[str, list[str]]:
         before, after = connectors_of(old), connectors_of(new)
-        result: dict[str, list[str]] = {"added": [], "removed": [], "rebound": [], "retuned": [], "bound": []}
+        result: dict[str, list[str]] = {"added": [], "removed": [], "rebound": [], "retuned": [], "bound": [],
+                                        "failed": []}
         for name in sorted(before.keys() - after.keys()):
             await self._retire(name)
             self._drop(name, before[name])
@@ -99,20 +102,35 @@ class Connectors:
             driver = self._add(after[name])
             if old_driver is not None:
                 _inner(driver).adopt(_inner(old_driver))
-            await self.parts.serve(name, driver)
-            result["rebound"].append(name)
-            log.info("connector %s changed by the config reload: binding again with the new settings", name)
+            if await self._start(name, after[name], driver, result):
+                result["rebound"].append(name)
+                log.info("connector %s changed by the config reload: binding again with the new settings", name)
         for name in sorted(after.keys() - before.keys()):
             driver = self._add(after[name])
-            await self.parts.serve(name, driver)
-            result["added"].append(name)
-            log.info("connector %s added by the config reload", name)
+            if await self._start(name, after[name], driver, result):
+                result["added"].append(name)
+                log.info("connector %s added by the config reload", name)
         for name in (*result["rebound"], *result["added"]):
             if await self._first_bind(name):
                 result["bound"].append(name)
             # Health checks from now on (after the first bind: not "down" while it binds).
             self.parts.monitor.watch(new, name, self.parts.drivers[name])
         return result
+
+    async def _start(self, name: str, device: Any, driver: Any, result: dict[str, list[str]]) -> bool:
+        """Start its sessions (and its outbind listener). One that cannot start (its outbind
+        port taken) is taken out again and reported under ``failed``; the reload goes on."""
+        try:
+            await self.parts.serve(name, driver)
+            return True
+        except OSError as exc:
+            log.error("connector %s could not start after the config reload: %s; it is not running. Fix "
+                      "the cause and reload again", name, exc.strerror or exc)
+            result["failed"].append(f"{name}: {exc.strerror or exc}")
+            await driver.aclose()
+            self.parts.inbound.remove_device(name)
+            self._drop(name, device)
+            return False
 
     async def _retire(self, name: str) -> None:
         """No new message; the submits in flight answered (bounded); every session unbound."""

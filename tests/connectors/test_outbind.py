@@ -141,3 +141,51 @@ async def test_an_outbind_with_wrong_credentials_or_from_an_address_not_allowed_
         assert drv.stats.bind_refusals["outbind"] == 1 and drv.outbinds == []
         await drv.aclose()
         n.cancel_scope.cancel()
+
+
+async def test_a_reload_that_changes_the_outbind_password_listens_again_with_the_new_one(tmp_path):
+    async with trio.open_nursery() as n:
+        emu = SmscEmulator()
+        port = await n.start(emu.serve)
+        listen = free_port()
+
+        def config(password: str) -> None:
+            outbind = f"{{host: 127.0.0.1, port: {listen}, system_id: smsc, password: {password}}}"
+            write_config(tmp_path / "bridge.yaml", [connector("up1", port, binds="{tx: 1}", outbind=outbind)],
+                         [route("all", ["up1"])])  # fmt: skip
+
+        config("obpw")
+        app = await start_app(n, tmp_path / "bridge.yaml")
+        await n.start(emu.outbind, "127.0.0.1", listen, "smsc", "obpw")
+        await wait_for(lambda: emu.bound == 2)
+        config("obpw2")
+        result = await app.reload()
+        assert result["connectors"]["rebound"] == ["up1"] and result["connectors"]["failed"] == []
+        assert emu.unbinds == 2  # the transmitter and the outbind session, both gracefully
+        await emu.outbind("127.0.0.1", listen, "smsc", "obpw")  # the old password: refused
+        assert app.drivers["up1"].stats.bind_refusals["outbind"] == 1
+        await n.start(emu.outbind, "127.0.0.1", listen, "smsc", "obpw2")  # on the same port
+        await wait_for(lambda: emu.bound == 2)
+        n.cancel_scope.cancel()
+
+
+async def test_a_connector_whose_outbind_port_is_taken_is_reported_and_the_reload_goes_on(tmp_path):
+    async with trio.open_nursery() as n:
+        emu = SmscEmulator()
+        port = await n.start(emu.serve)
+        taken = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]  # another program's port
+        busy = taken.socket.getsockname()[1]
+        path = write_config(tmp_path / "bridge.yaml", [connector("up1", port)], [route("all", ["up1"])])
+        app = await start_app(n, path)
+        await wait_for(lambda: emu.bound == 1)
+        outbind = f"{{host: 127.0.0.1, port: {busy}, system_id: smsc, password: obpw}}"
+        write_config(path, [connector("up1", port), connector("up2", port, outbind=outbind)],
+                     [route("uk", ["up2"], ["+44"]), route("all", ["up1"])])  # fmt: skip
+        result = await app.reload()
+        assert result["ok"] and result["connectors"]["added"] == []
+        (failed,) = result["connectors"]["failed"]
+        assert failed.startswith("up2: ") and f"cannot listen for outbind on 127.0.0.1:{busy}" in failed
+        assert "up2" not in app.drivers and "up2" not in (await app.status.report())["connectors"]
+        assert emu.bound == 1 and app.drivers["up1"].binds_up == 1  # the rest runs on
+        await taken.aclose()
+        n.cancel_scope.cancel()

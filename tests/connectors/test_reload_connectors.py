@@ -29,7 +29,7 @@ async def test_an_added_connector_binds_and_takes_the_messages_of_its_route(tmp_
                      [route("uk", ["up2"], ["+44"]), route("all", ["up1"])])  # fmt: skip
         result = await app.reload()
         assert result["ok"], result
-        assert result["connectors"] == {"added": ["up2"], "removed": [], "rebound": [], "retuned": [], "bound": ["up2"]}
+        assert result["connectors"] == {"added": ["up2"], "removed": [], "rebound": [], "retuned": [], "bound": ["up2"], "failed": []}
         assert "connectors" in result["applied"] and result["restart_required"] == []
         page = await console_page(app, "/console/config")  # the web console says it too
         assert "added: up2 (up2 bound)" in page[page.index('id="reload-connectors"'):]
@@ -123,7 +123,7 @@ async def test_a_pacing_change_applies_without_a_rebind(tmp_path):
         await wait_for(lambda: emu.bound == 1)
         write_config(path, [connector("up1", port, throughput=5, status_poll_interval=0.2)], [route("all", ["up1"])])
         result = await app.reload()
-        assert result["connectors"] == {"added": [], "removed": [], "rebound": [], "retuned": ["up1"], "bound": []}
+        assert result["connectors"] == {"added": [], "removed": [], "rebound": [], "retuned": ["up1"], "bound": [], "failed": []}
         assert emu.binds_total == 1 and emu.unbinds == 0 and emu.bound == 1
         assert app.drivers["up1"].settings.throughput == 5
         assert {ch.device.status_poll_interval for ch in app.scheduler.device_channels("up1")} == {0.2}
