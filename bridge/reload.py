@@ -125,9 +125,15 @@ async def reload_config(parts: ReloadParts) -> dict[str, Any]:
     # inbound (routes, keywords, timeouts, mo_long and the MO destination for the next SMS), the
     # monitor's series of new ESMEs.
     connectors: dict[str, Any] | None = None
-    if parts.update_connectors is not None and "connectors" in applied:
+    if parts.update_connectors is not None:
         # Before the routes: a route that names a new connector finds its channels running.
+        # Also with the section unchanged: a connector that could not start is tried again.
         connectors = await parts.update_connectors(old, new)
+        if "connectors" in unchanged and any(connectors.values()):
+            unchanged.remove("connectors")
+            applied.append("connectors")
+        elif "connectors" not in applied:
+            connectors = None
     binds_before = parts.binds_open()
     for apply in parts.apply:
         result = apply(new)

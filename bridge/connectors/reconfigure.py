@@ -79,7 +79,10 @@ class Connectors:
         self.parts = parts
 
     async def apply(self, old: Any, new: Any) -> dict[str, list[str]]:
-        before, after = connectors_of(old), connectors_of(new)
+        # What runs, not what the old config says: one that could not start at the last reload
+        # is started now if the new config still has it.
+        before = {n: d for n, d in connectors_of(old).items() if n in self.parts.drivers}
+        after = connectors_of(new)
         result: dict[str, list[str]] = {"added": [], "removed": [], "rebound": [], "retuned": [], "bound": [],
                                         "failed": []}
         for name in sorted(before.keys() - after.keys()):

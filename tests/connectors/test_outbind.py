@@ -187,5 +187,9 @@ async def test_a_connector_whose_outbind_port_is_taken_is_reported_and_the_reloa
         assert failed.startswith("up2: ") and f"cannot listen for outbind on 127.0.0.1:{busy}" in failed
         assert "up2" not in app.drivers and "up2" not in (await app.status.report())["connectors"]
         assert emu.bound == 1 and app.drivers["up1"].binds_up == 1  # the rest runs on
+        # The port is free again: the next reload (the same file) starts it.
         await taken.aclose()
+        result = await app.reload()
+        assert result["connectors"]["added"] == ["up2"] and result["connectors"]["failed"] == []
+        assert "connectors" in result["applied"] and emu.bound == 2
         n.cancel_scope.cancel()
