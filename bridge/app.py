@@ -24,7 +24,7 @@ import trio
 
 from .admin import AdminApi, AdminParts
 from .config import Config
-from .connectors.metrics import ConnectorCollector
+from .connectors.metrics import ConnectorCollector, connectors
 from .devices import build_driver
 from .receipts.delivery import OutboxDelivery
 from .receipts.policy import Receipts
@@ -82,6 +82,8 @@ class App:
         self.server = SmppServer(config, self.store, self.metrics, clock=clock)
         # Every driver call is timed and its failures counted (bridge/monitor.py).
         self.drivers = {d.name: instrument(build_driver(d), self.metrics) for d in config.devices if d.enabled}
+        for driver in connectors(self.drivers).values():  # receipts durable before they are answered
+            driver.attach_store(self.store, clock)
         self.scheduler: Scheduler | None = None
         if config.routes:
             self.scheduler = Scheduler(config, self.store, self.drivers, self.metrics, clock=clock)

@@ -21,7 +21,10 @@ and add what only an SMSC does. Set them on ``emulator.faults`` (``apply_faults`
 * ``duplicate_receipts`` - send every receipt this many extra times;
 * ``refuse_status`` - answer every submit_sm with this error status (0: off).
 
-``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind.
+``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind;
+``send_receipt(message_id, stat, err)`` a receipt for a message it took, when a test says so
+(``receipts: false`` and this one: ENROUTE, then ACCEPTD, then DELIVRD ...). The statuses of
+the deliver_sm_resp it got back are counted (``deliver_resps`` in ``/emulator/state``).
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ class SmscEmulator:
         self.sent: list[Submitted] = []
         self.binds_total = 0
         self.unbinds = 0
+        self.deliver_resps: dict[int, int] = {}  # deliver_sm_resp command_status -> how many
         self.port: int | None = None
         self._conns: set[_Conn] = set()
         self._ids = itertools.count(0xA1F3)
@@ -201,6 +205,8 @@ class SmscEmulator:
             return True
         if cid == C.SUBMIT_SM:
             return await self._submit(conn, pdu)
+        if cid == C.DELIVER_SM_RESP:
+            self.deliver_resps[pdu.command_status] = self.deliver_resps.get(pdu.command_status, 0) + 1
         return True  # responses (deliver_sm_resp ...)
 
     async def _submit(self, conn: _Conn, pdu: Pdu) -> bool:
@@ -256,8 +262,18 @@ class SmscEmulator:
             return str(int(mid, 16))
         return mid
 
-    async def _receipts(self, conn: _Conn, mid: str) -> None:
+    async def send_receipt(self, mid: str, stat: str, err: int = 0) -> int:
+        """A receipt for ``mid`` now, to one receiver bind; returns how many got it (0 or 1)."""
+        conn = next((c for c in self._conns if c.system_id is not None), None)
+        if conn is None or self._receiver(conn) is None:
+            return 0
+        await self._receipts(conn, mid, stat, err)
+        return 1
+
+    async def _receipts(self, conn: _Conn, mid: str, stat: str | None = None, err: int | None = None) -> None:
         f = self.faults
+        stat = stat or f.receipt_stat
+        err = f.receipt_err if err is None else err
         rid = self.receipt_id(mid)
         target = self._receiver(conn)
         if target is None:
@@ -266,13 +282,13 @@ class SmscEmulator:
         if f.receipt_format in ("both", "text"):
             now = datetime.now(timezone.utc)
             text = build_receipt_text(
-                rid, delivered=1 if f.receipt_stat == "DELIVRD" else 0, submit_date=now, done_date=now,
-                stat=f.receipt_stat, err=f.receipt_err % 1000, text="",
+                rid, delivered=1 if stat == "DELIVRD" else 0, submit_date=now, done_date=now,
+                stat=stat, err=err % 1000, text="",
             ).encode("ascii")
         if f.receipt_format in ("both", "tlv"):
-            net = (8, f.receipt_err) if f.receipt_err else None
-            tlvs = receipt_tlvs(rid, _STAT_STATE.get(f.receipt_stat, MessageState.UNKNOWN), net)
-        log.debug("receipt for %s as %r (%s, %s)", mid, rid, f.receipt_format, f.receipt_stat)
+            net = (8, err) if err else None
+            tlvs = receipt_tlvs(rid, _STAT_STATE.get(stat, MessageState.UNKNOWN), net)
+        log.debug("receipt for %s as %r (%s, %s)", mid, rid, f.receipt_format, stat)
         for _ in range(1 + f.duplicate_receipts):
             pdu = Pdu(C.DELIVER_SM, 0, 0, {
                 "source_addr": "", "destination_addr": "", "esm_class": ESM_TYPE_RECEIPT,
@@ -327,7 +343,15 @@ async def control(emu: SmscEmulator, request: Any) -> Any:
         return json_response([_sent_json(s) for s in emu.sent])
     if path == "/emulator/state" and method == "GET":
         return json_response({"bound": emu.bound, "binds_total": emu.binds_total, "unbinds": emu.unbinds,
-                              "sent": len(emu.sent), "faults": attrs.asdict(emu.faults)})
+                              "sent": len(emu.sent), "faults": attrs.asdict(emu.faults),
+                              "deliver_resps": {str(k): n for k, n in emu.deliver_resps.items()}})
+    if path == "/emulator/receipt" and method == "POST":
+        data = form_or_json(request)
+        try:
+            sent = await emu.send_receipt(str(data["message_id"]), str(data["stat"]), int(data.get("err", 0)))
+        except KeyError as exc:
+            return json_response({"error": f"missing {exc.args[0]}"}, status=400)
+        return json_response({"delivered_to_binds": sent}, status=200 if sent else 409)
     if path == "/emulator/faults":
         if method == "POST":
             try:

@@ -130,6 +130,8 @@ class ReportTracker:
                 await self.sched.store.update_part(mid, p.seq, result[0], error=result[1])
                 results.append(result)
                 continue
+            if status.network_stat and not status.poll_failed:
+                await self.sched.network_progress(mid, p.device, status.network_stat)
             if now - max(since, p.sent_at or since) < device.status_timeout:
                 return False  # keep waiting for this part's handset report
             # No handset report in time. The device took the part (it answered the send), so it
