@@ -342,6 +342,8 @@ SMPP_STATE: dict[State, MessageState] = {
 # A SENT message's intermediate stat from the network (an upstream SMSC's intermediate receipt,
 # kept as the message's ``network_stat``: a sub-status of SENT, not a state of its own, so the
 # table above and every rule about final states stay as they are).
+# Receipt stats that are not final: the message keeps waiting for the final one.
+INTERMEDIATE_STATS: frozenset[str] = frozenset({"ENROUTE", "ACCEPTD", "SCHEDULED", "SKIPPED"})
 NETWORK_STAT_STATE: dict[str, MessageState] = {
     "ENROUTE": MessageState.ENROUTE,
     "ACCEPTD": MessageState.ACCEPTED,

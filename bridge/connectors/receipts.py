@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from ..lifecycle import INTERMEDIATE_STATS
 from ..smpp.constants import ESM_TYPE_INTERMEDIATE, ESM_TYPE_RECEIPT, MessageState, Tag
 from ..smpp.receipt import parse_receipt_text
 
@@ -34,7 +35,7 @@ _HEX = frozenset(string.hexdigits)
 #: Receipt stat -> what it means for our message. Intermediate ones keep it pending.
 FINAL_OK = frozenset({"DELIVRD"})
 FINAL_FAILED = frozenset({"UNDELIV", "REJECTD", "EXPIRED", "DELETED", "UNKNOWN"})
-INTERMEDIATE = frozenset({"ENROUTE", "ACCEPTD", "SCHEDULED", "SKIPPED"})
+INTERMEDIATE = INTERMEDIATE_STATS
 
 _STATE_STAT = {
     MessageState.DELIVERED: "DELIVRD",
@@ -178,8 +179,9 @@ class ReceiptBook:
             return "unmatched", None
         ref = self._find(receipt.message_id)
         if ref is None:
-            if any(f in self._early for f in forms):
-                return "duplicate", None
+            waiting = next((self._early[f] for f in forms if f in self._early), None)
+            if waiting is not None and (waiting.receipt.final or waiting.receipt == receipt):
+                return "duplicate", None  # an early final one is not changed either
             return "early", None
         old = self._latest.get(ref)
         if old is not None and (old.final or old == receipt):
@@ -189,6 +191,9 @@ class ReceiptBook:
     def arrived(self, receipt: Receipt, now: float) -> str:
         result, ref = self.classify(receipt)
         if result == "early":
+            for form in id_forms(receipt.message_id):  # a newer one replaces an intermediate
+                if form in self._early:
+                    self._drop_early(self._early[form])
             early = _Early(receipt, now)
             for form in id_forms(receipt.message_id):  # its resp may write the id in any of them
                 self._early[form] = early

@@ -22,9 +22,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ..lifecycle import State
-
-FINAL_SQL = "stat NOT IN ('ENROUTE','ACCEPTD','SCHEDULED','SKIPPED')"
+from ..lifecycle import INTERMEDIATE_STATS, State
 
 
 class UpstreamReceipts:
@@ -38,13 +36,18 @@ class UpstreamReceipts:
         """Commit one receipt (before its deliver_sm_resp). A final row stays as it is."""
 
         def op(conn: sqlite3.Connection) -> None:
+            old = conn.execute(
+                "SELECT stat, matched FROM upstream_receipts WHERE device=? AND id_key=?", (device, id_key)
+            ).fetchone()
+            if old is not None and old[0] not in INTERMEDIATE_STATS:
+                return
+            # Deleted and inserted again, not updated: the rowid then orders the rows as the
+            # receipts came, and a restart replays them in that order.
+            conn.execute("DELETE FROM upstream_receipts WHERE device=? AND id_key=?", (device, id_key))
             conn.execute(
                 "INSERT INTO upstream_receipts (device, id_key, smsc_id, stat, error, received_at, matched) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, id_key) DO UPDATE SET "
-                "smsc_id=excluded.smsc_id, stat=excluded.stat, error=excluded.error, "
-                "received_at=excluded.received_at, matched=coalesce(excluded.matched, matched) "
-                f"WHERE NOT ({FINAL_SQL.replace('stat', 'upstream_receipts.stat')})",
-                (device, id_key, smsc_id, stat, error, received_at, matched),
+                "VALUES (?,?,?,?,?,?,?)",
+                (device, id_key, smsc_id, stat, error, received_at, matched or (old[1] if old else None)),
             )
 
         await self.write(op)  # type: ignore[attr-defined]
@@ -59,7 +62,7 @@ class UpstreamReceipts:
         """(smsc_id, stat, error, received_at, matched) of every receipt kept for ``device``."""
         return await self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
             "SELECT smsc_id, stat, error, received_at, matched FROM upstream_receipts WHERE device=? "
-            "ORDER BY received_at", (device,)
+            "ORDER BY rowid", (device,)
         ).fetchall())
 
     async def upstream_refs(self, device: str) -> list[str]:

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.connectors.config import build_driver
 from bridge.connectors.emulator import SmscEmulator
+from bridge.connectors.journal import ReceiptJournal
+from bridge.connectors.receipts import Receipt, ReceiptBook
 from bridge.devices.base import DeliveryState
 from bridge.smpp.constants import Status
 from bridge.store import Store, StoreUnwritable
@@ -191,3 +195,88 @@ async def test_intermediate_receipts_show_until_the_final_one(tmp_path: Path) ->
         assert drv.stats.intermediate == {"ENROUTE": 1, "ACCEPTD": 1}
         assert drv.stats.receipts["duplicate"] == 1
         n.cancel_scope.cancel()
+
+
+# -- the invariant: a restart at any point changes no message's receipt ---------------------------
+
+IDS = ["0000A1F3", "0000B000"]
+STATS = ["ENROUTE", "ACCEPTD", "DELIVRD", "UNDELIV"]
+
+
+def as_written(mid: str, style: str) -> str:
+    return {"lower": mid.lower(), "padded": mid.rjust(20, "0"), "decimal": str(int(mid, 16))}.get(style, mid)
+
+
+class WaitingParts:
+    """The store, except that the parts still waiting for a receipt are the test's (the real
+    ones come from the channel worker's commits, which this test does not run)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.refs: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def upstream_refs(self, device: str) -> list[str]:
+        return list(self.refs)
+
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("resp"), st.sampled_from(IDS)),
+        st.tuples(st.just("receipt"), st.sampled_from(IDS), st.sampled_from(STATS),
+                  st.sampled_from(["same", "lower", "padded", "decimal"])),
+        st.tuples(st.just("restart")),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events)
+def test_a_restart_anywhere_keeps_what_every_answered_receipt_said(tmp_path_factory: Any, script: list[tuple[Any, ...]]) -> None:
+    """Model: each SMSC id's receipt is its first final one, else its newest, whether it came
+    before or after the resp, in any id format. The connector, restarted from the store at
+    random points (each restart a new book from the kept rows), always agrees."""
+    path = tmp_path_factory.mktemp("journal") / "bridge.sqlite3"
+    model: dict[str, str] = {}
+    clock = Clock()
+
+    def expect(mid: str, stat: str) -> None:
+        old = model.get(mid)
+        if old is None or old in ("ENROUTE", "ACCEPTD"):
+            model[mid] = stat
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            store = await open_store(path, n)
+            parts = WaitingParts(store)
+            book = ReceiptBook(early_grace=60)
+            journal = ReceiptJournal("up1", book, parts, clock, horizon=3600)
+            for event in script:
+                clock.now += 1
+                if event[0] == "restart":
+                    book = ReceiptBook(early_grace=60)
+                    journal = ReceiptJournal("up1", book, parts, clock, horizon=3600)
+                    await journal.restore()
+                elif event[0] == "resp" and event[1] not in parts.refs:
+                    parts.refs.append(event[1])
+                    early = book.claim(event[1])
+                    if early is not None:
+                        await journal.claimed(early, event[1])
+                elif event[0] == "receipt":
+                    _, mid, stat, style = event
+                    receipt = Receipt(as_written(mid, style), stat, None)
+                    result, ref = book.classify(receipt)
+                    if result in ("matched", "early"):
+                        await journal.commit(receipt, result, ref)
+                    book.arrived(receipt, clock.now)
+                    expect(mid, stat)
+                for mid in parts.refs:
+                    got = book.latest(mid)
+                    assert (got.stat if got else None) == model.get(mid), (event, mid)
+            n.cancel_scope.cancel()
+        store.close()
+
+    trio.run(main)
