@@ -27,6 +27,9 @@ Rules
   answered ESME_RX_T_APPN, so the SMSC sends it again. A receipt that matches nothing is counted,
   logged and answered. An MO waits in ``inbox()`` and is answered only when the store has it
   (``delete_inbox``, the ACK_INBOX contract): an MO is never acknowledged before it is durable.
+  Its key is its content's digest and the wall-clock second it was first seen; the same
+  content within ``MO_KEY_WINDOW`` gets the same key, also after a restart (the store is asked
+  for the newest key of a content not seen since the start), so a resend is one MO.
 * ``status`` of a message still waiting shows the newest intermediate stat of its parts
   (``StatusResult.network_stat``: ENROUTE, ACCEPTD ...); the report tracker stores it on the
   message and sends the ESME its intermediate receipt when asked (docs/connectors.md).
@@ -338,13 +341,19 @@ class ConnectorDriver(DriverBase):
             text = body.hex()
         src = str(pdu.params.get("source_addr") or "")
         dst = str(pdu.params.get("destination_addr") or "")
-        now = trio.current_time()
+        now = self.journal.clock() if self.journal is not None else trio.current_time()
         digest = hashlib.sha256(repr((src, dst, bytes(pdu.params.get("short_message") or b""), sorted(
             (k, v) for k, v in pdu.tlvs.items()))).encode()).hexdigest()[:24]  # fmt: skip
         seen = self._mo_keys.get(digest)
+        if seen is None and self.journal is not None:
+            # Not seen since the start: the store knows whether it came before a restart.
+            try:
+                seen = await self.journal.mo_seen(f"{self.name}:{digest}:", now - MO_KEY_WINDOW)
+            except Exception as exc:  # noqa: BLE001 - unanswered until stored anyway
+                log.warning("connector %s: could not look up an earlier copy of an MO (%s)", self.name, exc)
         if seen is None or now - seen > MO_KEY_WINDOW:
-            self._mo_keys[digest] = now
             seen = now
+        self._mo_keys[digest] = seen
         while len(self._mo_keys) > 50_000:
             self._mo_keys.popitem(last=False)
         key = f"{self.name}:{digest}:{int(seen)}"

@@ -80,6 +80,10 @@ class ReceiptJournal:
         except Exception as exc:  # noqa: BLE001 - the receipt stays kept; only its note is missing
             log.warning("connector %s: could not note that receipt %r belongs to %r: %s", self.device, receipt.message_id, ref, exc)
 
+    async def mo_seen(self, prefix: str, since: float) -> float | None:
+        """When the same MO content (``name:digest:``) was first stored, if since ``since``."""
+        return await self.store.upstream_mo_seen(self.device, prefix, since)
+
     def reported(self, ref: str) -> None:
         """The tracker read a final status for part ``ref`` (the SMSC ids, space-separated)."""
         self._reported.setdefault(ref, self.clock())

@@ -13,6 +13,10 @@ Rules
 * Nothing lives forever: an early receipt that no resp claimed within the connector's grace is
   deleted (and counted unmatched by the connector); a matched one once its message can no longer
   wait for it (``drop_upstream_receipts`` with the connector's horizon).
+* An MO from upstream is keyed by its content and the time it was first seen (the connector's
+  ``device_key``, ``name:digest:seconds``); ``upstream_mo_seen`` finds the newest such key of a
+  content in the inbound table, so a resend after a restart gets the same key and the inbound
+  table's uniqueness makes it a duplicate, within the connector's window.
 * The newest intermediate stat of a SENT message (ENROUTE, ACCEPTD ...) is the message's
   ``network_stat``, set by a SENT -> SENT move of the lifecycle authority (``note_network_stat``).
 """
@@ -95,6 +99,22 @@ class UpstreamReceipts:
             )
 
         await self.write(op)  # type: ignore[attr-defined]
+
+    async def upstream_mo_seen(self, device: str, prefix: str, since: float) -> float | None:
+        """When an MO whose device_key starts with ``prefix`` (``name:digest:``) was first seen,
+        if at or after ``since``; None if no such MO is stored."""
+
+        def fn(conn: sqlite3.Connection) -> float | None:
+            # A range on the unique (device, device_key) index; ';' follows ':' in ASCII.
+            rows = conn.execute(
+                "SELECT device_key FROM inbound WHERE device=? AND device_key >= ? AND device_key < ?",
+                (device, prefix, prefix[:-1] + ";"),
+            ).fetchall()
+            seen = [float(k[len(prefix):]) for (k,) in rows if k[len(prefix):].isdigit()]
+            newest = max(seen, default=None)
+            return newest if newest is not None and newest >= since else None
+
+        return await self.read(fn)  # type: ignore[attr-defined]
 
     async def note_network_stat(self, mid: int, stat: str) -> Any:
         """A SENT message's newest intermediate stat from the network (SENT -> SENT, with an

@@ -280,3 +280,54 @@ def test_a_restart_anywhere_keeps_what_every_answered_receipt_said(tmp_path_fact
         store.close()
 
     trio.run(main)
+
+
+# -- MO from upstream: the same content within ten minutes is one MO, across restarts too ---------
+
+
+class NoRoute:
+    """The store's inbound policy, reduced to what this test needs: no ESME to route to."""
+
+    def recipient(self, device: str, channel: str) -> None:
+        return None
+
+    def route(self, device: str, channel: str, recipient: str | None) -> None:
+        return None
+
+    def rows(self, mo: Any) -> list[tuple[str, float]]:
+        return []
+
+    def keyword(self, text: str) -> None:
+        return None
+
+
+async def test_an_mo_sent_again_is_the_same_mo_within_ten_minutes_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.sqlite3"
+    clock = Clock()
+    emu = SmscEmulator()
+
+    async def one_life(advance: float) -> str:
+        """Start the connector ``advance`` seconds later, take the MO the SMSC sends, store it
+        like the inbound poller does, answer it, stop; returns the MO's key."""
+        clock.now += advance
+        async with trio.open_nursery() as n:
+            store = await open_store(path, n)
+            drv = await connector(n, port, store, clock)
+            await emu.inject_mo("+15559999", "12345", "the same text")
+            await wait_for(lambda: len(drv._inbox) == 1)
+            [sms] = await drv.inbox()
+            await store.add_inbound(drv.name, [sms], NoRoute())
+            await drv.delete_inbox([sms])
+            await drv.aclose()
+            n.cancel_scope.cancel()
+        store.close()
+        return sms.device_key
+
+    async with trio.open_nursery() as outer:
+        port = await outer.start(emu.serve)
+        first = await one_life(0)
+        assert await one_life(599) == first  # the SMSC's resend, after a restart: the same MO
+        assert await one_life(2) != first  # 601 s after the first: a new MO with the same text
+        outer.cancel_scope.cancel()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM inbound").fetchone()[0] == 2
