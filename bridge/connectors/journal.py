@@ -56,7 +56,7 @@ class ReceiptJournal:
             result, ref = self.book.classify(receipt)
             self.book.arrived(receipt, at)
             if result == "matched" and ref is not None:
-                self._row_of[ref] = id_forms(smsc_id)[0]
+                self._note_row(ref, id_forms(smsc_id)[0])
         if rows:
             log.info("connector %s: %d receipt(s) kept from before the restart", self.device, len(rows))
         return await self.expire()
@@ -68,13 +68,13 @@ class ReceiptJournal:
             self.device, key, receipt.message_id, receipt.stat, receipt.error, self.clock(), ref
         )
         if ref is not None:
-            self._row_of[ref] = key
+            self._note_row(ref, key)
 
     async def claimed(self, receipt: Receipt, ref: str) -> None:
         """An early receipt found its submit_sm_resp: note whose it is (best effort: should this
         fail, the row is matched again from the store's parts after a restart)."""
         key = id_forms(receipt.message_id)[0]
-        self._row_of[ref] = key
+        self._note_row(ref, key)
         try:
             await self.store.match_upstream_receipt(self.device, key, ref)
         except Exception as exc:  # noqa: BLE001 - the receipt stays kept; only its note is missing
@@ -83,6 +83,12 @@ class ReceiptJournal:
     async def mo_seen(self, prefix: str, since: float) -> float | None:
         """When the same MO content (``name:digest:``) was first stored, if since ``since``."""
         return await self.store.upstream_mo_seen(self.device, prefix, since)
+
+    def _note_row(self, ref: str, key: str) -> None:
+        self._row_of.pop(ref, None)
+        self._row_of[ref] = key
+        while len(self._row_of) > self.book.keep:  # the book forgets as many ids (its keep)
+            del self._row_of[next(iter(self._row_of))]
 
     def reported(self, ref: str) -> None:
         """The tracker read a final status for part ``ref`` (the SMSC ids, space-separated)."""
@@ -103,8 +109,10 @@ class ReceiptJournal:
             return gone
         self._last_sweep = now
         for ref, at in list(self._reported.items()):
-            if now - at < SWEEP_EVERY or await self.store.upstream_ref_waiting(self.device, ref):
+            if now - at < SWEEP_EVERY:
                 continue  # the tracker's commit of the part may not be in yet
+            if now - at < self.horizon and await self.store.upstream_ref_waiting(self.device, ref):
+                continue
             del self._reported[ref]
             keys = [k for k in (self._row_of.pop(mid, None) for mid in ref.split()) if k is not None]
             if keys:

@@ -221,6 +221,9 @@ class WaitingParts:
     async def upstream_refs(self, device: str) -> list[str]:
         return list(self.refs)
 
+    async def upstream_ref_waiting(self, device: str, ref: str) -> bool:
+        return ref in self.refs
+
 
 events = st.lists(
     st.one_of(
@@ -280,6 +283,33 @@ def test_a_restart_anywhere_keeps_what_every_answered_receipt_said(tmp_path_fact
         store.close()
 
     trio.run(main)
+
+
+async def test_kept_receipts_end_when_their_message_is_done_or_after_the_horizon(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.sqlite3"
+    clock = Clock()
+    async with trio.open_nursery() as n:
+        parts = WaitingParts(await open_store(path, n))
+        book = ReceiptBook(early_grace=60)
+        journal = ReceiptJournal("up1", book, parts, clock, horizon=3600)
+        for mid, stat in (("0000A1F3", "DELIVRD"), ("0000B000", "ENROUTE")):
+            parts.refs.append(mid)
+            book.submitted(mid)
+            receipt = Receipt(mid, stat, None)
+            await journal.commit(receipt, *book.classify(receipt))
+            book.arrived(receipt, clock.now)
+        journal.reported("0000A1F3")  # the tracker read its final status
+        clock.now += 61
+        await journal.sweep()
+        assert len(kept(path)) == 2  # its part still waits: the tracker's commit is not in yet
+        parts.refs.remove("0000A1F3")  # ... now it is
+        clock.now += 61
+        await journal.sweep()
+        assert kept(path) == [("0000B000", "ENROUTE", "0000B000")]
+        clock.now += 3600  # no message waits longer than status_timeout + grace
+        await journal.sweep()
+        assert kept(path) == []
+        n.cancel_scope.cancel()
 
 
 # -- MO from upstream: the same content within ten minutes is one MO, across restarts too ---------
