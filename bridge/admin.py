@@ -368,6 +368,9 @@ def _record(rec: Any) -> dict[str, Any]:
         "id": rec.message_id,
         "esme": rec.esme,
         "state": rec.state.value,
+        # The network's newest intermediate receipt while SENT (an upstream SMSC's ENROUTE,
+        # ACCEPTD ...), else null.
+        "network_stat": rec.network_stat,
         "source_addr": rec.source_addr,
         "destination_addr": rec.destination_addr,
         "service_type": rec.service_type,

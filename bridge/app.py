@@ -24,6 +24,7 @@ import trio
 
 from .admin import AdminApi, AdminParts
 from .config import Config
+from .connectors import KIND as CONNECTOR
 from .connectors.metrics import ConnectorCollector
 from .connectors.reconfigure import ConnectorParts, Connectors
 from .devices import build_driver
@@ -82,7 +83,7 @@ class App:
         self.store.final_receipts = Receipts(lambda: self.config, clock).final
         self.server = SmppServer(config, self.store, self.metrics, clock=clock)
         # Every driver call is timed and its failures counted (bridge/monitor.py).
-        self.drivers = {d.name: instrument(build_driver(d), self.metrics) for d in config.devices if d.enabled}
+        self.drivers = {d.name: self._build_driver(d) for d in config.devices if d.enabled}
         self.scheduler: Scheduler | None = None
         if config.routes:
             self.scheduler = Scheduler(config, self.store, self.drivers, self.metrics, clock=clock)
@@ -128,7 +129,7 @@ class App:
         server, scheduler = self.server, self.scheduler
         # Upstream connectors a reload adds, removes or changes while running.
         self.connectors = Connectors(ConnectorParts(
-            drivers=self.drivers, build=lambda d: instrument(build_driver(d), self.metrics),
+            drivers=self.drivers, build=self._build_driver,
             serve=self._serve_added, scheduler=scheduler, monitor=self.monitor, inbound=self.inbound,
         ))  # fmt: skip
         self._reload_parts = ReloadParts(
@@ -248,6 +249,14 @@ class App:
     def _readiness(self) -> dict[str, str]:
         started = "stopping" if self._stopping else "ok" if self.ready else "starting"
         return {"started": started, "smpp": "ok" if self.smpp_ports else "not listening"}
+
+    def _build_driver(self, device: Any) -> Any:
+        """A device's driver, every call timed and counted; a connector's receipts are kept in
+        the store before they are answered (docs/connectors.md)."""
+        driver = instrument(build_driver(device), self.metrics)
+        if driver.kind == CONNECTOR:
+            driver.attach_store(self.store, self.clock)
+        return driver
 
     async def _serve_driver(self, name: str, driver: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:

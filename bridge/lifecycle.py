@@ -339,5 +339,21 @@ SMPP_STATE: dict[State, MessageState] = {
 }
 
 
-def smpp_state(state: State | str) -> MessageState:
-    return SMPP_STATE[State(state)]
+# A SENT message's intermediate stat from the network (an upstream SMSC's intermediate receipt,
+# kept as the message's ``network_stat``: a sub-status of SENT, not a state of its own, so the
+# table above and every rule about final states stay as they are).
+# Receipt stats that are not final: the message keeps waiting for the final one.
+INTERMEDIATE_STATS: frozenset[str] = frozenset({"ENROUTE", "ACCEPTD", "SCHEDULED", "SKIPPED"})
+NETWORK_STAT_STATE: dict[str, MessageState] = {
+    "ENROUTE": MessageState.ENROUTE,
+    "ACCEPTD": MessageState.ACCEPTED,
+}
+
+
+def smpp_state(state: State | str, network_stat: str | None = None) -> MessageState:
+    """What query_sm answers for a message: its state's message_state, or, while it is SENT,
+    what the network's newest intermediate receipt said (ACCEPTD -> ACCEPTED)."""
+    st = State(state)
+    if st is State.SENT and network_stat in NETWORK_STAT_STATE:
+        return NETWORK_STAT_STATE[network_stat]
+    return SMPP_STATE[st]

@@ -84,6 +84,8 @@ def spec() -> dict[str, Any]:
                         "id": {"type": "string", "description": "message_id as in submit_sm_resp"},
                         "esme": {"type": "string"},
                         "state": {"type": "string"},
+                        "network_stat": {"type": "string", "nullable": True,
+                                         "description": "while sent: the network's newest intermediate receipt (ENROUTE, ACCEPTD)"},
                         "source_addr": {"type": "string"},
                         "destination_addr": {"type": "string"},
                         "text": {"type": "string", "nullable": True},

@@ -25,9 +25,17 @@ Rules
 * ``status``: the newest receipt of each part (``receipts.ReceiptBook``): any final failure ->
   FAILED with the provider's error code (it becomes network_error_code); every part DELIVRD ->
   DELIVERED; else PENDING (ENROUTE, ACCEPTD and no receipt yet).
-* Deliveries: a receipt is answered at once (deliver_sm_resp / data_sm_resp) and booked; an MO
-  waits in ``inbox()`` and is answered only when the store has it (``delete_inbox``, the
-  ACK_INBOX contract): an MO is never acknowledged before it is durable.
+* Deliveries: a receipt is committed to the store first (``journal.ReceiptJournal``), then
+  booked and answered (deliver_sm_resp / data_sm_resp); when the store cannot write it is
+  answered ESME_RX_T_APPN, so the SMSC sends it again. A receipt that matches nothing is counted,
+  logged and answered. An MO waits in ``inbox()`` and is answered only when the store has it
+  (``delete_inbox``, the ACK_INBOX contract): an MO is never acknowledged before it is durable.
+  Its key is its content's digest and the wall-clock second it was first seen; the same
+  content within ``MO_KEY_WINDOW`` gets the same key, also after a restart (the store is asked
+  for the newest key of a content not seen since the start), so a resend is one MO.
+* ``status`` of a message still waiting shows the newest intermediate stat of its parts
+  (``StatusResult.network_stat``: ENROUTE, ACCEPTD ...); the report tracker stores it on the
+  message and sends the ESME its intermediate receipt when asked (docs/connectors.md).
 """
 
 from __future__ import annotations
@@ -59,8 +67,9 @@ from ..smpp.pdu import Pdu, make_response
 from ..smpp.text import decode_short_message
 from . import CAPABILITIES
 from .bind import Ambiguous, Bind, NotSent
+from .journal import ReceiptJournal
 from .outbind import OutbindListener
-from .receipts import ReceiptBook, parse_receipt
+from .receipts import Receipt, ReceiptBook, parse_receipt
 from .submit import build_submits
 
 log = logging.getLogger(__name__)
@@ -82,6 +91,8 @@ class ConnectorStats:
     def __init__(self) -> None:
         self.submits: dict[str, int] = {}  # by status name ("ESME_ROK", "ambiguous", ...)
         self.receipts: dict[str, int] = {"matched": 0, "unmatched": 0, "duplicate": 0, "early": 0}
+        self.intermediate: dict[str, int] = {}  # intermediate receipts by stat (ENROUTE ...)
+        self.receipt_commit_failures = 0  # receipts answered with an error: the store could not write
         self.bind_refusals: dict[str, int] = {"auth": 0, "other": 0}
         self.dead_peers = 0
         self.throttled = 0
@@ -104,6 +115,9 @@ class ConnectorDriver(DriverBase):
         self.settings = settings
         self.stats = ConnectorStats()
         self.book = ReceiptBook(settings.early_grace)
+        # Receipts are durable before they are answered once the app gives the store.
+        self.journal: ReceiptJournal | None = None
+        self._horizon = float(getattr(device, "status_timeout", 172_800.0)) + settings.early_grace
         self.binds = [
             Bind(settings, mode, i + 1, self._on_deliver, self)
             for mode in ("trx", "tx", "rx")
@@ -127,8 +141,15 @@ class ConnectorDriver(DriverBase):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def attach_store(self, store: Any, clock: Any) -> None:
+        """Keep receipts in ``store`` (committed before they are answered); ``clock`` is the
+        wall clock their ages are measured with (it survives a restart)."""
+        self.journal = ReceiptJournal(self.name, self.book, store, clock, self._horizon)
+
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._stopped = trio.Event()
+        if self.journal is not None:  # before any bind: what a crash interrupted comes first
+            self._unmatched(await self.journal.restore())
         outbind = OutbindListener(self) if self.settings.outbind is not None else None
         try:
             if outbind is not None:
@@ -161,8 +182,11 @@ class ConnectorDriver(DriverBase):
     def adopt(self, old: ConnectorDriver) -> None:
         """Take over what the previous driver of this connector knew (a reload changed its
         settings): the receipts book, so receipts for what it sent still match, and the
-        counters, so the metrics do not start again from 0."""
+        counters, so the metrics do not start again from 0; the receipts kept in the store
+        are kept by the journal of that same book."""
         self.book, self.stats, self._mo_keys = old.book, old.stats, old._mo_keys
+        if old.journal is not None:
+            self.journal = old.journal
 
     def retune(self, settings: Any) -> None:
         """New pacing (throughput, throttle_backoff, receipt_grace) without a rebind."""
@@ -174,13 +198,22 @@ class ConnectorDriver(DriverBase):
     async def _sweep(self) -> None:
         while True:
             await trio.sleep(min(5.0, self.book.early_grace))
-            for receipt in self.book.expire(trio.current_time()):
-                self.stats.receipts["unmatched"] += 1
-                log.warning(
-                    "connector %s: receipt for SMSC id %r (stat %s) matches no message we sent; if this "
-                    "repeats, compare the ids in the provider's receipts with their submit_sm_resp ids",
-                    self.name, receipt.message_id, receipt.stat,
-                )
+            if self.journal is None:
+                self._unmatched(self.book.expire(trio.current_time()))
+                continue
+            try:
+                self._unmatched(await self.journal.sweep())
+            except Exception as exc:  # noqa: BLE001 - the store's trouble; the next sweep retries
+                log.error("connector %s: could not expire kept receipts (%s); trying again", self.name, exc)
+
+    def _unmatched(self, receipts: list[Receipt]) -> None:
+        for receipt in receipts:
+            self.stats.receipts["unmatched"] += 1
+            log.warning(
+                "connector %s: receipt for SMSC id %r (stat %s) matches no message we sent; if this "
+                "repeats, compare the ids in the provider's receipts with their submit_sm_resp ids",
+                self.name, receipt.message_id, receipt.stat,
+            )
 
     # -- events from the binds (state, counts) ----------------------------------------------------
 
@@ -280,8 +313,11 @@ class ConnectorDriver(DriverBase):
                 if st == 0:
                     mid = str(resp.params.get("message_id") or "")
                     self._throttle_level = 0
-                    if self.book.submitted(mid) == "matched":
+                    early = self.book.claim(mid)
+                    if early is not None:
                         self.stats.receipts["matched"] += 1  # it had come before the resp
+                        if self.journal is not None:
+                            await self.journal.claimed(early, mid)
                     ids.append(mid)
                     break
                 if st in THROTTLE_STATUSES:
@@ -311,28 +347,32 @@ class ConnectorDriver(DriverBase):
         if not ref:
             return StatusResult(DeliveryState.UNKNOWN, detail="no SMSC message id")
         pending = False
+        progress: str | None = None
         for mid in ref.split():
             r = self.book.latest(mid)
             if r is None or not r.final:
                 pending = True
+                progress = progress or (r.stat if r is not None else None)
                 continue
             if r.stat != "DELIVRD":
+                self._reported(ref)
                 return StatusResult(DeliveryState.FAILED, error_code=r.error, detail=f"SMSC receipt {r.stat} for {mid}")
         if pending:
-            return StatusResult(DeliveryState.PENDING, detail="no final receipt yet")
+            detail = f"the SMSC says {progress}" if progress else "no final receipt yet"
+            return StatusResult(DeliveryState.PENDING, detail=detail, network_stat=progress)
+        self._reported(ref)
         return StatusResult(DeliveryState.DELIVERED, detail="SMSC receipt DELIVRD")
+
+    def _reported(self, ref: str) -> None:
+        if self.journal is not None:
+            self.journal.reported(ref)
 
     # -- deliveries (receipts and MO) --------------------------------------------------------------
 
     async def _on_deliver(self, bind: Bind, pdu: Pdu) -> Pdu | None:
         receipt = parse_receipt(pdu)
         if receipt is not None:
-            result = self.book.arrived(receipt, trio.current_time())
-            if result != "early":
-                self.stats.receipts[result] += 1
-            if result == "unmatched":
-                log.warning("connector %s: a receipt without a message id (%r): counted unmatched", self.name, receipt.raw[:80])
-            return make_response(pdu)
+            return await self._on_receipt(pdu, receipt)
         try:
             body, concat = extract(pdu)
         except ConcatError as exc:
@@ -342,13 +382,19 @@ class ConnectorDriver(DriverBase):
             text = body.hex()
         src = str(pdu.params.get("source_addr") or "")
         dst = str(pdu.params.get("destination_addr") or "")
-        now = trio.current_time()
+        now = self.journal.clock() if self.journal is not None else trio.current_time()
         digest = hashlib.sha256(repr((src, dst, bytes(pdu.params.get("short_message") or b""), sorted(
             (k, v) for k, v in pdu.tlvs.items()))).encode()).hexdigest()[:24]  # fmt: skip
         seen = self._mo_keys.get(digest)
+        if seen is None and self.journal is not None:
+            # Not seen since the start: the store knows whether it came before a restart.
+            try:
+                seen = await self.journal.mo_seen(f"{self.name}:{digest}:", now - MO_KEY_WINDOW)
+            except Exception as exc:  # noqa: BLE001 - unanswered until stored anyway
+                log.warning("connector %s: could not look up an earlier copy of an MO (%s)", self.name, exc)
         if seen is None or now - seen > MO_KEY_WINDOW:
-            self._mo_keys[digest] = now
             seen = now
+        self._mo_keys[digest] = seen
         while len(self._mo_keys) > 50_000:
             self._mo_keys.popitem(last=False)
         key = f"{self.name}:{digest}:{int(seen)}"
@@ -365,6 +411,30 @@ class ConnectorDriver(DriverBase):
         )
         self._inbox[key] = (sms, [(bind, pdu)])
         return None
+
+    async def _on_receipt(self, pdu: Pdu, receipt: Receipt) -> Pdu:
+        """Commit, then book, then answer (module rules)."""
+        result, ref = self.book.classify(receipt)
+        if self.journal is not None and result in ("matched", "early"):
+            try:
+                await self.journal.commit(receipt, result, ref)
+            except Exception as exc:  # noqa: BLE001 - any failure to commit: the SMSC must resend
+                self.stats.receipt_commit_failures += 1
+                log.error(
+                    "connector %s: receipt for SMSC id %r could not be stored (%s); answered "
+                    "ESME_RX_T_APPN so the SMSC sends it again. Check the disk and the store's log lines.",
+                    self.name, receipt.message_id, exc,
+                )  # fmt: skip
+                return make_response(pdu, Status.RX_T_APPN)
+        now = self.journal.clock() if self.journal is not None else trio.current_time()
+        result = self.book.arrived(receipt, now)
+        if result != "early":
+            self.stats.receipts[result] += 1
+        if result in ("matched", "early") and not receipt.final:
+            self.stats.intermediate[receipt.stat] = self.stats.intermediate.get(receipt.stat, 0) + 1
+        if result == "unmatched":
+            log.warning("connector %s: a receipt without a message id (%r): counted unmatched", self.name, receipt.raw[:80])
+        return make_response(pdu)
 
     async def inbox(self) -> list[InboundSms]:
         return [sms for sms, _ in self._inbox.values()]
@@ -394,6 +464,8 @@ class ConnectorDriver(DriverBase):
             "binds_up": self.binds_up,
             "submits": dict(st.submits),
             "receipts": dict(st.receipts),
+            "intermediate_receipts": dict(st.intermediate),
+            "receipt_commit_failures": st.receipt_commit_failures,
             "bind_refusals": dict(st.bind_refusals),
             "throttled": st.throttled,
             "mo": st.mo,

@@ -27,7 +27,9 @@ and add what only an SMSC does. Set them on ``emulator.faults`` (``apply_faults`
 
 ``inject_mo(source, destination, text)`` sends an MO (deliver_sm) to every receiver bind;
 ``send_receipt(message_id, stat, err)`` a receipt for a message it took, when a test says so
-(``receipts: false`` and this one: a receipt that comes late).
+(``receipts: false`` and this one: ENROUTE, then ACCEPTD, then DELIVRD ..., or one that
+comes late). The statuses of the deliver_sm_resp it got back are counted (``deliver_resps``
+in ``/emulator/state``).
 ``outbind(host, port, system_id, password)`` connects to an ESME and asks it to bind as a
 receiver on that connection (SMPP 3.4 4.1.7); over HTTP: ``POST /emulator/outbind``.
 """
@@ -122,6 +124,7 @@ class SmscEmulator:
         self.binds_total = 0
         self.unbinds = 0
         self.outbinds = 0
+        self.deliver_resps: dict[int, int] = {}  # deliver_sm_resp command_status -> how many
         self.port: int | None = None
         self._conns: set[_Conn] = set()
         self._ids = itertools.count(0xA1F3)
@@ -227,6 +230,8 @@ class SmscEmulator:
             return True
         if cid == C.SUBMIT_SM:
             return await self._submit(conn, pdu)
+        if cid == C.DELIVER_SM_RESP:
+            self.deliver_resps[pdu.command_status] = self.deliver_resps.get(pdu.command_status, 0) + 1
         return True  # responses (deliver_sm_resp ...)
 
     async def _submit(self, conn: _Conn, pdu: Pdu) -> bool:
@@ -369,7 +374,15 @@ async def control(emu: SmscEmulator, request: Any) -> Any:
     if path == "/emulator/state" and method == "GET":
         return json_response({"bound": emu.bound, "binds_total": emu.binds_total, "unbinds": emu.unbinds,
                               "outbinds": emu.outbinds,
-                              "sent": len(emu.sent), "faults": attrs.asdict(emu.faults)})
+                              "sent": len(emu.sent), "faults": attrs.asdict(emu.faults),
+                              "deliver_resps": {str(k): n for k, n in emu.deliver_resps.items()}})
+    if path == "/emulator/receipt" and method == "POST":
+        data = form_or_json(request)
+        try:
+            sent = await emu.send_receipt(str(data["message_id"]), str(data["stat"]), int(data.get("err", 0)))
+        except KeyError as exc:
+            return json_response({"error": f"missing {exc.args[0]}"}, status=400)
+        return json_response({"delivered_to_binds": sent}, status=200 if sent else 409)
     if path == "/emulator/faults":
         if method == "POST":
             try:

@@ -6,6 +6,9 @@ same figures for ``/api/status`` and ``smpp-bridge status``.
 * ``smpp_bridge_connector_submits_total{connector,status}`` - submit_sm answers by status
   (ESME_ROK, ESME_RTHROTTLED ..., "ambiguous"); rate() of ESME_ROK is the throughput
 * ``smpp_bridge_connector_receipts_total{connector,result}`` - matched, unmatched, duplicate
+* ``smpp_bridge_connector_intermediate_receipts_total{connector,stat}`` - ENROUTE, ACCEPTD ...
+* ``smpp_bridge_connector_receipt_commit_failures_total{connector}`` - receipts answered
+  ESME_RX_T_APPN because the store could not take them (the SMSC sends them again)
 * ``smpp_bridge_connector_bind_refusals_total{connector,reason}`` - auth, other
 * ``smpp_bridge_connector_throttled_total{connector}`` - ESME_RTHROTTLED / ESME_RMSGQFUL answers
 * ``smpp_bridge_connector_dead_peers_total{connector}`` - enquire_link went unanswered
@@ -47,6 +50,10 @@ class ConnectorCollector:
         conf = GaugeMetricFamily(p + "binds_configured", "Sessions configured", labels=["connector"])
         submits = CounterMetricFamily(p + "submits", "submit_sm answers by status", labels=["connector", "status"])
         receipts = CounterMetricFamily(p + "receipts", "Receipts from the SMSC by match result", labels=["connector", "result"])
+        inter = CounterMetricFamily(p + "intermediate_receipts", "Intermediate receipts from the SMSC by stat", labels=["connector", "stat"])
+        commit_failed = CounterMetricFamily(
+            p + "receipt_commit_failures", "Receipts refused (ESME_RX_T_APPN) because the store could not take them", labels=["connector"]
+        )
         refusals = CounterMetricFamily(p + "bind_refusals", "Binds the SMSC refused", labels=["connector", "reason"])
         throttled = CounterMetricFamily(p + "throttled", "ESME_RTHROTTLED / ESME_RMSGQFUL answers", labels=["connector"])
         dead = CounterMetricFamily(p + "dead_peers", "Connections closed for an unanswered enquire_link", labels=["connector"])
@@ -62,6 +69,9 @@ class ConnectorCollector:
                 submits.add_metric([name, status_name], n)
             for result in ("matched", "unmatched", "duplicate"):
                 receipts.add_metric([name, result], st.receipts[result])
+            for stat, n in sorted({"ENROUTE": 0, "ACCEPTD": 0, **st.intermediate}.items()):
+                inter.add_metric([name, stat], n)
+            commit_failed.add_metric([name], st.receipt_commit_failures)
             for reason, n in st.bind_refusals.items():
                 refusals.add_metric([name, reason], n)
             throttled.add_metric([name], st.throttled)
@@ -70,4 +80,4 @@ class ConnectorCollector:
             waiting.add_metric([name], d.mo_waiting)
             latency.add_metric([name], count_value=st.latency_count, sum_value=st.latency_sum)
             congestion.add_metric([name], -1 if d.congestion is None else d.congestion)
-        yield from (up, conf, submits, receipts, refusals, throttled, dead, mo, waiting, latency, congestion)
+        yield from (up, conf, submits, receipts, inter, commit_failed, refusals, throttled, dead, mo, waiting, latency, congestion)

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from ..lifecycle import INTERMEDIATE_STATS
 from ..smpp.constants import ESM_TYPE_INTERMEDIATE, ESM_TYPE_RECEIPT, MessageState, Tag
 from ..smpp.receipt import parse_receipt_text
 
@@ -34,7 +35,7 @@ _HEX = frozenset(string.hexdigits)
 #: Receipt stat -> what it means for our message. Intermediate ones keep it pending.
 FINAL_OK = frozenset({"DELIVRD"})
 FINAL_FAILED = frozenset({"UNDELIV", "REJECTD", "EXPIRED", "DELETED", "UNKNOWN"})
-INTERMEDIATE = frozenset({"ENROUTE", "ACCEPTD", "SCHEDULED", "SKIPPED"})
+INTERMEDIATE = INTERMEDIATE_STATS
 
 _STATE_STAT = {
     MessageState.DELIVERED: "DELIVRD",
@@ -145,6 +146,10 @@ class ReceiptBook:
 
     def submitted(self, ref: str) -> str | None:
         """Note a submitted id; returns "matched" when a receipt for it had come early."""
+        return "matched" if self.claim(ref) is not None else None
+
+    def claim(self, ref: str) -> Receipt | None:
+        """Note a submitted id; returns the early receipt it claimed, if one had come."""
         if ref in self._submitted:
             return None
         self._submitted[ref] = None
@@ -156,7 +161,7 @@ class ReceiptBook:
             if early is not None:
                 self._drop_early(early)
                 self._latest[ref] = early.receipt
-                return "matched"
+                return early.receipt
         return None
 
     def _find(self, message_id: str) -> str | None:
@@ -166,23 +171,35 @@ class ReceiptBook:
                 return ref
         return None
 
-    def arrived(self, receipt: Receipt, now: float) -> str:
+    def classify(self, receipt: Receipt) -> tuple[str, str | None]:
+        """What ``arrived`` would say, changing nothing: (result, the submitted id it matches).
+        The connector commits a receipt to the store between the two."""
         forms = id_forms(receipt.message_id)
         if not forms:
-            return "unmatched"
+            return "unmatched", None
         ref = self._find(receipt.message_id)
         if ref is None:
-            if any(f in self._early for f in forms):
-                return "duplicate"
-            early = _Early(receipt, now)
-            for form in forms:  # its resp may write the id in any of them
-                self._early[form] = early
-            return "early"
+            waiting = next((self._early[f] for f in forms if f in self._early), None)
+            if waiting is not None and (waiting.receipt.final or waiting.receipt == receipt):
+                return "duplicate", None  # an early final one is not changed either
+            return "early", None
         old = self._latest.get(ref)
         if old is not None and (old.final or old == receipt):
-            return "duplicate"  # a final state is never changed by a later receipt
-        self._latest[ref] = receipt
-        return "matched"
+            return "duplicate", ref  # a final state is never changed by a later receipt
+        return "matched", ref
+
+    def arrived(self, receipt: Receipt, now: float) -> str:
+        result, ref = self.classify(receipt)
+        if result == "early":
+            for form in id_forms(receipt.message_id):  # a newer one replaces an intermediate
+                if form in self._early:
+                    self._drop_early(self._early[form])
+            early = _Early(receipt, now)
+            for form in id_forms(receipt.message_id):  # its resp may write the id in any of them
+                self._early[form] = early
+        elif result == "matched" and ref is not None:
+            self._latest[ref] = receipt
+        return result
 
     def expire(self, now: float) -> list[Receipt]:
         gone = {id(e): e for e in self._early.values() if now - e.at >= self.early_grace}

@@ -136,6 +136,9 @@ class StatusResult:
     #: *yet*: poll again until the scheduler's status deadline. False means the device was
     #: read and its answer is ``state``.
     poll_failed: bool = False
+    #: While PENDING: the network's newest intermediate stat (an upstream SMSC's ENROUTE,
+    #: ACCEPTD ...), which the report tracker shows on the message; None for devices.
+    network_stat: str | None = None
 
 
 # --------------------------------------------------------------------------------------------

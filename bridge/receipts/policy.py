@@ -19,7 +19,8 @@ Rules
 * A receipt is queued in the outbox in the same transaction as the final state it reports
   (store.move), so a crash can never lose it or report a state that was not stored.
 * registered_delivery is honoured: bits 1-0 = 01 every final outcome, 10 failures only;
-  bit 4 (0x10) adds an intermediate ENROUTE receipt when the device takes the message.
+  bit 4 (0x10) adds an intermediate ENROUTE receipt when the device takes the message, and one
+  for each new intermediate stat an upstream SMSC reports later (ACCEPTD: message_state 6).
 * The receipt id is byte-identical to the message_id given in submit_sm_resp (for a long
   message: the id of the first part that asked for a receipt).
 """
@@ -44,7 +45,6 @@ from ..smpp.constants import (
     REG_DLR_FAILURE,
     REG_DLR_MASK,
     REG_INTERMEDIATE,
-    MessageState,
 )
 from ..smpp.receipt import build_receipt_text, receipt_tlvs
 from ..store import MessageRecord, format_id
@@ -157,7 +157,9 @@ def receipt_params(
     rid = rec.receipt_message_id if part_id is None else format_id(part_id)
     submitted = rec.esme_parts if part_id is None else 1
     if intermediate:
-        stat, smpp_state, err, net = "ENROUTE", MessageState.ENROUTE, 0, None
+        # ENROUTE when the device took it; an upstream SMSC's intermediate stat (ACCEPTD) as is.
+        stat = outcome.stat if outcome.stat in lifecycle.NETWORK_STAT_STATE else "ENROUTE"
+        smpp_state, err, net = lifecycle.NETWORK_STAT_STATE[stat], 0, None
     else:
         stat, smpp_state = outcome.stat, STATE_TO_SMPP[outcome.state]
         err, net = outcome.err, outcome.network_error

@@ -184,16 +184,29 @@ class Scheduler:
         )  # fmt: skip
         return True
 
-    async def intermediate(self, mid: int) -> None:
-        """The device took the first part: an ENROUTE receipt if the ESME asked (bit 4)."""
-        rec = await self.store.record(mid)
+    async def intermediate(self, mid: int, stat: str = "ENROUTE", rec: MessageRecord | None = None) -> None:
+        """The device took the first part (ENROUTE), or the network reported a new intermediate
+        stat (ACCEPTD): an intermediate receipt if the ESME asked (bit 4)."""
+        rec = rec or await self.store.record(mid)
         if rec is None or not rec.registered_delivery & 0x10:
             return
         if self.receipt_rows.per_part(rec.esme) and rec.esme_parts > 1:
             rec = attrs.evolve(rec, part_ids=await self.store.part_ids(mid))
-        rows = self.receipt_rows.rows(rec, Outcome(State.SENT, "ENROUTE"), intermediate=True)
+        rows = self.receipt_rows.rows(rec, Outcome(State.SENT, stat), intermediate=True)
         for esme, kind, payload, expire_at in rows:
             await self.store.add_outbox(esme, kind, mid, payload, expire_at)
+
+    async def network_progress(self, mid: int, device: str, stat: str) -> None:
+        """The network's intermediate stat for a SENT message (an upstream SMSC's ENROUTE,
+        ACCEPTD): stored as its network_stat (query_sm and the APIs show it) and, when it is
+        news to the ESME, its intermediate receipt. The ESME heard ENROUTE when the device
+        took the message, so an ENROUTE from the network is shown but not sent again."""
+        rec = await self.store.note_network_stat(mid, stat)
+        if rec is None:
+            return
+        log.info("message %s: the network says %s (via %s)", rec.message_id, stat, device)
+        if stat != "ENROUTE":
+            await self.intermediate(mid, stat, rec)
 
 
     # -- handset reports followed in the background (tracker.py) --------------------------------

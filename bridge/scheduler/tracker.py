@@ -137,6 +137,8 @@ class ReportTracker:
                 await self.sched.store.update_part(mid, p.seq, result[0], error=result[1])
                 results.append(result)
                 continue
+            if status.network_stat and not status.poll_failed:
+                await self.sched.network_progress(mid, p.device, status.network_stat)
             if gone is None and now - max(since, p.sent_at or since) < device.status_timeout:
                 return False  # keep waiting for this part's handset report
             # No handset report in time (or none can come: its device was removed). The device

@@ -13,6 +13,7 @@ the top:
 * ``inbound.py``     inbound SMS: de-duplication, reassembly, MO
 * ``optouts.py``     the opt-out list
 * ``api_requests.py`` the HTTP send API's idempotency keys, committed with their messages
+* ``upstream.py``    receipts from upstream SMSCs, committed before they are answered
 
 Raw SQL and the id format stay behind this package: callers use ``Store`` methods and
 ``format_id`` / ``parse_id``, never the connections.
@@ -60,9 +61,10 @@ from .records import (
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from .transitions import Transitions
+from .upstream import UpstreamReceipts
 
 
-class Store(Messages, Transitions, Outbox, Inbound, Optouts, ApiRequests, Engine):
+class Store(Messages, Transitions, Outbox, Inbound, Optouts, ApiRequests, UpstreamReceipts, Engine):
     """The bridge's SQLite store. Create, ``open()``, then start ``store.run`` (the writer) in a
     nursery."""
 

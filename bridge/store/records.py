@@ -217,6 +217,9 @@ class MessageRecord:
     # The ids the ESME was given for the other parts of a long message (filled in where
     # receipts are built: per-part receipts carry them).
     part_ids: tuple[int, ...] = ()
+    # The newest intermediate stat the network reported for a SENT message (ENROUTE, ACCEPTD:
+    # an upstream SMSC's intermediate receipts), None when none came.
+    network_stat: str | None = None
 
     @property
     def receipt_message_id(self) -> str:
@@ -255,7 +258,7 @@ class Event:
 _RECORD_COLUMNS = (
     "id, esme, state, created_at, updated_at, source_addr, destination_addr, service_type, "
     "data_coding, registered_delivery, priority, schedule_at, expire_at, text, body, esme_parts, "
-    "error, final_at, receipt_id"
+    "error, final_at, receipt_id, network_stat"
 )
 
 
@@ -281,6 +284,7 @@ def _record(row: tuple[Any, ...]) -> MessageRecord:
         error=row[16],
         final_at=row[17],
         receipt_id=row[18],
+        network_stat=row[19],
     )
 
 def _fields_json(msg: NewMessage) -> str:

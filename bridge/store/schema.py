@@ -203,6 +203,25 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX api_requests_age ON api_requests(created_at);
     """,
+    # 8: receipts from upstream SMSCs, committed before their deliver_sm_resp (upstream.py):
+    # one row per connector and receipt id, with the submitted id it matched (NULL while it
+    # waits for its submit_sm_resp); the parts still waiting for a receipt by their device ref;
+    # the newest intermediate stat of a SENT message
+    """
+    CREATE TABLE upstream_receipts (
+        device TEXT NOT NULL,
+        id_key TEXT NOT NULL,
+        smsc_id TEXT NOT NULL,
+        stat TEXT NOT NULL,
+        error TEXT,
+        received_at REAL NOT NULL,
+        matched TEXT,
+        PRIMARY KEY (device, id_key)
+    );
+    CREATE INDEX upstream_receipts_age ON upstream_receipts(received_at);
+    CREATE INDEX parts_waiting_ref ON parts(device, ref) WHERE state='sent';
+    ALTER TABLE messages ADD COLUMN network_stat TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

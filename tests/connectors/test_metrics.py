@@ -24,6 +24,8 @@ async def test_series_after_a_submit_and_its_receipt() -> None:
             'smpp_bridge_connector_submits_total{connector="up1",status="ESME_ROK"} 1.0',
             'smpp_bridge_connector_receipts_total{connector="up1",result="matched"} 1.0',
             'smpp_bridge_connector_receipts_total{connector="up1",result="unmatched"} 0.0',
+            'smpp_bridge_connector_intermediate_receipts_total{connector="up1",stat="ACCEPTD"} 0.0',
+            'smpp_bridge_connector_receipt_commit_failures_total{connector="up1"} 0.0',
             'smpp_bridge_connector_bind_refusals_total{connector="up1",reason="auth"} 0.0',
             'smpp_bridge_connector_throttled_total{connector="up1"} 0.0',
             'smpp_bridge_connector_submit_latency_seconds_count{connector="up1"} 1.0',

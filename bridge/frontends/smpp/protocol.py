@@ -304,11 +304,14 @@ def query_answer(pdu: Pdu, recs: Sequence[Any]) -> Pdu:
     if not recs:
         return make_response(pdu, Status.RINVMSGID, message_id=message_id)
     state, final_at = summarise(recs)
+    # While not final, the first waiting destination's network stat (an upstream intermediate
+    # receipt: ACCEPTD answers ACCEPTED) refines its ENROUTE.
+    network = next((r.network_stat for r in recs if r.state is state and r.final_at is None), None)
     final_date = ""
     if final_at is not None:
         final_date = format_smpp_time(dt.datetime.fromtimestamp(final_at, dt.UTC))
     return make_response(
-        pdu, message_id=message_id, final_date=final_date, message_state=int(smpp_state(state)), error_code=0
+        pdu, message_id=message_id, final_date=final_date, message_state=int(smpp_state(state, network)), error_code=0
     )
 
 
