@@ -165,11 +165,20 @@ class ReceiptBook:
         return None
 
     def _find(self, message_id: str) -> str | None:
+        """The submitted id a receipt's id means. A short number reads two ways ("10" is ten,
+        or sixteen in hexadecimal), so one receipt id can fit two submitted ids: the most exact
+        form wins among those still waiting for their final receipt, and one whose final
+        receipt came is chosen only when no waiting one fits (then the receipt is its duplicate)."""
+        found: list[str] = []
         for form in id_forms(message_id):
             ref = self._index.get(form)
-            if ref is not None:
+            if ref is None or ref in found:
+                continue
+            latest = self._latest.get(ref)
+            if latest is None or not latest.final:
                 return ref
-        return None
+            found.append(ref)
+        return found[0] if found else None
 
     def classify(self, receipt: Receipt) -> tuple[str, str | None]:
         """What ``arrived`` would say, changing nothing: (result, the submitted id it matches).
@@ -178,6 +187,11 @@ class ReceiptBook:
         if not forms:
             return "unmatched", None
         ref = self._find(receipt.message_id)
+        old = self._latest.get(ref) if ref is not None else None
+        if old is not None and old.final and id_forms(old.message_id)[0] != forms[0]:
+            # Only a finished message fits, and its receipt wrote the id otherwise: a repeat
+            # would write it the same way, so this is another message's receipt, come early.
+            ref = None
         if ref is None:
             waiting = next((self._early[f] for f in forms if f in self._early), None)
             if waiting is not None and (waiting.receipt.final or waiting.receipt == receipt):

@@ -102,3 +102,16 @@ def test_parse_text_only_tlv_only_and_both() -> None:
 
 def test_mo_is_not_a_receipt() -> None:
     assert parse_receipt(_deliver(b"id:1 stat:DELIVRD", esm=0)) is None
+
+
+def test_an_early_receipt_whose_id_reads_as_another_finished_message_in_hex_waits_for_its_own() -> None:
+    # "10" read as hexadecimal is sixteen: the early receipt for "16" must not be taken for a
+    # repeat of the finished "10" (the message "16" would never get its receipt).
+    book = ReceiptBook()
+    book.submitted("10")
+    assert book.arrived(Receipt("10", "DELIVRD", None), 0.0) == "matched"
+    sixteen = Receipt("16", "DELIVRD", None)
+    assert book.arrived(sixteen, 1.0) == "early"
+    assert book.submitted("16") == "matched"
+    assert book.latest("16") == sixteen
+    assert book.arrived(Receipt("10", "DELIVRD", None), 2.0) == "duplicate"
