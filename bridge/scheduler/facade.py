@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
 import trio
 
 from ..devices.base import Driver
@@ -134,12 +133,17 @@ class Scheduler:
         self.metrics.retries.inc()
         await self.store.move(rec.id, State.RETRY_WAIT, detail, attempts=attempts, next_attempt_at=self.clock() + delay)
 
-    async def finish(self, mid: int, outcome: Outcome, *, kind: str | None = None) -> None:
+    async def finish(
+        self, mid: int, outcome: Outcome, *, kind: str | None = None, part: tuple[int, str, str | None] | None = None
+    ) -> None:
+        """The final state with its receipts; ``part`` (seq, state, error): the last part's own
+        state, stored in the same transaction."""
         rec = await self.store.move(
             mid,
             outcome.state,
             outcome.detail,
             outbox=lambda r: self.receipt_rows.rows(r, outcome),
+            part=part,
             error=outcome.detail or None,
         )
         self.metrics.messages_final.labels(outcome.state.value).inc()
@@ -176,16 +180,17 @@ class Scheduler:
         )  # fmt: skip
         return True
 
-    async def intermediate(self, mid: int) -> None:
-        """The device took the first part: an ENROUTE receipt if the ESME asked (bit 4)."""
-        rec = await self.store.record(mid)
-        if rec is None or not rec.registered_delivery & 0x10:
-            return
-        if self.receipt_rows.per_part(rec.esme) and rec.esme_parts > 1:
-            rec = attrs.evolve(rec, part_ids=await self.store.part_ids(mid))
-        rows = self.receipt_rows.rows(rec, Outcome(State.SENT, "ENROUTE"), intermediate=True)
-        for esme, kind, payload, expire_at in rows:
-            await self.store.add_outbox(esme, kind, mid, payload, expire_at)
+    async def part_sent(self, mid: int, seq: int, total: int, ref: str | None) -> None:
+        """The device took part ``seq`` (its id ``ref``): stored in one transaction with, for the
+        first part, an ENROUTE receipt if the ESME asked (bit 4 of registered_delivery) and, for
+        the last, the message's move to SENT."""
+        await self.store.part_sent(mid, seq, total, ref, intermediate=self._enroute_rows if seq == 1 else None)
+
+    def _enroute_rows(self, rec: MessageRecord) -> list[tuple[str, str, str, float]]:
+        """The intermediate receipt rows for ``rec`` as the store has it (in the transaction)."""
+        if not rec.registered_delivery & 0x10:
+            return []
+        return self.receipt_rows.rows(rec, Outcome(State.SENT, "ENROUTE"), intermediate=True)
 
 
     # -- handset reports followed in the background (tracker.py) --------------------------------
