@@ -39,13 +39,14 @@ Rules
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .. import lifecycle
-from ..devices.base import DeliveryState, Driver, SendOutcome, StatusResult
+from ..devices.base import Capability, DeliveryState, Driver, SendOutcome, StatusResult
 from ..inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from ..lifecycle import InvalidTransition, State, is_final
 from ..receipts.policy import Outcome
@@ -88,6 +89,7 @@ class Channel:
         self.part_start_refused: frozenset[str] = declared.part_start_refused
         self.send_options = declared.send_options
         self.first_poll_delay = declared.first_poll_delay
+        self.batch_status = Capability.STATUS_BATCH in declared.flags
         self.caps = CapCounter(device.channel_caps(channel_id), sched.rng)
         self.routes: list[str] = []
         self.state = "ready"  # ready | sending | cooldown | quarantine | paused
@@ -450,10 +452,9 @@ class Channel:
         last = StatusResult(DeliveryState.UNKNOWN, detail="no status read yet", poll_failed=True)
         first = True
         while True:
-            if not first:
-                await trio.sleep(interval)
-            elif self.first_poll_delay:
-                await trio.sleep(interval)  # e.g. a GoIP line is busy for seconds: nothing to see yet
+            if not first or self.first_poll_delay:
+                # (first_poll_delay: e.g. a GoIP line is busy for seconds: nothing to see yet)
+                await self._poll_pause(interval, first=first)
             first = False
             status = await self.driver.status(self.id, ref)
             if status.poll_failed:
@@ -465,6 +466,21 @@ class Channel:
             if self.sched.clock() >= deadline:
                 log.warning("channel %s: no final status for %s within %.0f s", self.key, ref, self.device.status_timeout)
                 return StatusResult(DeliveryState.UNKNOWN, detail=f"no final status within status_timeout ({last.detail})")
+
+    async def _poll_pause(self, interval: float, *, first: bool) -> None:
+        """The wait before the next status poll: ``interval``, or, on a device that answers
+        every channel's status with one request (``STATUS_BATCH``: a GoIP's send_status.xml), up
+        to the device's next tick, a multiple of ``interval`` on the clock (at least
+        ``interval`` away before the first poll). Every channel of the device waiting for a
+        status then polls at the same moment and the driver answers them all from one request:
+        polls per device per second are 1 / interval, however many of its lines are busy, and a
+        final status is still seen within one interval."""
+        if not self.batch_status:
+            await trio.sleep(interval)
+            return
+        now = self.sched.clock()
+        tick = (math.floor((now + (interval if first else 0.0)) / interval) + 1) * interval
+        await trio.sleep(max(0.0, tick - now))
 
     async def _ambiguous(self, rec: MessageRecord, seq: int, total: int, pre_ref: str | None, detail: str) -> tuple[str, str | None, bool] | None:
         """The device may or may not have taken the part. Ask it; else apply the policy."""
