@@ -20,7 +20,9 @@ receiver, and queues far more messages than the lines can send in the run. Then 
   process of their own (``--emulators-inline`` puts them back in this one), so the CPU figures
   are the bridge's (and the benchmark's SMPP receiver thread's); the emulators' CPU is printed
   apart;
-* the event loop's lag (how late a 10 ms sleep wakes: the loop is the bridge's one core).
+* the event loop's lag (how late a 10 ms sleep wakes: the loop is the bridge's one core);
+* without caps, how long a line stood idle between the end of one send and the start of the
+  next (the bridge's turnaround: the status poll that sees the end, the commits, the next pick).
 
 ``--per-minute 0`` sends without caps: the ideal is then every line busy all the time
 (60 / send time sends per minute per line). ``--many`` is the issue-14 goal: 512 channels
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import socket
 import statistics
 import sys
@@ -237,6 +240,7 @@ async def run(args: argparse.Namespace) -> int:
             if i % 500 == 499:
                 await trio.sleep(0)
         await queued.wait()
+        load_before = os.getloadavg()[0]
         started = time.time()
         warmup = min(15.0, args.seconds / 4)
         cpu_warm = polls_warm = None
@@ -272,6 +276,14 @@ async def run(args: argparse.Namespace) -> int:
         overlaps = 0
         for starts in by_line.values():
             overlaps += sum(1 for a, b in zip(starts, starts[1:]) if b - a < args.send_duration - 0.01)
+        # How long a line stood idle between the end of one send and the start of the next
+        # (in the measured window): the bridge's turnaround (status poll, commits, next pick).
+        gaps = [
+            b - a - args.send_duration
+            for starts in by_line.values()
+            for a, b in zip(starts, starts[1:])
+            if a >= started + warmup and b <= end
+        ]
 
         # No line ever went over its cap: at most per_minute starts in any 60 s window.
         cap_violations = 0
@@ -314,8 +326,13 @@ async def run(args: argparse.Namespace) -> int:
             lag.sort()
             print(f"event loop lag (a 10 ms sleep wakes late by): p50 {percentile(lag, 0.5) * 1e3:.1f} ms, "
                   f"p90 {percentile(lag, 0.9) * 1e3:.1f} ms, p99 {percentile(lag, 0.99) * 1e3:.1f} ms")
+        print(f"machine load average (1 min): {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+              f"({os.cpu_count()} cores; other processes' load stretches the busy figures, less the CPU per send)")
         print(f"status polls: {polled / measured:.1f}/s = {polled / measured / args.goips:.2f}/s per device, "
               f"{polled / measured / total_lines:.3f}/s per line")
+        if gaps and not args.per_minute:
+            print(f"line idle between sends (end of one to start of the next): p50 {percentile(gaps, 0.5) * 1e3:.0f} ms, "
+                  f"p90 {percentile(gaps, 0.9) * 1e3:.0f} ms, mean {statistics.fmean(gaps) * 1e3:.0f} ms")
         print(f"lines with overlapping sends: {overlaps} (must be 0)")
         print(f"cap violations (more than {args.per_minute} starts in 60 s on a line): {cap_violations} (must be 0)")
         rx.join(2)
