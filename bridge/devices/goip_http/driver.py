@@ -450,7 +450,8 @@ class _Snapshot:
 
 @attrs.define
 class _Inflight:
-    requested_at: float
+    #: None while it gathers callers (its request has not left yet: any caller may join).
+    requested_at: float | None
     done: trio.Event = attrs.Factory(trio.Event)
     result: _Snapshot | None = None
 
@@ -642,15 +643,19 @@ class GoipHttpDriver(DriverBase):
             ):
                 return snap
             inflight = self._inflight
-            if inflight is not None and inflight.requested_at > not_before:
+            if inflight is not None and (inflight.requested_at is None or inflight.requested_at > not_before):
                 await inflight.done.wait()
                 if inflight.result is not None:
                     return inflight.result
                 continue  # its owner was cancelled: fetch ourselves
-            inflight = _Inflight(requested_at=now)
+            inflight = _Inflight(requested_at=None)
             self._inflight = inflight
             try:
-                result = await self._fetch_snapshot(now)
+                # Callers of this same moment join before the request leaves (e.g. every line's
+                # last_ref when the lines start sending: one request per device, not per line).
+                await trio.lowlevel.checkpoint()
+                inflight.requested_at = trio.current_time()
+                result = await self._fetch_snapshot(inflight.requested_at)
                 inflight.result = result
                 if self._snapshot is None or self._snapshot.requested_at <= result.requested_at:
                     self._snapshot = result
