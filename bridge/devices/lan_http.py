@@ -4,7 +4,7 @@ Why not httpx's client for this: a bridge with 512 lines makes ~150 device reque
 and each one through ``httpx.AsyncClient`` cost about 700 us of CPU (building the request,
 cookies, URL merging, the auth and redirect generators, then httpcore's pool checking every idle
 connection with a ``select``). The same request with h11 (httpx's own HTTP/1.1 parser) on a
-pooled trio stream costs about 150 us (``bench/channels.py --many`` and docs/performance.md).
+pooled trio stream costs about 150 us (measured against the GoIP emulator; README, "Many lines").
 The wire protocol stays h11's; this file only keeps connections.
 
 What it keeps identical to the httpx client it replaces (``HttpDevice`` chooses it when no test

@@ -5,7 +5,7 @@ and its slot reconciliation, the inbox, health - with the firmware quirks each n
 parts share the client and the per-line status cache, so splitting them would scatter one
 protocol over several files.
 
-One driver per GoIP; one shared ``httpx.AsyncClient`` (keep-alive, a few pooled connections)
+One driver per GoIP; one shared HTTP client (``HttpDevice``: keep-alive, a few pooled connections)
 for all its lines. Channels are the line numbers "1".."N".
 
 Wire facts this driver depends on:
@@ -16,8 +16,8 @@ Wire facts this driver depends on:
   compares the slot's id with our ref: another id means our message's status is gone
   (UNKNOWN). The scheduler must read the final status before it sends the next message on the
   line (docs/architecture.md, rule 4).
-* Real GoIPs end their response headers in bare LF. httpx's parser (h11 >= 0.14, checked with
-  h11 0.16) accepts bare LF per RFC 9112 section 2.2, including across TCP segment boundaries;
+* Real GoIPs end their response headers in bare LF. The HTTP client's parser (h11 >= 0.14, checked
+  with h11 0.16) accepts bare LF per RFC 9112 section 2.2, including across TCP segment boundaries;
   the tests run the emulator in bare-LF mode, byte by byte.
 
 Status polls are coalesced per device: concurrent ``status`` calls for different lines share
