@@ -145,28 +145,40 @@ class LanHttpPool:
         if content is not None or method in ("POST", "PUT", "PATCH"):
             head.append((b"Content-Length", str(len(content or b"")).encode("ascii")))
         request = h11.Request(method=method, target=target, headers=head)
-        async with self._slots:
-            conn = None if fresh else self._take_idle(origin)
-            if conn is None:
-                conn = await self._connect(origin)
-            ok = False
-            try:
-                status, reason, body = await self._exchange(conn, request, content, phase)
-                ok = True
-            finally:
-                h = conn.h11
-                if ok and not fresh and h.our_state is h11.DONE and h.their_state is h11.DONE:
-                    h.start_next_cycle()
-                    conn.idle_since = trio.current_time()
-                    self._idle.setdefault(origin, []).append(conn)
-                else:
-                    await trio.aclose_forcefully(conn.stream)
+        if fresh:  # its own connection, outside the pool's limit (the pooled ones may be stuck)
+            status, reason, body = await self._on_connection(origin, request, content, phase, fresh=True)
+        else:
+            async with self._slots:
+                status, reason, body = await self._on_connection(origin, request, content, phase, fresh=False)
         if _httpx_log.isEnabledFor(logging.INFO):
             _httpx_log.info(
                 'HTTP Request: %s %s "%s %d %s"', method, url, "HTTP/1.1", status,
                 reason.decode("latin-1"),
             )  # fmt: skip
         return status, body
+
+    async def _on_connection(
+        self, origin: tuple[str, str, int], request: h11.Request, content: bytes | None, phase: Any,
+        *, fresh: bool,
+    ) -> tuple[int, bytes, bytes]:
+        """One exchange on an idle pooled connection (or a new one); the connection goes back
+        to the pool only after a complete exchange that leaves it reusable."""
+        conn = None if fresh else self._take_idle(origin)
+        if conn is None:
+            conn = await self._connect(origin)
+        ok = False
+        try:
+            answer = await self._exchange(conn, request, content, phase)
+            ok = True
+        finally:
+            h = conn.h11
+            if ok and not fresh and h.our_state is h11.DONE and h.their_state is h11.DONE:
+                h.start_next_cycle()
+                conn.idle_since = trio.current_time()
+                self._idle.setdefault(origin, []).append(conn)
+            else:
+                await trio.aclose_forcefully(conn.stream)
+        return answer
 
     def _take_idle(self, origin: tuple[str, str, int]) -> _Conn | None:
         idle = self._idle.get(origin)
