@@ -137,11 +137,14 @@ class LanHttpPool:
         target = (path or "/") + (f"?{query}" if query else "")
         if not target.isascii() or " " in target:
             target = httpx.URL(url).raw_path.decode("ascii")
-        head = list(base)
+        if headers:  # the caller's own headers replace the defaults of the same name, as in httpx
+            own = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            names = {k.lower() for k, _ in own}
+            head = [h for h in base if h[0].lower() not in names] + own
+        else:
+            head = list(base)
         if authorization is not None:
             head.append((b"Authorization", authorization.encode("latin-1")))
-        for k, v in (headers or {}).items():
-            head.append((k.encode("latin-1"), v.encode("latin-1")))
         if content is not None or method in ("POST", "PUT", "PATCH"):
             head.append((b"Content-Length", str(len(content or b"")).encode("ascii")))
         request = h11.Request(method=method, target=target, headers=head)
