@@ -39,13 +39,14 @@ Rules
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .. import lifecycle
-from ..devices.base import DeliveryState, Driver, SendOutcome, StatusResult
+from ..devices.base import Capability, DeliveryState, Driver, SendOutcome, StatusResult
 from ..inbound import OPTOUT_ERR, OPTOUT_NETWORK_ERROR
 from ..lifecycle import InvalidTransition, State, is_final
 from ..receipts.policy import Outcome
@@ -88,6 +89,7 @@ class Channel:
         self.part_start_refused: frozenset[str] = declared.part_start_refused
         self.send_options = declared.send_options
         self.first_poll_delay = declared.first_poll_delay
+        self.batch_status = Capability.STATUS_BATCH in declared.flags
         self.caps = CapCounter(device.channel_caps(channel_id), sched.rng)
         self.routes: list[str] = []
         self.state = "ready"  # ready | sending | cooldown | quarantine | paused
@@ -330,9 +332,15 @@ class Channel:
         results: dict[int, tuple[str, str | None]] = {
             p.seq: (p.state, p.error) for p in done_parts if p.state in done
         }
+        # A part's final status not stored yet (seq, state, error): stored before the next part
+        # goes out, or with the message's final state in one transaction.
+        unsaved: tuple[int, str, str | None] | None = None
         for seq, text in enumerate(parts, 1):
             if seq in results:
                 continue
+            if unsaved is not None:
+                await sched.store.update_part(rec.id, unsaved[0], unsaved[1], error=unsaved[2])
+                unsaved = None
             if seq > 1:
                 # Pace the parts of one message like any other send on this channel.
                 wait = self.caps.wait_time(sched.clock())
@@ -341,18 +349,23 @@ class Channel:
             outcome = await self._send_one(rec, seq, total, text)
             if outcome is None:
                 return  # the message went back to a queue or was finished
-            results[seq] = outcome
-            if outcome[0] in ("failed", "unknown"):
+            state, error, stored = outcome
+            results[seq] = (state, error)
+            if not stored:
+                unsaved = (seq, state, error)
+            if state in ("failed", "unknown"):
                 break
         if any(r[0] == "sent" for r in results.values()) and not any(r[0] in ("failed", "unknown") for r in results.values()):
             # Every part is with the device: its handset reports are followed in the background.
             sched.track(rec.id)
             return
-        await sched.finish(rec.id, sched.receipts.combine(self.kind, [r for r in results.values() if r[0] != "sent"]), kind=self.kind)
+        outcome = sched.receipts.combine(self.kind, [r for r in results.values() if r[0] != "sent"])
+        await sched.finish(rec.id, outcome, kind=self.kind, part=unsaved)
 
-    async def _send_one(self, rec: MessageRecord, seq: int, total: int, text: str) -> tuple[str, str | None] | None:
-        """Send one part and wait for its final status. Returns (result, error code) or None when
-        the message left this channel (requeued, retried later or finished)."""
+    async def _send_one(self, rec: MessageRecord, seq: int, total: int, text: str) -> tuple[str, str | None, bool] | None:
+        """Send one part and wait for its final status. Returns (result, error code, whether that
+        is stored already: the caller stores it otherwise) or None when the message left this
+        channel (requeued, retried later or finished)."""
         sched = self.sched
         m = sched.metrics
         if self.last_ref is None:
@@ -417,22 +430,20 @@ class Channel:
     def _unrecord(self, started: float) -> None:
         self.caps.unrecord(started)
 
-    async def _after_accept(self, rec: MessageRecord, seq: int, total: int, ref: str | None) -> tuple[str, str | None]:
+    async def _after_accept(self, rec: MessageRecord, seq: int, total: int, ref: str | None) -> tuple[str, str | None, bool]:
+        """The device took the part: stored (one commit with the ENROUTE receipt and, for the
+        last part, the move to SENT), then its final status polled. That status is returned NOT
+        stored (the caller stores it with what follows: the next part or the final state)."""
         sched = self.sched
         self.last_ref = ref.lower() if ref else None
-        await sched.store.update_part(rec.id, seq, "sent", ref=ref)
-        if seq == 1:
-            await sched.intermediate(rec.id)
-        if seq == total:
-            await sched.store.move(rec.id, State.SENT, f"device took all {total} part(s)")
+        await sched.part_sent(rec.id, seq, total, ref)
         if self.reports:
-            return ("sent", None)  # followed by Scheduler.track; the channel is free
+            return ("sent", None, True)  # followed by Scheduler.track; the channel is free
         status = await self.poll_status(ref)
-        result = part_result(status)
-        await sched.store.update_part(rec.id, seq, result[0], error=result[1])
-        if result[0] == "failed":
+        state, error = part_result(status)
+        if state == "failed":
             self.sched.metrics.channel_failures.labels(self.device_name, self.id, "device_failed").inc()
-        return result
+        return (state, error, False)
 
     async def poll_status(self, ref: str | None) -> StatusResult:
         """Poll the device until the part's status is final or status_timeout passes."""
@@ -441,10 +452,9 @@ class Channel:
         last = StatusResult(DeliveryState.UNKNOWN, detail="no status read yet", poll_failed=True)
         first = True
         while True:
-            if not first:
-                await trio.sleep(interval)
-            elif self.first_poll_delay:
-                await trio.sleep(interval)  # e.g. a GoIP line is busy for seconds: nothing to see yet
+            if not first or self.first_poll_delay:
+                # (first_poll_delay: e.g. a GoIP line is busy for seconds: nothing to see yet)
+                await self._poll_pause(interval, first=first)
             first = False
             status = await self.driver.status(self.id, ref)
             if status.poll_failed:
@@ -457,7 +467,22 @@ class Channel:
                 log.warning("channel %s: no final status for %s within %.0f s", self.key, ref, self.device.status_timeout)
                 return StatusResult(DeliveryState.UNKNOWN, detail=f"no final status within status_timeout ({last.detail})")
 
-    async def _ambiguous(self, rec: MessageRecord, seq: int, total: int, pre_ref: str | None, detail: str) -> tuple[str, str | None] | None:
+    async def _poll_pause(self, interval: float, *, first: bool) -> None:
+        """The wait before the next status poll: ``interval``, or, on a device that answers
+        every channel's status with one request (``STATUS_BATCH``: a GoIP's send_status.xml), up
+        to the device's next tick, a multiple of ``interval`` on the clock (at least
+        ``interval`` away before the first poll). Every channel of the device waiting for a
+        status then polls at the same moment and the driver answers them all from one request:
+        polls per device per second are 1 / interval, however many of its lines are busy, and a
+        final status is still seen within one interval."""
+        if not self.batch_status:
+            await trio.sleep(interval)
+            return
+        now = self.sched.clock()
+        tick = (math.floor((now + (interval if first else 0.0)) / interval) + 1) * interval
+        await trio.sleep(max(0.0, tick - now))
+
+    async def _ambiguous(self, rec: MessageRecord, seq: int, total: int, pre_ref: str | None, detail: str) -> tuple[str, str | None, bool] | None:
         """The device may or may not have taken the part. Ask it; else apply the policy."""
         sched = self.sched
         now_ref = await sched.ask_last_ref(self, pre_ref)
@@ -474,7 +499,7 @@ class Channel:
             await sched.retry_later(rec, f"send may have failed ({detail}): {resolution}")
             return None
         await sched.store.update_part(rec.id, seq, "unknown", error="ambiguous")
-        return ("unknown", None)
+        return ("unknown", None, True)
 
     def _unrecord_if_not_sent(self, resolution: str) -> None:
         if resolution == "reconciled_not_sent" and self.caps.last is not None:

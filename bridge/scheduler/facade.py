@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
 import trio
 
 from ..devices.base import Driver
@@ -142,12 +141,17 @@ class Scheduler:
         self.metrics.retries.inc()
         await self.store.move(rec.id, State.RETRY_WAIT, detail, attempts=attempts, next_attempt_at=self.clock() + delay)
 
-    async def finish(self, mid: int, outcome: Outcome, *, kind: str | None = None) -> None:
+    async def finish(
+        self, mid: int, outcome: Outcome, *, kind: str | None = None, part: tuple[int, str, str | None] | None = None
+    ) -> None:
+        """The final state with its receipts; ``part`` (seq, state, error): the last part's own
+        state, stored in the same transaction."""
         rec = await self.store.move(
             mid,
             outcome.state,
             outcome.detail,
             outbox=lambda r: self.receipt_rows.rows(r, outcome),
+            part=part,
             error=outcome.detail or None,
         )
         self.metrics.messages_final.labels(outcome.state.value).inc()
@@ -184,9 +188,21 @@ class Scheduler:
         )  # fmt: skip
         return True
 
-    async def intermediate(self, mid: int, stat: str = "ENROUTE", rec: MessageRecord | None = None) -> None:
-        """The device took the first part (ENROUTE), or the network reported a new intermediate
-        stat (ACCEPTD): an intermediate receipt if the ESME asked (bit 4)."""
+    async def part_sent(self, mid: int, seq: int, total: int, ref: str | None) -> None:
+        """The device took part ``seq`` (its id ``ref``): stored in one transaction with, for the
+        first part, an ENROUTE receipt if the ESME asked (bit 4 of registered_delivery) and, for
+        the last, the message's move to SENT."""
+        await self.store.part_sent(mid, seq, total, ref, intermediate=self._enroute_rows if seq == 1 else None)
+
+    def _enroute_rows(self, rec: MessageRecord) -> list[tuple[str, str, str, float]]:
+        """The intermediate receipt rows for ``rec`` as the store has it (in the transaction)."""
+        if not rec.registered_delivery & 0x10:
+            return []
+        return self.receipt_rows.rows(rec, Outcome(State.SENT, "ENROUTE"), intermediate=True)
+
+    async def intermediate(self, mid: int, stat: str, rec: MessageRecord | None = None) -> None:
+        """The network reported a new intermediate stat (an upstream SMSC's ACCEPTD): an
+        intermediate receipt if the ESME asked (bit 4)."""
         rec = rec or await self.store.record(mid)
         if rec is None or not rec.registered_delivery & 0x10:
             return

@@ -34,7 +34,7 @@ def format_id(n: int) -> str:
 
 def parse_id(message_id: str) -> int | None:
     """The numeric id behind a message_id string, or None if it cannot be one of ours."""
-    if not message_id or len(message_id) > 20 or not message_id.isdigit():
+    if not message_id or len(message_id) > 20 or not (message_id.isascii() and message_id.isdigit()):
         return None
     return int(message_id)
 

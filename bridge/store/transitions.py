@@ -350,37 +350,54 @@ class Transitions:
     async def update_part(self, mid: int, seq: int, state: str, *, ref: str | None = None,
                           error: str | None = None) -> None:
         """Record what the device said about one part (sent with its ref, or its final status)."""
+        await self.write(lambda conn: self._update_part(conn, mid, seq, state, ref, error))
+
+    def _update_part(self, conn: sqlite3.Connection, mid: int, seq: int, state: str,
+                     ref: str | None, error: str | None) -> None:
+        now = self.clock()
+        was = conn.execute("SELECT state FROM parts WHERE message=? AND seq=?", (mid, seq)).fetchone()
+        if was is None:
+            raise KeyError((mid, seq))
+        lifecycle.PART.check(was[0], state)
+        if state == "sent":
+            conn.execute(
+                "UPDATE parts SET state=?, ref=?, sent_at=? WHERE message=? AND seq=?",
+                (state, ref, now, mid, seq),
+            )
+        else:
+            conn.execute(
+                "UPDATE parts SET state=?, error=coalesce(?, error), ref=coalesce(?, ref), "
+                "done_at=? WHERE message=? AND seq=?",
+                (state, error, ref, now, mid, seq),
+            )
+
+    async def part_sent(self, mid: int, seq: int, total: int, ref: str | None, *,
+                        intermediate: Outbox | None = None) -> None:
+        """The device took part ``seq``: its ``sent`` mark with the device's ``ref``, the rows
+        ``intermediate(record)`` returns (an ENROUTE receipt; ``None``: none) and, for the last
+        part, the message's move to SENT, in ONE transaction (each used to be a commit of its
+        own: three round trips to the writer per send)."""
 
         def op(conn: sqlite3.Connection) -> None:
-            now = self.clock()
-            was = conn.execute("SELECT state FROM parts WHERE message=? AND seq=?", (mid, seq)).fetchone()
-            if was is None:
-                raise KeyError((mid, seq))
-            lifecycle.PART.check(was[0], state)
-            if state == "sent":
-                conn.execute(
-                    "UPDATE parts SET state=?, ref=?, sent_at=? WHERE message=? AND seq=?",
-                    (state, ref, now, mid, seq),
-                )
-            else:
-                conn.execute(
-                    "UPDATE parts SET state=?, error=coalesce(?, error), ref=coalesce(?, ref), "
-                    "done_at=? WHERE message=? AND seq=?",
-                    (state, error, ref, now, mid, seq),
-                )
+            self._update_part(conn, mid, seq, "sent", ref, None)
+            if intermediate is not None:
+                self._queue_receipts(conn, self._get_record(conn, mid), intermediate)
+            if seq == total:
+                self._move(conn, mid, State.SENT, f"device took all {total} part(s)", None, {})
 
         await self.write(op)
 
     async def parts(self, mid: int) -> list[PartRecord]:
-        def fn(conn: sqlite3.Connection) -> list[PartRecord]:
-            rows = conn.execute(
-                "SELECT message, seq, total, state, device, channel, pre_ref, ref, error, "
-                "started_at, sent_at, done_at FROM parts WHERE message=? ORDER BY seq",
-                (mid,),
-            ).fetchall()
-            return [PartRecord(*r) for r in rows]
+        return await self.read(lambda conn: self._parts(conn, mid))
 
-        return await self.read(fn)
+    @staticmethod
+    def _parts(conn: sqlite3.Connection, mid: int) -> list[PartRecord]:
+        rows = conn.execute(
+            "SELECT message, seq, total, state, device, channel, pre_ref, ref, error, "
+            "started_at, sent_at, done_at FROM parts WHERE message=? ORDER BY seq",
+            (mid,),
+        ).fetchall()
+        return [PartRecord(*r) for r in rows]
 
     async def channel_starts(self, since: float) -> list[tuple[str, str, float]]:
         """(device, channel, started_at) of every device call since ``since``: the scheduler
@@ -402,13 +419,22 @@ class Transitions:
         detail: str = "",
         *,
         outbox: Callable[[MessageRecord], list[tuple[str, str, str, float]]] | None = None,
+        part: tuple[int, str, str | None] | None = None,
         **columns: Any,
     ) -> MessageRecord:
         """Move a message to ``new`` (checked against the lifecycle table). ``outbox(record)``
         may return deliver_sm rows ``(esme, kind, payload, expire_at)`` to queue in the SAME
         transaction: a final state and its receipt are committed together or not at all.
-        Without ``outbox``, a final state gets the store's final_receipts."""
-        return await self.write(lambda conn: self._move(conn, mid, new, detail, outbox, columns))
+        Without ``outbox``, a final state gets the store's final_receipts. ``part``
+        ``(seq, state, error)``: that part's new state (``update_part``), first, in the same
+        transaction (a message's last part's status and its final state: one commit)."""
+
+        def op(conn: sqlite3.Connection) -> MessageRecord:
+            if part is not None:
+                self._update_part(conn, mid, part[0], part[1], None, part[2])
+            return self._move(conn, mid, new, detail, outbox, columns)
+
+        return await self.write(op)
 
     def _move(
         self, conn: sqlite3.Connection, mid: int, new: State, detail: str,

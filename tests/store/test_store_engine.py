@@ -205,3 +205,59 @@ async def test_reads_waiting_their_turn_hold_no_worker_threads(store, monkeypatc
         for _ in range(30):
             n.start_soon(store.read, slow_read)
     assert most == 1, f"{most} worker threads taken at once by 30 concurrent reads"
+
+
+async def test_reads_that_queued_up_share_one_thread_hop_each_with_its_own_answer(store, monkeypatch):
+    """At 512 channels ~230 reads a second each took a hop of its own and then handed the turn
+    on through the event loop: a read waited 0.3-1.4 s on a loaded machine (bench/channels.py
+    --many). The reads that queue up while one hop runs now go together in the next one."""
+    from bridge.store import engine
+
+    hops = 0
+    first_hop_started = threading.Event()
+    release = threading.Event()
+    in_thread = engine._in_thread
+
+    async def counting_in_thread(fn, *args, **kw):
+        nonlocal hops
+        hops += 1
+
+        def held(*args):
+            first_hop_started.set()
+            release.wait(10)  # the first hop is held until every other read has queued up
+            return fn(*args)
+
+        return await in_thread(held if hops == 1 else fn, *args, **kw)
+
+    monkeypatch.setattr(engine, "_in_thread", counting_in_thread)
+
+    def boom(conn):
+        raise ValueError("a read that fails")
+
+    answers: dict[int, object] = {}
+
+    async def one(i: int) -> None:
+        try:
+            answers[i] = await store.read(
+                lambda conn: conn.execute("SELECT ?", (i,)).fetchone()[0] if i != 7 else boom(conn)
+            )
+        except ValueError as exc:
+            answers[i] = str(exc)
+
+    async def cancelled() -> None:
+        with trio.move_on_after(0):
+            await store.read(lambda conn: conn.execute("SELECT 1").fetchone())
+        answers[-1] = "gave up"
+
+    async with trio.open_nursery() as n:
+        n.start_soon(one, 0)
+        await trio.to_thread.run_sync(first_hop_started.wait, 10)
+        for i in range(1, 30):
+            n.start_soon(one, i)
+        n.start_soon(cancelled)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert hops == 2, f"{hops} thread hops for 30 reads, 29 of them queued behind the first"
+    assert answers == {-1: "gave up", **{i: (i if i != 7 else "a read that fails") for i in range(30)}}
+    # Nothing stalls afterwards: the turn was handed on.
+    assert await store.read(lambda conn: conn.execute("SELECT 42").fetchone()[0]) == 42

@@ -17,6 +17,13 @@ def test_what_cannot_be_one_of_our_ids_parses_to_none(bad):
     assert parse_id(bad) is None
 
 
+@pytest.mark.parametrize("bad", ["\u00b20000000001", "\u0661\u0662", "\uff11\uff12"])
+def test_digits_of_other_scripts_are_not_an_id_and_raise_nothing(bad):
+    # Found by tests/reliability/test_fuzz.py: query_sm for "²0000000001" ("²".isdigit() is
+    # True, int() refuses it) raised ValueError and closed the ESME's connection.
+    assert parse_id(bad) is None
+
+
 def record(mid, state, final_at=None):
     return MessageRecord(
         id=mid, message_id=format_id(mid), esme="app", state=state, created_at=0.0, updated_at=0.0,

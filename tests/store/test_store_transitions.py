@@ -60,3 +60,58 @@ async def test_part_states_only_move_through_the_lifecycle_table(store):
     with pytest.raises(InvalidTransition):
         await store.begin_part(mid, 1, 1, "a", "1", None)  # nor sent twice
     assert [p.state for p in await store.parts(mid)] == ["delivered"]
+
+
+async def _submitting(store):
+    acc = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"hi", route="r",
+                                        registered_delivery=0x11))
+    mid = int(acc.message_id)
+    await store.begin_part(mid, 1, 1, "a", "1", "r0")
+    return acc, mid
+
+
+def _enroute(rec):
+    return [("app", "receipt", f"enroute {rec.message_id} {rec.state.value}", 1e12)]
+
+
+async def test_the_sent_mark_the_enroute_receipt_and_the_move_to_sent_commit_together(store):
+    acc, mid = await _submitting(store)
+
+    def broken(rec):
+        raise ValueError("a bug while building the receipt")
+
+    with pytest.raises(ValueError):
+        await store.part_sent(mid, 1, 1, "r1", intermediate=broken)
+    # Nothing of it was committed: the part is still in its device call, the message too.
+    assert [(p.state, p.ref) for p in await store.parts(mid)] == [("submitting", None)]
+    assert (await store.get(acc.message_id)).state is State.SUBMITTING
+    assert await store.pending_outbox("app") == []
+
+    await store.part_sent(mid, 1, 1, "r1", intermediate=_enroute)
+    assert [(p.state, p.ref) for p in await store.parts(mid)] == [("sent", "r1")]
+    assert (await store.get(acc.message_id)).state is State.SENT
+    # The receipt was built from the message as stored in that transaction (before the move).
+    assert [o.payload for o in await store.pending_outbox("app")] == [f"enroute {acc.message_id} submitting"]
+
+
+async def test_a_part_that_is_not_the_last_stays_submitting_as_a_message(store):
+    acc = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"hi", route="r"))
+    mid = int(acc.message_id)
+    await store.begin_part(mid, 1, 2, "a", "1", None)
+    await store.part_sent(mid, 1, 2, "r1")
+    assert (await store.get(acc.message_id)).state is State.SUBMITTING
+    assert await store.pending_outbox("app") == []
+
+
+async def test_the_last_parts_status_and_the_final_state_commit_together(store):
+    acc, mid = await _submitting(store)
+    await store.part_sent(mid, 1, 1, "r1")
+    with pytest.raises(InvalidTransition):  # SENT -> QUEUED is not in the table: nothing changes
+        await store.move(mid, State.QUEUED, "wrong", part=(1, "delivered", None))
+    assert [p.state for p in await store.parts(mid)] == ["sent"]
+    with pytest.raises(InvalidTransition):  # a sent part cannot go back: the move is not stored
+        await store.move(mid, State.DELIVERED, "delivered", part=(1, "submitting", None))
+    assert (await store.get(acc.message_id)).state is State.SENT
+    await store.move(mid, State.UNDELIVERABLE, "refused", part=(1, "failed", "E42"))
+    assert [(p.state, p.error) for p in await store.parts(mid)] == [("failed", "E42")]
+    assert (await store.get(acc.message_id)).state is State.UNDELIVERABLE

@@ -5,7 +5,7 @@ and its slot reconciliation, the inbox, health - with the firmware quirks each n
 parts share the client and the per-line status cache, so splitting them would scatter one
 protocol over several files.
 
-One driver per GoIP; one shared ``httpx.AsyncClient`` (keep-alive, a few pooled connections)
+One driver per GoIP; one shared HTTP client (``HttpDevice``: keep-alive, a few pooled connections)
 for all its lines. Channels are the line numbers "1".."N".
 
 Wire facts this driver depends on:
@@ -16,8 +16,8 @@ Wire facts this driver depends on:
   compares the slot's id with our ref: another id means our message's status is gone
   (UNKNOWN). The scheduler must read the final status before it sends the next message on the
   line (docs/architecture.md, rule 4).
-* Real GoIPs end their response headers in bare LF. httpx's parser (h11 >= 0.14, checked with
-  h11 0.16) accepts bare LF per RFC 9112 section 2.2, including across TCP segment boundaries;
+* Real GoIPs end their response headers in bare LF. The HTTP client's parser (h11 >= 0.14, checked
+  with h11 0.16) accepts bare LF per RFC 9112 section 2.2, including across TCP segment boundaries;
   the tests run the emulator in bare-LF mode, byte by byte.
 
 Status polls are coalesced per device: concurrent ``status`` calls for different lines share
@@ -450,7 +450,8 @@ class _Snapshot:
 
 @attrs.define
 class _Inflight:
-    requested_at: float
+    #: None while it gathers callers (its request has not left yet: any caller may join).
+    requested_at: float | None
     done: trio.Event = attrs.Factory(trio.Event)
     result: _Snapshot | None = None
 
@@ -642,15 +643,19 @@ class GoipHttpDriver(DriverBase):
             ):
                 return snap
             inflight = self._inflight
-            if inflight is not None and inflight.requested_at > not_before:
+            if inflight is not None and (inflight.requested_at is None or inflight.requested_at > not_before):
                 await inflight.done.wait()
                 if inflight.result is not None:
                     return inflight.result
                 continue  # its owner was cancelled: fetch ourselves
-            inflight = _Inflight(requested_at=now)
+            inflight = _Inflight(requested_at=None)
             self._inflight = inflight
             try:
-                result = await self._fetch_snapshot(now)
+                # Callers of this same moment join before the request leaves (e.g. every line's
+                # last_ref when the lines start sending: one request per device, not per line).
+                await trio.lowlevel.checkpoint()
+                inflight.requested_at = trio.current_time()
+                result = await self._fetch_snapshot(inflight.requested_at)
                 inflight.result = result
                 if self._snapshot is None or self._snapshot.requested_at <= result.requested_at:
                     self._snapshot = result
