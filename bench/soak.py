@@ -47,7 +47,13 @@ The allocator: the bridge is started with ``MALLOC_ARENA_MAX=2`` (``--malloc-are
 keeps glibc's default of 8 arenas per core). With glibc's default, the store's worker threads
 spread their allocations over many malloc arenas and VmRSS creeps up by about 1 MiB a minute for
 at least ten minutes while the Python heap stays flat (tracemalloc); with two arenas it stays
-within a band of a few MiB. Deployments should set it too (systemd ``Environment=``).
+within a band of a few MiB. Deployments should set it too (systemd ``Environment=``). The
+bridge itself also gives its C heap's free memory back every few seconds (``malloc_trim``,
+bridge/heap.py); ``--malloc-trim 0`` turns that off, to compare.
+
+Issue 14's goal is printed for every run: the most VmRSS reached over the last two thirds of the
+run, above the sample at one third (the last 20 minutes of a 30-minute run), at most 2 MB. It is
+part of the verdict only on runs of 30 minutes or more.
 
 Every submit must be answered ESME_ROK and be in the store at the end (counted rows); end to
 end, every submit's receipt and every inbound SMS's MO must have arrived.
@@ -76,6 +82,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 from e2e_support import BridgeProcess, EmulatorProcess, base_config  # noqa: E402
 
+from bridge.heap import ENV as TRIM_ENV, TRIM_SECONDS  # noqa: E402
 from bridge.smpp.constants import CommandId  # noqa: E402
 from bridge.smpp.pdu import Pdu, encode  # noqa: E402
 
@@ -83,6 +90,11 @@ HEADER = struct.Struct(">IIII")
 C = CommandId
 MAX_SLOPE_MIB_PER_HOUR = 5.0
 SLOPE_SPAN_SECONDS = 300.0
+# Issue 14's goal: at most 2 MB (2,000,000 bytes) of growth over the last 20 minutes of a 30-minute
+# run: the most VmRSS reached after the sample at a third of the run, minus that sample. Printed
+# for every run (over its last two thirds); part of the verdict on runs of 30 minutes or more.
+LATE_GROWTH_GOAL_KB = 2_000_000 / 1024
+LATE_GOAL_RUN_SECONDS = 1800.0
 
 
 def rss_kb(pid: int) -> int:
@@ -185,15 +197,20 @@ def run_soak(
     lines: int = 32,
     inbound: float = 2.0,
     malloc_arena_max: int = 2,
+    malloc_trim: float | None = None,
     workdir: Path | None = None,
     say: Any = print,
 ) -> dict[str, Any]:
     tmp = None
-    saved_env = os.environ.get("MALLOC_ARENA_MAX")
+    saved_env = {k: os.environ.get(k) for k in ("MALLOC_ARENA_MAX", TRIM_ENV)}
     if malloc_arena_max:
         os.environ["MALLOC_ARENA_MAX"] = str(malloc_arena_max)  # read by glibc in the child at start
     else:
         os.environ.pop("MALLOC_ARENA_MAX", None)
+    if malloc_trim is None:
+        os.environ.pop(TRIM_ENV, None)  # the bridge's own default (bridge/heap.py)
+    else:
+        os.environ[TRIM_ENV] = f"{malloc_trim:g}"
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="smpp-bridge-soak-")
         workdir = Path(tmp.name)
@@ -215,7 +232,8 @@ def run_soak(
         say(f"soak: {esmes} ESMEs x {binds} binds = {len(all_binds)} sessions, {rate:g} submit_sm/s for {seconds:g} s, "
             f"{'end to end through ' + str(lines) + ' GoIP lines with receipts' if lines else 'store only (no routes)'}"
             f"{f', {inbound:g} inbound SMS/s' if inbound else ''}, "
-            f"MALLOC_ARENA_MAX={malloc_arena_max or 'unset (glibc default)'}; "
+            f"MALLOC_ARENA_MAX={malloc_arena_max or 'unset (glibc default)'}, "
+            f"malloc_trim {'off' if malloc_trim == 0 else f'every {TRIM_SECONDS if malloc_trim is None else malloc_trim:g} s'}; "
             f"bridge pid {pid}, RSS {rss_kb(pid) / 1024:.1f} MiB, {fd_count(pid)} fds after the binds")
         say(f"{'t (s)':>6} {'submits':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'RSS MiB':>8} {'fds':>5} {'thr':>4}"
             + (f" {'receipts':>8} {'MO':>5} {'backlog':>7}" if lines else ""))
@@ -368,13 +386,14 @@ def run_soak(
         bridge.kill()
         if emulator is not None:
             emulator.stop()
-        if saved_env is None:
-            os.environ.pop("MALLOC_ARENA_MAX", None)
-        else:
-            os.environ["MALLOC_ARENA_MAX"] = saved_env
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     result = verdict(samples, warmup)
     result.update(
-        malloc_arena_max=malloc_arena_max, esmes=esmes, binds=binds, sessions=esmes * binds, rate=rate, seconds=seconds, lines=lines,
+        malloc_arena_max=malloc_arena_max, malloc_trim=malloc_trim, esmes=esmes, binds=binds, sessions=esmes * binds, rate=rate, seconds=seconds, lines=lines,
         sent=sent_total, accepted=accepted, errors=errors, unanswered=unanswered, stored=stored,
         receipts=receipts, mo=mo, inbound_injected=injected, inbound_rate=inbound, stalled=stalled, final_rss_kb=final_rss, final_fds=final_fds, stop_exit_code=code,
         samples=samples,
@@ -431,6 +450,19 @@ def verdict(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
     # The trend must not climb either: a steady creep hides in a band for a while.
     slope_ok = slope * span <= allowed_kb and (span < SLOPE_SPAN_SECONDS or slope_mib_h <= MAX_SLOPE_MIB_PER_HOUR)
     memory_flat = growth_kb <= allowed_kb and slope_ok
+    # The last two thirds (issue 14: the last 20 minutes of 30).
+    t_end = samples[-1]["t"]
+    late0 = min(samples, key=lambda s: abs(s["t"] - t_end / 3))
+    late = [s for s in samples if s["t"] > late0["t"]] or [late0]
+    late_growth_kb = max(s["rss_kb"] for s in late) - late0["rss_kb"]
+    late_judged = t_end >= LATE_GOAL_RUN_SECONDS * 0.95
+    # Less sensitive to one sample (the C heap is trimmed every few seconds, so VmRSS saws by a
+    # MiB or so): the median of the samples of the span's first sixth against its last sixth.
+    sixth = [s for s in samples if s["t"] >= late0["t"]]
+    k = max(1, len(sixth) // 6)
+    late_median_growth_kb = (statistics.median(s["rss_kb"] for s in sixth[-k:])
+                             - statistics.median(s["rss_kb"] for s in sixth[:k]))
+    late_ok = late_growth_kb <= LATE_GROWTH_GOAL_KB
     # End to end, a backlog that grows (the devices cannot keep up) is memory in use: the memory
     # verdict then says nothing about leaks. Growing: the last third's median above twice the
     # first third's plus a second's worth of sends.
@@ -460,12 +492,19 @@ def verdict(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
         "p99_ms_last_third": p99_last,
         "p50_ms_median": statistics.median(s["p50_ms"] for s in after),
         "memory_flat": memory_flat,
+        "late_from_s": late0["t"],
+        "late_rss_start_kb": late0["rss_kb"],
+        "late_rss_growth_kb": late_growth_kb,
+        "late_rss_end_growth_kb": late[-1]["rss_kb"] - late0["rss_kb"],
+        "late_median_growth_kb": late_median_growth_kb,
+        "late_growth_ok": late_ok,
+        "late_growth_judged": late_judged,
         "backlog_first_third": backlog_first,
         "backlog_last_third": backlog_last,
         "backlog_steady": backlog_steady,
         "fds_flat": fds_flat,
         "latency_stable": latency_stable,
-        "ok": memory_flat and fds_flat and latency_stable and backlog_steady,
+        "ok": memory_flat and fds_flat and latency_stable and backlog_steady and (late_ok or not late_judged),
     }
 
 
@@ -484,6 +523,12 @@ def format_verdict(r: dict[str, Any]) -> str:
         f"{r['rss_slope_span_s']} s ({'ok' if r['rss_slope_ok'] else 'CLIMBING'}; at most {MAX_SLOPE_MIB_PER_HOUR:g} "
         f"MiB/h on a span of {SLOPE_SPAN_SECONDS:g} s or more): "
         f"{'flat' if r['memory_flat'] else 'GROWING'}",
+        f"  last two thirds (issue 14: at most {LATE_GROWTH_GOAL_KB / 1024:.2f} MiB = 2 MB over the last 20 of 30 minutes): "
+        f"VmRSS {r['late_rss_start_kb'] / 1024:.1f} MiB at {r['late_from_s']:.0f} s, then at most "
+        f"+{r['late_rss_growth_kb'] / 1024:.2f} MiB, {r['late_rss_end_growth_kb'] / 1024:+.2f} MiB at the end "
+        f"(medians of its first and last sixth: {r['late_median_growth_kb'] / 1024:+.2f} MiB): "
+        + ("met" if r["late_growth_ok"] else "MISSED")
+        + ("" if r["late_growth_judged"] else f" (judged on runs of {LATE_GOAL_RUN_SECONDS / 60:g} minutes or more)"),
         f"  backlog (acknowledged, no receipt yet; medians, first third -> last third): "
         f"{r['backlog_first_third']:g} -> {r['backlog_last_third']:g}: "
         f"{'steady' if r['backlog_steady'] else 'GROWING (the devices fall behind; lower --rate)'}",
@@ -514,12 +559,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inbound", type=float, default=2.0, help="inbound SMS per second into the GoIP's inboxes [2]")
     ap.add_argument("--malloc-arena-max", type=int, default=2,
                     help="MALLOC_ARENA_MAX for the bridge (default 2, as recommended for deployment; 0: glibc's default)")
+    ap.add_argument("--malloc-trim", type=float, metavar="SECONDS",
+                    help=f"seconds between the bridge's malloc_trim calls ({TRIM_ENV}; default: the bridge's "
+                         f"own, {TRIM_SECONDS:g}; 0: off, to compare)")
     ap.add_argument("--json", metavar="FILE", help="also write every figure and sample to FILE")
     a = ap.parse_args(argv)
     seconds = a.seconds if a.seconds is not None else 60 * (a.minutes if a.minutes is not None else 10)
     interval = a.interval or min(30.0, max(2.0, seconds / 30))
     r = run_soak(seconds, esmes=a.esmes, binds=a.binds, rate=a.rate, window=a.window, interval=interval,
-                 warmup=a.warmup, lines=a.lines, inbound=a.inbound, malloc_arena_max=a.malloc_arena_max)
+                 warmup=a.warmup, lines=a.lines, inbound=a.inbound, malloc_arena_max=a.malloc_arena_max,
+                 malloc_trim=a.malloc_trim)
     print(format_verdict(r))
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=2))

@@ -43,6 +43,7 @@ from .frontends.http.server import HttpListener
 from .frontends.http.webhook_delivery import WebhookDelivery
 from .frontends.http.webhooks import receivers_of, smsgate_routes
 from .frontends.smpp.listener import SmppServer
+from .heap import HeapTrimmer, malloc_trim_function, trim_interval
 from .status import StatusReport
 from .store import Store
 
@@ -143,6 +144,8 @@ class App:
             update_routes=scheduler.update_routes if scheduler is not None else None,
             update_connectors=self.connectors.apply,
         )
+        # The C heap's free memory given back on a timer (glibc; heap.py).
+        self.heap_trimmer = HeapTrimmer(trim_interval(), malloc_trim_function())
         self._cancel: trio.CancelScope | None = None
         self.stopped = trio.Event()  # set when run() has ended
 
@@ -173,6 +176,7 @@ class App:
                     if self.scheduler is not None:
                         await nursery.start(self.scheduler.run)
                     await nursery.start(self.monitor.run)
+                    await nursery.start(self.heap_trimmer.run)
                     if self.pdu_log is not None:
                         await nursery.start(self.pdu_log.run)
                     self.smpp_ports = await nursery.start(self.server.serve)

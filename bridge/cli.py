@@ -101,8 +101,13 @@ def _env_hint(exc: Exception, args: argparse.Namespace) -> None:
 
 def _run_app(config, banner: str | None = None, config_path: str | None = None) -> int:  # type: ignore[no-untyped-def]
     from .app import App
+    from .heap import HeapSettingError
 
-    app = App(config, handle_signals=True, config_path=config_path)
+    try:
+        app = App(config, handle_signals=True, config_path=config_path)
+    except HeapSettingError as exc:  # a setting from the environment, not from the config
+        print(f"smpp-bridge stopped: {exc}", file=sys.stderr)
+        return 1
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -148,3 +148,29 @@ async def test_a_message_whose_handling_always_fails_ends_unknown_and_frees_its_
     assert metrics.messages_poisoned.labels("a", "1")._value.get() == 1
     rec = await store.get(one.message_id)
     assert "failed" in (rec.error or "")
+
+
+async def test_a_message_given_up_by_the_report_tracker_leaves_nothing_followed_in_memory(
+    store, nursery, autojump_clock
+):
+    # The tracker notes when it last polled each part; a message given up after its status
+    # polls kept failing must take those notes with it, or every such message leaks memory for
+    # the life of the process.
+    def broken() -> StatusResult:
+        raise RuntimeError("a bug in the status parser")
+
+    class Reporting(Driver):  # a phone: the channel is free once it took the SMS
+        declared = Capabilities(flags=frozenset({Capability.DELIVERY_REPORTS}))
+
+    driver = Reporting({"+4911": broken, "+4922": StatusResult(DeliveryState.DELIVERED)})
+    metrics = Metrics()
+    sched = Scheduler(config(), store, {"a": driver}, metrics, clock=autojump_clock.current_time)
+    store.on_new_message = sched.on_new_message
+    await nursery.start(sched.run)
+    one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"hi", route="r"))
+    two = await store.accept(NewMessage(esme="app", destination_addr="+4922", body=b"hi", route="r"))
+    assert await final_state(store, one.message_id) is State.UNKNOWN
+    assert await final_state(store, two.message_id) is State.DELIVERED
+    assert metrics.messages_poisoned.labels("", "")._value.get() == 1  # given up by the tracker
+    assert sched.tracker._tracked == {}
+    assert sched.tracker._track_polled == {}

@@ -49,12 +49,15 @@ class ReportTracker:
         self.sched = sched
         # Messages with every part at a device that gives handset reports: id -> since.
         self._tracked: dict[int, float] = {}
-        self._track_polled: dict[tuple[int, int], float] = {}
+        # When each part of a followed message was last polled: id -> {part seq: time}. Keyed by
+        # message, so that whatever stops following a message drops its notes with it.
+        self._track_polled: dict[int, dict[int, float]] = {}
         self._track_wake = trio.Event()
 
     def forget(self, mid: int) -> None:
-        """Stop following ``mid`` (it was given up)."""
+        """Stop following ``mid`` (finished, gone or given up)."""
         self._tracked.pop(mid, None)
+        self._track_polled.pop(mid, None)
 
     def track(self, mid: int) -> None:
         """Follow the status of every part of ``mid`` (all with a device that gives handset
@@ -74,7 +77,7 @@ class ReportTracker:
             try:
                 async with limiter:
                     if await self._check_tracked(mid, since):
-                        self._tracked.pop(mid, None)
+                        self.forget(mid)
             except Exception as exc:
                 self.sched.metrics.scheduler_errors.inc()
                 if isinstance(exc, StoreUnwritable):
@@ -125,10 +128,10 @@ class ReportTracker:
             if driver is None or device is None:
                 results.append(("unknown", None))
                 continue
-            last_poll = self._track_polled.get((mid, p.seq), 0.0)
-            if now - last_poll < device.status_poll_interval:
+            polled = self._track_polled.setdefault(mid, {})
+            if now - polled.get(p.seq, 0.0) < device.status_poll_interval:
                 return False
-            self._track_polled[(mid, p.seq)] = now
+            polled[p.seq] = now
             status = await driver.status(p.channel, p.ref)
             if status.poll_failed:
                 self.sched.metrics.status_poll_failures.labels(p.device).inc()
@@ -149,8 +152,7 @@ class ReportTracker:
             why = "its device was removed by a config reload" if gone is not None else "no handset report within status_timeout"
             await self.sched.store.update_part(mid, p.seq, result[0], error=why)
             results.append(result)
-        for p in parts:
-            self._track_polled.pop((mid, p.seq), None)
+        self._track_polled.pop(mid, None)
         rec = await self.sched.store.record(mid)
         # SUBMITTING too: a crash between the last part's "sent" and the message's move to SENT
         # leaves it there, and recovery hands it to this tracker (every part is with the device).
