@@ -318,6 +318,12 @@ class Bridge:
             await self.app.stopped.wait()
         self.app = None
 
+    def requests_outstanding(self) -> int:
+        """deliver_sm (and other requests) the bridge sent to an ESME and has no answer for."""
+        if self.app is None:
+            return 0
+        return sum(c.requests_outstanding for c in self.app.server.connections)
+
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
 

@@ -149,6 +149,11 @@ class Connection:
             self._registered = False
             self.server.unregister_bind(self)
 
+    @property
+    def requests_outstanding(self) -> int:
+        """Requests to the ESME (deliver_sm, enquire_link, unbind) sent and not yet answered."""
+        return len(self._outstanding)
+
     async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu | None:
         """Send a request to the ESME (deliver_sm, unbind, enquire_link) within the bind's
         window; return its response, or None on timeout or when the connection goes away."""
