@@ -255,6 +255,9 @@ class Expected:
     opted_out: bool = False  # the destination opted out before the submit
     faulted: bool = False  # a device fault was on while it was alive: any final stat goes
     dc: int = 0  # data_coding: replace_sm's new text is read in it (replace_sm has none)
+    # submit_multi: replace_sm by its one id answered ESME_ROK at this time, the text before
+    # (a destination whose send had begun keeps the old text: only those waiting are replaced)
+    replaced: list[tuple[str, float]] = attrs.field(factory=list)
 
 
 @attrs.define
