@@ -606,7 +606,13 @@ async def test_keep_alive_connection_reuse(emu, driver):
     assert emu.connections_opened == 1
 
 
-async def test_status_polls_coalesce_but_never_predate_a_send(emu):
+async def test_status_polls_coalesce_but_never_predate_a_send(nursery):
+    # The GoIP's own time stands still unless the test moves it: a send stays PENDING however
+    # slowly this machine runs (it ran out under load with a real 50 ms send).
+    gsm_now = [0.0]
+    emu = GoipEmulator(lines=4, username=USER, password=PASSWORD, send_duration=0.05, seed=7,
+                       clock=lambda: gsm_now[0])
+    emu.test_port = await nursery.start(emu.serve)
     d = make_driver(emu, status_max_age=5.0)
     try:
         refs = {}
@@ -619,7 +625,7 @@ async def test_status_polls_coalesce_but_never_predate_a_send(emu):
         assert emu.server.stats.requests == before + 1  # 4 concurrent polls, 1 request
         assert all(r.state is DeliveryState.PENDING for r in (await d.status_many(refs)).values())
         assert emu.server.stats.requests == before + 1  # served from the fresh snapshot
-        await trio.sleep(0.08)
+        gsm_now[0] += 0.08  # the first sends are done at the GoIP; line 2 takes another
         # A send on line 2 makes the cached snapshot too old for line 2 (not for line 1).
         new_ref = (await d.send("2", "+1", "y")).ref
         assert (await d.status("1", refs["1"])).state is DeliveryState.PENDING  # cached, 5 s
