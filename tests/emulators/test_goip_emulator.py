@@ -38,7 +38,15 @@ async def raw_exchange(
 
 @pytest.fixture
 async def emu(nursery):
-    emulator = GoipEmulator(lines=2, send_duration=0.05, seed=1, first_id=0xE7C)
+    # The GoIP's own time moves only when a test says (``emu.advance(s)``), so a send is
+    # STARTED until then however slowly this machine runs.
+    now = [0.0]
+    emulator = GoipEmulator(lines=2, send_duration=0.05, seed=1, first_id=0xE7C, clock=lambda: now[0])
+
+    def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    emulator.advance = advance
     emulator.test_port = await nursery.start(emulator.serve)
     return emulator
 
@@ -78,7 +86,7 @@ async def test_send_answers_and_status_slot_lifecycle(emu, client):
     assert "<id1>00000e7c</id1><status1>STARTED</status1><error1></error1>" in xml
     assert "<id2></id2><status2></status2><error2></error2>" in xml
     assert "<id8></id8>" in xml and "<id9>" not in xml  # 8 slots even for a 2-line GoIP
-    await trio.sleep(0.07)
+    emu.advance(0.07)
     xml = (await client.get(STATUS, params=CREDS)).text
     assert "<id1>00000e7c</id1><status1>DONE</status1><error1></error1>" in xml
 
@@ -102,11 +110,11 @@ async def test_faults_logout_failures_and_500(emu, client):
         "<l2_gsm_status>N</l2_gsm_status>" in health
         and "<l1_gsm_status>Y</l1_gsm_status>" in health
     )
-    await trio.sleep(0.12)
+    emu.advance(0.12)
     emu.fail_next(2, 1, "2172")
     r = await client.get(SEND, params={**CREDS, "l": "2", "n": "1", "m": "x"})
     assert r.text.startswith("Sending,L2")
-    await trio.sleep(0.07)
+    emu.advance(0.07)
     assert (
         "<status2>DONE</status2><error2>2172</error2>"
         in (await client.get(STATUS, params=CREDS)).text
