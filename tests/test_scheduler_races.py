@@ -285,3 +285,43 @@ async def test_replace_sm_moving_a_picked_message_to_a_later_schedule_is_kept(tm
     sent_at = next(e.at for e in events if e.state == "submitting")
     assert sent_at >= later[0]  # at the new time, not at the pick before the replace
     assert metrics.scheduler_errors._value.get() == 0  # a lost race, not a fault
+
+
+class SlowFirstPartDriver(Driver):
+    """The first device call takes 200 s (a GoIP answering late); the others are quick."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    async def send(self, channel, destination, text, *, flash=False, urgent=False) -> SendResult:
+        self.texts.append(text)
+        if len(self.texts) == 1:
+            await trio.sleep(200)
+        return SendResult(SendOutcome.ACCEPTED, ref=f"r{len(self.texts)}")
+
+
+async def test_no_part_of_a_long_message_begins_after_its_validity(tmp_path, nursery, autojump_clock):
+    # Found by the model test: the validity ran out while part 1 was with the device, and
+    # part 2 still went out 640 s after it (the check before a device call looked only at
+    # messages still waiting, not at one whose earlier part was sent).
+    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
+    store.open()
+    await nursery.start(store.run)
+    driver = SlowFirstPartDriver()
+    sched = Scheduler(CONFIG, store, {"a": driver}, Metrics(), clock=trio.current_time)
+    sched.EXPIRY_SWEEP_SECONDS = 10**6  # no sweep in between: the channel alone decides
+    store.final_receipts = sched.receipt_rows.final
+    store.on_new_message = sched.on_new_message
+    await nursery.start(sched.run)
+    text = "long " * 60  # 300 characters: two parts
+    one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=text.encode(), route="r",
+                                        registered_delivery=1, expire_at=trio.current_time() + 100))  # fmt: skip
+    with trio.fail_after(600):
+        while (rec := await store.get(one.message_id)) is None or rec.state not in (State.EXPIRED, State.DELIVERED, State.SENT):
+            await trio.sleep(1)
+    await trio.sleep(30)  # anything still to go out would have gone by now (simulated time)
+    assert len(driver.texts) == 1, driver.texts
+    assert (await store.get(one.message_id)).state is State.EXPIRED
+    receipts = [decode_payload(i.payload).params["short_message"].decode() for i in await store.pending_outbox("app")]
+    assert [r for r in receipts if "stat:EXPIRED" in r] and not [r for r in receipts if "stat:DELIVRD" in r]

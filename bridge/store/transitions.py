@@ -304,9 +304,10 @@ class Transitions:
         """Durably note that a device call for part ``seq`` is about to start. A crash from here
         on leaves an ambiguous send that recovery reconciles through ``pre_ref``.
 
-        False (and no device call may start): the message was still waiting, but its validity
-        ran out after the channel picked it up. It is finished EXPIRED with its receipt in this
-        same transaction, so no device call ever begins after a message's validity.
+        False (and no device call may start): the message's validity ran out after the channel
+        picked it up (or, for a later part of a long message, while an earlier part was with
+        the device). It is finished EXPIRED with its receipt in this same transaction, so no
+        device call ever begins after a message's validity.
 
         Raises ClaimedElsewhere when another channel is already sending the message (it was
         queued twice, e.g. after a replace_sm): one message, one channel. Raises Superseded
@@ -324,8 +325,13 @@ class Transitions:
                 raise ClaimedElsewhere(mid, f"{row[2]}:{row[3]}")
             if state in lifecycle.WAITING and expect_text is not None and row[4] != expect_text:
                 raise Superseded(mid)
-            if state in lifecycle.WAITING and row[1] is not None and self.clock() > row[1]:
-                self._set_state(conn, mid, state, State.EXPIRED, "validity period ended")
+            # A later part of a long message counts too: its earlier parts are with the device,
+            # but no device call begins after the validity (the message ends EXPIRED).
+            if (state in lifecycle.WAITING or state in (State.SUBMITTING, State.SENT)) and row[1] is not None \
+                    and self.clock() > row[1]:
+                detail = "validity period ended" if state in lifecycle.WAITING else \
+                    f"validity period ended before part {seq}/{total}"
+                self._set_state(conn, mid, state, State.EXPIRED, detail)
                 self._queue_receipts(conn, self._get_record(conn, mid))
                 return False
             columns = {"device": device, "channel": channel}
