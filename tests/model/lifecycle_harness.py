@@ -258,6 +258,7 @@ class Expected:
     # submit_multi: replace_sm by its one id answered ESME_ROK at this time, the text before
     # (a destination whose send had begun keeps the old text: only those waiting are replaced)
     replaced: list[tuple[str, float]] = attrs.field(factory=list)
+    schedule_set_at: float | None = None  # when replace_sm gave it its schedule_at
 
 
 @attrs.define
