@@ -192,37 +192,29 @@ class Scheduler:
         """The device took part ``seq`` (its id ``ref``): stored in one transaction with, for the
         first part, an ENROUTE receipt if the ESME asked (bit 4 of registered_delivery) and, for
         the last, the message's move to SENT."""
-        await self.store.part_sent(mid, seq, total, ref, intermediate=self._enroute_rows if seq == 1 else None)
+        await self.store.part_sent(mid, seq, total, ref, intermediate=self._intermediate_rows("ENROUTE") if seq == 1 else None)
 
-    def _enroute_rows(self, rec: MessageRecord) -> list[tuple[str, str, str, float]]:
-        """The intermediate receipt rows for ``rec`` as the store has it (in the transaction)."""
-        if not rec.registered_delivery & 0x10:
-            return []
-        return self.receipt_rows.rows(rec, Outcome(State.SENT, "ENROUTE"), intermediate=True)
+    def _intermediate_rows(self, stat: str) -> Callable[[MessageRecord], list[tuple[str, str, str, float]]]:
+        """The intermediate receipt rows (``stat``) for a record as the store has it, in the
+        transaction that stores what they report; none unless the ESME asked (bit 4)."""
 
-    async def intermediate(self, mid: int, stat: str, rec: MessageRecord | None = None) -> None:
-        """The network reported a new intermediate stat (an upstream SMSC's ACCEPTD): an
-        intermediate receipt if the ESME asked (bit 4)."""
-        rec = rec or await self.store.record(mid)
-        if rec is None or not rec.registered_delivery & 0x10:
-            return
-        if self.receipt_rows.per_part(rec.esme) and rec.esme_parts > 1:
-            rec = attrs.evolve(rec, part_ids=await self.store.part_ids(mid))
-        rows = self.receipt_rows.rows(rec, Outcome(State.SENT, stat), intermediate=True)
-        for esme, kind, payload, expire_at in rows:
-            await self.store.add_outbox(esme, kind, mid, payload, expire_at)
+        def rows(rec: MessageRecord) -> list[tuple[str, str, str, float]]:
+            if not rec.registered_delivery & 0x10:
+                return []
+            return self.receipt_rows.rows(rec, Outcome(State.SENT, stat), intermediate=True)
+
+        return rows
 
     async def network_progress(self, mid: int, device: str, stat: str) -> None:
         """The network's intermediate stat for a SENT message (an upstream SMSC's ENROUTE,
-        ACCEPTD): stored as its network_stat (query_sm and the APIs show it) and, when it is
-        news to the ESME, its intermediate receipt. The ESME heard ENROUTE when the device
-        took the message, so an ENROUTE from the network is shown but not sent again."""
-        rec = await self.store.note_network_stat(mid, stat)
-        if rec is None:
-            return
-        log.info("message %s: the network says %s (via %s)", rec.message_id, stat, device)
-        if stat != "ENROUTE":
-            await self.intermediate(mid, stat, rec)
+        ACCEPTD): stored as its network_stat (query_sm and the APIs show it) with, when it is
+        news to the ESME, its intermediate receipt, in one transaction. The ESME heard ENROUTE
+        when the device took the message, so an ENROUTE from the network is shown but not sent
+        again."""
+        outbox = self._intermediate_rows(stat) if stat != "ENROUTE" else None
+        rec = await self.store.note_network_stat(mid, stat, outbox=outbox)
+        if rec is not None:
+            log.info("message %s: the network says %s (via %s)", rec.message_id, stat, device)
 
 
     # -- handset reports followed in the background (tracker.py) --------------------------------

@@ -116,16 +116,20 @@ class UpstreamReceipts:
 
         return await self.read(fn)  # type: ignore[attr-defined]
 
-    async def note_network_stat(self, mid: int, stat: str) -> Any:
+    async def note_network_stat(self, mid: int, stat: str, *, outbox: Any = None) -> Any:
         """A SENT message's newest intermediate stat from the network (SENT -> SENT, with an
-        event). Returns the record, or None when the message is not SENT (any more) or already
-        shows ``stat``: nothing changes then."""
+        event), and the rows ``outbox(record)`` returns (its intermediate receipt) in the same
+        transaction. Returns the record, or None when the message is not SENT (any more) or
+        already shows ``stat``: nothing changes then."""
 
         def op(conn: sqlite3.Connection) -> Any:
             row = conn.execute("SELECT state, network_stat FROM messages WHERE id=?", (mid,)).fetchone()
             if row is None or row[0] != State.SENT.value or row[1] == stat:
                 return None
             self._set_state(conn, mid, State.SENT, State.SENT, f"network: {stat}", network_stat=stat)  # type: ignore[attr-defined]
-            return self._get_record(conn, mid)  # type: ignore[attr-defined]
+            rec = self._get_record(conn, mid)  # type: ignore[attr-defined]
+            if outbox is not None:
+                self._queue_receipts(conn, rec, outbox)  # type: ignore[attr-defined]
+            return rec
 
         return await self.write(op)  # type: ignore[attr-defined]

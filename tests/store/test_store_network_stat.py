@@ -32,3 +32,28 @@ async def test_a_final_message_keeps_its_state_whatever_the_network_says_later(s
     assert (rec.state, rec.network_stat) == (State.DELIVERED, None)
     assert smpp_state(rec.state, "ACCEPTD") is MessageState.DELIVERED
     assert store.active_count == 0
+
+
+async def test_the_intermediate_receipt_commits_with_the_stat_and_sees_every_part_id(store):
+    # The receipt rows are built from the record as this same transaction has it, part ids
+    # included (an ESME with per-part receipts gets one per id it was given).
+    ids = []
+    for seq, chunk in ((1, "abc"), (2, "def")):
+        acc = await store.accept(NewMessage(esme="app", destination_addr="+491702", body=chunk.encode(),
+                                            concat=(9, 2, seq, 8), registered_delivery=0x11))
+        ids.append(acc.message_id)
+    mid = parse_id(ids[0])
+    for state in (State.QUEUED, State.SUBMITTING, State.SENT):
+        await store.transition(ids[0], state)
+    seen = []
+
+    def rows(rec):
+        seen.append((rec.network_stat, rec.part_ids))
+        return [("app", "receipt", f"stat:{rec.network_stat}", 0.0)]
+
+    rec = await store.note_network_stat(mid, "ACCEPTD", outbox=rows)
+    assert rec.network_stat == "ACCEPTD"
+    assert seen == [("ACCEPTD", (parse_id(ids[1]),))]
+    assert [i.payload for i in await store.pending_outbox("app")] == ["stat:ACCEPTD"]
+    assert await store.note_network_stat(mid, "ACCEPTD", outbox=rows) is None  # no news: no row
+    assert len(seen) == 1
