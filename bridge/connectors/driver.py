@@ -45,7 +45,7 @@ import itertools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -61,7 +61,6 @@ from ..devices.base import (
     StatusResult,
 )
 from ..smpp.concat import ConcatError, extract
-from ..smpp.constants import CommandId as C
 from ..smpp.constants import Status
 from ..smpp.pdu import Pdu, make_response
 from ..smpp.text import decode_short_message
