@@ -381,7 +381,7 @@ class ConnectorDriver(DriverBase):
             text = body.hex()
         src = str(pdu.params.get("source_addr") or "")
         dst = str(pdu.params.get("destination_addr") or "")
-        now = self.journal.clock() if self.journal is not None else trio.current_time()
+        now = self._wall()
         digest = hashlib.sha256(repr((src, dst, bytes(pdu.params.get("short_message") or b""), sorted(
             (k, v) for k, v in pdu.tlvs.items()))).encode()).hexdigest()[:24]  # fmt: skip
         seen = self._mo_keys.get(digest)
@@ -411,6 +411,11 @@ class ConnectorDriver(DriverBase):
         self._inbox[key] = (sms, [(bind, pdu)])
         return None
 
+    def _wall(self) -> float:
+        """The time early receipts and MO keys are aged by: the store's wall clock when receipts
+        are kept there (it survives a restart), else trio's."""
+        return self.journal.clock() if self.journal is not None else trio.current_time()
+
     async def _on_receipt(self, pdu: Pdu, receipt: Receipt) -> Pdu:
         """Commit, then book, then answer (module rules)."""
         result, ref = self.book.classify(receipt)
@@ -425,7 +430,7 @@ class ConnectorDriver(DriverBase):
                     self.name, receipt.message_id, exc,
                 )  # fmt: skip
                 return make_response(pdu, Status.RX_T_APPN)
-        now = self.journal.clock() if self.journal is not None else trio.current_time()
+        now = self._wall()
         result = self.book.arrived(receipt, now)
         if result != "early":
             self.stats.receipts[result] += 1
