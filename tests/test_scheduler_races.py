@@ -116,19 +116,26 @@ async def test_a_message_expired_while_a_channel_picks_it_ends_once_and_the_chan
     assert events[-1].at - events[0].at < 30
 
 
+async def channel_alone(tmp_path, nursery, driver):
+    """A running store and a scheduler (not started) over ``driver`` whose channel alone
+    decides about expiry: no sweep in between."""
+    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
+    store.open()
+    await nursery.start(store.run)
+    sched = Scheduler(CONFIG, store, {"a": driver}, Metrics(), clock=trio.current_time)
+    sched.EXPIRY_SWEEP_SECONDS = 10**6
+    store.final_receipts = sched.receipt_rows.final  # as the app wires it
+    return store, sched
+
+
 async def test_no_device_call_begins_after_the_validity_even_if_it_ran_out_during_the_pick(
     tmp_path, nursery, autojump_clock
 ):
     # Also found by the model test: the channel checked the validity, then (reading the parts
     # of the message) the validity ran out, and the send began anyway. The durable mark made
     # before every device call now checks the validity in the same transaction.
-    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
-    store.open()
-    await nursery.start(store.run)
     driver = Driver()
-    sched = Scheduler(CONFIG, store, {"a": driver}, Metrics(), clock=trio.current_time)
-    sched.EXPIRY_SWEEP_SECONDS = 10**6  # no sweep in between: the channel alone decides
-    store.final_receipts = sched.receipt_rows.final  # as the app wires it
+    store, sched = await channel_alone(tmp_path, nursery, driver)
     real_parts = store.parts
     slow: list[int] = []
 
@@ -305,13 +312,8 @@ async def test_no_part_of_a_long_message_begins_after_its_validity(tmp_path, nur
     # Found by the model test: the validity ran out while part 1 was with the device, and
     # part 2 still went out 640 s after it (the check before a device call looked only at
     # messages still waiting, not at one whose earlier part was sent).
-    store = Store(tmp_path / "b.sqlite3", clock=trio.current_time, run_sync=run_inline)
-    store.open()
-    await nursery.start(store.run)
     driver = SlowFirstPartDriver()
-    sched = Scheduler(CONFIG, store, {"a": driver}, Metrics(), clock=trio.current_time)
-    sched.EXPIRY_SWEEP_SECONDS = 10**6  # no sweep in between: the channel alone decides
-    store.final_receipts = sched.receipt_rows.final
+    store, sched = await channel_alone(tmp_path, nursery, driver)
     store.on_new_message = sched.on_new_message
     await nursery.start(sched.run)
     text = "long " * 60  # 300 characters: two parts
