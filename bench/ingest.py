@@ -260,7 +260,9 @@ def run_round(a: argparse.Namespace, plan: list[tuple[str, int, int, int]], rnd:
             if not exe:
                 raise SystemExit("py-spy not found: pip install py-spy")
             spy = subprocess.Popen(
-                [exe, "record", "--pid", str(bridge.pid), "-o", a.py_spy, "--threads", "--nonblocking"],
+                [exe, "record", "--pid", str(bridge.pid), "-o", a.py_spy, "--threads", "--nonblocking",
+                 # FILE.txt: collapsed stacks (one line per stack and its count), to add up by hand
+                 *(["--format", "raw"] if a.py_spy.endswith(".txt") else [])],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -357,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop", choices=["term", "kill"], default="term", help="how to stop the bridge before the durability check")
     ap.add_argument("--log-level", default="info", help="the bridge's --log-level")
     ap.add_argument("--keep", action="store_true", help="keep each round's data dir")
-    ap.add_argument("--py-spy", metavar="SVG", help="profile the bridge of round 1 with `py-spy record` (perturbs the figures)")
+    ap.add_argument("--py-spy", metavar="SVG", help="profile the bridge of round 1 with `py-spy record` (perturbs the figures): an SVG flame graph, or collapsed stacks if SVG ends in .txt")
     ap.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     a = ap.parse_args(argv)
     if a.rounds < 1:
