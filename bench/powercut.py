@@ -12,14 +12,15 @@ left the header unsynced).
 
 How: the store runs under load (concurrent submits, state changes, a small WAL so that
 checkpoints and WAL restarts happen often) with a test seam, ``Engine.sync_barrier``, called on
-the writer thread right after each commit returned, that is, after SQLite's fsyncs and before
-the acknowledgements. At each barrier the harness reads the database, its WAL and the id guard
+the writer thread right after each commit and each checkpoint returned, that is, after SQLite's
+fsyncs and before the acknowledgements (the writer checkpoints between commits). At each
+barrier the harness reads the database, its WAL and the id guard
 files. A cut *during* the next commit is then built from two neighbouring barriers:
 
 * ``wal``: the WAL as at barrier N plus a random subset of the sectors commit N+1 wrote (its
   fsync never completed); the database file as at barrier N.
-* ``checkpoint``: commit N+1's WAL complete (synced), the database file as at barrier N plus a
-  random subset of the sectors the checkpoint wrote into it (its fsync never completed).
+* ``checkpoint``: the WAL complete (synced), the database file as at barrier N plus a random
+  subset of the sectors the checkpoint after it wrote (its fsync never completed).
 
 The id guard (written with fsync and rename) is taken as at barrier N+1; the unsynced
 last-commit record (``<db>.ids-last``) as at N, N+1 or missing. What was acknowledged by then is
@@ -129,9 +130,8 @@ async def run_load(path: Path, seconds: float, seed: int, cuts: int, workdir: Pa
     """Run the store under load; build ``cuts`` honest cut images and ``lying`` lying ones."""
     rng = random.Random(seed)
     store = Store(path)
+    store.checkpoint_after = (4, 40)  # checkpoints and WAL restarts, often
     store.open()
-    assert store._wconn is not None
-    store._wconn.execute("PRAGMA wal_autocheckpoint=16")  # checkpoints and WAL restarts, often
     acked: dict[str, int] = {}
     queued: dict[str, int] = {}
     barriers: list[Barrier] = []  # a window of recent barriers

@@ -245,12 +245,11 @@ async def test_submit_then_close_by_config_reload_is_answered(config):
     was read before."""
     async with trio.open_nursery() as nursery:
         server = await start(nursery, config)
+        server.store.inline_commit_seconds = 0  # the commit takes the writer's thread: the close comes first
         peer, conn, ended = connect(nursery, server)
         await peer.bind()
         sub = await peer.send(submit_pdu())
-        # Wait until the server has read it (it is waiting for its commit or answered).
-        while not conn._inflight and not peer.buf:
-            await trio.sleep(0)
+        await trio.testing.wait_all_tasks_blocked()  # read; its commit is under way in the thread
         conn.request_close("test: closed on our side")
         with trio.fail_after(10):
             answers = await peer.recv_all()

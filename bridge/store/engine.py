@@ -30,6 +30,18 @@ Rules
   at a time).
 * Group commits run on a worker thread of the writer's own, never waiting for a token of trio's
   default thread limiter, which reads (and all other ``to_thread`` work) share.
+* ...except a commit of a single operation while the disk is fast (``INLINE_COMMIT_SECONDS``):
+  that one runs on the event loop's thread. With one write at a time there is nothing to group,
+  and the hop to a worker thread and back cost more than the commit itself (about 250 us
+  against 200-250 us here, bench/ingest.py at window 1). A commit of several operations, or any
+  commit while the last ones were slow (an SD card), goes to the thread, so the event loop is
+  never held for long.
+* Checkpoints (copying the WAL back into the database file) are the writer's own work, done
+  between commits on its thread, after the batch's answers went out: SQLite's automatic
+  checkpoint ran inside the commit that crossed its threshold, so one submit in ~140 waited
+  for it (several ms). The writer starts no commit while one runs; writes queue for the next
+  group commit meanwhile, and a checkpoint that sees every frame copied lets the next commit
+  write the WAL from its start again (its file stops growing).
 """
 
 from __future__ import annotations
@@ -57,7 +69,7 @@ from .guard import (
     writable_problem,
 )
 from .records import StoreError, StoreUnwritable
-from .schema import NOT_FINAL, open_db, migrate
+from .schema import BUSY_TIMEOUT_MS, NOT_FINAL, open_db, migrate
 
 log = logging.getLogger("bridge.store")
 
@@ -68,6 +80,14 @@ Done = Callable[[Any, "BaseException | None"], None]
 
 #: How often the idle writer checks the database file (identity, writability).
 WATCH_SECONDS = 5.0
+
+#: A single-operation commit runs on the event loop while commits lately took less than this.
+INLINE_COMMIT_SECONDS = 0.002
+
+#: The writer checkpoints the WAL after this many commits, or this many operations, since the
+#: last checkpoint (about what SQLite's default of 1,000 pages means for one-message commits).
+CHECKPOINT_COMMITS = 100
+CHECKPOINT_OPERATIONS = 1_000
 
 
 class _Waiter:
@@ -141,15 +161,25 @@ class Engine:
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[int, float], None] | None = None,
         run_sync: Callable[..., Awaitable[Any]] | None = None,
+        inline_commit_seconds: float = INLINE_COMMIT_SECONDS,
     ) -> None:
         """``run_sync(fn, *args)`` runs SQLite work away from the event loop (default: a worker
         thread). Tests on trio's autojump MockClock pass one that runs ``fn`` inline, so the
-        clock never jumps while a commit is under way."""
+        clock never jumps while a commit is under way. ``inline_commit_seconds`` 0: every
+        commit goes to the worker thread (tests that hold a commit open)."""
         self.path = Path(path)
         self._run_sync = run_sync or _in_thread
         # The writer takes a worker thread of its own (see _thread_for), never a token of
         # trio's default limiter, so a commit never waits behind hundreds of queued reads.
         self._own_threads = run_sync is None
+        self.inline_commit_seconds = inline_commit_seconds
+        # How long commits took lately (moving average of the commit alone, without the hops).
+        self.commit_seconds = 0.0
+        self._busy_ms = BUSY_TIMEOUT_MS  # the write connection's busy timeout now
+        self._since_checkpoint = [0, 0]  # commits, operations
+        #: Checkpoint after this many commits or operations (CHECKPOINT_COMMITS, _OPERATIONS).
+        self.checkpoint_after = (CHECKPOINT_COMMITS, CHECKPOINT_OPERATIONS)
+        self.checkpoints = 0
         self._limiters: dict[str, trio.CapacityLimiter] = {}
         self.synchronous = synchronous
         self.clock = clock
@@ -177,7 +207,8 @@ class Engine:
         #: Why the store acknowledges nothing now (deleted, replaced, read-only), or None.
         self.fault: str | None = None
         #: Test seam (bench/powercut.py): called on the writer thread right after each commit
-        #: returned (its fsyncs done) and before anything else is written or acknowledged.
+        #: and each checkpoint returned (its fsyncs done), before anything else is written or
+        #: acknowledged.
         self.sync_barrier: Callable[[], None] | None = None
 
     # -- life -----------------------------------------------------------------------------------
@@ -201,6 +232,7 @@ class Engine:
                 finally:
                     ro.close()
             self._wconn = c = open_db(self.path, self.synchronous)
+            c.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints (see the top)
             migrate(c)
             self._last_id = adopt(c, self.guard)
             self._rconn = open_db(self.path, self.synchronous)
@@ -262,7 +294,11 @@ class Engine:
                     continue
             batch, self._pending = self._pending, []
             started = time.perf_counter()
-            await self._thread_for("write", self._commit_batch, batch)
+            inline = (
+                len(batch) == 1 and self._own_threads and self.commit_seconds < self.inline_commit_seconds
+            )
+            if not (inline and self._commit_batch(batch, wait=False)):
+                await self._thread_for("write", self._commit_batch, batch)
             self.commits += 1
             if self._on_commit is not None:
                 self._on_commit(len(batch), time.perf_counter() - started)
@@ -274,6 +310,14 @@ class Engine:
                     w.finish()
                 except Exception:  # a callback's bug must not stop the writer
                     log.exception("store completion callback failed")
+            since = self._since_checkpoint
+            since[0] += 1
+            since[1] += len(batch)
+            if since[0] >= self.checkpoint_after[0] or since[1] >= self.checkpoint_after[1]:
+                self._since_checkpoint = [0, 0]
+                await self._thread_for("write", self._checkpoint)
+            elif inline:
+                await trio.lowlevel.checkpoint()  # what the hooks started runs before the next commit
 
     def write_nowait(self, op: Op, done: Done) -> None:
         """Queue ``op`` for the next group commit; ``done(result, error)`` is called (in the
@@ -297,28 +341,66 @@ class Engine:
             raise w.error
         return w.result
 
-    def _commit_batch(self, batch: list[_Waiter]) -> None:
+    def _commit_batch(self, batch: list[_Waiter], wait: bool = True) -> bool:
+        """Commit ``batch``. With ``wait`` False (on the event loop), do nothing and return False
+        if another connection holds the write lock: the loop never waits for the busy timeout."""
+        started = time.perf_counter()
         with self._wlock:
-            self._commit_batch_locked(batch)
+            if not self._commit_batch_locked(batch, wait):
+                return False
+        self.commit_seconds += (time.perf_counter() - started - self.commit_seconds) * 0.2
+        return True
 
-    def _commit_batch_locked(self, batch: list[_Waiter]) -> None:
+    def _begin(self, conn: sqlite3.Connection, wait: bool) -> bool:
+        """BEGIN IMMEDIATE. Without ``wait``: False at once if another connection (a `store
+        check`, a backup, a test) holds the write lock. (The busy timeout is set only when it
+        changes: one statement less for each of a run of lone commits.)"""
+        busy = BUSY_TIMEOUT_MS if wait else 0
+        if busy != self._busy_ms:
+            conn.execute(f"PRAGMA busy_timeout={busy}")
+            self._busy_ms = busy
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not wait and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return False
+            raise
+        return True
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL's committed frames into the database file (never waiting for readers:
+        what a reader still uses is copied next time)."""
+        with self._wlock:
+            if self._wconn is None:
+                return
+            try:
+                self._wconn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.checkpoints += 1
+            except sqlite3.Error as exc:  # the next commit reports a store that cannot write
+                log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
+                return
+            if self.sync_barrier is not None:
+                self.sync_barrier()
+
+    def _commit_batch_locked(self, batch: list[_Waiter], wait: bool = True) -> bool:
         conn = self._wconn
         if conn is None:  # closed meanwhile: nothing was written, nothing acknowledged
             for w in batch:
                 w.hooks = []
                 w.error = StoreError("the store is closed")
-            return
+            return True
         fault = self._refresh_fault()
         if fault is not None:
             for w in batch:
                 w.hooks = []
                 w.error = StoreUnwritable(fault)
-            return
+            return True
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if not self._begin(conn, wait):
+                return False
         except sqlite3.Error as exc:
             self._fail_all(batch, exc)
-            return
+            return True
         last_id, active = self._last_id, self.active_count
         try:
             for w in batch:
@@ -332,13 +414,13 @@ class Engine:
                 )
             conn.execute("COMMIT")
             self._committed()
-            return
+            return True
         except sqlite3.Error as exc:
             self._rollback(conn)
             self._last_id, self.active_count = last_id, active
             if _is_fatal(exc):
                 self._fail_all(batch, exc)
-                return
+                return True
             first_error: BaseException = exc
         except Exception as exc:  # a bug in one operation: isolate it below
             self._rollback(conn)
@@ -350,6 +432,7 @@ class Engine:
         for w in batch:
             w.result = None
             self._commit_one(conn, w)
+        return True
 
     def _commit_one(self, conn: sqlite3.Connection, w: _Waiter) -> None:
         last_id, active = self._last_id, self.active_count

@@ -233,9 +233,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 NOT_FINAL = "state NOT IN ('delivered','acknowledged','undeliverable','expired','rejected','unknown','deleted')"
 
 
+#: How long a statement waits for a lock another connection holds (a `store check`, a backup).
+BUSY_TIMEOUT_MS = 30_000
+
+
 def open_db(path: Path, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(
-        str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+        str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
     )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")

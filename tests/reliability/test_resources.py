@@ -294,8 +294,12 @@ async def test_store_outage_does_not_strand_messages_being_sent(tmp_path, monkey
         # The store cannot write for a while (every commit fails the way a full disk makes it
         # fail), then it can again.
         commit_batch = app.store._commit_batch
-        app.store._commit_batch = lambda batch: app.store._fail_all(
-            batch, sqlite3.OperationalError("database or disk is full"))
+
+        def as_a_full_disk(batch, wait=True):
+            app.store._fail_all(batch, sqlite3.OperationalError("database or disk is full"))
+            return True  # done (failed), on the loop or in the thread alike
+
+        app.store._commit_batch = as_a_full_disk
         await trio.sleep(outage_rescues * channel.RESCUE_DELAY + 0.5)
         app.store._commit_batch = commit_batch
         finals = ("delivered", "acknowledged", "undeliverable", "expired", "rejected", "unknown")

@@ -121,6 +121,7 @@ async def test_close_waits_for_a_commit_running_in_its_thread(tmp_path, nursery)
     import threading
 
     store = Store(tmp_path / "b.sqlite3")
+    store.inline_commit_seconds = 0  # the commit runs in the writer's thread, as a batch would
     store.open()
     await nursery.start(store.run)
     inside, release = threading.Event(), threading.Event()
@@ -154,6 +155,7 @@ async def test_a_commit_does_not_queue_behind_threads_other_work_holds(store):
     """With 512 channels reading at once, every token of trio's default thread limiter was
     taken (40) and each group commit waited behind the reads for a thread: 0.3-0.5 s per write
     (bench/channels.py --many). The writer has a thread of its own."""
+    store.inline_commit_seconds = 0  # as for a group commit of several submits
     limiter = trio.to_thread.current_default_thread_limiter()
     release = threading.Event()
     async with trio.open_nursery() as n:
@@ -261,3 +263,82 @@ async def test_reads_that_queued_up_share_one_thread_hop_each_with_its_own_answe
     assert answers == {-1: "gave up", **{i: (i if i != 7 else "a read that fails") for i in range(30)}}
     # Nothing stalls afterwards: the turn was handed on.
     assert await store.read(lambda conn: conn.execute("SELECT 42").fetchone()[0]) == 42
+
+
+async def test_a_lone_commit_runs_on_the_event_loop_and_a_group_in_the_writer_thread(store):
+    """At window 1 the hop to the writer's thread and back cost more than the commit itself
+    (bench/ingest.py --windows 1: 800/s with the hop, 1,300/s without). A commit of one
+    operation runs on the loop's thread while commits are fast; a group, or any commit after
+    slow ones, goes to the thread so that the loop is never held long."""
+    loop = threading.get_ident()
+    seen: list[int] = []
+
+    def op(conn):
+        seen.append(threading.get_ident())
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, 'v') ON CONFLICT(key) DO NOTHING", (str(len(seen)),))
+
+    await store.write(op)
+    assert seen == [loop]
+
+    seen.clear()
+    async with trio.open_nursery() as n:  # three writes queued before the writer runs: one group
+        for _ in range(3):
+            n.start_soon(store.write, op)
+    assert len(seen) == 3 and loop not in seen
+
+    seen.clear()
+    store.commit_seconds = 0.5  # the last commits were slow (an SD card)
+    await store.write(op)
+    assert seen and seen[0] != loop
+
+
+async def test_the_writer_checkpoints_between_commits_and_the_wal_stops_growing(tmp_path, nursery):
+    """SQLite's own checkpoint ran inside the commit that crossed 1,000 pages, so one submit
+    in about 140 waited several ms for it, on the event loop once lone commits ran there. The
+    writer now checkpoints after the batch's answers, and a complete checkpoint lets the next
+    commit write the WAL from its start: without it the file grew with every commit."""
+    s = Store(tmp_path / "b.sqlite3")
+    s.checkpoint_after = (20, 10**9)
+    s.open()
+    await nursery.start(s.run)
+    wal = tmp_path / "b.sqlite3-wal"
+
+    async def checkpoints(n: int) -> None:  # each runs after its batch was answered
+        with trio.fail_after(10):
+            while s.checkpoints < n:
+                await trio.sleep(0.001)
+
+    for i in range(40):
+        await s.accept(msg(f"warm {i}"))
+    await checkpoints(2)
+    size = wal.stat().st_size
+    for i in range(400):
+        await s.accept(msg(f"m {i}"))
+    await checkpoints(22)
+    assert wal.stat().st_size <= size  # written again from its start, never longer
+    s.close()
+    db = sqlite3.connect(tmp_path / "b.sqlite3")
+    assert db.execute("SELECT count(*) FROM messages").fetchone() == (440,)
+
+
+async def test_a_write_lock_held_elsewhere_never_holds_the_event_loop(store, tmp_path):
+    """A `store check`, a backup or a test holding the write lock made a commit wait up to the
+    busy timeout (30 s). A lone commit on the event loop must not wait there: it goes to the
+    writer's thread and waits in it, while the loop serves everything else."""
+    loop = threading.get_ident()
+    other = sqlite3.connect(tmp_path / "b.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    seen: list[int] = []
+
+    def op(conn):
+        seen.append(threading.get_ident())
+        conn.execute("INSERT INTO meta (key, value) VALUES ('locked', 'then free')")
+
+    async with trio.open_nursery() as n:
+        n.start_soon(store.write, op)
+        with trio.fail_after(10):  # a hang guard: the loop keeps turning meanwhile
+            for _ in range(5):
+                await trio.sleep(0.01)
+        assert not seen  # the writer waits for the lock, in its thread
+        other.execute("ROLLBACK")
+    assert len(seen) == 1 and seen[0] != loop
