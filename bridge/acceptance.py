@@ -158,10 +158,30 @@ class Acceptance:
         self.routes_configured = False
         # ESMEs already told (in the log) that the devices ignore their sender.
         self.sender_warned: set[str] = set()
+        # The device kinds behind a route (with its failovers or without), worked out once per
+        # configuration: every submit asks (_check_start, _sender_check).
+        self._kinds: dict[tuple[str, bool], frozenset[str]] = {}
 
     def update_config(self, config: Config) -> None:
         self.config = config
         self.buckets.clear()
+        self._kinds.clear()
+
+    def _route_kinds(self, route_name: str, failovers: bool) -> frozenset[str]:
+        """The device kinds of a route's channels, and of its failover routes' with
+        ``failovers``."""
+        key = (route_name, failovers)
+        kinds = self._kinds.get(key)
+        if kinds is None:
+            found: set[str] = set()
+            seen: set[str] = set()
+            route = self.config.route(route_name)
+            while route is not None and route.name not in seen:
+                seen.add(route.name)
+                found |= {d.kind for d in (self.config.device(name) for name, _ in route.channels) if d is not None}
+                route = self.config.route(route.failover) if failovers and route.failover else None
+            kinds = self._kinds[key] = frozenset(found)
+        return kinds
 
     def bucket(self, esme: EsmeConfig) -> TokenBucket:
         b = self.buckets.get(esme.system_id)
@@ -275,15 +295,14 @@ class Acceptance:
         sender = msg.source_addr
         if not sender or (msg.source_addr_ton != TON_ALPHANUMERIC and NUMERIC_SENDER_RE.match(sender)):
             return
-        route = self.config.route(msg.route) if msg.route else None
-        if route is None:
+        if not msg.route:
             return
-        kinds = sorted(
-            {d.kind for d in (self.config.device(name) for name, _ in route.channels) if d is not None}
-        )
+        kinds = sorted(self._route_kinds(msg.route, failovers=False))
         ignored = [k for k in kinds if Capability.CUSTOM_SENDER not in device_registry.capabilities(k).flags]
         if not ignored:
             return
+        route = self.config.route(msg.route)
+        assert route is not None
         if self.metrics is not None:
             self.metrics.sender_not_honoured.labels(esme_id).inc()
         if esme_id not in self.sender_warned:
@@ -345,20 +364,12 @@ class Acceptance:
         starts with a given character (GoIP HTTP: '['). The bridge's own splitting keeps later
         parts from starting with one, but the first character is the sender's. Better refused
         now, with the reason, than acknowledged and reported undeliverable later."""
-        if not text or (concat is not None and concat.seq != 1):
+        if not text or (concat is not None and concat.seq != 1) or not route_name:
             return
-        route = self.config.route(route_name) if route_name else None
-        if route is None:
-            return
-        kinds: set[str] = set()
-        seen: set[str] = set()
-        while route is not None and route.name not in seen:  # the route and its failovers
-            seen.add(route.name)
-            kinds |= {d.kind for d in (self.config.device(name) for name, _ in route.channels) if d is not None}
-            route = self.config.route(route.failover) if route.failover else None
-        route = self.config.route(route_name)
-        assert route is not None
+        kinds = self._route_kinds(route_name, failovers=True)  # the route and its failovers
         if kinds and all(text[0] in device_registry.capabilities(k).part_start_refused for k in kinds):
+            route = self.config.route(route_name)
+            assert route is not None
             log.info("a text starting with %r to route %s refused: its devices (%s) cannot send it",
                      text[0], route.name, "/".join(sorted(kinds)))
             raise Refused(

@@ -315,13 +315,18 @@ def file_identity(path: Path) -> tuple[int, int]:
 def writable_problem(path: Path) -> str | None:
     """Why the database file (or the directory it is to be made in) cannot be written, or None."""
     d = path if path.is_dir() else path.parent
+    return _writable_problem(str(path), str(d))
+
+
+def _writable_problem(path: str, directory: str) -> str | None:
+    # Three system calls and no path objects: FileWatch runs this before every commit.
     try:
-        vfs = os.statvfs(d)
+        vfs = os.statvfs(directory)
     except OSError as exc:
         return f"its directory cannot be read ({exc.strerror})"
     if vfs.f_flag & os.ST_RDONLY:
         return "its file system is mounted read-only"
-    if not os.access(path, os.W_OK) or not os.access(d, os.W_OK):
+    if not os.access(path, os.W_OK) or not os.access(directory, os.W_OK):
         return "the file or its directory is not writable for this user"
     return None
 
@@ -331,6 +336,7 @@ class FileWatch:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file, self._dir = str(path), str(path.parent)
         self.identity: tuple[int, int] | None = None
         self.lost: str | None = None  # deleted or replaced: final until a restart
         self.readonly: str | None = None
@@ -344,7 +350,8 @@ class FileWatch:
         """The current fault (what stops acknowledging), or None."""
         if self.lost is None and self.identity is not None:
             try:
-                ident: Any = file_identity(self.path)
+                st = os.stat(self._file)
+                ident: Any = (st.st_dev, st.st_ino)
             except FileNotFoundError:
                 ident = None
             except OSError as exc:
@@ -364,7 +371,7 @@ class FileWatch:
                 )
         if self.lost is not None:
             return self.lost
-        problem = writable_problem(self.path)
+        problem = _writable_problem(self._file, self._dir)
         self.readonly = (
             None if problem is None
             else f"the database {self.path} is read-only: {problem}. Make it writable; submits are refused meanwhile"
