@@ -176,7 +176,7 @@ class Engine:
         # How long commits took lately (moving average of the commit alone, without the hops).
         self.commit_seconds = 0.0
         self._busy_ms = BUSY_TIMEOUT_MS  # the write connection's busy timeout now
-        self._since_checkpoint = [0, 0]  # commits, operations
+        self._commits_since_checkpoint = self._operations_since_checkpoint = 0
         #: Checkpoint after this many commits or operations (CHECKPOINT_COMMITS, _OPERATIONS).
         self.checkpoint_after = (CHECKPOINT_COMMITS, CHECKPOINT_OPERATIONS)
         self.checkpoints = 0
@@ -310,11 +310,11 @@ class Engine:
                     w.finish()
                 except Exception:  # a callback's bug must not stop the writer
                     log.exception("store completion callback failed")
-            since = self._since_checkpoint
-            since[0] += 1
-            since[1] += len(batch)
-            if since[0] >= self.checkpoint_after[0] or since[1] >= self.checkpoint_after[1]:
-                self._since_checkpoint = [0, 0]
+            self._commits_since_checkpoint += 1
+            self._operations_since_checkpoint += len(batch)
+            commits, operations = self.checkpoint_after
+            if self._commits_since_checkpoint >= commits or self._operations_since_checkpoint >= operations:
+                self._commits_since_checkpoint = self._operations_since_checkpoint = 0
                 await self._thread_for("write", self._checkpoint)
             elif inline:
                 await trio.lowlevel.checkpoint()  # what the hooks started runs before the next commit

@@ -307,7 +307,7 @@ def adopt(conn: sqlite3.Connection, guard: IdGuard) -> int:
 # -- while running ----------------------------------------------------------------------------------
 
 
-def file_identity(path: Path) -> tuple[int, int]:
+def file_identity(path: Path | str) -> tuple[int, int]:
     st = os.stat(path)
     return (st.st_dev, st.st_ino)
 
@@ -350,8 +350,7 @@ class FileWatch:
         """The current fault (what stops acknowledging), or None."""
         if self.lost is None and self.identity is not None:
             try:
-                st = os.stat(self._file)
-                ident: Any = (st.st_dev, st.st_ino)
+                ident: Any = file_identity(self._file)
             except FileNotFoundError:
                 ident = None
             except OSError as exc:
