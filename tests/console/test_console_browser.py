@@ -224,7 +224,9 @@ def test_console_in_chromium(site, browser):
     d.get(base + "/connectors")
     shot(d, "11-connectors")
     d.get(base + "/config")
-    assert "No reload since the start" in d.page_source
+    # Under a loaded parallel run Chromium once handed back an empty page_source right after
+    # get(): wait for the page, as every other step here does.
+    wait.until(lambda d: "No reload since the start" in d.page_source)
     # A reload (as SIGHUP or the admin API make one) shows up with its result.
     r = httpx.post(bridge.admin_url + "/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert r.status_code == 200, r.text
