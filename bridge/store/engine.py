@@ -186,6 +186,7 @@ class Engine:
         self._on_commit = on_commit
         self._pending: list[_Waiter] = []
         self._wakeup = trio.Event()
+        self._writer_idle = False  # the writer task waits for work (no commit or checkpoint runs)
         self._closed = False
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
@@ -281,17 +282,32 @@ class Engine:
         return fault
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The writer task: runs group commits until cancelled."""
-        task_status.started()
+        """The writer task: runs group commits until cancelled, with the watch of an idle store
+        beside it."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_while_idle)
+            task_status.started()
+            await self._write_loop()
+
+    async def _watch_while_idle(self) -> None:
+        """Every ``WATCH_SECONDS``, check the file of a store that is not writing (every commit
+        checks it anyway). A task of its own, so that the writer waits for work without a timer:
+        a cancel scope per wait cost as much as a tenth of a lone commit."""
+        while True:
+            await trio.sleep(WATCH_SECONDS)
+            if self._writer_idle and self._wconn is not None:
+                self._refresh_fault()
+
+    async def _write_loop(self) -> None:
         while True:
             if not self._pending:
                 self._wakeup = trio.Event()
-                with trio.move_on_after(WATCH_SECONDS):
+                self._writer_idle = True
+                try:
                     await self._wakeup.wait()
-                if not self._pending:
-                    if self._wconn is not None:
-                        self._refresh_fault()
-                    continue
+                finally:
+                    self._writer_idle = False
+                continue
             batch, self._pending = self._pending, []
             started = time.perf_counter()
             inline = (

@@ -20,6 +20,7 @@ Rules
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,11 @@ class Connection:
         # submit_sm_resp queued but not yet written: (resubmit key, message id). What is left
         # when the connection ends goes to server.unanswered (resubmits.py says why).
         self._unwritten: list[tuple[Any, str]] = []
+        # The socket's descriptor when the stream is plain TCP: while the writer task is idle, an
+        # answer is written from the turn that made it (``_flush_now``), not one task switch and
+        # a trio ``send_all`` later. TLS (and any other stream) always goes through the writer.
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._writer_idle = False
 
     # -- public --------------------------------------------------------------------------------
 
@@ -321,7 +327,11 @@ class Connection:
                     self._writer_done.set()
                     return
                 self._out_ready = trio.Event()
-                await self._out_ready.wait()
+                self._writer_idle = True
+                try:
+                    await self._out_ready.wait()
+                finally:
+                    self._writer_idle = False
                 continue
             data = bytes(self._out)
             self._out.clear()
@@ -358,7 +368,10 @@ class Connection:
 
     # -- output --------------------------------------------------------------------------------
 
-    def _send(self, pdu: Pdu) -> bool:
+    def _send(self, pdu: Pdu, resubmit: tuple[Any, str] | None = None) -> bool:
+        """Queue ``pdu`` (and write it at once when the writer is idle). ``resubmit``: the
+        (resubmit key, message id) of a submit_sm_resp, kept in ``_unwritten`` until the answer
+        has left. False when nothing was queued (the output is closed, or the session refused)."""
         if self._output_done:
             log.warning(
                 "%s to %s (%s) not sent: the connection had already closed its output (the answer came "
@@ -374,7 +387,9 @@ class Connection:
             log.debug("not sending %s to %s: %s", command_name(pdu.command_id), self.peer, exc)
             return False
         self._out += data
-        self._out_ready.set()
+        if resubmit is not None:
+            self._unwritten.append(resubmit)
+        self._flush_now()
         if self.server.pdu_log is not None:
             self.server.pdu_log.log_out(self, pdu)
         key = (pdu.command_id, pdu.command_status)
@@ -385,6 +400,22 @@ class Connection:
             )
         child.inc()
         return True
+
+    def _flush_now(self) -> None:
+        """Hand the queued output to the kernel now if the writer task is idle (and the stream
+        is plain TCP); whatever is left, or any error, is the writer's: it alone ends the output
+        on a failed write."""
+        if self._writer_idle and self._fd >= 0 and not self._out_ready.is_set():
+            try:
+                n = os.write(self._fd, self._out)
+            except OSError:  # would block, or the connection broke: the writer finds out
+                n = 0
+            if n == len(self._out):
+                self._out.clear()
+                self._unwritten.clear()  # every queued answer has left
+                return
+            del self._out[:n]
+        self._out_ready.set()
 
     def _respond(self, request: Pdu, status: int = Status.ROK, **params: Any) -> None:
         self._send(make_response(request, status, **params))
@@ -573,12 +604,10 @@ class Connection:
                 if accepted is None:
                     accepted = self._m_accepted = server.metrics.accepted.labels(esme.system_id)
                 accepted.inc(plan.segments)
-            written = self._send(proto.submit_answer(pdu, plan, result, error))
-            if error is None and key is not None and not plan.multi:
-                if written:
-                    self._unwritten.append((key, result.message_id))
-                elif self.esme_id:
-                    server.unanswered.remember(self.esme_id, key, result.message_id, trio.current_time())
+            resubmit = (key, result.message_id) if error is None and key is not None and not plan.multi else None
+            written = self._send(proto.submit_answer(pdu, plan, result, error), resubmit)
+            if resubmit is not None and not written and self.esme_id:
+                server.unanswered.remember(self.esme_id, key, result.message_id, trio.current_time())
             if error is None:
                 server.metrics.submit_latency.observe(time.perf_counter() - started)
 
