@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
+
 from .config import Config, EsmeConfig
 from .devices import registry as device_registry
 from .devices.base import Capability
@@ -129,6 +131,15 @@ class Refused(Exception):
         self.reason = reason
 
 
+@attrs.frozen
+class _RouteFacts:
+    """What the devices behind a route can send (Acceptance._route_facts)."""
+
+    kinds: frozenset[str]  # device kinds of the route and its failover routes
+    refused_starts: frozenset[str]  # first characters that every one of those kinds refuses
+    sender_ignored: tuple[str, ...]  # the route's own kinds that send with the SIM's number
+
+
 class Acceptance:
     """Decides about incoming submits. One instance per bridge, shared by every front end."""
 
@@ -158,30 +169,42 @@ class Acceptance:
         self.routes_configured = False
         # ESMEs already told (in the log) that the devices ignore their sender.
         self.sender_warned: set[str] = set()
-        # The device kinds behind a route (with its failovers or without), worked out once per
-        # configuration: every submit asks (_check_start, _sender_check).
-        self._kinds: dict[tuple[str, bool], frozenset[str]] = {}
+        self._m_sender: dict[str, Any] = {}  # metric children per ESME: labels() is not free
+        # What the devices behind each route can send, worked out once per configuration:
+        # every submit asks (_check_start, _sender_check).
+        self._facts: dict[str, _RouteFacts] = {}
 
     def update_config(self, config: Config) -> None:
         self.config = config
         self.buckets.clear()
-        self._kinds.clear()
+        self._facts.clear()
 
     def _route_kinds(self, route_name: str, failovers: bool) -> frozenset[str]:
         """The device kinds of a route's channels, and of its failover routes' with
         ``failovers``."""
-        key = (route_name, failovers)
-        kinds = self._kinds.get(key)
-        if kinds is None:
-            found: set[str] = set()
-            seen: set[str] = set()
-            route = self.config.route(route_name)
-            while route is not None and route.name not in seen:
-                seen.add(route.name)
-                found |= {d.kind for d in (self.config.device(name) for name, _ in route.channels) if d is not None}
-                route = self.config.route(route.failover) if failovers and route.failover else None
-            kinds = self._kinds[key] = frozenset(found)
-        return kinds
+        found: set[str] = set()
+        seen: set[str] = set()
+        route = self.config.route(route_name)
+        while route is not None and route.name not in seen:
+            seen.add(route.name)
+            found |= {d.kind for d in (self.config.device(name) for name, _ in route.channels) if d is not None}
+            route = self.config.route(route.failover) if failovers and route.failover else None
+        return frozenset(found)
+
+    def _route_facts(self, route_name: str) -> _RouteFacts:
+        facts = self._facts.get(route_name)
+        if facts is None:
+            every = self._route_kinds(route_name, failovers=True)
+            refused = [device_registry.capabilities(k).part_start_refused for k in every]
+            own = sorted(self._route_kinds(route_name, failovers=False))
+            facts = self._facts[route_name] = _RouteFacts(
+                kinds=every,
+                refused_starts=frozenset.intersection(*refused) if refused else frozenset(),
+                sender_ignored=tuple(
+                    k for k in own if Capability.CUSTOM_SENDER not in device_registry.capabilities(k).flags
+                ),
+            )
+        return facts
 
     def bucket(self, esme: EsmeConfig) -> TokenBucket:
         b = self.buckets.get(esme.system_id)
@@ -297,14 +320,16 @@ class Acceptance:
             return
         if not msg.route:
             return
-        kinds = sorted(self._route_kinds(msg.route, failovers=False))
-        ignored = [k for k in kinds if Capability.CUSTOM_SENDER not in device_registry.capabilities(k).flags]
+        ignored = self._route_facts(msg.route).sender_ignored
         if not ignored:
             return
         route = self.config.route(msg.route)
         assert route is not None
         if self.metrics is not None:
-            self.metrics.sender_not_honoured.labels(esme_id).inc()
+            child = self._m_sender.get(esme_id)
+            if child is None:
+                child = self._m_sender[esme_id] = self.metrics.sender_not_honoured.labels(esme_id)
+            child.inc()
         if esme_id not in self.sender_warned:
             self.sender_warned.add(esme_id)
             log.warning(
@@ -366,12 +391,12 @@ class Acceptance:
         now, with the reason, than acknowledged and reported undeliverable later."""
         if not text or (concat is not None and concat.seq != 1) or not route_name:
             return
-        kinds = self._route_kinds(route_name, failovers=True)  # the route and its failovers
-        if kinds and all(text[0] in device_registry.capabilities(k).part_start_refused for k in kinds):
+        facts = self._route_facts(route_name)  # the route and its failovers
+        if text[0] in facts.refused_starts:
             route = self.config.route(route_name)
             assert route is not None
             log.info("a text starting with %r to route %s refused: its devices (%s) cannot send it",
-                     text[0], route.name, "/".join(sorted(kinds)))
+                     text[0], route.name, "/".join(sorted(facts.kinds)))
             raise Refused(
                 Status.RSUBMITFAIL,
                 f"route {route.name}'s devices cannot send a text starting with {text[0]!r}",
