@@ -6,7 +6,8 @@ SMS twice).
 aiosmpplib itself stops reading soon after stop() (its receive loop ends once it is shutting
 down), so whether its hook sees the answers depends on its own timing; what the bridge
 controls, and what is checked here, is that the answers are written to the socket (every
-``send_all`` of the server's streams is recorded) before it closes. Before the bridge waited
+``send_all`` of the server's streams, and every direct write to a socket, is recorded) before
+it closes. Before the bridge waited
 for them, it wrote only the bind_transceiver_resp.
 
 The bridge's SMPP server runs in process over real TCP (trio); the client runs in a thread
@@ -16,7 +17,9 @@ with its own asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import stat
 import struct
 
 import trio
@@ -116,6 +119,16 @@ async def test_aiosmpplib_stop_right_after_submit_gets_every_answer(tmp_path, mo
         await send_all(self, data)
 
     monkeypatch.setattr(trio.SocketStream, "send_all", recording_send_all)
+    write = os.write
+
+    def recording_write(fd, data):  # type: ignore[no-untyped-def]
+        # An answer made while the connection's writer is idle is written at once (os.write).
+        n = write(fd, data)
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            wire.sent += data[:n]
+        return n
+
+    monkeypatch.setattr(os, "write", recording_write)
     config = load_config_text(CONFIG % (tmp_path / "bridge.sqlite3"))
     store = Store(config.store.path, synchronous="normal")
     store.open()

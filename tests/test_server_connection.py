@@ -137,6 +137,9 @@ class _NoStore:
 
     active_count = 0
 
+    def commit_now(self) -> None:  # nothing is ever pending
+        pass
+
 
 def stored_messages(config) -> int:  # type: ignore[no-untyped-def]
     db = sqlite3.connect(config.store.path)

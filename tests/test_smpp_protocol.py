@@ -246,6 +246,9 @@ def test_session_timers_say_when_to_probe_and_when_to_close(config):
 class _NoStore:
     active_count = 0
 
+    def commit_now(self) -> None:  # nothing is ever pending
+        pass
+
 
 async def _read_pdu(stream: trio.abc.Stream, buf: bytearray) -> Pdu | None:
     while True:

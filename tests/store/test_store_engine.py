@@ -342,3 +342,69 @@ async def test_a_write_lock_held_elsewhere_never_holds_the_event_loop(store, tmp
         assert not seen  # the writer waits for the lock, in its thread
         other.execute("ROLLBACK")
     assert len(seen) == 1 and seen[0] != loop
+
+
+async def test_a_reader_that_read_everything_has_its_lone_commit_answered_in_its_own_turn(store):
+    """At window 1 the SMPP reader, having read all its peer sent, asks for the commit at once
+    (commit_now) instead of waiting for the writer task's turn: the answer is given before the
+    reader's next wait. Two pending writes stay the writer's, as one group commit; so does a
+    lone one while commits are slow."""
+    await trio.testing.wait_all_tasks_blocked()  # the writer waits for work
+    answers: list[tuple[object, object]] = []
+
+    def done(result, error):
+        answers.append((result, error))
+
+    store.accept_nowait(msg("one"), done)
+    store.commit_now()
+    assert len(answers) == 1 and answers[0][1] is None  # before this task yielded once
+
+    commits = store.commits
+    store.accept_nowait(msg("two"), done)
+    store.accept_nowait(msg("three"), done)
+    store.commit_now()
+    assert len(answers) == 1
+    with trio.fail_after(10):
+        while len(answers) < 3:
+            await trio.sleep(0.001)
+    assert store.commits == commits + 1  # one group
+
+    await trio.testing.wait_all_tasks_blocked()
+    store.commit_seconds = 0.5  # the last commits were slow (an SD card)
+    store.accept_nowait(msg("four"), done)
+    store.commit_now()
+    assert len(answers) == 3
+    with trio.fail_after(10):
+        while len(answers) < 4:
+            await trio.sleep(0.001)
+    assert [int(r.message_id) for r, _e in answers] == sorted(int(r.message_id) for r, _e in answers)
+
+
+async def test_a_commit_made_in_a_readers_turn_still_gets_its_checkpoint(tmp_path, nursery):
+    s = Store(tmp_path / "b.sqlite3")
+    s.checkpoint_after = (1, 1)
+    s.open()
+    await nursery.start(s.run)
+    await trio.testing.wait_all_tasks_blocked()
+    answered = []
+    s.accept_nowait(msg("one"), lambda r, e: answered.append(e))
+    s.commit_now()
+    assert answered == [None]
+    with trio.fail_after(10):  # the writer task runs it, on its thread
+        while s.checkpoints < 1:
+            await trio.sleep(0.001)
+    s.close()
+
+
+async def test_a_failing_after_commit_hook_holds_back_no_answer(store, caplog):
+    """A hook ran before its operation's answer, in the same try: a hook's bug left the write
+    unanswered for ever (an awaiting caller hung, a submit never got its submit_sm_resp)."""
+
+    def op(conn):
+        conn.execute("INSERT INTO meta (key, value) VALUES ('hooked', 'yes')")
+        store.after_commit(lambda: 1 / 0)
+        return "stored"
+
+    with trio.fail_after(10):
+        assert await store.write(op) == "stored"
+    assert "after-commit hook failed" in caplog.text

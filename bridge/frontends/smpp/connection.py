@@ -302,6 +302,9 @@ class Connection:
             while not self._closing:
                 event = session.next_event()
                 if event is NEED_DATA:
+                    # All read: a lone submit is committed (and answered) now, before this task
+                    # waits for the socket, instead of in the store writer's next turn.
+                    self.server.store.commit_now()
                     break
                 if isinstance(event, Closed):
                     if session.peer_closed:
