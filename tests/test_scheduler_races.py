@@ -71,6 +71,20 @@ CONFIG = Config(
 )
 
 
+def after_the_pick_read(store, action):
+    """Stage a race: ``action(mid)`` runs right after a channel read the message it picked
+    (``Store.record_and_parts``) and before it marks its first part, so the channel holds what
+    the message said at the read."""
+    real = store.record_and_parts
+
+    async def read_then_act(mid: int):
+        found = await real(mid)
+        await action(mid)
+        return found
+
+    store.record_and_parts = read_then_act  # type: ignore[method-assign]
+
+
 async def test_a_message_expired_while_a_channel_picks_it_ends_once_and_the_channel_goes_on(
     tmp_path, nursery, autojump_clock, caplog
 ):
@@ -84,16 +98,14 @@ async def test_a_message_expired_while_a_channel_picks_it_ends_once_and_the_chan
 
     # The race, made certain: right after the channel read the message (still QUEUED, still
     # valid), the expiry sweep finishes it, before the channel marks its first part.
-    real_parts = store.parts
     raced: list[int] = []
 
-    async def parts_after_the_sweep(mid: int):
+    async def the_sweep(mid: int):
         if not raced:
             raced.append(mid)
             await store.expire_waiting(trio.current_time() + 10**6, lambda r: sched.receipt_rows.rows(r, expired))
-        return await real_parts(mid)
 
-    store.parts = parts_after_the_sweep  # type: ignore[method-assign]
+    after_the_pick_read(store, the_sweep)
     store.on_new_message = sched.on_new_message
     await nursery.start(sched.run)
     caplog.set_level(logging.WARNING)
@@ -136,16 +148,14 @@ async def test_no_device_call_begins_after_the_validity_even_if_it_ran_out_durin
     # before every device call now checks the validity in the same transaction.
     driver = Driver()
     store, sched = await channel_alone(tmp_path, nursery, driver)
-    real_parts = store.parts
     slow: list[int] = []
 
-    async def parts_while_time_passes(mid: int):
+    async def time_passes(mid: int):
         if not slow:
             slow.append(mid)
             await trio.sleep(200)  # the validity (100 s) runs out between check and send
-        return await real_parts(mid)
 
-    store.parts = parts_while_time_passes  # type: ignore[method-assign]
+    after_the_pick_read(store, time_passes)
     store.on_new_message = sched.on_new_message
     await nursery.start(sched.run)
     one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"one", route="r",
@@ -199,18 +209,16 @@ async def test_a_message_queued_twice_is_sent_by_one_channel_only(tmp_path, nurs
         sched.on_new_message(entry)
 
     store.on_new_message = hook
-    real_parts = store.parts
 
-    async def parts_then_told_again(mid: int):
+    async def told_again(mid: int):
         # While the first channel holds the message (read "queued", not yet marked), the
         # scheduler hears of it again, as after a replace_sm; a second line is idle.
         if len(heard) == 1:
             sched.on_new_message(heard[0])
             heard.append(heard[0])
         await trio.sleep(1)
-        return await real_parts(mid)
 
-    store.parts = parts_then_told_again  # type: ignore[method-assign]
+    after_the_pick_read(store, told_again)
     await nursery.start(sched.run)
     one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"once", route="r"))
     with trio.fail_after(600):
@@ -241,18 +249,16 @@ async def test_replace_sm_while_a_channel_picks_the_message_sends_the_new_text_o
     driver.send = recording_send  # type: ignore[method-assign]
     sched = Scheduler(CONFIG, store, {"a": driver}, Metrics(), clock=trio.current_time)
     store.final_receipts = sched.receipt_rows.final
-    real_parts = store.parts
     replaced: list[bool] = []
 
-    async def parts_while_replaced(mid: int):
+    async def replace(mid: int):
         if not replaced:
             replaced.append(
                 await store.replace("app", format_id(mid), source_addr="", body=b"new text", schedule_at=None,
                                     expire_at=None, registered_delivery=0)  # fmt: skip
             )
-        return await real_parts(mid)
 
-    store.parts = parts_while_replaced  # type: ignore[method-assign]
+    after_the_pick_read(store, replace)
     store.on_new_message = sched.on_new_message
     await nursery.start(sched.run)
     one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"old text", route="r"))
@@ -271,17 +277,15 @@ async def test_replace_sm_moving_a_picked_message_to_a_later_schedule_is_kept(tm
     metrics = Metrics()
     sched = Scheduler(CONFIG, store, {"a": driver}, metrics, clock=trio.current_time)
     store.final_receipts = sched.receipt_rows.final
-    real_parts = store.parts
     later: list[float] = []
 
-    async def parts_while_rescheduled(mid: int):
+    async def reschedule(mid: int):
         if not later:
             later.append(trio.current_time() + 1000)
             assert await store.replace("app", format_id(mid), source_addr="", body=b"later", schedule_at=later[0],
                                        expire_at=None, registered_delivery=0)  # fmt: skip
-        return await real_parts(mid)
 
-    store.parts = parts_while_rescheduled  # type: ignore[method-assign]
+    after_the_pick_read(store, reschedule)
     store.on_new_message = sched.on_new_message
     await nursery.start(sched.run)
     one = await store.accept(NewMessage(esme="app", destination_addr="+4911", body=b"now", route="r"))

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,9 @@ class Channel:
         self.send_options = declared.send_options
         self.first_poll_delay = declared.first_poll_delay
         self.batch_status = Capability.STATUS_BATCH in declared.flags
+        # Where in each status_poll_interval this device's ticks fall (a fraction of it), the
+        # same for all its channels, different from device to device (_poll_pause says why).
+        self.poll_phase = zlib.crc32(device.name.encode()) % 1000 / 1000
         self.caps = CapCounter(device.channel_caps(channel_id), sched.rng)
         self.routes: list[str] = []
         self.state = "ready"  # ready | sending | cooldown | quarantine | paused
@@ -308,7 +312,7 @@ class Channel:
 
     async def _process(self, entry: QueueEntry) -> None:
         sched = self.sched
-        rec = await sched.store.record(entry.id)
+        rec, parts = await sched.store.record_and_parts(entry.id)
         if rec is None or rec.state is not State.QUEUED:
             return  # cancelled or finished meanwhile
         if rec.expire_at is not None and sched.clock() > rec.expire_at:
@@ -319,7 +323,7 @@ class Channel:
             sched.metrics.optout_blocked.labels(rec.esme, "receipt").inc()
             await sched.finish(rec.id, Outcome(State.REJECTED, "REJECTD", OPTOUT_ERR, OPTOUT_NETWORK_ERROR, "the recipient opted out"))
             return
-        await self._send_parts(rec, await sched.store.parts(rec.id))
+        await self._send_parts(rec, parts)
 
     async def _send_parts(self, rec: MessageRecord, done_parts: list[Any]) -> None:
         sched = self.sched
@@ -474,13 +478,19 @@ class Channel:
         ``interval`` away before the first poll). Every channel of the device waiting for a
         status then polls at the same moment and the driver answers them all from one request:
         polls per device per second are 1 / interval, however many of its lines are busy, and a
-        final status is still seen within one interval."""
+        final status is still seen within one interval.
+
+        Each device's ticks are shifted by its own phase (``poll_phase``): with the ticks of
+        every device on the same moments, 16 GoIPs of 32 lines found their finished sends all at
+        once, and the event loop lagged 6.5 ms at p90 (bench/channels.py --many; 1.3 ms with
+        the phases)."""
         if not self.batch_status:
             await trio.sleep(interval)
             return
         now = self.sched.clock()
-        tick = (math.floor((now + (interval if first else 0.0)) / interval) + 1) * interval
-        await trio.sleep(max(0.0, tick - now))
+        offset = self.poll_phase * interval
+        k = math.floor((now - offset + (interval if first else 0.0)) / interval) + 1
+        await trio.sleep(max(0.0, k * interval + offset - now))
 
     async def _ambiguous(self, rec: MessageRecord, seq: int, total: int, pre_ref: str | None, detail: str) -> tuple[str, str | None, bool] | None:
         """The device may or may not have taken the part. Ask it; else apply the policy."""
