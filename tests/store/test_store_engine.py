@@ -355,6 +355,11 @@ async def test_a_reader_that_read_everything_has_its_lone_commit_answered_in_its
     def done(result, error):
         answers.append((result, error))
 
+    async def answered(n: int) -> None:  # by the writer task
+        with trio.fail_after(10):
+            while len(answers) < n:
+                await trio.sleep(0.001)
+
     store.accept_nowait(msg("one"), done)
     store.commit_now()
     assert len(answers) == 1 and answers[0][1] is None  # before this task yielded once
@@ -364,9 +369,7 @@ async def test_a_reader_that_read_everything_has_its_lone_commit_answered_in_its
     store.accept_nowait(msg("three"), done)
     store.commit_now()
     assert len(answers) == 1
-    with trio.fail_after(10):
-        while len(answers) < 3:
-            await trio.sleep(0.001)
+    await answered(3)
     assert store.commits == commits + 1  # one group
 
     await trio.testing.wait_all_tasks_blocked()
@@ -374,9 +377,7 @@ async def test_a_reader_that_read_everything_has_its_lone_commit_answered_in_its
     store.accept_nowait(msg("four"), done)
     store.commit_now()
     assert len(answers) == 3
-    with trio.fail_after(10):
-        while len(answers) < 4:
-            await trio.sleep(0.001)
+    await answered(4)
     assert [int(r.message_id) for r, _e in answers] == sorted(int(r.message_id) for r, _e in answers)
 
 
