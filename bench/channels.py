@@ -3,6 +3,12 @@
     python bench/channels.py                # 32 lines over 2 GoIPs, 90 s
     python bench/channels.py --seconds 300 --per-minute 10 --send-duration 2.5
     python bench/channels.py --many             # 512 lines: 16 GoIPs x 32 lines, 3 s a send, no caps
+    python bench/channels.py --many --send-jitter 0.1   # the same, each send 3 s +- up to 10%
+
+A fixed send time that the poll interval divides (3 s, 0.25 s) makes every send end just after
+a poll tick, so each waits a whole interval to be seen; a real line's send time varies, and
+``--send-jitter`` gives the emulated sends that spread (each line's idle time is then measured
+against the duration of its own send).
 
 What it does: starts two GoIP emulators (16 lines each, a fixed send time), the bridge (its
 real store, scheduler and SMPP server, in this process) with a per-line cap, binds an smpplib
@@ -97,16 +103,20 @@ def config_text(ports: list[int], lines: int, per_minute: int, poll: float, data
 class _Emulated:
     """The benchmark's view of the emulated GoIPs: in a child process, or in this one."""
 
-    def __init__(self, sent: list[tuple[int, int, str, float]], polls: int, cpu: float) -> None:
-        self.sent = sent  # (device index, line, text, send start as a UNIX time)
+    def __init__(self, sent: list[tuple[int, int, str, float, float]], polls: int, cpu: float) -> None:
+        self.sent = sent  # (device index, line, text, send start as a UNIX time, its duration)
         self.polls = polls
         self.cpu = cpu
 
 
-def _emulators_main(conn, goips: int, lines: int, send_duration: float) -> None:  # type: ignore[no-untyped-def]
+def _emulators(goips: int, lines: int, send_duration: float, jitter: float) -> list[GoipEmulator]:
+    return [GoipEmulator(lines=lines, send_duration=send_duration, send_jitter=jitter, seed=i) for i in range(goips)]
+
+
+def _emulators_main(conn, goips: int, lines: int, send_duration: float, jitter: float) -> None:  # type: ignore[no-untyped-def]
     """Child process: serve ``goips`` emulators; send their ports, then on request the sends so
     far and the status polls answered (the parent asks twice: at warm-up and at the end)."""
-    emulators = [GoipEmulator(lines=lines, send_duration=send_duration) for _ in range(goips)]
+    emulators = _emulators(goips, lines, send_duration, jitter)
     polls = _count_polls(emulators)
 
     async def main() -> None:
@@ -138,7 +148,8 @@ def _count_polls(emulators: list[GoipEmulator]) -> list[int]:
 
 def _snapshot(emulators: list[GoipEmulator], polls: list[int], cpu: float) -> _Emulated:
     return _Emulated(
-        [(i, s.line, s.text, s.at.replace(tzinfo=timezone.utc).timestamp()) for i, e in enumerate(emulators) for s in e.sent],
+        [(i, s.line, s.text, s.at.replace(tzinfo=timezone.utc).timestamp(), s.duration)
+         for i, e in enumerate(emulators) for s in e.sent],
         polls[0], cpu,
     )
 
@@ -176,7 +187,7 @@ async def run(args: argparse.Namespace) -> int:
     data = Path(tempfile.mkdtemp(prefix="bench-channels-"))
     child = None
     if args.emulators_inline:
-        emulators = [GoipEmulator(lines=lines, send_duration=args.send_duration) for _ in range(args.goips)]
+        emulators = _emulators(args.goips, lines, args.send_duration, args.send_jitter)
         polls = _count_polls(emulators)
 
         async def emulated(ask: str) -> _Emulated:
@@ -184,7 +195,8 @@ async def run(args: argparse.Namespace) -> int:
     else:
         conn, child_conn = multiprocessing.Pipe()
         child = multiprocessing.get_context("spawn").Process(
-            target=_emulators_main, args=(child_conn, args.goips, lines, args.send_duration), daemon=True
+            target=_emulators_main, args=(child_conn, args.goips, lines, args.send_duration, args.send_jitter),
+            daemon=True,
         )
         child.start()
 
@@ -273,33 +285,34 @@ async def run(args: argparse.Namespace) -> int:
         utilisation = achieved / ideal_per_min
 
         # A line never carried two messages at once (send start + send time never overlaps).
-        by_line: dict[tuple[int, int], list[float]] = {}
-        for device, line, _text, at in sent:
-            by_line.setdefault((device, line), []).append(at)
-        for starts in by_line.values():
-            starts.sort()
+        by_line: dict[tuple[int, int], list[tuple[float, float]]] = {}
+        for device, line, _text, at, took in sent:
+            by_line.setdefault((device, line), []).append((at, took))
+        for sends in by_line.values():
+            sends.sort()
         overlaps = 0
-        for starts in by_line.values():
-            overlaps += sum(1 for a, b in zip(starts, starts[1:]) if b - a < args.send_duration - 0.01)
+        for sends in by_line.values():
+            overlaps += sum(1 for (a, took), (b, _) in zip(sends, sends[1:]) if b - a < took - 0.01)
         # How long a line stood idle between the end of one send and the start of the next
         # (in the measured window): the bridge's turnaround (status poll, commits, next pick).
         gaps = [
-            b - a - args.send_duration
-            for starts in by_line.values()
-            for a, b in zip(starts, starts[1:])
+            b - a - took
+            for sends in by_line.values()
+            for (a, took), (b, _) in zip(sends, sends[1:])
             if a >= started + warmup and b <= end
         ]
+        starts_by_line = [[a for a, _took in sends] for sends in by_line.values()]
 
         # No line ever went over its cap: at most per_minute starts in any 60 s window.
         cap_violations = 0
-        for starts in by_line.values():
+        for starts in starts_by_line:
             for k in range(len(starts) - args.per_minute if args.per_minute else 0):
                 if starts[k + args.per_minute] - starts[k] < 60:
                     cap_violations += 1
 
         text_to_done = {}
-        for _device, _line, text, at in sent:
-            text_to_done[text] = at + args.send_duration
+        for _device, _line, text, at, took in sent:
+            text_to_done[text] = at + took
         latencies = []
         for mid, arrived in arrivals.items():
             i = ids.get(mid)
@@ -311,7 +324,8 @@ async def run(args: argparse.Namespace) -> int:
         p50 = percentile(latencies, 0.5) if latencies else float("nan")
         p99 = percentile(latencies, 0.99) if latencies else float("nan")
         print()
-        print(f"lines {total_lines}, send time {args.send_duration} s, cap {args.per_minute}/min per line, "
+        jitter = f" (+-{args.send_jitter:.0%})" if args.send_jitter else ""
+        print(f"lines {total_lines}, send time {args.send_duration} s{jitter}, cap {args.per_minute}/min per line, "
               f"status poll every {args.poll} s, run {args.seconds:.0f} s (warm-up {warmup:.0f} s)")
         print(f"utilisation: {achieved:.1f} sends/min of an ideal {ideal_per_min}/min = {utilisation:.3f} "
               f"(target >= 0.95: {'met' if utilisation >= 0.95 else 'MISSED'})")
@@ -361,6 +375,10 @@ def main() -> int:
     p.add_argument("--emulators-inline", action="store_true",
                    help="run the emulated GoIPs in this process (their CPU then counts as the bridge's)")
     p.add_argument("--poll", type=float, default=0.25, help="status poll interval in seconds")
+    p.add_argument("--send-jitter", type=float, default=0.0,
+                   help="each send takes --send-duration x (1 +- up to this fraction), as a real line's varies "
+                        "(0: exactly --send-duration, which a poll interval dividing it turns into a whole "
+                        "interval of waiting per send)")
     args = p.parse_args()
     if args.many:
         args.goips, args.lines_per_goip, args.send_duration, args.per_minute = 16, 32, 3.0, 0

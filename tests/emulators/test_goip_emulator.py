@@ -362,3 +362,24 @@ async def test_http_server_idle_keepalive_timeout(nursery):
     started = trio.current_time()
     data = await raw_exchange(port, b"GET / HTTP/1.1\r\n\r\n", limit=2.0)
     assert data.endswith(b"ok") and trio.current_time() - started < 1.0
+
+
+async def test_send_jitter_varies_each_send_within_its_bounds_and_the_slot_follows_it(nursery):
+    """A real line's send time varies; with send_jitter each send takes send_duration x (1 +-
+    up to send_jitter), and the status slot says DONE exactly when that send is over."""
+    now = [0.0]
+    emu = GoipEmulator(lines=1, send_duration=1.0, send_jitter=0.2, seed=3, clock=lambda: now[0])
+    port = await nursery.start(emu.serve)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as c:
+        for i in range(20):
+            await c.get(SEND, params={**CREDS, "l": "1", "n": "1", "m": f"m{i}"})
+            took = emu.sent[-1].duration
+            assert 0.8 <= took <= 1.2
+            now[0] += took - 0.001
+            assert "<status1>STARTED</status1>" in (await c.get(STATUS, params=CREDS)).text
+            now[0] += 0.002
+            assert "<status1>DONE</status1>" in (await c.get(STATUS, params=CREDS)).text
+    durations = {s.duration for s in emu.sent}
+    assert len(durations) == 20  # each its own
+    with pytest.raises(ValueError, match="send_jitter"):
+        GoipEmulator(send_jitter=1.0)

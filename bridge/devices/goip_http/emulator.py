@@ -94,6 +94,8 @@ class SentSms:
     at: datetime
     #: The error code the send ends with ("" = handed to the network).
     error: str = ""
+    #: Seconds the line was busy with it (``send_duration``, varied by ``send_jitter``).
+    duration: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +150,7 @@ class GoipEmulator(HttpDeviceEmulator):
         password: str = "admin",
         send_duration: float = 2.5,
         *,
+        send_jitter: float = 0.0,
         inbox_slots: int = 20,
         status_slots: int = 8,
         operator: str = "EMU GSM",
@@ -168,6 +171,11 @@ class GoipEmulator(HttpDeviceEmulator):
         self.username = username
         self.password = password
         self.send_duration = send_duration
+        # Each send takes send_duration x (1 +- up to send_jitter), drawn from the seeded
+        # generator: a real line's send time varies (the network, the signal).
+        if not 0.0 <= send_jitter < 1.0:
+            raise ValueError("send_jitter is a fraction of send_duration, from 0 to below 1")
+        self.send_jitter = send_jitter
         self.inbox_slots = inbox_slots
         self.status_slots = max(status_slots, lines)
         self.device_tz = device_tz
@@ -319,7 +327,10 @@ class GoipEmulator(HttpDeviceEmulator):
         self._next_id += 1
         state.slot_id = message_id
         state.slot_error = error
-        state.done_at = now + self.send_duration
+        duration = self.send_duration
+        if self.send_jitter:
+            duration *= 1.0 + self._rng.uniform(-self.send_jitter, self.send_jitter)
+        state.done_at = now + duration
         self.sent.append(
             SentSms(
                 line=n,
@@ -328,6 +339,7 @@ class GoipEmulator(HttpDeviceEmulator):
                 id=message_id,
                 at=datetime.now(timezone.utc),
                 error=error,
+                duration=duration,
             )
         )
         return self._send_answer(f"Sending,L{n} Send SMS to:{number}; ID:{message_id}")
@@ -504,6 +516,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--password", default="admin", help="password [admin]")
     parser.add_argument("--send-duration", type=float, default=2.5,
                         help="seconds a line is busy per SMS [2.5]")
+    parser.add_argument("--send-jitter", type=float, default=0.0,
+                        help="each send takes --send-duration x (1 +- up to this fraction) [0]")
     parser.add_argument("--lines", type=int, default=8, help="GSM lines [8]")
 
 
@@ -514,6 +528,7 @@ def from_cli(args: Any) -> tuple[GoipEmulator, str]:
         username=args.username,
         password=args.password,
         send_duration=args.send_duration,
+        send_jitter=args.send_jitter,
         seed=args.seed,
     )
     return emu, f"{args.lines} lines, user {emu.username!r}"
