@@ -72,8 +72,11 @@ async def test_every_busy_line_of_a_batch_device_polls_on_the_same_ticks(tmp_pat
             while (rec := await store.get(mid)) is None or rec.state is not State.DELIVERED:
                 await trio.sleep(1)
     assert len(driver.sent) == 3 * LINES
-    ticks = {round(t / INTERVAL, 6) for t in driver.polls}
-    # Every poll on a tick of the device (a multiple of the interval) ...
+    phase = {ch.poll_phase for ch in sched.channels.values()}
+    assert len(phase) == 1  # the device's, shared by its lines
+    offset = phase.pop() * INTERVAL
+    ticks = {round((t - offset) / INTERVAL, 6) for t in driver.polls}
+    # Every poll on a tick of the device (its phase plus a multiple of the interval) ...
     assert all(t == int(t) for t in ticks), sorted(driver.polls)[:10]
     # ... so the device was asked at most once per interval, though 8 lines polled together.
     span = (max(driver.polls) - min(driver.polls)) / INTERVAL + 1
@@ -84,3 +87,36 @@ async def test_every_busy_line_of_a_batch_device_polls_on_the_same_ticks(tmp_pat
         sent = next(e.at for e in events if e.state == "sent")
         delivered = next(e.at for e in events if e.state == "delivered")
         assert delivered - sent <= SEND_TIME + INTERVAL + 0.001
+
+
+def test_each_device_ticks_on_a_phase_of_its_own():
+    """With the ticks of every device on the same moments, 16 GoIPs found their finished sends
+    all at once at 512 lines (event-loop lag p90 6.5 ms; 1.3-2.1 ms with a phase per device).
+    The phase comes from the device's name: the same for its lines, after a restart too."""
+    devices = tuple(
+        DeviceConfig(name=f"goip{i}", kind="router", lines=2, status_poll_interval=INTERVAL) for i in range(16)
+    )
+    config = Config(
+        esmes=(EsmeConfig("app"),),
+        devices=devices,
+        routes=(RouteConfig(name="r", channels=[(d.name, "1") for d in devices]),),
+    )
+
+    def phases() -> dict[str, set[float]]:
+        drivers = {}
+        for d in devices:
+            driver = BatchDevice()
+            driver.channels = ("1", "2")
+            drivers[d.name] = driver
+        sched = Scheduler(config, None, drivers, Metrics())  # type: ignore[arg-type]
+        found: dict[str, set[float]] = {}
+        for ch in sched.channels.values():
+            found.setdefault(ch.device_name, set()).add(ch.poll_phase)
+        return found
+
+    first = phases()
+    assert all(len(p) == 1 for p in first.values())
+    spread = sorted(p.pop() for p in first.values())
+    assert len(set(spread)) >= 12  # 16 devices, hardly any two on the same moment
+    assert all(0.0 <= p < 1.0 for p in spread)
+    assert sorted(p.pop() for p in phases().values()) == spread

@@ -43,7 +43,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
@@ -219,7 +219,12 @@ def test_console_in_chromium(site, browser):
     # The other pages open; the config page hides the token.
     emu.inject(1, "+4915112345678", "hello bridge")
     d.get(base + "/inbound")
-    wait.until(lambda d: (d.refresh() or True) and "hello bridge" in text_of(d, "#inbound"))
+    # Reloaded until the message shows. Under a loaded parallel run a reload once met a
+    # navigation still under way and Chromium gave up on it ("aborted by navigation"): that
+    # reload is tried again, like a stale element.
+    reloading = WebDriverWait(d, 20, poll_frequency=0.1,
+                              ignored_exceptions=(StaleElementReferenceException, TimeoutException))
+    reloading.until(lambda d: (d.refresh() or True) and "hello bridge" in text_of(d, "#inbound"))
     shot(d, "10-inbound")
     d.get(base + "/connectors")
     shot(d, "11-connectors")
