@@ -303,7 +303,11 @@ class Engine:
 
     async def _write_loop(self) -> None:
         while True:
-            if not self._pending and not self._checkpoint_due:
+            if self._checkpoint_due:  # after this task's commit, or one made by commit_now
+                self._checkpoint_due = False
+                await self._thread_for("write", self._checkpoint)
+                continue
+            if not self._pending:
                 self._wakeup = trio.Event()
                 self._writer_idle = True
                 try:
@@ -311,20 +315,13 @@ class Engine:
                 finally:
                     self._writer_idle = False
                 continue
-            if not self._pending:  # commit_now committed, and left the checkpoint to this task
-                self._checkpoint_due = False
-                await self._thread_for("write", self._checkpoint)
-                continue
             batch, self._pending = self._pending, []
             started = time.perf_counter()
             inline = len(batch) == 1 and self._may_commit_inline()
             if not (inline and self._commit_batch(batch, wait=False)):
                 await self._thread_for("write", self._commit_batch, batch)
             self._after_commit(batch, started)
-            if self._checkpoint_due:
-                self._checkpoint_due = False
-                await self._thread_for("write", self._checkpoint)
-            elif inline:
+            if inline and not self._checkpoint_due:
                 await trio.lowlevel.checkpoint()  # what the hooks started runs before the next commit
 
     def _may_commit_inline(self) -> bool:
@@ -374,8 +371,9 @@ class Engine:
             self._checkpoint_due = True
 
     def write_nowait(self, op: Op, done: Done) -> None:
-        """Queue ``op`` for the next group commit; ``done(result, error)`` is called (in the
-        writer task, after the commit) instead of making the caller wait. The SMPP front end
+        """Queue ``op`` for the next group commit; ``done(result, error)`` is called (on the
+        event loop, after the commit: in the writer task, or in the turn of a ``commit_now``)
+        instead of making the caller wait. The SMPP front end
         uses this so that one connection can have many submits in one commit."""
         if self._closed or self._wconn is None:
             raise StoreError("the store is closed")
@@ -527,8 +525,9 @@ class Engine:
             pass
 
     def after_commit(self, hook: Callable[[], None]) -> None:
-        """Called by an operation (on the writer thread): run ``hook`` in the trio task once the
-        operation's transaction has committed. Dropped if it rolls back."""
+        """Called by an operation (while it runs in the transaction): run ``hook`` on the event
+        loop once the operation's transaction has committed, after the batch's answers. Dropped
+        if it rolls back."""
         self._op_hooks.append(hook)
 
     def _fail_all(self, batch: list[_Waiter], exc: BaseException) -> None:
